@@ -1,0 +1,212 @@
+"""The task's own arguments. Training options come from `transformers.TrainingArguments`, never re-declared.
+
+Field names, defaults and meanings follow the upstream `run_ner.py`; fields after the upstream ones are
+this suite's additions and are listed in the README.
+"""
+
+import os
+from dataclasses import dataclass, field
+
+from transformers import HfArgumentParser
+
+from .errors import UserError
+
+
+@dataclass
+class ModelArguments:
+    """Which model, config and tokenizer to fine-tune, and where they come from."""
+
+    model_name_or_path: str = field(
+        metadata={"help": "Path to pretrained model or model identifier from huggingface.co/models"}
+    )
+    config_name: str | None = field(
+        default=None, metadata={"help": "Pretrained config name or path if not the same as model_name"}
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Pretrained tokenizer name or path if not the same as model_name"}
+    )
+    cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where do you want to store the pretrained models downloaded from huggingface.co"},
+    )
+    model_revision: str = field(
+        default="main",
+        metadata={"help": "The specific model version to use (can be a branch name, tag name or commit id)."},
+    )
+    token: str | None = field(
+        default=None,
+        metadata={
+            "help": "The token to use as HTTP bearer authorization for remote files. If not specified, will use "
+            "the token generated when running `hf auth login`. It is never written to any output file."
+        },
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={
+            "help": "Whether to trust the execution of code from datasets/models defined on the Hub. Only set "
+            "this for repositories you trust and whose code you have read."
+        },
+    )
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={
+            "help": "Train a new classification head when the model's head was trained for other labels "
+            "(a different number of labels or a different label set)."
+        },
+    )
+
+    def hub_kwargs(self):
+        """The keyword arguments every `from_pretrained` call of this run shares."""
+        return {
+            "cache_dir": self.cache_dir,
+            "revision": self.model_revision,
+            "token": self.token,
+            "trust_remote_code": self.trust_remote_code,
+        }
+
+
+@dataclass
+class DataTrainingArguments:
+    """What data to train, evaluate and predict on, and how to turn it into model inputs."""
+
+    task_name: str | None = field(default="ner", metadata={"help": "The name of the task (ner, pos...)."})
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "The name of the dataset to use (via the datasets library), or a local dataset folder."},
+    )
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "The configuration name of the dataset to use (via the datasets library)."}
+    )
+    train_file: str | None = field(
+        default=None,
+        metadata={"help": "The input training data file (.json, .jsonl, .csv, or a CoNLL column file)."},
+    )
+    validation_file: str | None = field(
+        default=None,
+        metadata={"help": "An optional input evaluation data file to evaluate on (same formats as train_file)."},
+    )
+    test_file: str | None = field(
+        default=None,
+        metadata={"help": "An optional input test data file to predict on; labels are optional."},
+    )
+    text_column_name: str | None = field(
+        default=None, metadata={"help": "The column name of text to input in the file (a csv or JSON file)."}
+    )
+    label_column_name: str | None = field(
+        default=None, metadata={"help": "The column name of label to input in the file (a csv or JSON file)."}
+    )
+    overwrite_cache: bool = field(
+        default=False, metadata={"help": "Overwrite the cached training and evaluation sets"}
+    )
+    preprocessing_num_workers: int | None = field(
+        default=None,
+        metadata={"help": "The number of processes to use for the preprocessing."},
+    )
+    max_seq_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "The maximum total input sequence length after tokenization (default: the model's maximum). "
+            "Longer examples are split into overlapping windows (see --stride); no word is ever dropped."
+        },
+    )
+    pad_to_max_length: bool = field(
+        default=False,
+        metadata={
+            "help": "Whether to pad all samples to model maximum sentence length. If False, will pad the samples "
+            "dynamically when batching to the maximum length in the batch. More efficient on GPU but very bad "
+            "for TPU."
+        },
+    )
+    max_train_samples: int | None = field(
+        default=None,
+        metadata={"help": "For debugging purposes or quicker training, truncate the number of training examples."},
+    )
+    max_eval_samples: int | None = field(
+        default=None,
+        metadata={"help": "For debugging purposes or quicker training, truncate the number of evaluation examples."},
+    )
+    max_predict_samples: int | None = field(
+        default=None,
+        metadata={"help": "For debugging purposes or quicker training, truncate the number of prediction examples."},
+    )
+    label_all_tokens: bool = field(
+        default=False,
+        metadata={
+            "help": "Train on every sub-token of a word (the later ones with the word's inside label, B-X becoming "
+            "I-X) instead of the first one only. Scores are per word either way."
+        },
+    )
+    return_entity_level_metrics: bool = field(
+        default=False,
+        metadata={"help": "Whether to return all the entity levels during evaluation or just the overall ones."},
+    )
+    # Additions of this suite.
+    stride: int = field(
+        default=64,
+        metadata={
+            "help": "Overlap, in sub-tokens, between consecutive windows of an example longer than "
+            "max_seq_length (at most half a window). Each word is predicted from the window where it has the "
+            "most context."
+        },
+    )
+    metric_mode: str = field(
+        default="default",
+        metadata={
+            "help": "seqeval matching: 'default' (lenient, conlleval-style, what upstream reports) or 'strict' "
+            "(entities must follow the tagging scheme, which is detected from the labels: IOB2, IOBES or BILOU).",
+            "choices": ["default", "strict"],
+        },
+    )
+    label_list: str | None = field(
+        default=None,
+        metadata={
+            "help": "Names for integer labels that the data does not name: a comma-separated list (O,B-PER,I-PER) "
+            "or a file with one name per line, in id order."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Train into a non-empty output_dir even though it holds no checkpoint to resume from. "
+            "Without it such a folder is never overwritten."
+        },
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop training after this many evaluations without improvement of metric_for_best_model "
+            "(needs --load_best_model_at_end and an eval_strategy)."
+        },
+    )
+    early_stopping_threshold: float = field(
+        default=0.0,
+        metadata={"help": "How much metric_for_best_model must improve to count as an improvement."},
+    )
+
+    def __post_init__(self):
+        if self.dataset_name is None and not (self.train_file or self.validation_file or self.test_file):
+            raise ValueError(
+                "Need either --dataset_name or a --train_file/--validation_file/--test_file to read data from."
+            )
+        if self.task_name:
+            self.task_name = self.task_name.lower()
+        if self.stride < 0:
+            raise ValueError(f"--stride must be 0 or more sub-tokens, got {self.stride}.")
+
+
+def parse_arguments(dataclass_types, argv):
+    """Parse `argv` into the dataclasses; a single `.json` argument is read as the whole configuration.
+
+    Invalid values (a `__post_init__` ValueError, an unknown key in the JSON file) become a `UserError`.
+    Unknown command-line flags are reported by argparse itself (usage line, exit status 2).
+    """
+    parser = HfArgumentParser(dataclass_types)
+    try:
+        if len(argv) == 1 and argv[0].endswith(".json"):
+            path = os.path.abspath(argv[0])
+            if not os.path.isfile(path):
+                raise UserError(f"The configuration file {argv[0]} does not exist.")
+            return parser.parse_json_file(json_file=path)
+        return parser.parse_args_into_dataclasses(args=argv)
+    except (ValueError, TypeError) as error:
+        raise UserError(f"Invalid arguments: {error}") from None

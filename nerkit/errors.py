@@ -1,0 +1,19 @@
+"""Errors a user can fix, reported as one paragraph with exit status 2 and no traceback."""
+
+import sys
+
+
+class UserError(Exception):
+    """A problem with the command line, the data or the model folder that the user can fix.
+
+    The message names the flag, file or line and says what to do; `exit_on_user_error` prints it.
+    """
+
+
+def exit_on_user_error(function, *args, **kwargs):
+    """Call `function`; on a `UserError` print its message to stderr and exit with status 2."""
+    try:
+        return function(*args, **kwargs)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

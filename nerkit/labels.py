@@ -1,0 +1,82 @@
+"""The label list: where it comes from, how it meets a pretrained head, and the inside label of each tag."""
+
+import logging
+import re
+
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
+
+# transformers names the labels of a config nobody set LABEL_0, LABEL_1, ...
+PLACEHOLDER_LABEL = re.compile(r"^LABEL_\d+$")
+# Prefixes that open an entity; the later sub-tokens of such a word continue it with I-X.
+OPENING_PREFIXES = ("B-", "S-", "U-")
+
+
+def data_label_list(splits, declared=None):
+    """The `ClassLabel` (or --label_list) names when the data declares them, else the sorted union of the
+    tags of every split given: a tag seen only in validation or test must not crash anything."""
+    seen = set()
+    for split in splits.values():
+        for tags in split.tags or ():
+            seen.update(tags)
+    if declared:
+        unknown = sorted(seen - set(declared))
+        if unknown:
+            raise UserError(f"The data uses tags that --label_list does not list: {', '.join(unknown)}. Add them "
+                            "to --label_list.")
+        return list(declared)
+    if not seen:
+        raise UserError("No split has tags, so there is no label list. Give a labelled --train_file or "
+                        "--validation_file, or a fine-tuned model whose config names its labels.")
+    return sorted(seen)
+
+
+def model_label_list(config):
+    """The label names a pretrained config carries, in id order; None when they are placeholders."""
+    id2label = getattr(config, "id2label", None) or {}
+    names = [id2label[i] for i in sorted(id2label)]
+    if not names or all(PLACEHOLDER_LABEL.match(str(name)) for name in names):
+        return None
+    return names
+
+
+def choose_label_list(data_labels, model_labels, ignore_mismatched_sizes, model_name):
+    """Reconcile the data's labels with a pretrained head. Returns (label list, whether the head is reused).
+
+    A head that knows every label of the data is reused in its own order, so its weights keep their
+    meaning. Otherwise the head must be trained anew, which the user has to ask for.
+    """
+    if model_labels is None:
+        return data_labels, False
+    if data_labels is None or set(data_labels) <= set(model_labels):
+        if data_labels is not None and set(data_labels) != set(model_labels):
+            logger.info("The model knows labels the data does not use; keeping all %d of them.", len(model_labels))
+        return list(model_labels), True
+    if not ignore_mismatched_sizes:
+        missing = sorted(set(data_labels) - set(model_labels))
+        raise UserError(
+            f"The model {model_name} was fine-tuned for the labels {', '.join(model_labels)}, but the data also "
+            f"has {', '.join(missing)}. Its classification head cannot predict these. Add "
+            "--ignore_mismatched_sizes to train a new head for the data's labels, or map the data's tags to the "
+            "model's labels."
+        )
+    logger.warning("The model's head was trained for other labels (%s); a new head is trained for %s.",
+                   ", ".join(model_labels), ", ".join(data_labels))
+    return data_labels, False
+
+
+def inside_label_ids(label_list):
+    """For each label id, the id later sub-tokens of a word get with --label_all_tokens: B-X, S-X and U-X
+    become I-X when the list has it, so no extra entity appears; every other label stays itself."""
+    index = {label: i for i, label in enumerate(label_list)}
+    inside = []
+    for i, label in enumerate(label_list):
+        prefix = label[:2]
+        inside.append(index.get("I-" + label[2:], i) if prefix in OPENING_PREFIXES else i)
+    return inside
+
+
+def outside_label(label_list):
+    """The label for a word the model never saw (no sub-tokens): 'O' when there is one, else the first."""
+    return "O" if "O" in label_list else label_list[0]

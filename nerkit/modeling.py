@@ -1,0 +1,69 @@
+"""Loading the config and the model, with the label names the run settled on."""
+
+import logging
+
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def load_config(model_args, task_name):
+    from transformers import AutoConfig
+
+    name = model_args.config_name or model_args.model_name_or_path
+    try:
+        return AutoConfig.from_pretrained(name, finetuning_task=task_name, **model_args.hub_kwargs())
+    except (OSError, ValueError) as error:
+        raise UserError(f"Could not load a model configuration from '{name}': {error}. Check "
+                        "--model_name_or_path or --config_name; when offline, give a local folder.") from None
+
+
+def set_labels(config, label_list):
+    """Put the real label names in the config, so the saved config.json and any pipeline name them."""
+    config.id2label = dict(enumerate(label_list))
+    config.label2id = {label: i for i, label in enumerate(label_list)}
+
+
+def load_model(model_args, config, head_reused):
+    """The token-classification model; a head trained for other labels is replaced by a new one."""
+    from transformers import AutoModelForTokenClassification
+
+    try:
+        model = AutoModelForTokenClassification.from_pretrained(
+            model_args.model_name_or_path,
+            config=config,
+            ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+            **model_args.hub_kwargs(),
+        )
+    except RuntimeError as error:
+        if "mismatched_sizes" not in str(error) and "size mismatch" not in str(error):
+            raise
+        raise UserError(f"The classification head of {model_args.model_name_or_path} has a different number of "
+                        f"labels than the data ({config.num_labels}). Add --ignore_mismatched_sizes to train a "
+                        "new head for the data's labels.") from None
+    except (OSError, ValueError) as error:
+        raise UserError(f"Could not load the model '{model_args.model_name_or_path}': {error}") from None
+    if not head_reused and model_args.ignore_mismatched_sizes:
+        reset_head(model)
+    return model
+
+
+def reset_head(model):
+    """Re-initialise every layer outside the base model: a same-sized head trained for other labels would
+    otherwise keep its old meanings under the new names. Linear layers get the model's own initialisation
+    (normal with `initializer_range`, zero bias)."""
+    import torch
+
+    base = getattr(model, model.base_model_prefix, None)
+    base_modules = set(base.modules()) if base is not None else set()
+    std = getattr(model.config, "initializer_range", 0.02)
+    with torch.no_grad():
+        for module in model.modules():
+            if module is model or module in base_modules or list(module.children()):
+                continue
+            if isinstance(module, torch.nn.Linear):
+                module.weight.normal_(mean=0.0, std=std)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif hasattr(module, "reset_parameters"):
+                module.reset_parameters()

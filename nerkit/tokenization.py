@@ -1,0 +1,200 @@
+"""From words to model inputs: the fast tokenizer, label alignment through `word_ids`, and windows.
+
+An example longer than the model's window is cut into overlapping windows at word boundaries, so every
+word of every example is trained on, predicted and scored; nothing is truncated away.
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100  # label of positions the loss and the metrics skip (special tokens, padding)
+NO_WORD = -1  # word id stored for special tokens (Arrow columns hold ints, not None)
+UNBOUNDED = 1_000_000  # tokenizers without a known maximum report a huge model_max_length
+
+
+def load_fast_tokenizer(name_or_path, hub_kwargs):
+    """Load a fast tokenizer, checked before any weights load; byte-level BPE gets add_prefix_space=True."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **hub_kwargs)
+    except (OSError, ValueError) as error:
+        raise UserError(f"Could not load a tokenizer from '{name_or_path}': {error}. Check --model_name_or_path "
+                        "or --tokenizer_name; when offline, give a local folder.") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError(f"The tokenizer of '{name_or_path}' ({type(tokenizer).__name__}) is not a fast "
+                        "tokenizer. Word alignment needs the word_ids of a fast (Rust `tokenizers`) tokenizer: "
+                        "use a model that ships a tokenizer.json, or pass --tokenizer_name with a fast one.")
+    if is_byte_level(tokenizer) and not adds_prefix_space(tokenizer):
+        # Pre-split words must each be encoded as if preceded by a space, the way they appear mid-sentence.
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, add_prefix_space=True, **hub_kwargs)
+        if not adds_prefix_space(tokenizer):
+            set_prefix_space(tokenizer)
+    return tokenizer
+
+
+def _pre_tokenizer_nodes(tokenizer):
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    node = state.get("pre_tokenizer") or {}
+    return state, (node.get("pretokenizers") or [node]) if node.get("type") == "Sequence" else [node]
+
+
+def is_byte_level(tokenizer):
+    """Whether the tokenizer pre-tokenizes at the byte level (GPT-2, RoBERTa, BART, Longformer, Bloom...)."""
+    return any(node.get("type") == "ByteLevel" for node in _pre_tokenizer_nodes(tokenizer)[1])
+
+
+def adds_prefix_space(tokenizer):
+    return all(node.get("add_prefix_space") for node in _pre_tokenizer_nodes(tokenizer)[1]
+               if node.get("type") == "ByteLevel")
+
+
+def set_prefix_space(tokenizer):
+    """Turn on add_prefix_space in the backend itself, for tokenizer classes that ignore the keyword."""
+    from tokenizers import Tokenizer
+
+    state, nodes = _pre_tokenizer_nodes(tokenizer)
+    for node in nodes:
+        if node.get("type") == "ByteLevel":
+            node["add_prefix_space"] = True
+    tokenizer.backend_tokenizer.pre_tokenizer = Tokenizer.from_str(json.dumps(state)).pre_tokenizer
+    tokenizer.add_prefix_space = True
+
+
+def window_length(tokenizer, config, requested):
+    """The window in sub-tokens: --max_seq_length, else the model's maximum; never above the maximum."""
+    limit = tokenizer.model_max_length if tokenizer.model_max_length < UNBOUNDED else None
+    if limit is None:
+        limit = min(getattr(config, "max_position_embeddings", 512) or 512, 512)
+    if requested is None:
+        return limit
+    if requested > limit:
+        logger.warning("--max_seq_length %d is more than the model's maximum %d; using %d.", requested, limit, limit)
+        return limit
+    if requested <= tokenizer.num_special_tokens_to_add() + 1:
+        raise UserError(f"--max_seq_length {requested} leaves no room for words next to the special tokens; "
+                        "use at least 8.")
+    return requested
+
+
+def align_labels(word_ids, word_label_ids, inside_ids=None):
+    """Sub-token labels from word labels.
+
+    The first sub-token of each word carries the word's label; later sub-tokens get -100 (ignored), or with
+    `inside_ids` (--label_all_tokens) the word's inside label. Special tokens (word id None) get -100.
+    """
+    labels, previous = [], None
+    for word in word_ids:
+        if word is None:
+            labels.append(IGNORE_INDEX)
+        elif word != previous:
+            labels.append(word_label_ids[word])
+        else:
+            labels.append(IGNORE_INDEX if inside_ids is None else inside_ids[word_label_ids[word]])
+        previous = word
+    return labels
+
+
+def plan_windows(word_lengths, budget, stride):
+    """Cut words into windows of at most `budget` sub-tokens, as (first word, end word) pairs.
+
+    A window never splits a word (a word longer than the budget gets a window of its own and is cut by the
+    tokenizer); consecutive windows share their last words up to `stride` sub-tokens, and each window
+    starts at least one word after the previous one.
+    """
+    windows, start, count = [], 0, len(word_lengths)
+    while True:
+        end, used = start, 0
+        while end < count and (end == start or used + word_lengths[end] <= budget):
+            used += word_lengths[end]
+            end += 1
+        windows.append((start, end))
+        if end >= count:
+            return windows
+        following, overlap = end, 0
+        while following - 1 > start and overlap + word_lengths[following - 1] <= stride:
+            following -= 1
+            overlap += word_lengths[following]
+        start = following
+
+
+def word_lengths_from_ids(word_ids, word_count):
+    """Sub-tokens per word; a word the tokenizer drops entirely (a lone control character) counts 0."""
+    lengths = [0] * word_count
+    for word in word_ids:
+        if word is not None:
+            lengths[word] += 1
+    return lengths
+
+
+@dataclass
+class EncodingSettings:
+    max_length: int
+    stride: int
+    inside_ids: list | None = None  # set with --label_all_tokens
+
+
+def encode_batch(batch, tokenizer, settings):
+    """`datasets.map` function: examples ({'tokens', 'example_id'[, 'tag_ids']}) to window features."""
+    labelled = "tag_ids" in batch
+    whole = tokenizer(batch["tokens"], is_split_into_words=True, truncation=False, verbose=False)
+    budget = settings.max_length - tokenizer.num_special_tokens_to_add()
+    stride = min(settings.stride, budget // 2)
+    pieces = []  # (example index, first word, encoding or None to encode below)
+    for index, words in enumerate(batch["tokens"]):
+        word_ids = whole.word_ids(index)
+        if len(word_ids) <= settings.max_length:
+            pieces.append((index, 0, word_ids, {key: whole[key][index] for key in whole.keys()}))
+            continue
+        for first, end in plan_windows(word_lengths_from_ids(word_ids, len(words)), budget, stride):
+            pieces.append((index, first, words[first:end], None))
+    pending = [piece[2] for piece in pieces if piece[3] is None]
+    if pending:
+        windows = tokenizer(pending, is_split_into_words=True, truncation=True, max_length=settings.max_length)
+        cursor = iter(range(len(pending)))
+        pieces = [piece if piece[3] is not None else _window_piece(piece, windows, next(cursor)) for piece in pieces]
+    features = {key: [] for key in ("example_id", "word_ids", *whole.keys())}
+    if labelled:
+        features["labels"] = []
+    for index, first, word_ids, encoding in pieces:
+        for key, value in encoding.items():
+            features[key].append(value)
+        features["example_id"].append(batch["example_id"][index])
+        features["word_ids"].append([NO_WORD if word is None else word + first for word in word_ids])
+        if labelled:
+            tags = batch["tag_ids"][index][first:]
+            features["labels"].append(align_labels(word_ids, tags, settings.inside_ids))
+    return features
+
+
+def _window_piece(piece, windows, position):
+    index, first, _, _ = piece
+    return index, first, windows.word_ids(position), {key: windows[key][position] for key in windows.keys()}
+
+
+def encode_split(split, tokenizer, label2id, settings, num_proc=None):
+    """A `datasets.Dataset` of window features for one split, in example order, plus a log line on windows."""
+    import datasets
+    from functools import partial
+
+    columns = {"tokens": split.tokens, "example_id": list(range(len(split.tokens)))}
+    if split.tags is not None:
+        columns["tag_ids"] = [[label2id[tag] for tag in tags] for tags in split.tags]
+    examples = datasets.Dataset.from_dict(columns)
+    features = examples.map(
+        partial(encode_batch, tokenizer=tokenizer, settings=settings),
+        batched=True,
+        num_proc=num_proc,
+        remove_columns=examples.column_names,
+        desc=f"Tokenizing {split.name}",
+    )
+    extra = len(features) - len(examples)
+    if extra:
+        logger.info("%s: %d windows for %d examples (examples longer than %d sub-tokens are split, not truncated).",
+                    split.name, len(features), len(examples), settings.max_length)
+    return features

@@ -1,0 +1,95 @@
+"""Tiny random checkpoints for tests: a BERT with a WordPiece vocabulary and a RoBERTa with a byte-level
+BPE vocabulary, trained in a second with `tokenizers` on a few sentences and saved like a hub folder.
+Nothing is downloaded and no weights are committed."""
+
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    BertForTokenClassification,
+    BertTokenizer,
+    RobertaConfig,
+    RobertaForMaskedLM,
+    RobertaForTokenClassification,
+    RobertaTokenizer,
+)
+
+CORPUS = [
+    "John Smith works at Acme Corporation in New York .",
+    "Mary visited Paris and Berlin last year with her friend Pierre .",
+    "The European Commission said on Thursday it disagreed with German advice .",
+    "EU rejects German call to boycott British lamb .",
+    "Peter Blackburn reported from Brussels about the unbelievably long meeting .",
+    "Apple and Google opened offices in London , Tokyo and San Francisco .",
+    "Tweets about the new iPhone spread quickly over the weekend !",
+]
+MAX_LENGTH = 64
+
+
+def _corpus(extra_words=()):
+    return CORPUS + [" ".join(extra_words)] * 3 if extra_words else CORPUS
+
+
+def build_tiny_bert(path, extra_words=(), labels=None, seed=0):
+    """Save a 2-layer BERT with an uncased WordPiece vocabulary of about 300 entries to `path`: a masked-LM
+    checkpoint like a pretrained one, or with `labels` a token-classification model fine-tuned for them."""
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(_corpus(extra_words), trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    tok.decoder = decoders.WordPiece()
+    fast = BertTokenizer(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=MAX_LENGTH,
+    )
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=MAX_LENGTH, pad_token_id=0, **_label_kwargs(labels),
+    )
+    return _save(BertForTokenClassification if labels else BertForMaskedLM, config, fast, path, seed)
+
+
+def build_tiny_roberta(path, labels=None, seed=0):
+    """Save a 2-layer RoBERTa with a byte-level BPE vocabulary (needs add_prefix_space for split words)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tok.train_from_iterator(
+        CORPUS,
+        trainers.BpeTrainer(vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+    )
+    tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")))
+    tok.decoder = decoders.ByteLevel()
+    fast = RobertaTokenizer(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        cls_token="<s>", sep_token="</s>", mask_token="<mask>", model_max_length=MAX_LENGTH,
+    )
+    config = RobertaConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=MAX_LENGTH + 2, pad_token_id=1, bos_token_id=0,
+        eos_token_id=2, **_label_kwargs(labels),
+    )
+    return _save(RobertaForTokenClassification if labels else RobertaForMaskedLM, config, fast, path, seed)
+
+
+def _label_kwargs(labels):
+    if labels is None:
+        return {}
+    return {"id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}
+
+
+def _save(model_class, config, tokenizer, path, seed):
+    import torch
+
+    torch.manual_seed(seed)
+    path = Path(path)
+    model_class(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
