@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+
+from nerkit.decoding import WordCollector, WordDecoder
+from nerkit.errors import UserError
+from nerkit.metrics import detect_scheme, entity_scores
+from nerkit.tokenization import NO_WORD
+
+LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
+
+
+def test_scores_computed_by_hand():
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]
+    pred = [["B-PER", "I-PER", "O", "O"], ["B-ORG", "O"]]
+    # 3 gold entities (PER, LOC, ORG), 2 predicted, both right; 5 of 6 words right
+    scores = entity_scores(gold, pred, LABELS)
+    assert scores == pytest.approx({"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "accuracy": 5 / 6})
+
+
+def test_entity_level_keys_and_counts():
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-LOC", "O"]]
+    pred = [["B-PER", "O", "O", "B-LOC"], ["B-LOC", "O"]]
+    scores = entity_scores(gold, pred, LABELS, entity_level=True)
+    assert scores["PER_number"] == 1 and scores["LOC_number"] == 2
+    assert scores["PER_f1"] == 0.0 and scores["LOC_f1"] == 1.0
+    assert scores["overall_f1"] == scores["f1"] == pytest.approx(2 * (2 / 3) * (2 / 3) / (4 / 3))
+    assert set(scores) >= {"overall_precision", "overall_recall", "overall_accuracy", "LOC_precision"}
+
+
+def test_default_mode_is_lenient_and_strict_mode_follows_the_scheme():
+    gold, pred = [["B-PER", "I-PER", "O"]], [["I-PER", "I-PER", "O"]]
+    assert entity_scores(gold, pred, LABELS)["f1"] == 1.0  # conlleval: I- starts an entity
+    assert entity_scores(gold, pred, LABELS, mode="strict")["f1"] == 0.0  # IOB2: it does not
+
+
+def test_no_entities_at_all_scores_zero_without_failing():
+    scores = entity_scores([["O", "O"]], [["O", "O"]], LABELS)
+    assert scores["f1"] == 0.0 and scores["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "labels, scheme",
+    [(LABELS, "IOB2"), (["O", "B-X", "I-X", "E-X", "S-X"], "IOBES"), (["O", "B-X", "I-X", "L-X", "U-X"], "BILOU"),
+     (["NN", "VB"], None)],
+)
+def test_detect_scheme(labels, scheme):
+    assert detect_scheme(labels) == scheme
+
+
+def test_strict_mode_without_a_scheme_is_a_user_error():
+    with pytest.raises(UserError, match="--metric_mode"):
+        entity_scores([["NN"]], [["NN"]], ["NN", "VB"], mode="strict")
+
+
+def test_word_collector_keeps_the_window_with_most_context():
+    collector = WordCollector([6])
+    # window A holds words 0-3 (word 3 at its edge), window B words 2-5 (word 3 in its middle)
+    collector.add(0, [NO_WORD, 0, 1, 2, 3, NO_WORD], [(0, 1)] + [(0, 0.9)] * 3 + [(1, 0.6), (0, 1)])
+    collector.add(0, [NO_WORD, 2, 3, 3, 4, 5, NO_WORD], [(0, 1), (0, 0.9), (3, 0.8), (5, 0.1), (0, 0.9), (0, 0.9),
+                                                         (0, 1)])
+    tags, scores, missing = collector.result(LABELS, "O")
+    assert tags == [["O", "O", "O", "B-LOC", "O", "O"]]  # word 3: B-LOC from window B, not B-PER from A
+    assert scores[0][3] == pytest.approx(0.8) and missing == 0
+
+
+def test_word_without_sub_tokens_gets_the_fallback_and_is_counted():
+    collector = WordCollector([3])
+    collector.add(0, [NO_WORD, 0, 2, NO_WORD], [(0, 1), (1, 0.9), (3, 0.9), (0, 1)])
+    tags, _, missing = collector.result(LABELS, "O")
+    assert tags == [["B-PER", "O", "B-LOC"]] and missing == 1
+
+
+def test_decoder_reads_padded_batches_in_feature_order():
+    features = {"word_ids": [[NO_WORD, 0, 0, 1, NO_WORD], [NO_WORD, 0, NO_WORD]], "example_id": [0, 1]}
+    decoder = WordDecoder(features, [2, 1])
+    batch = np.full((2, 5, 2), -100.0)
+    batch[0, :5] = [(0, 1), (1, 0.9), (2, 0.5), (2, 0.7), (0, 1)]
+    batch[1, :3] = [(0, 1), (3, 0.8), (0, 1)]
+    decoder.add_batch([batch[:1], batch[1:, :3]])
+    tags, scores = decoder.result(LABELS, "O", "validation")
+    assert tags == [["B-PER", "I-PER"], ["B-LOC"]]
+    assert scores == [[pytest.approx(0.9), pytest.approx(0.7)], [pytest.approx(0.8)]]

@@ -1,0 +1,220 @@
+"""End-to-end runs of run_ner.py on tiny random checkpoints: files, keys, formats, labels, errors."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import run_ner
+from conftest import ROOT, examples, write_jsonl
+from tiny_models import build_tiny_bert
+
+COMMON = ["--report_to", "none", "--per_device_train_batch_size", "8", "--learning_rate", "5e-3",
+          "--save_strategy", "no", "--seed", "7"]
+
+
+def run(model, output_dir, *flags, files=None):
+    argv = ["--model_name_or_path", model, "--output_dir", str(output_dir), *COMMON, *flags]
+    for split, path in (files or {}).items():
+        argv += [f"--{split}_file", path]
+    run_ner.cli(argv)
+    return output_dir
+
+
+def run_script(*argv, env=None):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "run_ner.py"), *argv], capture_output=True,
+                          text=True, env=dict(os.environ, HF_HUB_OFFLINE="1", **(env or {})), cwd=ROOT)
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def predictions(output_dir):
+    with open(os.path.join(output_dir, "predictions.txt"), encoding="utf-8") as handle:
+        return [line.rstrip("\n").split(" ") for line in handle]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert, ner_files, tmp_path_factory):
+    """One train + eval + predict run shared by the checks on its outputs."""
+    output_dir = tmp_path_factory.mktemp("trained")
+    files = {"train": ner_files["train"], "validation": ner_files["validation"], "test": ner_files["test"]}
+    return run(tiny_bert, output_dir, "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "3",
+               "--return_entity_level_metrics", files=files)
+
+
+def test_outputs_of_a_full_run(trained, ner_files):
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "train_results.json", "eval_results.json",
+                 "predict_results.json", "all_results.json", "trainer_state.json", "predictions.txt", "README.md"):
+        assert os.path.isfile(os.path.join(trained, name)), name
+    results = read_json(os.path.join(trained, "all_results.json"))
+    for key in ("eval_precision", "eval_recall", "eval_f1", "eval_accuracy", "eval_overall_f1", "eval_PER_f1",
+                "eval_LOC_number", "train_loss", "predict_samples"):
+        assert key in results, key
+    gold_per = sum(tag == "B-PER" for _, tags in examples(5, offset=1) for tag in tags)
+    assert results["eval_PER_number"] == gold_per  # every gold PER entity of validation.json is counted
+
+
+def test_config_holds_the_real_label_names(trained):
+    config = read_json(os.path.join(trained, "config.json"))
+    assert sorted(config["id2label"].values()) == ["B-LOC", "B-MISC", "B-ORG", "B-PER", "I-LOC", "I-ORG", "I-PER",
+                                                    "O"]
+
+
+def test_predictions_have_one_label_per_word_for_an_unlabelled_test_file(trained):
+    words = [tokens for tokens, _ in examples(5, offset=2)]
+    assert [len(line) for line in predictions(trained)] == [len(w) for w in words]
+
+
+def test_output_folder_loads_in_a_pipeline_with_real_entity_types(trained):
+    from transformers import pipeline
+
+    tagger = pipeline("token-classification", model=str(trained))
+    found = tagger("John Smith works at Acme Corporation in New York .")
+    assert found and all(item["entity"] in {"B-LOC", "B-MISC", "B-ORG", "B-PER", "I-LOC", "I-ORG", "I-PER"}
+                         for item in found)
+
+
+def test_same_data_in_json_jsonl_and_csv_gives_the_same_scores(tiny_bert, tmp_path):
+    rows, held_out = examples(20), examples(5, offset=1)
+    scores = []
+    for kind in ("json", "jsonl", "csv"):
+        folder = tmp_path / kind
+        folder.mkdir()
+        files = {"train": write_rows(folder / f"train.{kind}", rows),
+                 "validation": write_rows(folder / f"validation.{kind}", held_out)}
+        output = run(tiny_bert, folder / "out", "--do_train", "--do_eval", "--num_train_epochs", "1", files=files)
+        result = read_json(os.path.join(output, "eval_results.json"))
+        scores.append({k: v for k, v in result.items() if "runtime" not in k and "per_second" not in k})
+    assert scores[0] == scores[1] == scores[2]
+
+
+def write_rows(path, rows):
+    if str(path).endswith(".csv"):
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["tokens", "ner_tags"])
+            writer.writerows([json.dumps(tokens), json.dumps(tags)] for tokens, tags in rows)
+        return str(path)
+    return write_jsonl(path, rows)
+
+
+def test_json_configuration_file(tiny_bert, ner_files, tmp_path):
+    config = {"model_name_or_path": tiny_bert, "train_file": ner_files["train"], "output_dir": str(tmp_path / "o"),
+              "do_train": True, "num_train_epochs": 1, "report_to": "none", "save_strategy": "no"}
+    path = tmp_path / "args.json"
+    path.write_text(json.dumps(config))
+    run_ner.cli([str(path)])
+    assert os.path.isfile(tmp_path / "o" / "train_results.json")
+
+
+def test_roberta_byte_level_tokenizer(tiny_roberta, ner_files, tmp_path):
+    files = {"train": ner_files["train"], "test": ner_files["labelled_test"]}
+    output = run(tiny_roberta, tmp_path, "--do_train", "--do_predict", "--num_train_epochs", "1", files=files)
+    assert "predict_f1" in read_json(os.path.join(output, "predict_results.json"))
+    assert [len(line) for line in predictions(output)] == [len(t) for t, _ in examples(5, offset=2)]
+
+
+def test_label_seen_only_in_validation_does_not_crash(tiny_bert, tmp_path):
+    rare = [(["Zorro", "rides"], ["B-HERO", "O"])]
+    files = {"train": write_jsonl(tmp_path / "train.json", examples(10)),
+             "validation": write_jsonl(tmp_path / "dev.json", examples(3) + rare)}
+    output = run(tiny_bert, tmp_path / "o", "--do_train", "--do_eval", "--num_train_epochs", "1", files=files)
+    assert "B-HERO" in read_json(os.path.join(output, "config.json"))["label2id"]
+
+
+def test_label_all_tokens_scores_per_word(tiny_bert, ner_files, tmp_path):
+    files = {"train": ner_files["train"], "validation": ner_files["validation"], "test": ner_files["labelled_test"]}
+    output = run(tiny_bert, tmp_path, "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "1",
+                 "--label_all_tokens", "--return_entity_level_metrics", files=files)
+    # entity counts are those of the gold words, not of sub-tokens
+    gold_loc = sum(tag == "B-LOC" for _, tags in examples(5, offset=2) for tag in tags)
+    assert read_json(os.path.join(output, "predict_results.json"))["predict_LOC_number"] == gold_loc
+    assert [len(line) for line in predictions(output)] == [len(t) for t, _ in examples(5, offset=2)]
+
+
+def test_documents_longer_than_the_window_keep_every_word(tiny_bert, tmp_path):
+    long_doc = [(sum((t for t, _ in examples(8)), []), sum((g for _, g in examples(8)), []))]
+    files = {"train": write_jsonl(tmp_path / "train.json", examples(10) + long_doc),
+             "test": write_jsonl(tmp_path / "test.json", long_doc + examples(2))}
+    output = run(tiny_bert, tmp_path / "o", "--do_train", "--do_predict", "--num_train_epochs", "1",
+                 "--max_seq_length", "16", "--stride", "4", "--return_entity_level_metrics", files=files)
+    assert [len(line) for line in predictions(output)] == [len(long_doc[0][0]), 10, 8]
+    gold_per = sum(tag == "B-PER" for _, tags in long_doc + examples(2) for tag in tags)
+    assert read_json(os.path.join(output, "predict_results.json"))["predict_PER_number"] == gold_per
+
+
+def test_pretrained_head_with_the_same_labels_is_reused_in_its_order(ner_files, tmp_path):
+    order = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC"]
+    model = build_tiny_bert(tmp_path / "finetuned", labels=order)
+    output = run(model, tmp_path / "o", "--do_train", "--do_eval", "--num_train_epochs", "1",
+                 files={"train": ner_files["train"], "validation": ner_files["validation"]})
+    id2label = read_json(os.path.join(output, "config.json"))["id2label"]
+    assert [id2label[str(i)] for i in range(len(order))] == order
+
+
+def test_pretrained_head_with_other_labels_needs_the_flag(ner_files, tmp_path):
+    model = build_tiny_bert(tmp_path / "finetuned", labels=["O", "B-PER", "I-PER", "B-X", "I-X", "B-Y", "I-Y", "Z"])
+    result = run_script("--model_name_or_path", model, "--train_file", ner_files["train"], "--do_train",
+                        "--output_dir", str(tmp_path / "o"), "--report_to", "none")
+    assert result.returncode == 2 and "--ignore_mismatched_sizes" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()
+    run(model, tmp_path / "o2", "--do_train", "--num_train_epochs", "1", "--ignore_mismatched_sizes",
+        files={"train": ner_files["train"]})
+    assert "B-LOC" in read_json(os.path.join(tmp_path / "o2", "config.json"))["label2id"]
+
+
+def test_best_model_by_f1_and_early_stopping(tiny_bert, ner_files, tmp_path):
+    output = run(tiny_bert, tmp_path, "--do_train", "--do_eval", "--num_train_epochs", "4", "--eval_strategy",
+                 "epoch", "--save_strategy", "epoch", "--load_best_model_at_end", "--metric_for_best_model", "f1",
+                 "--early_stopping_patience", "1", "--early_stopping_threshold", "0.5",
+                 files={"train": ner_files["train"], "validation": ner_files["validation"]})
+    state = read_json(os.path.join(output, "trainer_state.json"))
+    assert state["best_metric"] is not None and state["best_model_checkpoint"]
+    assert len([log for log in state["log_history"] if "eval_f1" in log]) < 4  # stopped early
+
+
+def test_tensorboard_logs_are_written_offline(tiny_bert, ner_files, tmp_path):
+    run(tiny_bert, tmp_path, "--do_train", "--num_train_epochs", "1", "--report_to", "tensorboard",
+        "--logging_steps", "1", files={"train": ner_files["train"]})
+    event_files = [name for _, _, names in os.walk(tmp_path) for name in names if "tfevents" in name]
+    assert event_files
+
+
+def test_help_lists_upstream_and_added_flags():
+    result = run_script("--help")
+    assert result.returncode == 0
+    for flag in ("--model_name_or_path", "--label_all_tokens", "--return_entity_level_metrics", "--max_seq_length",
+                 "--do_train", "--push_to_hub", "--stride", "--metric_mode", "--label_list"):
+        assert flag in result.stdout, flag
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--do_eval"], "--do_eval needs a validation split"),
+        (["--do_train", "--early_stopping_patience", "2"], "--load_best_model_at_end"),
+        (["--do_train", "--metric_for_best_model", "f2"], "not a score evaluation reports"),
+        (["--do_train", "--max_seq_length", "2"], "--max_seq_length"),
+    ],
+)
+def test_user_errors_exit_2_without_traceback_and_write_nothing(tiny_bert, ner_files, tmp_path, flags, message):
+    output = tmp_path / "out"
+    result = run_script("--model_name_or_path", tiny_bert, "--train_file", ner_files["train"],
+                        "--output_dir", str(output), "--report_to", "none", *flags)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not output.exists()
+
+
+def test_non_empty_output_folder_is_not_overwritten(tiny_bert, ner_files, tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    result = run_script("--model_name_or_path", tiny_bert, "--train_file", ner_files["train"], "--do_train",
+                        "--output_dir", str(tmp_path), "--report_to", "none")
+    assert result.returncode == 2 and "--overwrite_output_dir" in result.stderr
+    assert os.listdir(tmp_path) == ["notes.txt"]

@@ -1,0 +1,124 @@
+import random
+
+import pytest
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from nerkit.data import Split
+from nerkit.errors import UserError
+from nerkit.tokenization import (
+    IGNORE_INDEX,
+    NO_WORD,
+    EncodingSettings,
+    adds_prefix_space,
+    align_labels,
+    encode_split,
+    is_byte_level,
+    load_fast_tokenizer,
+    plan_windows,
+    window_length,
+)
+
+X = IGNORE_INDEX
+
+
+@pytest.mark.parametrize(
+    "word_ids, word_labels, inside, expected",
+    [
+        # first sub-token carries the label, later ones and special tokens -100
+        ([None, 0, 1, 1, 2, None], [3, 1, 2], None, [X, 3, 1, X, 2, X]),
+        # label_all_tokens: later sub-tokens get the inside label (B-PER=1 -> I-PER=2), O stays O
+        ([None, 0, 0, 1, 2, 2, None], [1, 2, 0], [0, 2, 2], [X, 1, 2, 2, 0, 0, X]),
+        # a word with no sub-token (word 1) simply has no position
+        ([None, 0, 2, None], [1, 0, 2], None, [X, 1, 2, X]),
+        # only special tokens
+        ([None, None], [], None, [X, X]),
+    ],
+)
+def test_align_labels(word_ids, word_labels, inside, expected):
+    assert align_labels(word_ids, word_labels, inside) == expected
+
+
+@pytest.mark.parametrize(
+    "lengths, budget, stride, expected",
+    [
+        ([2, 2, 2], 10, 4, [(0, 3)]),  # fits in one window
+        ([2, 2, 2, 2, 2], 5, 2, [(0, 2), (1, 3), (2, 4), (3, 5)]),  # overlap of one word (2 <= stride)
+        ([2, 2, 2, 2, 2], 6, 0, [(0, 3), (3, 5)]),  # no overlap
+        ([1, 10, 1], 4, 2, [(0, 1), (1, 2), (2, 3)]),  # a word longer than the window gets its own
+        ([3, 0, 3, 3], 6, 3, [(0, 3), (1, 4)]),  # a word without sub-tokens costs nothing
+    ],
+)
+def test_plan_windows(lengths, budget, stride, expected):
+    assert plan_windows(lengths, budget, stride) == expected
+
+
+def test_plan_windows_covers_every_word_and_respects_the_budget():
+    rng = random.Random(0)
+    for _ in range(300):
+        lengths = [rng.randint(0, 6) for _ in range(rng.randint(1, 60))]
+        budget, stride = rng.randint(4, 20), rng.randint(0, 10)
+        windows = plan_windows(lengths, budget, min(stride, budget // 2))
+        covered = set()
+        for (start, end), following in zip(windows, windows[1:] + [None]):
+            assert end - start == 1 or sum(lengths[start:end]) <= budget
+            if following:
+                assert start < following[0] <= end
+            covered.update(range(start, end))
+        assert covered == set(range(len(lengths)))
+        assert windows[-1][1] == len(lengths)
+
+
+def test_byte_level_tokenizer_gets_prefix_space(tiny_roberta):
+    tokenizer = load_fast_tokenizer(tiny_roberta, {})
+    assert is_byte_level(tokenizer) and adds_prefix_space(tokenizer)
+    # each pre-split word is encoded as it would be mid-sentence: 'Smith' as ' Smith'
+    split = tokenizer(["John", "Smith"], is_split_into_words=True)
+    assert split["input_ids"] == tokenizer("John Smith")["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(split["input_ids"])[1].startswith("Ġ")
+
+
+def test_prefix_space_is_set_even_when_the_class_ignores_the_keyword(tiny_roberta, tmp_path):
+    generic = PreTrainedTokenizerFast(tokenizer_object=AutoTokenizer.from_pretrained(tiny_roberta).backend_tokenizer)
+    generic.save_pretrained(tmp_path)
+    tokenizer = load_fast_tokenizer(str(tmp_path), {})
+    assert adds_prefix_space(tokenizer)
+
+
+def test_wordpiece_tokenizer_is_left_alone(tiny_bert):
+    tokenizer = load_fast_tokenizer(tiny_bert, {})
+    assert not is_byte_level(tokenizer)
+
+
+def test_missing_tokenizer_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="Could not load a tokenizer"):
+        load_fast_tokenizer(str(tmp_path / "nothing-here"), {})
+
+
+def test_window_length_defaults_to_the_model_maximum_and_clamps(tiny_bert):
+    tokenizer = load_fast_tokenizer(tiny_bert, {})
+    assert window_length(tokenizer, None, None) == 64
+    assert window_length(tokenizer, None, 32) == 32
+    assert window_length(tokenizer, None, 1000) == 64
+
+
+def test_long_example_is_split_into_windows_that_keep_every_word(tiny_bert):
+    tokenizer = load_fast_tokenizer(tiny_bert, {})
+    words = ("the unbelievably long meeting in Brussels was reported by Peter Blackburn " * 8).split()
+    tags = ["O"] * len(words)
+    tags[-2:] = ["B-PER", "I-PER"]
+    split = Split("validation", "mem", [words, ["short", "one"]], [tags, ["O", "O"]], ["line 1", "line 2"])
+    label2id = {"O": 0, "B-PER": 1, "I-PER": 2}
+    features = encode_split(split, tokenizer, label2id, EncodingSettings(max_length=16, stride=4))
+    long_windows = [f for f in features if f["example_id"] == 0]
+    assert len(long_windows) > 5
+    first_positions = set()
+    for feature in long_windows:
+        assert len(feature["input_ids"]) <= 16
+        previous = None
+        for position, word in enumerate(feature["word_ids"]):
+            if word != NO_WORD and word != previous:
+                first_positions.add(word)
+                assert feature["labels"][position] == label2id[tags[word]]
+            previous = word
+    assert first_positions == set(range(len(words)))
+    assert [f["example_id"] for f in features][-1] == 1
