@@ -12,6 +12,7 @@ A single `.json` argument is read as the whole configuration. See README.md for 
 import logging
 import os
 import sys
+import warnings
 
 import datasets
 import transformers
@@ -84,6 +85,8 @@ def setup_logging(training_args):
     level = logging.INFO if training_args.should_log else logging.WARNING
     for name in ("run_ner", "nerkit"):
         logging.getLogger(name).setLevel(level)
+    # On CPU-only machines the Trainer's default pin_memory=True only earns a warning per dataloader.
+    warnings.filterwarnings("ignore", message=".*pin_memory.*no accelerator is found.*")
     datasets.utils.logging.set_verbosity_warning()
     datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity_warning()
