@@ -33,6 +33,7 @@ from nerkit.labels import choose_label_list, data_label_list, inside_label_ids, 
 from nerkit.metrics import EntityScorer, entity_scores
 from nerkit.modeling import load_config, load_model, set_labels
 from nerkit.outputs import predictions_text, write_atomic
+from nerkit.summary import log_summary
 from nerkit.tokenization import EncodingSettings, encode_split, load_fast_tokenizer, window_length
 
 logger = logging.getLogger("run_ner")
@@ -50,6 +51,7 @@ def main(model_args, data_args, training_args):
     splits, declared_labels = read_data(data_args, model_args, training_args)
     tokenizer = load_fast_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path,
                                     model_args.hub_kwargs())
+    log_summary(splits, tokenizer)
     config = load_config(model_args, data_args.task_name)
     label_list, head_reused = settle_labels(splits, declared_labels, config, model_args)
     check_metric_name(training_args, label_list, data_args)

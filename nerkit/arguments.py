@@ -141,6 +141,14 @@ class DataTrainingArguments:
         metadata={"help": "Whether to return all the entity levels during evaluation or just the overall ones."},
     )
     # Additions of this suite.
+    file_format: str = field(
+        default="auto",
+        metadata={
+            "help": "Read local files as this format instead of choosing by extension: conll, json (JSON Lines or "
+            "a JSON array), csv or parquet.",
+            "choices": ["auto", "conll", "json", "csv", "parquet"],
+        },
+    )
     stride: int = field(
         default=64,
         metadata={

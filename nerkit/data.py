@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 CONLL_EXTENSIONS = {".conll", ".iob", ".bio", ".txt", ".tsv", ".conllu"}
 JSON_EXTENSIONS = {".json", ".jsonl"}
+FORMATS = ("auto", "conll", "json", "csv", "parquet")
 SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "dev"), "test": ("test",)}
 
 
@@ -30,17 +31,37 @@ class Split:
     tokens: list
     tags: list | None
     locations: list
+    line_per_word: bool = False  # CoNLL files: word i of an example is on its first line + i
 
     def where(self, index):
         """Where example `index` is, for messages: 'data/train.json, line 7'."""
         return f"{self.source}, {self.locations[index]}"
+
+    def where_word(self, index, word):
+        """Where word `word` of example `index` is: 'train.conll, line 12' or 'train.json, line 3, word 4'."""
+        if self.line_per_word:
+            return f"{self.source}, line {int(self.locations[index].split()[-1]) + word}"
+        return f"{self.where(index)}, word {word}"
 
     def select(self, count):
         """The first `count` examples (the upstream `max_*_samples` behaviour)."""
         if count is None or count >= len(self.tokens):
             return self
         tags = None if self.tags is None else self.tags[:count]
-        return Split(self.name, self.source, self.tokens[:count], tags, self.locations[:count])
+        return Split(self.name, self.source, self.tokens[:count], tags, self.locations[:count], self.line_per_word)
+
+
+@dataclass
+class Records:
+    """What a reader found, before columns are chosen: rows (dicts, or a `datasets.Dataset`), where each
+    row is, the column names in order, and the `datasets` features when the source declares them."""
+
+    source: str
+    rows: object
+    locations: list
+    column_names: list
+    features: object = None
+    line_per_word: bool = False  # CoNLL: columns were chosen while parsing, word i is on line start + i
 
 
 @dataclass
@@ -61,10 +82,12 @@ def load_splits(data_args, cache_dir=None, token=None, wanted=("train", "validat
         records = read_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir, token, wanted)
     else:
         files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
-        records = {name: read_file(path) for name, path in files.items() if path and name in wanted}
+        records = {name: read_file(path, data_args.file_format, columns)
+                   for name, path in files.items() if path and name in wanted}
     splits, declared = {}, None
-    for name, (source, rows, locations, column_names, features) in records.items():
-        split, names = build_split(name, source, rows, locations, column_names, features, columns, label_names)
+    for name, found in records.items():
+        split_columns = Columns(task_name=columns.task_name) if found.line_per_word else columns
+        split, names = build_split(name, found, split_columns, label_names)
         splits[name] = split
         declared = declared or names
     return splits, declared or label_names
@@ -74,27 +97,83 @@ def load_splits(data_args, cache_dir=None, token=None, wanted=("train", "validat
 # Local files
 
 
-def read_file(path):
-    """Read one local file by its extension. Returns (source, rows, locations, column names, features)."""
+def file_format_of(path, forced="auto"):
+    """The reader for `path`: --file_format when given, else the extension's."""
+    if forced and forced != "auto":
+        return forced
+    extension = os.path.splitext(path)[1].lower()
+    if extension in JSON_EXTENSIONS:
+        return "json"
+    if extension in (".csv", ".parquet"):
+        return extension[1:]
+    if extension in CONLL_EXTENSIONS:
+        return "conll"
+    known = ", ".join(sorted(JSON_EXTENSIONS | CONLL_EXTENSIONS | {".csv", ".parquet"}))
+    raise UserError(f"Cannot tell the format of {path} from its extension '{extension}'. Use one of: {known}, "
+                    "or name the format with --file_format conll|json|csv|parquet.")
+
+
+def read_file(path, forced_format="auto", columns=None):
+    """Read one local file into `Records`."""
     if not os.path.isfile(path):
         raise UserError(f"The data file {path} does not exist. Check the path given to --train_file, "
                         "--validation_file or --test_file.")
-    extension = os.path.splitext(path)[1].lower()
+    kind = file_format_of(path, forced_format)
+    if kind == "parquet":
+        return read_parquet(path)
     text = read_text(path)
     if not text.strip():
         raise UserError(f"The data file {path} is empty. Give a file with at least one example.")
-    if extension in JSON_EXTENSIONS:
+    check_content_matches(path, text, kind)
+    if kind == "json":
         rows, locations = parse_json_records(path, text)
-    elif extension == ".csv":
+    elif kind == "csv":
         rows, locations = parse_csv_records(path, text)
-    elif extension in CONLL_EXTENSIONS:
-        rows, locations = parse_conll(path, text)
     else:
-        known = ", ".join(sorted(JSON_EXTENSIONS | CONLL_EXTENSIONS | {".csv"}))
-        raise UserError(f"Cannot tell the format of {path} from its extension '{extension}'. "
-                        f"Use one of: {known}.")
-    column_names = list(rows[0].keys()) if rows else []
-    return path, rows, locations, column_names, None
+        columns = columns or Columns()
+        rows, locations = parse_conll(path, text, conll_index(columns.text, 0, "--text_column_name"),
+                                      conll_index(columns.label, -1, "--label_column_name"))
+        return Records(path, rows, locations, list(rows[0]), line_per_word=True)
+    if not rows:
+        raise UserError(f"The data file {path} holds no examples.")
+    return Records(path, rows, locations, list(rows[0]))
+
+
+def check_content_matches(path, text, kind):
+    """Catch a file whose content is not the format its extension says, before it is misread."""
+    first = next(line for line in text.split("\n") if line.strip()).strip()
+    looks_json = first.startswith(("{", "["))
+    if kind in ("conll", "csv") and looks_json:
+        raise UserError(f"{path}, line 1: the file looks like JSON but is read as {kind.upper()} because of its "
+                        "extension. Rename it to .json/.jsonl or pass --file_format json.")
+    if kind == "conll" and "," in first and "\t" not in first and " " not in first:
+        raise UserError(f"{path}, line 1: the file looks like CSV but is read as a CoNLL column file because of its "
+                        "extension. Rename it to .csv or pass --file_format csv.")
+
+
+def read_parquet(path):
+    """A Parquet file; `ClassLabel` features written by `datasets` come along with it."""
+    import datasets
+
+    try:
+        dataset = datasets.Dataset.from_parquet(path)
+    except Exception as error:  # pyarrow raises several types for a broken file
+        raise UserError(f"{path}: not a readable Parquet file ({type(error).__name__}: {error}).") from None
+    if len(dataset) == 0:
+        raise UserError(f"The data file {path} is empty. Give a file with at least one example.")
+    locations = [f"row {i + 1}" for i in range(len(dataset))]
+    return Records(path, dataset, locations, dataset.column_names, dataset.features)
+
+
+def conll_index(name, default, flag):
+    """CoNLL columns are named by position: 0 is the first, -1 the last."""
+    if name is None:
+        return default
+    try:
+        return int(name)
+    except ValueError:
+        raise UserError(f"{flag} {name}: the columns of a CoNLL file have no names; give the column's index "
+                        "(0 for the first, -1 for the last).") from None
 
 
 def read_text(path):
@@ -154,8 +233,9 @@ def parse_csv_records(path, text):
     return records, locations
 
 
-def parse_conll(path, text):
-    """CoNLL/IOB column files: token first, tag last, blank line between sentences, -DOCSTART- skipped."""
+def parse_conll(path, text, text_index=0, label_index=-1):
+    """CoNLL/IOB column files: token first and tag last (or the columns at the given indexes), columns
+    separated by a tab or spaces, a blank line between sentences, -DOCSTART- lines skipped."""
     records, locations = [], []
     tokens, tags, start, width = [], [], None, None
     lines = text.split("\n") + [""]
@@ -166,15 +246,18 @@ def parse_conll(path, text):
                 locations.append(f"line {start}")
             tokens, tags, start = [], [], None
             continue
-        cells = line.rstrip().split("\t") if "\t" in line else line.split()
+        cells = line.strip().split("\t") if "\t" in line else line.split()
         if cells[0] == "-DOCSTART-":
             continue
         width = width or len(cells)
-        if (len(cells) > 1) != (width > 1):
-            raise UserError(f"{path}, line {number}: expected {width} column(s) like the lines before, got "
-                            f"{len(cells)}. Every token line needs the token and, in a labelled file, its tag.")
-        tokens.append(cells[0])
-        tags.append(cells[-1])
+        if len(cells) != width:
+            raise UserError(f"{path}, line {number}: {len(cells)} column(s) where the lines before have {width}. "
+                            "Every token line needs the same columns: the token and, in a labelled file, its tag.")
+        for index, flag in ((text_index, "--text_column_name"), (label_index, "--label_column_name")):
+            if width > 1 and not -width <= index < width:
+                raise UserError(f"{path}, line {number}: {flag} {index} is out of range for {width} columns.")
+        tokens.append(cells[text_index if width > 1 else 0])
+        tags.append(cells[label_index] if width > 1 else None)
         start = start or number
     if not records:
         raise UserError(f"{path}: no sentences found. A CoNLL file has one token per line, the tag in the last "
@@ -210,7 +293,7 @@ def read_dataset(name, config_name, cache_dir, token, wanted):
         dataset = loaded[key]
         locations = [f"example {i}" for i in range(len(dataset))]
         source = f"dataset {name}, split {key}"
-        records[split] = (source, dataset, locations, dataset.column_names, dataset.features)
+        records[split] = Records(source, dataset, locations, dataset.column_names, dataset.features)
     return records
 
 
@@ -224,10 +307,11 @@ def is_saved_dataset(folder):
 # From rows to a Split
 
 
-def build_split(name, source, rows, locations, column_names, features, columns, label_names):
+def build_split(name, found, columns, label_names):
     """Find the columns, convert tags to strings, check every example. Returns (Split, declared names)."""
-    text_column, label_column = find_columns(column_names, columns, source)
-    declared = class_label_names(features, label_column) if label_column else None
+    source, rows, locations = found.source, found.rows, found.locations
+    text_column, label_column = find_columns(found.column_names, columns, source)
+    declared = class_label_names(found.features, label_column) if label_column else None
     names = declared or label_names
     tokens_column = column_values(rows, text_column)
     tags_column = column_values(rows, label_column) if label_column else None
@@ -244,7 +328,7 @@ def build_split(name, source, rows, locations, column_names, features, columns, 
             tags_list.append(tags_as_strings(tags, words, names, label_column, where))
     if not tokens_list:
         raise UserError(f"{source}: the {name} split has no examples.")
-    return Split(name, source, tokens_list, tags_list, list(locations)), declared
+    return Split(name, source, tokens_list, tags_list, list(locations), found.line_per_word), declared
 
 
 def find_columns(column_names, columns, source):

@@ -1,0 +1,182 @@
+"""Every input format gives the same examples and scores; every bad input gets exit status 2 with the file
+and line named, no traceback, and an untouched output folder."""
+
+import json
+import os
+
+import pytest
+from datasets import ClassLabel, Dataset, Features, List, Value
+
+from conftest import examples, write_jsonl
+from nerkit.arguments import DataTrainingArguments
+from nerkit.data import Split, load_splits
+from nerkit.errors import UserError
+from nerkit.summary import break_warning, scheme_breaks
+from test_run_ner import read_json, run, run_script, write_rows
+
+ROWS = examples(12)
+NAMES = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC"]
+
+
+def conll_text(rows, columns=2, newline="\n", bom=False, docstart=True):
+    lines = ["-DOCSTART- -X- O O", ""] if docstart else []
+    for tokens, tags in rows:
+        for token, tag in zip(tokens, tags):
+            lines.append("\t".join([token, "NNP", tag] if columns == 3 else [token, tag]))
+        lines += ["", ""]  # extra blank lines are tolerated
+    return ("\ufeff" if bom else "") + newline.join(lines) + newline
+
+
+def write(path, text):
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+    return str(path)
+
+
+def write_parquet(path, rows, classlabel=False):
+    if classlabel:
+        features = Features({"tokens": List(Value("string")), "ner_tags": List(ClassLabel(names=NAMES))})
+        data = {"tokens": [t for t, _ in rows], "ner_tags": [[NAMES.index(x) for x in g] for _, g in rows]}
+        Dataset.from_dict(data, features=features).to_parquet(str(path))
+    else:
+        Dataset.from_dict({"tokens": [t for t, _ in rows], "ner_tags": [g for _, g in rows]}).to_parquet(str(path))
+    return str(path)
+
+
+def write_hub_folder(folder, rows):
+    """A local dataset folder in hub layout: data files and a dataset card declaring ClassLabel features."""
+    os.makedirs(folder / "data")
+    names = "".join(f"          '{i}': {name}\n" for i, name in enumerate(NAMES))
+    card = ("---\ndataset_info:\n  features:\n  - name: tokens\n    sequence: string\n  - name: ner_tags\n"
+            "    sequence:\n      class_label:\n        names:\n" + names +
+            "configs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train.jsonl\n"
+            "  - split: validation\n    path: data/validation.jsonl\n---\n# A test dataset\n")
+    write(folder / "README.md", card)
+    ids = [(t, [NAMES.index(x) for x in g]) for t, g in rows]
+    write_jsonl(folder / "data" / "train.jsonl", ids)
+    write_jsonl(folder / "data" / "validation.jsonl", ids)
+    return str(folder)
+
+
+def read_train(path, **kwargs):
+    splits, declared = load_splits(DataTrainingArguments(train_file=path, **kwargs))
+    return list(zip(splits["train"].tokens, splits["train"].tags)), declared
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("plain.conll", conll_text(ROWS)),
+        ("crlf_bom.txt", conll_text(ROWS, newline="\r\n", bom=True)),
+        ("three_columns.iob", conll_text(ROWS, columns=3)),
+        ("spaces.bio", conll_text(ROWS).replace("\t", "   ")),
+        ("trailing.tsv", conll_text(ROWS, docstart=False).replace("\n", " \n")),
+    ],
+)
+def test_conll_variants_read_the_same_examples(tmp_path, name, text):
+    assert read_train(write(tmp_path / name, text))[0] == ROWS
+
+
+def test_conll_columns_by_index(tmp_path):
+    path = write(tmp_path / "pos.conll", conll_text(ROWS, columns=3))
+    pos_rows = [(tokens, ["NNP"] * len(tokens)) for tokens, _ in ROWS]
+    assert read_train(path, label_column_name="1")[0] == pos_rows
+    with pytest.raises(UserError, match="index"):
+        read_train(path, label_column_name="pos")
+
+
+def test_parquet_with_and_without_classlabel(tmp_path):
+    assert read_train(write_parquet(tmp_path / "plain.parquet", ROWS))[0] == ROWS
+    rows, declared = read_train(write_parquet(tmp_path / "named.parquet", ROWS, classlabel=True))
+    assert rows == ROWS and declared == NAMES
+
+
+def test_hub_layout_folder_with_a_dataset_card(tmp_path):
+    splits, declared = load_splits(DataTrainingArguments(dataset_name=write_hub_folder(tmp_path / "hub", ROWS)))
+    assert declared == NAMES and list(zip(splits["validation"].tokens, splits["validation"].tags)) == ROWS
+
+
+def test_forced_format(tmp_path):
+    path = write(tmp_path / "train.data", conll_text(ROWS))
+    with pytest.raises(UserError, match="--file_format"):
+        read_train(path)
+    assert read_train(path, file_format="conll")[0] == ROWS
+
+
+def test_every_format_gives_the_same_scores(tiny_bert, tmp_path):
+    held_out = examples(5, offset=1)
+    writers = {
+        "json": lambda p, r: write_rows(p, r),
+        "csv": lambda p, r: write_rows(p, r),
+        "conll": lambda p, r: write(p, conll_text(r)),
+        "parquet": write_parquet,
+    }
+    scores = {}
+    for kind, writer in writers.items():
+        folder = tmp_path / kind
+        folder.mkdir()
+        files = {"train": writer(folder / f"train.{kind}", ROWS), "validation": writer(folder / f"dev.{kind}", held_out)}
+        output = run(tiny_bert, folder / "out", "--do_train", "--do_eval", "--num_train_epochs", "1", files=files)
+        result = read_json(os.path.join(output, "eval_results.json"))
+        scores[kind] = {k: v for k, v in result.items() if "runtime" not in k and "per_second" not in k}
+        labels = read_json(os.path.join(output, "config.json"))["id2label"]
+        scores[kind]["labels"] = labels
+    first = scores["json"]
+    assert all(value == first for value in scores.values()), scores
+
+
+def test_scheme_breaks_are_found():
+    assert scheme_breaks(["O", "I-PER", "B-LOC", "I-LOC", "I-ORG", "B-X", "E-X", "I-X"]) == [1, 4, 7]
+    assert scheme_breaks(["NN", "IN", "DT"]) == []  # POS tags have no prefixes
+
+
+def test_scheme_break_warning_names_the_lines(tmp_path):
+    rows = [(["a", "b", "c"], ["O", "I-PER", "O"])] + ROWS[:2] + [(["d", "e"], ["B-LOC", "I-PER"])]
+    path = write(tmp_path / "train.conll", conll_text(rows, docstart=False))
+    splits, _ = load_splits(DataTrainingArguments(train_file=path))
+    warning = break_warning(splits["train"])
+    # 'b' is on line 2; then 2 blank lines after each sentence: 'a b c' 1-3, 10 words 6-15, 8 words 18-25,
+    # 'd' 28 and 'e' 29
+    assert warning.startswith("train: 2 tags") and f"{path}, line 2;" in warning and f"{path}, line 29." in warning
+
+
+BAD_CASES = [
+    ("train.json", '{"tokens": ["a", "b"], "ner_tags": ["O", "O"]}\n{"tokens": ["a", "b"], "ner_tags": ["O"]}\n',
+     "line 2: 2 words but 1 tags"),
+    ("train.json", '{"tokens": ["a"], "ner_tags": ["O"]}\n{"tokens": [""], "ner_tags": ["O"]}\n', "line 2: word 0"),
+    ("train.json", '{"tokens": ["a"], "ner_tags": ["O"]}\n{"tokens": ["a"], "ner_tags": [\n', "line 2: not valid JSON"),
+    ("train.json", '{"id": 1, "ner_tags": ["O"]}\n', "--text_column_name"),
+    ("train.json", '{"tokens": ["a"], "ner_tags": [9]}\n', "--label_list"),
+    ("train.csv", 'tokens,ner_tags\n"[""a""]","[""O""]"\n"[""a"", ""b""","[""O""]"\n', "line 3: the 'tokens' cell"),
+    ("train.csv", '{"tokens": ["a"], "ner_tags": ["O"]}\n', "looks like JSON"),
+    ("train.conll", "a\tO\nb\tB-X\tNN\n", "line 2: 3 column(s)"),
+    ("train.conll", "", "is empty"),
+    ("train.conll", b"caf\xe9\tO\n", "not valid UTF-8"),
+]
+
+
+@pytest.mark.parametrize("name, content, message", BAD_CASES)
+def test_bad_input_exits_2_naming_file_and_line(tiny_bert, tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    output = tmp_path / "out"
+    result = run_script("--model_name_or_path", tiny_bert, "--train_file", str(path), "--do_train",
+                        "--output_dir", str(output), "--report_to", "none")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr and str(path) in result.stderr
+    assert "Traceback" not in result.stderr and not output.exists()
+
+
+def test_label_id_out_of_range_with_names(tiny_bert, tmp_path):
+    path = write_jsonl(tmp_path / "train.json", [(["a", "b"], [0, 12])])
+    result = run_script("--model_name_or_path", tiny_bert, "--train_file", path, "--do_train", "--label_list",
+                        ",".join(NAMES), "--output_dir", str(tmp_path / "out"))
+    assert result.returncode == 2 and "tag id 12 is out of range" in result.stderr and "line 1" in result.stderr
+
+
+def test_missing_split_for_do_predict_leaves_an_existing_folder_untouched(tiny_bert, ner_files, tmp_path):
+    (tmp_path / "keep.txt").write_text("x")
+    result = run_script("--model_name_or_path", tiny_bert, "--train_file", ner_files["train"], "--do_predict",
+                        "--output_dir", str(tmp_path))
+    assert result.returncode == 2 and "--do_predict needs a test split" in result.stderr
+    assert os.listdir(tmp_path) == ["keep.txt"]
