@@ -12,6 +12,7 @@ A single `.json` argument is read as the whole configuration. See README.md for 
 import logging
 import os
 import sys
+import time
 import warnings
 
 import datasets
@@ -27,12 +28,12 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from nerkit.arguments import DataTrainingArguments, ModelArguments, parse_arguments
 from nerkit.data import load_splits
-from nerkit.decoding import WordDecoder, reduce_logits
+from nerkit.decoding import WordDecoder, collect_words, reduce_logits
 from nerkit.errors import UserError, exit_on_user_error
 from nerkit.labels import choose_label_list, data_label_list, inside_label_ids, model_label_list, outside_label
 from nerkit.metrics import EntityScorer, entity_scores
 from nerkit.modeling import load_config, load_model, set_labels
-from nerkit.outputs import predictions_text, write_atomic
+from nerkit.outputs import predictions_jsonl, predictions_text, write_atomic
 from nerkit.summary import log_summary
 from nerkit.tokenization import EncodingSettings, encode_split, load_fast_tokenizer, window_length
 
@@ -187,6 +188,9 @@ def build_trainer(model, tokenizer, training_args, data_args, splits, features, 
         max_length=settings.max_length if data_args.pad_to_max_length else None,
         pad_to_multiple_of=8 if mixed and not data_args.pad_to_max_length else None,
     )
+    # Evaluation streams: each batch is decoded into words as it comes, so no predictions of the whole set
+    # are held (EntityScorer takes batches and gives the scores on the last).
+    training_args.batch_eval_metrics = True
     callbacks = []
     if data_args.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(data_args.early_stopping_patience, data_args.early_stopping_threshold))
@@ -220,14 +224,18 @@ def evaluate(trainer, num_examples):
 
 
 def predict(trainer, split, features, label_list, data_args, output_dir):
-    """Predict every word of the test split; score it when it is labelled; write predictions.txt."""
+    """Predict every word of the test split, batch by batch; score it when it is labelled; write
+    predictions.txt and predictions.jsonl."""
     decoder = WordDecoder(features, [len(words) for words in split.tokens])
-    scorer, trainer.compute_metrics = trainer.compute_metrics, None  # words are decoded here, not by the scorer
-    output = trainer.predict(features, metric_key_prefix="predict")
-    trainer.compute_metrics = scorer
-    decoder.add_batch(output.predictions)
-    tags, _ = decoder.result(label_list, outside_label(label_list), split.name)
-    metrics = dict(output.metrics, predict_samples=len(split.tokens))
+    model = trainer.model.eval()
+    started = time.time()
+    batches = (trainer.prediction_step(model, inputs, prediction_loss_only=False)[:2]
+               for inputs in trainer.get_test_dataloader(features))
+    loss = collect_words(batches, trainer.accelerator, decoder)
+    tags, probabilities = decoder.result(label_list, outside_label(label_list), split.name)
+    metrics = {"predict_samples": len(split.tokens), "predict_runtime": round(time.time() - started, 4)}
+    if loss is not None:
+        metrics["predict_loss"] = loss
     if split.tags is not None:
         scores = entity_scores(split.tags, tags, label_list, data_args.metric_mode,
                                data_args.return_entity_level_metrics)
@@ -236,6 +244,8 @@ def predict(trainer, split, features, label_list, data_args, output_dir):
     trainer.save_metrics("predict", metrics)
     if trainer.is_world_process_zero():
         write_atomic(os.path.join(output_dir, "predictions.txt"), predictions_text(tags))
+        write_atomic(os.path.join(output_dir, "predictions.jsonl"),
+                     predictions_jsonl(split.tokens, tags, probabilities, split.tags))
 
 
 def publish(trainer, model_args, data_args, training_args):

@@ -61,6 +61,23 @@ class WordCollector:
         return tags, scores, missing
 
 
+def collect_words(outputs, accelerator, decoder):
+    """Consume (loss or None, logits) per batch, in dataloader order: each batch is reduced on its device,
+    padded and gathered across processes (duplicates of an uneven last batch dropped), and decoded into
+    words at once, so memory holds words, never the logits of the whole set. Returns the mean loss or None.
+    """
+    loss_sum, loss_count = 0.0, 0
+    for loss, logits in outputs:
+        reduced = accelerator.pad_across_processes(reduce_logits(logits), dim=1, pad_index=-100)
+        reduced = accelerator.gather_for_metrics(reduced)
+        decoder.add_batch(reduced)
+        if loss is not None:
+            per_example = accelerator.gather_for_metrics(loss.detach().float().reshape(1).repeat(len(logits)))
+            loss_sum += float(per_example.sum())
+            loss_count += len(per_example)
+    return loss_sum / loss_count if loss_count else None
+
+
 class WordDecoder:
     """Feeds batches of reduced predictions, in feature order, to a `WordCollector`."""
 

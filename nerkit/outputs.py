@@ -5,6 +5,8 @@ import json
 import os
 import tempfile
 
+from seqeval.metrics.sequence_labeling import get_entities
+
 
 def write_atomic(path, text):
     """Write `text` to `path` whole or not at all."""
@@ -28,3 +30,25 @@ def write_json(path, value):
 def predictions_text(tags_per_example):
     """predictions.txt: one line per example, one label per input word, separated by single spaces."""
     return "".join(" ".join(tags) + "\n" for tags in tags_per_example)
+
+
+def prediction_record(tokens, predicted, scores, gold=None):
+    """One line of predictions.jsonl: the words, gold labels when known, predicted labels with the
+    probability of each, and the predicted entities as word spans (`end` exclusive)."""
+    record = {"tokens": tokens}
+    if gold is not None:
+        record["labels"] = gold
+    record["predictions"] = predicted
+    record["scores"] = [round(score, 6) for score in scores]
+    record["entities"] = [
+        {"type": kind, "start": start, "end": end + 1, "text": " ".join(tokens[start:end + 1])}
+        for kind, start, end in get_entities(predicted)
+    ]
+    return record
+
+
+def predictions_jsonl(tokens, predicted, scores, gold=None):
+    """predictions.jsonl: one JSON object per example (see `prediction_record`)."""
+    gold = gold or [None] * len(tokens)
+    return "".join(json.dumps(prediction_record(*fields), ensure_ascii=False) + "\n"
+                   for fields in zip(tokens, predicted, scores, gold))
