@@ -27,20 +27,17 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from nerkit.arguments import DataTrainingArguments, ModelArguments, parse_arguments
-from nerkit.data import load_splits
-from nerkit.decoding import WordDecoder, collect_words, reduce_logits
+from nerkit.decoding import WordDecoder, reduce_logits
 from nerkit.errors import UserError, exit_on_user_error
-from nerkit.labels import choose_label_list, data_label_list, inside_label_ids, model_label_list, outside_label
-from nerkit.metrics import EntityScorer, entity_scores
-from nerkit.modeling import load_config, load_model, set_labels
-from nerkit.outputs import predictions_jsonl, predictions_text, write_atomic
-from nerkit.summary import log_summary
-from nerkit.tokenization import EncodingSettings, encode_split, load_fast_tokenizer, window_length
+from nerkit.labels import outside_label
+from nerkit.metrics import EntityScorer
+from nerkit.modeling import load_model
+from nerkit.outputs import timing_metrics, write_predictions
+from nerkit.workflow import decode_and_score, encode_splits, load_tokenizer_and_labels, read_data
 
 logger = logging.getLogger("run_ner")
 
 SPLIT_FLAGS = {"train": "--do_train", "validation": "--do_eval", "test": "--do_predict"}
-SPLIT_FILES = {"train": "--train_file", "validation": "--validation_file", "test": "--test_file"}
 
 
 def main(model_args, data_args, training_args):
@@ -49,25 +46,13 @@ def main(model_args, data_args, training_args):
     checkpoint = checkpoint_to_resume(training_args, data_args)
     set_seed(training_args.seed)
 
-    splits, declared_labels = read_data(data_args, model_args, training_args)
-    tokenizer = load_fast_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path,
-                                    model_args.hub_kwargs())
-    log_summary(splits, tokenizer)
-    config = load_config(model_args, data_args.task_name)
-    label_list, head_reused = settle_labels(splits, declared_labels, config, model_args)
+    needed = {name: flag for name, flag in SPLIT_FLAGS.items() if getattr(training_args, flag[2:])}
+    splits, declared = read_data(data_args, model_args, needed)
+    tokenizer, config, label_list, head_reused = load_tokenizer_and_labels(model_args, data_args, splits, declared)
     check_metric_name(training_args, label_list, data_args)
-    set_labels(config, label_list)
     model = load_model(model_args, config, head_reused)
-
-    settings = EncodingSettings(
-        max_length=window_length(tokenizer, config, data_args.max_seq_length),
-        stride=data_args.stride,
-        inside_ids=inside_label_ids(label_list) if data_args.label_all_tokens else None,
-    )
-    label2id = config.label2id
-    with training_args.main_process_first(desc="tokenizing"):
-        features = {name: encode_split(split, tokenizer, label2id, settings, data_args.preprocessing_num_workers)
-                    for name, split in splits.items()}
+    settings, features = encode_splits(splits, tokenizer, config, label_list, data_args, data_args.max_seq_length,
+                                       lambda: training_args.main_process_first(desc="tokenizing"))
 
     trainer = build_trainer(model, tokenizer, training_args, data_args, splits, features, label_list, settings)
     if training_args.do_train:
@@ -127,34 +112,6 @@ def checkpoint_to_resume(training_args, data_args):
         raise UserError(f"The output folder {output_dir} already exists, is not empty and holds no checkpoint to "
                         "resume from. Choose another --output_dir, or add --overwrite_output_dir to train into it.")
     return None
-
-
-def read_data(data_args, model_args, training_args):
-    """Every split given, checked, and the label names the data declares (or None); the splits the --do_*
-    flags need must be there."""
-    splits, declared = load_splits(data_args, model_args.cache_dir, model_args.token)
-    wanted = {"train": training_args.do_train, "validation": training_args.do_eval, "test": training_args.do_predict}
-    for name, needed in wanted.items():
-        if needed and name not in splits:
-            raise UserError(f"{SPLIT_FLAGS[name]} needs a {name} split: give {SPLIT_FILES[name]}, or a dataset "
-                            f"with a '{name}' split.")
-    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
-              "test": data_args.max_predict_samples}
-    return {name: split.select(limits[name]) for name, split in splits.items()}, declared
-
-
-def settle_labels(splits, declared, config, model_args):
-    """The label list (see nerkit.labels) and whether the pretrained head is reused as it is."""
-    labelled = {name: split for name, split in splits.items() if split.tags is not None}
-    data_labels = data_label_list(labelled, declared) if labelled or declared else None
-    model_labels = model_label_list(config)
-    if data_labels is None and model_labels is None:
-        raise UserError("No labelled data and no label names in the model's config: give labelled training or "
-                        "validation data, or a fine-tuned model.")
-    label_list, reused = choose_label_list(data_labels, model_labels, model_args.ignore_mismatched_sizes,
-                                           model_args.model_name_or_path)
-    logger.info("%d labels: %s", len(label_list), ", ".join(label_list))
-    return label_list, reused
 
 
 def check_metric_name(training_args, label_list, data_args):
@@ -226,26 +183,17 @@ def evaluate(trainer, num_examples):
 def predict(trainer, split, features, label_list, data_args, output_dir):
     """Predict every word of the test split, batch by batch; score it when it is labelled; write
     predictions.txt and predictions.jsonl."""
-    decoder = WordDecoder(features, [len(words) for words in split.tokens])
-    model = trainer.model.eval()
+    model, loader = trainer.model.eval(), trainer.get_test_dataloader(features)
     started = time.time()
-    batches = (trainer.prediction_step(model, inputs, prediction_loss_only=False)[:2]
-               for inputs in trainer.get_test_dataloader(features))
-    loss = collect_words(batches, trainer.accelerator, decoder)
-    tags, probabilities = decoder.result(label_list, outside_label(label_list), split.name)
-    metrics = {"predict_samples": len(split.tokens), "predict_runtime": round(time.time() - started, 4)}
-    if loss is not None:
-        metrics["predict_loss"] = loss
-    if split.tags is not None:
-        scores = entity_scores(split.tags, tags, label_list, data_args.metric_mode,
-                               data_args.return_entity_level_metrics)
-        metrics.update({f"predict_{key}": value for key, value in scores.items()})
+    batches = (trainer.prediction_step(model, inputs, prediction_loss_only=False)[:2] for inputs in loader)
+    tags, probabilities, scores = decode_and_score(batches, trainer.accelerator, split, features, label_list,
+                                                   data_args)
+    metrics = {f"predict_{key}": value for key, value in scores.items()}
+    metrics.update(timing_metrics("predict", time.time() - started, len(split.tokens), len(loader)))
     trainer.log_metrics("predict", metrics)
     trainer.save_metrics("predict", metrics)
     if trainer.is_world_process_zero():
-        write_atomic(os.path.join(output_dir, "predictions.txt"), predictions_text(tags))
-        write_atomic(os.path.join(output_dir, "predictions.jsonl"),
-                     predictions_jsonl(split.tokens, tags, probabilities, split.tags))
+        write_predictions(output_dir, split, tags, probabilities)
 
 
 def publish(trainer, model_args, data_args, training_args):

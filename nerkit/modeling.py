@@ -11,6 +11,12 @@ def load_config(model_args, task_name):
     from transformers import AutoConfig
 
     name = model_args.config_name or model_args.model_name_or_path
+    if name is None:  # run_ner_no_trainer.py --model_type: a new model trained from scratch
+        try:
+            return AutoConfig.for_model(model_args.model_type, finetuning_task=task_name)
+        except ValueError:
+            raise UserError(f"--model_type {model_args.model_type} is not a model type transformers knows; give "
+                            "--model_name_or_path, or --config_name, instead.") from None
     try:
         return AutoConfig.from_pretrained(name, finetuning_task=task_name, **model_args.hub_kwargs())
     except (OSError, ValueError) as error:
@@ -28,6 +34,9 @@ def load_model(model_args, config, head_reused):
     """The token-classification model; a head trained for other labels is replaced by a new one."""
     from transformers import AutoModelForTokenClassification
 
+    if model_args.model_name_or_path is None:
+        logger.info("Training a new %s model from scratch.", config.model_type)
+        return AutoModelForTokenClassification.from_config(config, trust_remote_code=model_args.trust_remote_code)
     try:
         model = AutoModelForTokenClassification.from_pretrained(
             model_args.model_name_or_path,

@@ -52,3 +52,31 @@ def predictions_jsonl(tokens, predicted, scores, gold=None):
     gold = gold or [None] * len(tokens)
     return "".join(json.dumps(prediction_record(*fields), ensure_ascii=False) + "\n"
                    for fields in zip(tokens, predicted, scores, gold))
+
+
+def write_predictions(output_dir, split, tags, probabilities):
+    """predictions.txt and predictions.jsonl for a predicted split."""
+    write_atomic(os.path.join(output_dir, "predictions.txt"), predictions_text(tags))
+    write_atomic(os.path.join(output_dir, "predictions.jsonl"),
+                 predictions_jsonl(split.tokens, tags, probabilities, split.tags))
+
+
+def save_results(output_dir, name, metrics):
+    """{name}_results.json, merged into all_results.json (what `Trainer.save_metrics` writes)."""
+    write_json(os.path.join(output_dir, f"{name}_results.json"), metrics)
+    merged_path = os.path.join(output_dir, "all_results.json")
+    merged = {}
+    if os.path.isfile(merged_path):
+        with open(merged_path, encoding="utf-8") as handle:
+            merged = json.load(handle)
+    merged.update(metrics)
+    write_json(merged_path, merged)
+
+
+def timing_metrics(prefix, seconds, examples, steps):
+    """The run-time keys the Trainer reports ({prefix}_runtime, _samples, _samples_per_second,
+    _steps_per_second), so both scripts write the same result keys."""
+    seconds = max(seconds, 1e-9)
+    return {f"{prefix}_runtime": round(seconds, 4), f"{prefix}_samples": examples,
+            f"{prefix}_samples_per_second": round(examples / seconds, 3),
+            f"{prefix}_steps_per_second": round(steps / seconds, 3)}

@@ -66,19 +66,18 @@ def set_prefix_space(tokenizer):
     tokenizer.add_prefix_space = True
 
 
-def window_length(tokenizer, config, requested):
-    """The window in sub-tokens: --max_seq_length, else the model's maximum; never above the maximum."""
+def window_length(tokenizer, config, requested, flag="--max_seq_length"):
+    """The window in sub-tokens: `requested` (the script's `flag`), else the model's maximum; never above."""
     limit = tokenizer.model_max_length if tokenizer.model_max_length < UNBOUNDED else None
     if limit is None:
         limit = min(getattr(config, "max_position_embeddings", 512) or 512, 512)
     if requested is None:
         return limit
     if requested > limit:
-        logger.warning("--max_seq_length %d is more than the model's maximum %d; using %d.", requested, limit, limit)
+        logger.warning("%s %d is more than the model's maximum %d; using %d.", flag, requested, limit, limit)
         return limit
     if requested <= tokenizer.num_special_tokens_to_add() + 1:
-        raise UserError(f"--max_seq_length {requested} leaves no room for words next to the special tokens; "
-                        "use at least 8.")
+        raise UserError(f"{flag} {requested} leaves no room for words next to the special tokens; use at least 8.")
     return requested
 
 
