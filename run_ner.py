@@ -9,6 +9,7 @@ The flags are those of the upstream `examples/pytorch/token-classification/run_n
 A single `.json` argument is read as the whole configuration. See README.md for every flag and file.
 """
 
+import json
 import logging
 import os
 import sys
@@ -24,7 +25,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from nerkit.arguments import DataTrainingArguments, ModelArguments, parse_arguments
 from nerkit.decoding import WordDecoder, reduce_logits
@@ -32,17 +33,28 @@ from nerkit.errors import UserError, exit_on_user_error
 from nerkit.labels import outside_label
 from nerkit.metrics import EntityScorer
 from nerkit.modeling import load_model
-from nerkit.outputs import timing_metrics, write_predictions
-from nerkit.workflow import decode_and_score, encode_splits, load_tokenizer_and_labels, read_data
+from nerkit.outputs import save_results, timing_metrics, write_predictions
+from nerkit.workflow import check_finite_loss, decode_and_score, encode_splits, load_tokenizer_and_labels, read_data
 
 logger = logging.getLogger("run_ner")
 
 SPLIT_FLAGS = {"train": "--do_train", "validation": "--do_eval", "test": "--do_predict"}
 
 
+class NerTrainer(Trainer):
+    """The Trainer, stopping at once when the loss becomes NaN or infinite (the Trainer alone only hides
+    such steps from its logs)."""
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        check_finite_loss(loss, self.state.global_step + 1)
+        return loss
+
+
 def main(model_args, data_args, training_args):
     setup_logging(training_args)
     check_arguments(data_args, training_args)
+    keep_token_out_of_files(training_args)
     checkpoint = checkpoint_to_resume(training_args, data_args)
     set_seed(training_args.seed)
 
@@ -92,6 +104,32 @@ def check_arguments(data_args, training_args):
         raise UserError("Give --output_dir: the folder for the model, the scores and the predictions.")
 
 
+def keep_token_out_of_files(training_args):
+    """The Trainer pickles its arguments into training_args.bin; a --hub_token travels in the environment
+    instead, where the hub client finds it, so it is never written anywhere."""
+    if training_args.hub_token:
+        os.environ["HF_TOKEN"] = training_args.hub_token
+        training_args.hub_token = None
+
+
+def last_complete_checkpoint(output_dir):
+    """The newest checkpoint-N whose trainer_state.json (the Trainer writes it last) is whole, or None: a
+    run killed while saving leaves a half-written folder that must not be resumed from."""
+    numbered = []
+    for name in os.listdir(output_dir):
+        prefix, _, number = name.partition("-")
+        if prefix == PREFIX_CHECKPOINT_DIR and number.isdigit():
+            numbered.append((int(number), os.path.join(output_dir, name)))
+    for _, path in sorted(numbered, reverse=True):
+        try:
+            with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as handle:
+                json.load(handle)
+            return path
+        except (OSError, ValueError):
+            logger.warning("Skipping the incomplete checkpoint %s.", path)
+    return None
+
+
 def checkpoint_to_resume(training_args, data_args):
     """The checkpoint training resumes from: --resume_from_checkpoint, else the last one in output_dir.
 
@@ -104,7 +142,7 @@ def checkpoint_to_resume(training_args, data_args):
     output_dir = training_args.output_dir
     if not training_args.do_train or not os.path.isdir(output_dir) or data_args.overwrite_output_dir:
         return None
-    last = get_last_checkpoint(output_dir)
+    last = last_complete_checkpoint(output_dir)
     if last is not None:
         logger.info("Resuming training from %s (add --overwrite_output_dir to start afresh).", last)
         return last
@@ -151,7 +189,7 @@ def build_trainer(model, tokenizer, training_args, data_args, splits, features, 
     callbacks = []
     if data_args.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(data_args.early_stopping_patience, data_args.early_stopping_threshold))
-    return Trainer(
+    return NerTrainer(
         model=model,
         args=training_args,
         train_dataset=features.get("train") if training_args.do_train else None,
@@ -169,7 +207,8 @@ def train(trainer, checkpoint, num_examples):
     trainer.save_model()  # the tokenizer and the config with the real label names come along
     metrics = dict(result.metrics, train_samples=num_examples)
     trainer.log_metrics("train", metrics)
-    trainer.save_metrics("train", metrics)
+    if trainer.is_world_process_zero():
+        save_results(trainer.args.output_dir, "train", metrics)
     trainer.save_state()
 
 
@@ -177,7 +216,8 @@ def evaluate(trainer, num_examples):
     metrics = trainer.evaluate()
     metrics["eval_samples"] = num_examples
     trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("eval", metrics)
+    if trainer.is_world_process_zero():
+        save_results(trainer.args.output_dir, "eval", metrics)
 
 
 def predict(trainer, split, features, label_list, data_args, output_dir):
@@ -191,8 +231,8 @@ def predict(trainer, split, features, label_list, data_args, output_dir):
     metrics = {f"predict_{key}": value for key, value in scores.items()}
     metrics.update(timing_metrics("predict", time.time() - started, len(split.tokens), len(loader)))
     trainer.log_metrics("predict", metrics)
-    trainer.save_metrics("predict", metrics)
     if trainer.is_world_process_zero():
+        save_results(output_dir, "predict", metrics)
         write_predictions(output_dir, split, tags, probabilities)
 
 

@@ -35,7 +35,7 @@ from nerkit.arguments import DataTrainingArguments, ModelArguments, parse_argume
 from nerkit.errors import UserError, exit_on_user_error
 from nerkit.modeling import load_model
 from nerkit.outputs import save_results, timing_metrics, write_json, write_predictions
-from nerkit.workflow import decode_and_score, encode_splits, load_tokenizer_and_labels, read_data
+from nerkit.workflow import check_finite_loss, decode_and_score, encode_splits, load_tokenizer_and_labels, read_data
 
 logger = logging.getLogger("run_ner_no_trainer")
 
@@ -273,8 +273,12 @@ def train(accelerator, model, optimizer, scheduler, loaders, splits, features, l
     skip_batches = 0
     if resume:
         state, skip_batches = restore(accelerator, resume, len(loaders["train"]), args)
+    if max_steps == 0:  # --num_train_epochs 0: evaluate (and predict) the model as it is
+        end_of_epoch(accelerator, model, loaders, splits, features, label_list, data_args, args, state, -1, None, 0.0)
+        return state
     progress = tqdm(range(max_steps), initial=state.completed_steps, disable=not accelerator.is_local_main_process)
-    started, loss_sum, loss_count, waited = time.time(), 0.0, 0, 0
+    started, loss_count, waited = time.time(), 0, 0
+    loss_sum = torch.zeros((), device=accelerator.device)  # a tensor even for an epoch resumed at its end
     epoch, train_loss = state.epoch - 1, None  # a run resumed at its very end trains no further epoch
     for epoch in range(state.epoch, epochs):
         model.train()
@@ -284,7 +288,7 @@ def train(accelerator, model, optimizer, scheduler, loaders, splits, features, l
         for batch in batches:
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
-                check_finite(loss, state.completed_steps + 1)
+                check_finite_loss(loss, state.completed_steps + 1)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and args.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -314,12 +318,6 @@ def train(accelerator, model, optimizer, scheduler, loaders, splits, features, l
                               train_loss=train_loss, epoch=float(state.epoch),
                               train_samples=len(splits["train"].tokens))
     return state
-
-
-def check_finite(loss, step):
-    if not torch.isfinite(loss):
-        raise UserError(f"The training loss became {loss.item()} at optimizer step {step}. Lower --learning_rate, "
-                        "add warmup (--num_warmup_steps), or train without fp16 (bf16 or fp32), then run again.")
 
 
 def end_of_epoch(accelerator, model, loaders, splits, features, label_list, data_args, args, state, epoch,
@@ -405,7 +403,9 @@ def finish(accelerator, model, tokenizer, loaders, splits, features, label_list,
         tokenizer.save_pretrained(args.output_dir)
         logger.info("Kept the model of epoch %s.", state.best_epoch)
         eval_results = {k: v for k, v in state.best_results.items() if k.startswith("eval_")}
-        save_results(args.output_dir, "train", {k: v for k, v in state.best_results.items() if k not in eval_results})
+        train_results = {k: v for k, v in state.best_results.items() if k not in eval_results}
+        if train_results:
+            save_results(args.output_dir, "train", train_results)
         if eval_results:
             save_results(args.output_dir, "eval", dict(eval_results, epoch=float(state.best_epoch + 1)))
     if "test" in loaders:

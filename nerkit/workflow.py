@@ -91,3 +91,12 @@ def decode_and_score(batches, accelerator, split, features, label_list, data_arg
         metrics.update(entity_scores(split.tags, tags, label_list, data_args.metric_mode,
                                      data_args.return_entity_level_metrics))
     return tags, probabilities, metrics
+
+
+def check_finite_loss(loss, step):
+    """Stop at once when the training loss stops being a number, instead of training on garbage."""
+    import torch
+
+    if not torch.isfinite(loss).all():
+        raise UserError(f"The training loss became {loss.float().mean().item()} at optimizer step {step}. Lower "
+                        "the learning rate, add warmup, or train without fp16 (bf16 or fp32), then run again.")

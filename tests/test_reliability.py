@@ -1,0 +1,234 @@
+"""Interrupted runs resume exactly, several processes score exactly, nothing leaks, bad losses stop."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from transformers import AutoModelForTokenClassification
+
+import run_ner
+from conftest import ROOT, examples, write_jsonl
+from nerkit import outputs
+from nerkit.decoding import reduce_logits
+from test_run_ner import predictions, read_json, run
+
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+SCORES = ("eval_precision", "eval_recall", "eval_f1", "eval_accuracy")
+
+
+def command(script, *argv, launcher=None):
+    return (launcher or [sys.executable]) + [os.path.join(ROOT, script), *argv]
+
+
+def kill_after(cmd, marker, timeout=120):
+    """Start `cmd`, SIGKILL it as soon as `marker` exists; returns whether it was still running then."""
+    process = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not os.path.exists(marker) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    running = process.poll() is None
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return running
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("reliability")
+    return {"train": write_jsonl(folder / "train.json", examples(40)),
+            "validation": write_jsonl(folder / "dev.json", examples(5, offset=1)),
+            "test": write_jsonl(folder / "test.json", examples(7, offset=2))}
+
+
+def run_ner_args(model, data, output_dir, *flags):
+    return ["--model_name_or_path", model, "--train_file", data["train"], "--validation_file", data["validation"],
+            "--output_dir", str(output_dir), "--report_to", "none", "--disable_tqdm", "True", "--seed", "3",
+            "--learning_rate", "5e-3", "--per_device_train_batch_size", "8", *flags]
+
+
+def test_run_ner_killed_after_a_checkpoint_resumes_to_the_same_scores(tiny_bert, data, tmp_path):
+    flags = ["--do_train", "--do_eval", "--num_train_epochs", "160", "--save_strategy", "steps", "--save_steps",
+             "100", "--save_total_limit", "2"]
+    subprocess.run(command("run_ner.py", *run_ner_args(tiny_bert, data, tmp_path / "whole", *flags)), env=ENV,
+                   cwd=ROOT, check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    assert kill_after(command("run_ner.py", *run_ner_args(tiny_bert, data, killed, *flags)),
+                      killed / "checkpoint-100" / "trainer_state.json")
+    assert not (killed / "eval_results.json").exists()
+    # the same command again picks up the last complete checkpoint by itself
+    result = subprocess.run(command("run_ner.py", *run_ner_args(tiny_bert, data, killed, *flags)), env=ENV,
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming training from" in result.stdout
+    whole, resumed = read_json(tmp_path / "whole" / "eval_results.json"), read_json(killed / "eval_results.json")
+    assert [resumed[key] for key in SCORES] == [whole[key] for key in SCORES]
+    assert resumed["eval_loss"] == pytest.approx(whole["eval_loss"], rel=1e-4)
+
+
+def test_no_trainer_killed_after_a_checkpoint_resumes_to_the_same_scores(tiny_bert, data, tmp_path):
+    def args(output_dir, *extra):
+        return ["--model_name_or_path", tiny_bert, "--train_file", data["train"], "--validation_file",
+                data["validation"], "--test_file", data["test"], "--output_dir", str(output_dir), "--seed", "3",
+                "--learning_rate", "5e-3", "--num_train_epochs", "160", "--checkpointing_steps", "100", *extra]
+
+    subprocess.run(command("run_ner_no_trainer.py", *args(tmp_path / "whole")), env=ENV, cwd=ROOT, check=True,
+                   capture_output=True)
+    killed = tmp_path / "killed"
+    assert kill_after(command("run_ner_no_trainer.py", *args(killed)), killed / "step_100" / "loop_state.json")
+    result = subprocess.run(command("run_ner_no_trainer.py", *args(killed, "--resume_from_checkpoint", "latest")),
+                            env=ENV, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    whole, resumed = read_json(tmp_path / "whole" / "eval_results.json"), read_json(killed / "eval_results.json")
+    assert [resumed[key] for key in SCORES] == [whole[key] for key in SCORES]
+    assert predictions(killed) == predictions(tmp_path / "whole")
+
+
+@pytest.fixture(scope="module")
+def saved_model(tiny_bert, data, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("saved")
+    run_ner.cli(run_ner_args(tiny_bert, data, output_dir, "--do_train", "--num_train_epochs", "3",
+                             "--save_strategy", "no"))
+    return str(output_dir)
+
+
+def evaluate_with(processes, script, model, data, output_dir):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes),
+                  "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if script == "run_ner.py":
+        argv = run_ner_args(model, data, output_dir, "--do_eval", "--do_predict", "--test_file", data["test"],
+                            "--per_device_eval_batch_size", "2")
+        launcher = torchrun if processes > 1 else None
+    else:
+        argv = ["--model_name_or_path", model, "--train_file", data["train"], "--validation_file", data["validation"],
+                "--test_file", data["test"], "--output_dir", str(output_dir), "--num_train_epochs", "0",
+                "--per_device_eval_batch_size", "2"]
+        launcher = accelerate if processes > 1 else None
+    result = subprocess.run(command(script, *argv, launcher=launcher), env=ENV, cwd=ROOT, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return read_json(os.path.join(output_dir, "all_results.json")), predictions(output_dir)
+
+
+@pytest.mark.parametrize("script", ["run_ner.py", "run_ner_no_trainer.py"])
+def test_two_processes_score_exactly_like_one(saved_model, data, tmp_path, script):
+    # 5 validation and 7 test examples in batches of 2 over 2 processes: the last batches are uneven
+    one_results, one_predictions = evaluate_with(1, script, saved_model, data, tmp_path / "one")
+    two_results, two_predictions = evaluate_with(2, script, saved_model, data, tmp_path / "two")
+    for key in SCORES + tuple(key.replace("eval_", "predict_") for key in SCORES):
+        assert two_results[key] == one_results[key], key
+    assert two_predictions == one_predictions and len(two_predictions) == 7
+    assert two_results["eval_loss"] == pytest.approx(one_results["eval_loss"], rel=1e-5)
+
+
+def test_two_process_training_on_cpu(tiny_bert, data, tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    argv = run_ner_args(tiny_bert, data, tmp_path, "--do_train", "--do_eval", "--num_train_epochs", "2",
+                        "--save_strategy", "no")
+    result = subprocess.run(command("run_ner.py", *argv, launcher=torchrun), env=ENV, cwd=ROOT, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_json(tmp_path / "train_results.json")["train_samples"] == 40
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".tmp-")]
+
+
+def test_same_seed_same_scores_and_predictions(tiny_bert, data, tmp_path):
+    runs = []
+    for name in ("first", "second"):
+        output = run(tiny_bert, tmp_path / name, "--do_train", "--do_eval", "--do_predict", "--num_train_epochs",
+                     "2", files=data)
+        runs.append((read_json(output / "eval_results.json")["eval_f1"],
+                     read_json(output / "eval_results.json")["eval_loss"], predictions(output)))
+    assert runs[0] == runs[1]
+
+
+def test_result_files_and_predictions_are_written_whole(tiny_bert, data, tmp_path, monkeypatch):
+    renamed = []
+    real_replace = os.replace
+
+    def recording_replace(source, target):
+        renamed.append(os.path.basename(target))
+        real_replace(source, target)
+
+    monkeypatch.setattr(outputs.os, "replace", recording_replace)
+    run(tiny_bert, tmp_path, "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "1", files=data)
+    for name in ("train_results.json", "eval_results.json", "predict_results.json", "all_results.json",
+                 "predictions.txt", "predictions.jsonl"):
+        assert name in renamed, name
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    target = tmp_path / "predictions.txt"
+    target.write_text("old\n")
+
+    def failing_replace(source, destination):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(outputs.os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        outputs.write_atomic(str(target), "new\n")
+    assert target.read_text() == "old\n" and os.listdir(tmp_path) == ["predictions.txt"]
+
+
+def test_tokens_never_reach_files_or_logs(tiny_bert, data, tmp_path):
+    secrets = ("hf_modelSECRET123", "hf_hubSECRET456")
+    trainer_run = subprocess.run(command("run_ner.py", *run_ner_args(
+        tiny_bert, data, tmp_path / "trainer", "--do_train", "--do_eval", "--num_train_epochs", "1",
+        "--save_strategy", "epoch", "--report_to", "tensorboard", "--token", secrets[0], "--hub_token", secrets[1])),
+        env=ENV, cwd=ROOT, capture_output=True, text=True)
+    loop_run = subprocess.run(command(
+        "run_ner_no_trainer.py", "--model_name_or_path", tiny_bert, "--train_file", data["train"],
+        "--validation_file", data["validation"], "--output_dir", str(tmp_path / "loop"), "--num_train_epochs", "1",
+        "--checkpointing_steps", "epoch", "--with_tracking", "--report_to", "tensorboard", "--token", secrets[0],
+        "--hub_token", secrets[1]), env=ENV, cwd=ROOT, capture_output=True, text=True)
+    for result in (trainer_run, loop_run):
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert not any(secret in result.stdout + result.stderr for secret in secrets)
+    written = [os.path.join(folder, name) for folder, _, names in os.walk(tmp_path) for name in names]
+    assert any(path.endswith("training_args.bin") for path in written)
+    for path in written:
+        with open(path, "rb") as handle:
+            content = handle.read()
+        assert not any(secret.encode() in content for secret in secrets), path
+
+
+def test_trust_remote_code_is_off_by_default():
+    from nerkit.arguments import ModelArguments
+
+    assert ModelArguments(model_name_or_path="x").trust_remote_code is False
+
+
+@pytest.fixture(scope="module")
+def broken_model(tiny_bert, tmp_path_factory):
+    """The tiny BERT with one NaN in its embeddings: the first loss is NaN."""
+    model = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=8)
+    with torch.no_grad():
+        model.bert.embeddings.word_embeddings.weight.fill_(float("nan"))
+    folder = tmp_path_factory.mktemp("broken")
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        with open(os.path.join(tiny_bert, name), "rb") as source, open(folder / name, "wb") as target:
+            target.write(source.read())
+    return str(folder)
+
+
+@pytest.mark.parametrize("script", ["run_ner.py", "run_ner_no_trainer.py"])
+def test_nan_loss_stops_with_the_step(broken_model, data, tmp_path, script):
+    argv = ["--model_name_or_path", broken_model, "--train_file", data["train"], "--output_dir", str(tmp_path / "o"),
+            "--ignore_mismatched_sizes"]
+    if script == "run_ner.py":
+        argv += ["--do_train", "--report_to", "none", "--save_strategy", "no"]
+    result = subprocess.run(command(script, *argv), env=ENV, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "loss became nan at optimizer step 1" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_metrics_see_float32_whatever_the_logits_dtype():
+    logits = torch.randn(2, 5, 7).to(torch.bfloat16)
+    reduced = reduce_logits(logits)
+    assert reduced.dtype == torch.float32
+    assert torch.equal(reduced[..., 0].long(), logits.float().argmax(-1))
