@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import warnings
+from functools import partial
 
 import datasets
 import transformers
@@ -34,6 +35,8 @@ from nerkit.labels import outside_label
 from nerkit.metrics import EntityScorer
 from nerkit.modeling import load_model
 from nerkit.outputs import save_results, timing_metrics, write_predictions
+from nerkit.report import command_line, data_sources, save_confusion_matrix, save_learning_curves, write_model_card
+from nerkit.speed import automatic_precision, choose_packing
 from nerkit.workflow import check_finite_loss, decode_and_score, encode_splits, load_tokenizer_and_labels, read_data
 
 logger = logging.getLogger("run_ner")
@@ -42,8 +45,25 @@ SPLIT_FLAGS = {"train": "--do_train", "validation": "--do_eval", "test": "--do_p
 
 
 class NerTrainer(Trainer):
-    """The Trainer, stopping at once when the loss becomes NaN or infinite (the Trainer alone only hides
-    such steps from its logs)."""
+    """The Trainer, with padding-free training batches when `train_collator` is given (evaluation keeps
+    the padding collator), stopping at once when the loss becomes NaN or infinite (the Trainer alone only
+    hides such steps from its logs)."""
+
+    def __init__(self, *args, train_collator=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.train_collator = train_collator
+
+    def get_train_dataloader(self):
+        if self.train_collator is None:
+            return super().get_train_dataloader()
+        padding_collator, self.data_collator = self.data_collator, self.train_collator
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.data_collator = padding_collator
+
+    def create_model_card(self, *args, **kwargs):
+        """publish() has written nerkit's card (scores per entity type); a push keeps it."""
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -51,7 +71,7 @@ class NerTrainer(Trainer):
         return loss
 
 
-def main(model_args, data_args, training_args):
+def main(model_args, data_args, training_args, command=None):
     setup_logging(training_args)
     check_arguments(data_args, training_args)
     keep_token_out_of_files(training_args)
@@ -66,14 +86,18 @@ def main(model_args, data_args, training_args):
     settings, features = encode_splits(splits, tokenizer, config, label_list, data_args, data_args.max_seq_length,
                                        lambda: training_args.main_process_first(desc="tokenizing"))
 
-    trainer = build_trainer(model, tokenizer, training_args, data_args, splits, features, label_list, settings)
+    choose_precision(training_args, data_args)
+    packer = choose_packing(model, tokenizer, features.get("train") if training_args.do_train else None,
+                            data_args.packing, data_args.pad_to_max_length)
+    trainer = build_trainer(model, tokenizer, training_args, data_args, splits, features, label_list, settings,
+                            packer)
     if training_args.do_train:
         train(trainer, checkpoint, len(splits["train"].tokens))
     if training_args.do_eval:
-        evaluate(trainer, len(splits["validation"].tokens))
+        evaluate(trainer, splits["validation"])
     if training_args.do_predict:
         predict(trainer, splits["test"], features["test"], label_list, data_args, training_args.output_dir)
-    publish(trainer, model_args, data_args, training_args)
+    publish(trainer, model_args, data_args, training_args, label_list, splits, command or command_line())
 
 
 def setup_logging(training_args):
@@ -168,12 +192,20 @@ def check_metric_name(training_args, label_list, data_args):
                         f"reports; use one of: {', '.join(sorted(known))}.")
 
 
-def build_trainer(model, tokenizer, training_args, data_args, splits, features, label_list, settings):
+def choose_precision(training_args, data_args):
+    """bf16 where the hardware does it well, unless the command chose a precision (see nerkit.speed)."""
+    if data_args.auto_mixed_precision and not (training_args.fp16 or training_args.bf16):
+        if automatic_precision(training_args.use_cpu) == "bf16":
+            training_args.bf16 = True
+            logger.info("Training in bf16, which this hardware runs faster (--no_auto_mixed_precision: fp32).")
+
+
+def build_trainer(model, tokenizer, training_args, data_args, splits, features, label_list, settings, packer):
     evaluating = "validation" in splits and (training_args.do_eval or training_args.eval_strategy != "no")
     scorer = None
     if evaluating:
         split = splits["validation"]
-        decoder = WordDecoder(features["validation"], [len(words) for words in split.tokens])
+        decoder = WordDecoder(features["validation"], [len(words) for words in split.tokens], data_args.decoding)
         scorer = EntityScorer(decoder, split, label_list, outside_label(label_list), data_args.metric_mode,
                               data_args.return_entity_level_metrics)
     mixed = training_args.fp16 or training_args.bf16
@@ -197,8 +229,9 @@ def build_trainer(model, tokenizer, training_args, data_args, splits, features, 
         processing_class=tokenizer,
         data_collator=collator,
         compute_metrics=scorer,
-        preprocess_logits_for_metrics=reduce_logits,
+        preprocess_logits_for_metrics=partial(reduce_logits, keep_distribution=data_args.decoding == "viterbi"),
         callbacks=callbacks,
+        train_collator=packer,
     )
 
 
@@ -209,15 +242,19 @@ def train(trainer, checkpoint, num_examples):
     trainer.log_metrics("train", metrics)
     if trainer.is_world_process_zero():
         save_results(trainer.args.output_dir, "train", metrics)
+        save_learning_curves(trainer.args.output_dir, [
+            dict(entry, step=entry.get("step", 0)) for entry in trainer.state.log_history
+            if "loss" in entry or "eval_f1" in entry])
     trainer.save_state()
 
 
-def evaluate(trainer, num_examples):
+def evaluate(trainer, split):
     metrics = trainer.evaluate()
-    metrics["eval_samples"] = num_examples
+    metrics["eval_samples"] = len(split.tokens)
     trainer.log_metrics("eval", metrics)
     if trainer.is_world_process_zero():
         save_results(trainer.args.output_dir, "eval", metrics)
+        save_confusion_matrix(trainer.args.output_dir, split.tags, trainer.compute_metrics.last_tags)
 
 
 def predict(trainer, split, features, label_list, data_args, output_dir):
@@ -236,25 +273,23 @@ def predict(trainer, split, features, label_list, data_args, output_dir):
         write_predictions(output_dir, split, tags, probabilities)
 
 
-def publish(trainer, model_args, data_args, training_args):
-    """Model card in output_dir, or a push to the hub with --push_to_hub."""
-    card = {"finetuned_from": model_args.model_name_or_path, "tasks": "token-classification"}
-    if data_args.dataset_name is not None:
-        card["dataset_tags"] = data_args.dataset_name
-        card["dataset"] = data_args.dataset_name
-        if data_args.dataset_config_name is not None:
-            card["dataset_args"] = data_args.dataset_config_name
-            card["dataset"] = f"{data_args.dataset_name} {data_args.dataset_config_name}"
+def publish(trainer, model_args, data_args, training_args, label_list, splits, command):
+    """The model card of a trained folder (README.md), then a push to the hub with --push_to_hub."""
+    if not training_args.do_train or not trainer.is_world_process_zero():
+        return
+    scorer = trainer.compute_metrics
+    evaluated = scorer is not None and scorer.last_tags is not None
+    write_model_card(training_args.output_dir, model_args.model_name_or_path, data_sources(data_args), label_list,
+                     command, splits["validation"].tags if evaluated else None,
+                     scorer.last_tags if evaluated else None, data_args.metric_mode)
     if training_args.push_to_hub:
-        trainer.push_to_hub(**card)
-    elif training_args.do_train:
-        trainer.create_model_card(**card)
+        trainer.push_to_hub(commit_message="End of training")
 
 
 def cli(argv=None):
-    arguments = parse_arguments((ModelArguments, DataTrainingArguments, TrainingArguments),
-                                sys.argv[1:] if argv is None else argv)
-    main(*arguments)
+    argv = sys.argv[1:] if argv is None else argv
+    arguments = parse_arguments((ModelArguments, DataTrainingArguments, TrainingArguments), argv)
+    main(*arguments, command=command_line(["run_ner.py", *argv]))
 
 
 if __name__ == "__main__":

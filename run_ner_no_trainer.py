@@ -32,9 +32,12 @@ from transformers import DataCollatorForTokenClassification, SchedulerType, get_
 from transformers.trainer_pt_utils import get_parameter_names
 
 from nerkit.arguments import DataTrainingArguments, ModelArguments, parse_arguments
+from nerkit.decoding import forward_batches
 from nerkit.errors import UserError, exit_on_user_error
 from nerkit.modeling import load_model
 from nerkit.outputs import save_results, timing_metrics, write_json, write_predictions
+from nerkit.report import command_line, data_sources, save_confusion_matrix, save_learning_curves, write_model_card
+from nerkit.speed import automatic_precision, choose_packing
 from nerkit.workflow import check_finite_loss, decode_and_score, encode_splits, load_tokenizer_and_labels, read_data
 
 logger = logging.getLogger("run_ner_no_trainer")
@@ -119,10 +122,11 @@ class LoopState:
     best_f1: float | None = None
     best_epoch: int | None = None
     best_results: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)  # per epoch: step, loss, eval_loss, eval_f1 (learning curves)
 
 
-def main(model_args, data_args, args):
-    accelerator = make_accelerator(args)
+def main(model_args, data_args, args, command=None):
+    accelerator = make_accelerator(args, data_args)
     setup_logging(accelerator)
     check_arguments(model_args, data_args, args)
     resume = checkpoint_to_resume(args, data_args)
@@ -137,7 +141,8 @@ def main(model_args, data_args, args):
     settings, features = encode_splits(splits, tokenizer, config, label_list, data_args, args.max_length,
                                        accelerator.main_process_first, flag="--max_length")
 
-    loaders = make_dataloaders(features, tokenizer, settings, data_args, args, accelerator)
+    packer = choose_packing(model, tokenizer, features["train"], data_args.packing, data_args.pad_to_max_length)
+    loaders = make_dataloaders(features, tokenizer, settings, data_args, args, accelerator, packer)
     optimizer = make_optimizer(model, args)
     model, optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders.values())
     loaders = dict(zip(loaders, prepared))
@@ -148,15 +153,21 @@ def main(model_args, data_args, args):
 
     state = train(accelerator, model, optimizer, scheduler, loaders, splits, features, label_list, data_args, args,
                   max_steps, epochs, resume)
-    finish(accelerator, model, tokenizer, loaders, splits, features, label_list, data_args, args, state)
+    base_model = model_args.model_name_or_path or f"a new {model_args.model_type} (trained from scratch)"
+    finish(accelerator, model, tokenizer, loaders, splits, features, label_list, data_args, args, state,
+           (base_model, command or command_line()))
 
 
-def make_accelerator(args):
+def make_accelerator(args, data_args):
     tracking = {"log_with": args.report_to, "project_dir": args.output_dir} if args.with_tracking else {}
     # A seedable sampler shuffles by (seed, epoch) alone, so a resumed epoch sees the same order.
     loader_config = DataLoaderConfiguration(use_seedable_sampler=True)
+    precision = {}
+    # `accelerate launch` always says which precision its configuration chose; plain python does not.
+    if data_args.auto_mixed_precision and "ACCELERATE_MIXED_PRECISION" not in os.environ:
+        precision["mixed_precision"] = automatic_precision() or "no"
     return Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
-                       dataloader_config=loader_config, **tracking)
+                       dataloader_config=loader_config, **tracking, **precision)
 
 
 def setup_logging(accelerator):
@@ -216,7 +227,7 @@ def checkpoints_in(folder):
     return [path for _, path in sorted(found)]
 
 
-def make_dataloaders(features, tokenizer, settings, data_args, args, accelerator):
+def make_dataloaders(features, tokenizer, settings, data_args, args, accelerator, packer):
     padding = {"padding": "max_length", "max_length": settings.max_length} if data_args.pad_to_max_length else {
         "pad_to_multiple_of": {"fp8": 16, "fp16": 8, "bf16": 8}.get(accelerator.mixed_precision)}
     collator = DataCollatorForTokenClassification(tokenizer, **padding)
@@ -228,7 +239,8 @@ def make_dataloaders(features, tokenizer, settings, data_args, args, accelerator
         # resumed run (which starts its iterator after restoring that RNG) continues exactly.
         generator = torch.Generator().manual_seed(args.seed or 0)
         loaders[name] = DataLoader(split_features.remove_columns(NOT_INPUTS), shuffle=training,
-                                   collate_fn=collator, batch_size=batch_size, generator=generator)
+                                   collate_fn=packer if training and packer else collator, batch_size=batch_size,
+                                   generator=generator)
     return loaders
 
 
@@ -337,6 +349,8 @@ def end_of_epoch(accelerator, model, loaders, splits, features, label_list, data
     if args.with_tracking:
         accelerator.log(dict(results, train_loss=train_loss, learning_rate=learning_rate, epoch=epoch),
                         step=state.completed_steps)
+    state.history.append({"step": state.completed_steps, "loss": train_loss, "eval_loss": results.get("eval_loss"),
+                          "eval_f1": results.get("eval_f1")})
     f1 = results.get("eval_f1")
     threshold = data_args.early_stopping_threshold
     improved = f1 is not None and (state.best_f1 is None or f1 > state.best_f1 + threshold)
@@ -359,13 +373,6 @@ def evaluate(model, loader, accelerator, split, split_features, label_list, data
     model.eval()
     return decode_and_score(forward_batches(model, loader), accelerator, split, split_features, label_list,
                             data_args)
-
-
-def forward_batches(model, loader):
-    for batch in loader:
-        with torch.no_grad():
-            outputs = model(**batch)
-        yield outputs.loss, outputs.logits
 
 
 def save_model(accelerator, model, output_dir):
@@ -395,8 +402,9 @@ def restore(accelerator, path, batches_per_epoch, args):
     return state, max(done_in_epoch, 0) * args.gradient_accumulation_steps
 
 
-def finish(accelerator, model, tokenizer, loaders, splits, features, label_list, data_args, args, state):
-    """Final model (the best epoch's, or the last with --keep_last), results, predictions, hub push."""
+def finish(accelerator, model, tokenizer, loaders, splits, features, label_list, data_args, args, state, origin):
+    """Final model (the best epoch's, or the last with --keep_last), results, reports, predictions, push.
+    `origin` is (base model, command) for the model card."""
     if state.best_epoch is None:
         save_model(accelerator, model, args.output_dir)
     if accelerator.is_main_process:
@@ -408,19 +416,36 @@ def finish(accelerator, model, tokenizer, loaders, splits, features, label_list,
             save_results(args.output_dir, "train", train_results)
         if eval_results:
             save_results(args.output_dir, "eval", dict(eval_results, epoch=float(state.best_epoch + 1)))
+    accelerator.wait_for_everyone()  # the main process has written the kept model
+    kept = accelerator.prepare(transformers.AutoModelForTokenClassification.from_pretrained(args.output_dir))
+    report(accelerator, kept, loaders, splits, features, label_list, data_args, args, state, origin)
     if "test" in loaders:
-        predict(accelerator, loaders["test"], splits["test"], features["test"], label_list, data_args, args)
+        predict(accelerator, kept, loaders["test"], splits["test"], features["test"], label_list, data_args, args)
     if args.with_tracking:
         accelerator.end_training()
     if args.push_to_hub and accelerator.is_main_process:
         push(args)
 
 
-def predict(accelerator, loader, split, split_features, label_list, data_args, args):
+def report(accelerator, model, loaders, splits, features, label_list, data_args, args, state, origin):
+    """Model card, confusion matrix (on the kept model's validation labels) and learning curves."""
+    gold = predicted = None
+    if "validation" in loaders:
+        predicted, _, _ = evaluate(model, loaders["validation"], accelerator, splits["validation"],
+                                   features["validation"], label_list, data_args)
+        gold = splits["validation"].tags
+    if not accelerator.is_main_process:
+        return
+    base_model, command = origin
+    write_model_card(args.output_dir, base_model, data_sources(data_args), label_list, command, gold, predicted,
+                     data_args.metric_mode)
+    if gold is not None:
+        save_confusion_matrix(args.output_dir, gold, predicted)
+    save_learning_curves(args.output_dir, state.history)
+
+
+def predict(accelerator, model, loader, split, split_features, label_list, data_args, args):
     """Predict the test split with the kept model; write predictions and predict_results.json."""
-    accelerator.wait_for_everyone()  # the main process has written the kept model
-    model = transformers.AutoModelForTokenClassification.from_pretrained(args.output_dir)
-    model = accelerator.prepare(model)
     started = time.time()
     tags, probabilities, scores = evaluate(model, loader, accelerator, split, split_features, label_list, data_args)
     if accelerator.is_main_process:
@@ -441,9 +466,9 @@ def push(args):
 
 
 def cli(argv=None):
-    arguments = parse_arguments((NoTrainerModelArguments, DataTrainingArguments, LoopArguments),
-                                sys.argv[1:] if argv is None else argv)
-    main(*arguments)
+    argv = sys.argv[1:] if argv is None else argv
+    arguments = parse_arguments((NoTrainerModelArguments, DataTrainingArguments, LoopArguments), argv)
+    main(*arguments, command=command_line(["run_ner_no_trainer.py", *argv]))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Evaluation and prediction first reduce each batch of logits to (best label id, its probability) per
 sub-token, so no full logits are kept. Each word is then read at its first sub-token, in the window where
 it has the most context on both sides; a word the tokenizer gave no sub-token gets the outside label and
-is counted, so no word ever goes missing from the scores or from predictions.txt.
+is counted, so no word ever goes missing from the scores or from predictions.txt. With Viterbi decoding
+the batches keep every label's log-probability instead, still only per batch (see nerkit.viterbi).
 """
 
 import logging
@@ -11,31 +12,50 @@ import logging
 import numpy as np
 
 from .tokenization import NO_WORD
+from .viterbi import transition_rules, viterbi_path
 
 logger = logging.getLogger(__name__)
 
 
-def reduce_logits(logits, labels=None):
+def reduce_logits(logits, labels=None, keep_distribution=False):
     """`preprocess_logits_for_metrics`: per sub-token the best label id and its probability, in float32
-    (half-precision logits are cast first, so metrics never see bf16/fp16)."""
+    (half-precision logits are cast first, so metrics never see bf16/fp16); with `keep_distribution`
+    (Viterbi decoding) the log-probabilities of every label instead."""
     import torch
 
     if isinstance(logits, tuple):
         logits = logits[0]
+    if keep_distribution:
+        return logits.float().log_softmax(dim=-1)
     probabilities = logits.float().softmax(dim=-1)
     best, ids = probabilities.max(dim=-1)
     return torch.stack((ids.float(), best), dim=-1)
 
 
-class WordCollector:
-    """Keeps, for every word of every example, the prediction read where the word has the most context."""
+def forward_batches(model, loader):
+    """(loss or None, logits) of each batch, without gradients."""
+    import torch
 
-    def __init__(self, words_per_example):
+    for batch in loader:
+        with torch.no_grad():
+            outputs = model(**batch)
+        yield outputs.loss, outputs.logits
+
+
+class WordCollector:
+    """Keeps, for every word of every example, the prediction read where the word has the most context.
+
+    A prediction is a row per sub-token: (label id, probability), or with `decoding="viterbi"` the
+    log-probabilities of every label, decoded into the best sequence the tagging scheme allows.
+    """
+
+    def __init__(self, words_per_example, decoding="argmax"):
         self.best = [[None] * count for count in words_per_example]
+        self.decoding = decoding
 
     def add(self, example_id, word_ids, token_predictions):
-        """One window: `word_ids` per position (NO_WORD for special tokens), `token_predictions` rows of
-        (label id, probability) per position."""
+        """One window: `word_ids` per position (NO_WORD for special tokens), `token_predictions` rows per
+        position."""
         content = [position for position, word in enumerate(word_ids) if word != NO_WORD]
         if not content:
             return
@@ -48,17 +68,34 @@ class WordCollector:
             previous = word
             context = min(position - first, last - position)
             if words[word] is None or context > words[word][0]:
-                label_id, probability = token_predictions[position]
-                words[word] = (context, int(label_id), float(probability))
+                words[word] = (context, np.array(token_predictions[position], dtype=np.float32))
 
     def result(self, label_list, fallback_label):
         """(tags per example, probabilities per example, number of words that had no sub-token)."""
         tags, scores, missing = [], [], 0
+        rules = transition_rules(label_list) if self.decoding == "viterbi" else None
         for words in self.best:
-            tags.append([fallback_label if word is None else label_list[word[1]] for word in words])
-            scores.append([0.0 if word is None else word[2] for word in words])
             missing += sum(word is None for word in words)
+            if rules is None:
+                ids = [label_list.index(fallback_label) if w is None else int(w[1][0]) for w in words]
+                probabilities = [0.0 if w is None else float(w[1][1]) for w in words]
+            else:
+                ids, probabilities = best_sequence(words, label_list.index(fallback_label), len(label_list), rules)
+            tags.append([label_list[i] for i in ids])
+            scores.append(probabilities)
         return tags, scores, missing
+
+
+def best_sequence(words, fallback_id, label_count, rules):
+    """Viterbi over one example's words; a word without sub-tokens is pinned to the fallback label."""
+    log_probs = np.full((len(words), label_count), -1e9, dtype=np.float32)
+    for position, word in enumerate(words):
+        if word is None:
+            log_probs[position, fallback_id] = 0.0
+        else:
+            log_probs[position] = word[1]
+    ids = viterbi_path(log_probs, *rules)
+    return ids, [float(np.exp(log_probs[position, i])) for position, i in enumerate(ids)]
 
 
 def collect_words(outputs, accelerator, decoder):
@@ -68,7 +105,8 @@ def collect_words(outputs, accelerator, decoder):
     """
     loss_sum, loss_count = 0.0, 0
     for loss, logits in outputs:
-        reduced = accelerator.pad_across_processes(reduce_logits(logits), dim=1, pad_index=-100)
+        reduced = reduce_logits(logits, keep_distribution=decoder.keep_distribution)
+        reduced = accelerator.pad_across_processes(reduced, dim=1, pad_index=-100)
         reduced = accelerator.gather_for_metrics(reduced)
         decoder.add_batch(reduced)
         if loss is not None:
@@ -81,14 +119,16 @@ def collect_words(outputs, accelerator, decoder):
 class WordDecoder:
     """Feeds batches of reduced predictions, in feature order, to a `WordCollector`."""
 
-    def __init__(self, features, words_per_example):
+    def __init__(self, features, words_per_example, decoding="argmax"):
         self.word_ids = features["word_ids"]
         self.example_ids = features["example_id"]
         self.words_per_example = words_per_example
+        self.decoding = decoding
+        self.keep_distribution = decoding == "viterbi"
         self.reset()
 
     def reset(self):
-        self.collector = WordCollector(self.words_per_example)
+        self.collector = WordCollector(self.words_per_example, self.decoding)
         self.cursor = 0
 
     def add_batch(self, predictions):

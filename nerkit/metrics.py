@@ -74,11 +74,12 @@ class EntityScorer:
         self.decoder, self.split = decoder, split
         self.label_list, self.fallback_label = label_list, fallback_label
         self.mode, self.entity_level = mode, entity_level
+        self.last_tags = None  # the word labels of the latest evaluation, for the reports
 
     def __call__(self, eval_prediction, compute_result=None):
         self.decoder.add_batch(eval_prediction.predictions)
         if compute_result is False:
             return {}
-        tags, _ = self.decoder.result(self.label_list, self.fallback_label, self.split.name)
+        self.last_tags, _ = self.decoder.result(self.label_list, self.fallback_label, self.split.name)
         self.decoder.reset()
-        return entity_scores(self.split.tags, tags, self.label_list, self.mode, self.entity_level)
+        return entity_scores(self.split.tags, self.last_tags, self.label_list, self.mode, self.entity_level)

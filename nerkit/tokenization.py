@@ -6,6 +6,7 @@ word of every example is trained on, predicted and scored; nothing is truncated 
 
 import json
 import logging
+import uuid
 from dataclasses import dataclass
 
 from .errors import UserError
@@ -191,6 +192,7 @@ def encode_split(split, tokenizer, label2id, settings, num_proc=None):
         num_proc=num_proc,
         remove_columns=examples.column_names,
         desc=f"Tokenizing {split.name}",
+        new_fingerprint=uuid.uuid4().hex,  # in memory, never cached: skip hashing the whole tokenizer
     )
     extra = len(features) - len(examples)
     if extra:

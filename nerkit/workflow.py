@@ -75,7 +75,16 @@ def encode_splits(splits, tokenizer, config, label_list, data_args, max_length, 
         features = {name: encode_split(split, tokenizer, config.label2id, settings,
                                        data_args.preprocessing_num_workers)
                     for name, split in splits.items()}
+    # Inference order does not change any result (words are collected by example id), so evaluation and
+    # prediction batches are drawn longest first and hold little padding.
+    features = {name: split_features if name == "train" else longest_first(split_features)
+                for name, split_features in features.items()}
     return settings, features
+
+
+def longest_first(features):
+    lengths = features.map(lambda batch: {"length": [len(ids) for ids in batch["input_ids"]]}, batched=True)
+    return lengths.sort("length", reverse=True).remove_columns("length")
 
 
 def decode_and_score(batches, accelerator, split, features, label_list, data_args):
@@ -83,7 +92,7 @@ def decode_and_score(batches, accelerator, split, features, label_list, data_arg
 
     Returns (tags per example, probabilities per example, metrics without prefix: loss when the batches
     had labels, the entity scores when the split is labelled)."""
-    decoder = WordDecoder(features, [len(words) for words in split.tokens])
+    decoder = WordDecoder(features, [len(words) for words in split.tokens], data_args.decoding)
     loss = collect_words(batches, accelerator, decoder)
     tags, probabilities = decoder.result(label_list, outside_label(label_list), split.name)
     metrics = {} if loss is None else {"loss": loss}

@@ -1,7 +1,6 @@
 """Every input format gives the same examples and scores; every bad input gets exit status 2 with the file
 and line named, no traceback, and an untouched output folder."""
 
-import json
 import os
 
 import pytest
@@ -9,7 +8,7 @@ from datasets import ClassLabel, Dataset, Features, List, Value
 
 from conftest import examples, write_jsonl
 from nerkit.arguments import DataTrainingArguments
-from nerkit.data import Split, load_splits
+from nerkit.data import load_splits
 from nerkit.errors import UserError
 from nerkit.summary import break_warning, scheme_breaks
 from test_run_ner import read_json, run, run_script, write_rows

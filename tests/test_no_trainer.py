@@ -1,7 +1,6 @@
 """run_ner_no_trainer.py: parity with run_ner.py, accumulation, resume, launchers."""
 
 import glob
-import json
 import os
 import shutil
 import subprocess
@@ -11,7 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 import run_ner_no_trainer
-from conftest import ROOT, examples, write_jsonl
+from conftest import ROOT, examples
 from test_run_ner import predictions, read_json, run, write_rows
 
 LOOP = ["--learning_rate", "5e-3", "--seed", "7", "--per_device_train_batch_size", "8"]

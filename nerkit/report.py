@@ -1,0 +1,172 @@
+"""What a trained folder tells a reader: the model card (README.md) and, when matplotlib is installed,
+confusion_matrix.png (entity types, per word) and learning_curves.png (loss and F1 per evaluation)."""
+
+import logging
+import os
+import shlex
+import sys
+from collections import Counter
+
+from .metrics import entity_scores
+from .outputs import write_atomic
+
+logger = logging.getLogger(__name__)
+
+SECRET_FLAGS = ("--token", "--hub_token")
+
+
+def command_line(argv=None):
+    """The command that ran, with the values of token flags replaced."""
+    argv = list(sys.argv if argv is None else argv)
+    shown = []
+    for position, arg in enumerate(argv):
+        if position and argv[position - 1] in SECRET_FLAGS:
+            arg = "<redacted>"
+        elif "=" in arg and arg.split("=", 1)[0] in SECRET_FLAGS:
+            arg = arg.split("=", 1)[0] + "=<redacted>"
+        shown.append(arg)
+    return "python " + " ".join(shlex.quote(arg) for arg in shown)
+
+
+def word_type(tag):
+    return tag.split("-", 1)[1] if "-" in tag else tag
+
+
+def model_card(base_model, data_sources, label_list, command, gold=None, predicted=None, metric_mode="default"):
+    """README.md text: base model, data, labels, the exact command, and scores per entity type."""
+    lines = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: token-classification",
+        "tags: [token-classification, ner]",
+        "---",
+        "",
+        "# Token classification model",
+        "",
+        f"Fine-tuned from `{base_model}` with nerkit's `run_ner` scripts.",
+        "",
+        "## Data",
+        "",
+        *[f"- {split}: `{source}`" for split, source in data_sources.items()],
+        "",
+        f"## Labels ({len(label_list)})",
+        "",
+        ", ".join(f"`{label}`" for label in label_list),
+        "",
+        "## Command",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+    ]
+    if gold is not None:
+        scores = entity_scores(gold, predicted, label_list, metric_mode, entity_level=True)
+        types = sorted({key.rsplit("_", 1)[0] for key in scores if key.endswith("_number")})
+        lines += [
+            f"## Evaluation (validation, seqeval {metric_mode} mode, per word)",
+            "",
+            "| entity type | precision | recall | F1 | gold entities |",
+            "| --- | --- | --- | --- | --- |",
+            *[f"| {kind} | {scores[f'{kind}_precision']:.4f} | {scores[f'{kind}_recall']:.4f} | "
+              f"{scores[f'{kind}_f1']:.4f} | {scores[f'{kind}_number']} |" for kind in types],
+            f"| **overall** | {scores['precision']:.4f} | {scores['recall']:.4f} | {scores['f1']:.4f} | "
+            f"{sum(scores[f'{kind}_number'] for kind in types)} |",
+            "",
+            f"Word accuracy: {scores['accuracy']:.4f}.",
+            "",
+        ]
+    lines += ["## Use", "", "```python", "from transformers import pipeline",
+              'tagger = pipeline("token-classification", model="PATH_TO_THIS_FOLDER", aggregation_strategy="first")',
+              "```", "", "or `python predict_ner.py --model PATH_TO_THIS_FOLDER --input texts.txt`.", ""]
+    return "\n".join(lines)
+
+
+def write_model_card(output_dir, *args, **kwargs):
+    write_atomic(os.path.join(output_dir, "README.md"), model_card(*args, **kwargs))
+
+
+def pyplot():
+    """matplotlib's pyplot on a file-only backend, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_counts(gold, predicted):
+    """{(gold type, predicted type): words} over every word, 'O' included."""
+    counts = Counter()
+    for gold_tags, predicted_tags in zip(gold, predicted):
+        counts.update((word_type(g), word_type(p)) for g, p in zip(gold_tags, predicted_tags))
+    return counts
+
+
+def save_confusion_matrix(output_dir, gold, predicted):
+    """confusion_matrix.png: words by gold entity type (rows) and predicted type (columns)."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    counts = confusion_counts(gold, predicted)
+    types = sorted({kind for pair in counts for kind in pair}, key=lambda kind: (kind == "O", kind))
+    matrix = [[counts[(g, p)] for p in types] for g in types]
+    figure, axes = plt.subplots(figsize=(1.0 + 0.6 * len(types), 1.0 + 0.5 * len(types)))
+    rows = [[value / max(sum(row), 1) for value in row] for row in matrix]
+    axes.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            axes.text(j, i, str(value), ha="center", va="center", fontsize=7,
+                      color="white" if rows[i][j] > 0.5 else "black")
+    axes.set_xticks(range(len(types)), types, rotation=60, ha="right", fontsize=8)
+    axes.set_yticks(range(len(types)), types, fontsize=8)
+    axes.set_xlabel("predicted type")
+    axes.set_ylabel("gold type")
+    axes.set_title("Words by entity type (row-normalised colour)")
+    return _save(figure, plt, os.path.join(output_dir, "confusion_matrix.png"))
+
+
+def save_learning_curves(output_dir, history):
+    """learning_curves.png from [{"step", "loss"?, "eval_loss"?, "eval_f1"?}] entries."""
+    plt = pyplot()
+    if plt is None or not history:
+        return None
+    figure, loss_axes = plt.subplots(figsize=(7, 4))
+    for key, label in (("loss", "training loss"), ("eval_loss", "validation loss")):
+        points = [(entry["step"], entry[key]) for entry in history if entry.get(key) is not None]
+        if points:
+            loss_axes.plot(*zip(*points), marker="o", markersize=3, label=label)
+    loss_axes.set_xlabel("optimizer step")
+    loss_axes.set_ylabel("loss")
+    f1_points = [(entry["step"], entry["eval_f1"]) for entry in history if entry.get("eval_f1") is not None]
+    if f1_points:
+        f1_axes = loss_axes.twinx()
+        f1_axes.plot(*zip(*f1_points), color="tab:green", marker="s", markersize=4, label="validation F1")
+        f1_axes.set_ylabel("entity F1")
+        f1_axes.set_ylim(0, 1)
+        f1_axes.legend(loc="upper right")
+    loss_axes.legend(loc="upper left")
+    loss_axes.set_title("Learning curves")
+    return _save(figure, plt, os.path.join(output_dir, "learning_curves.png"))
+
+
+def _save(figure, plt, path):
+    figure.tight_layout()
+    temporary = path + ".tmp.png"
+    figure.savefig(temporary, dpi=110)
+    plt.close(figure)
+    os.replace(temporary, path)
+    logger.info("Wrote %s", path)
+    return path
+
+
+def data_sources(data_args):
+    """{split: where it came from} for the model card."""
+    if data_args.dataset_name:
+        name = data_args.dataset_name + (f" ({data_args.dataset_config_name})" if data_args.dataset_config_name else "")
+        return {"dataset": name}
+    files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
+    return {split: path for split, path in files.items() if path}

@@ -1,0 +1,179 @@
+#!/usr/bin/env python
+"""Tag raw text with a trained token-classification model (a folder written by run_ner.py, or any such
+model on disk or on the hub), through the same windows and word decoding as evaluation.
+
+    python predict_ner.py --model output/wnut16-minilm --input tweets.txt --output entities.jsonl
+    echo "Peter Blackburn reported from Brussels" | python predict_ner.py --model output/wnut16-minilm
+
+Input: a text file with one document per line, a JSON Lines file with a `text` field (or a `tokens` field
+of pre-split words), or standard input. Output: JSON Lines, one object per document with `entities`
+(`type`, `start`, `end` as character offsets so that text[start:end] is the entity, `text`, `score`),
+and with --words the words, their labels and probabilities.
+"""
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+
+from nerkit.data import Split
+from nerkit.errors import UserError, exit_on_user_error
+from nerkit.labels import outside_label
+from nerkit.outputs import write_atomic
+from nerkit.tokenization import EncodingSettings, encode_split, load_fast_tokenizer, window_length
+
+logger = logging.getLogger("predict_ner")
+
+# A word is a run of letters and digits, or one other visible character: "John's" -> John ' s.
+WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def main(options):
+    logging.basicConfig(format="%(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    documents = read_documents(options.input, options.format)
+    words, offsets = zip(*(split_words(document, options.split) for document in documents)) if documents else ((), ())
+    tagger = Tagger(options.model, options.max_length, options.stride, options.batch_size, options.decoding)
+    tags, probabilities = tagger.tag(list(words))
+    records = [document_record(document, doc_words, doc_offsets, doc_tags, doc_probabilities, options.words)
+               for document, doc_words, doc_offsets, doc_tags, doc_probabilities
+               in zip(documents, words, offsets, tags, probabilities)]
+    write_records(records, options.output)
+
+
+def parse_options(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a trained token-classification folder or hub id")
+    parser.add_argument("--input", default="-", help="text or JSON Lines file; '-' (default) reads standard input")
+    parser.add_argument("--output", default="-", help="JSON Lines file; '-' (default) writes standard output")
+    parser.add_argument("--format", choices=["auto", "text", "jsonl"], default="auto",
+                        help="input format; auto: .jsonl/.json files are JSON Lines, everything else text")
+    parser.add_argument("--split", choices=["words", "whitespace"], default="words",
+                        help="how raw text becomes words: 'words' (letters and digits, each other character "
+                             "alone, like CoNLL tokenization) or 'whitespace'")
+    parser.add_argument("--decoding", choices=["argmax", "viterbi"], default="argmax",
+                        help="each word's best label, or the best sequence the tagging scheme allows")
+    parser.add_argument("--max_length", type=int, default=None, help="window length (default: the model's)")
+    parser.add_argument("--stride", type=int, default=64, help="overlap of windows of long documents")
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--words", action="store_true", help="also write words, labels and probabilities")
+    return parser.parse_args(argv)
+
+
+def read_documents(path, kind):
+    """Documents as dicts: {"text": str} or {"tokens": [...]} (pre-split words, text joined by spaces)."""
+    if path == "-":
+        lines = sys.stdin.read().splitlines()
+    elif not os.path.isfile(path):
+        raise UserError(f"The input file {path} does not exist.")
+    else:
+        with open(path, encoding="utf-8-sig") as handle:
+            lines = handle.read().splitlines()
+    if kind == "jsonl" or (kind == "auto" and path.endswith((".jsonl", ".json"))):
+        return [json_document(line, path, number) for number, line in enumerate(lines, start=1) if line.strip()]
+    return [{"text": line} for line in lines if line.strip()]
+
+
+def json_document(line, path, number):
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}, line {number}: not valid JSON ({error.msg}).") from None
+    if isinstance(record, dict) and isinstance(record.get("text"), str):
+        return {"text": record["text"]}
+    if isinstance(record, dict) and isinstance(record.get("tokens"), list) and all(
+            isinstance(word, str) and word.strip() for word in record["tokens"]):
+        return {"tokens": record["tokens"]}
+    raise UserError(f"{path}, line {number}: expected an object with a 'text' string or a 'tokens' list of "
+                    "non-empty strings.")
+
+
+def split_words(document, how):
+    """(words, character offsets) of a document; pre-split tokens are joined by single spaces."""
+    if "tokens" in document:
+        offsets, position = [], 0
+        for word in document["tokens"]:
+            offsets.append((position, position + len(word)))
+            position += len(word) + 1
+        document["text"] = " ".join(document["tokens"])
+        return list(document["tokens"]), offsets
+    pattern = re.compile(r"\S+") if how == "whitespace" else WORD
+    found = list(pattern.finditer(document["text"]))
+    return [match.group() for match in found], [match.span() for match in found]
+
+
+class Tagger:
+    """A model ready to tag lists of words: windows, batches sorted by length, word decoding."""
+
+    def __init__(self, model_name, max_length, stride, batch_size, decoding):
+        from accelerate import Accelerator
+        from transformers import AutoModelForTokenClassification
+
+        from nerkit.speed import automatic_precision
+
+        self.tokenizer = load_fast_tokenizer(model_name, {})
+        try:
+            model = AutoModelForTokenClassification.from_pretrained(model_name)
+        except (OSError, ValueError) as error:
+            raise UserError(f"Could not load a token-classification model from '{model_name}': {error}") from None
+        self.label_list = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        self.accelerator = Accelerator(mixed_precision=automatic_precision() or "no")
+        self.model = self.accelerator.prepare(model.eval())
+        self.settings = EncodingSettings(window_length(self.tokenizer, model.config, max_length, "--max_length"),
+                                         stride)
+        self.batch_size, self.decoding = batch_size, decoding
+
+    def tag(self, words):
+        """(labels, probabilities) per document, one per word."""
+        from torch.utils.data import DataLoader
+        from tqdm.auto import tqdm
+        from transformers import DataCollatorForTokenClassification
+
+        from nerkit.decoding import WordDecoder, collect_words, forward_batches
+        from nerkit.workflow import longest_first
+
+        if not words:
+            return [], []
+        empty = [i for i, doc in enumerate(words) if not doc]
+        split = Split("input", "input", [doc or ["."] for doc in words], None, [""] * len(words))
+        features = longest_first(encode_split(split, self.tokenizer, {}, self.settings))
+        loader = DataLoader(features.remove_columns(["word_ids", "example_id"]), batch_size=self.batch_size,
+                            collate_fn=DataCollatorForTokenClassification(self.tokenizer))
+        loader = self.accelerator.prepare(loader)
+        batches = tqdm(forward_batches(self.model, loader), total=len(loader), disable=len(loader) < 20,
+                       desc="Tagging")
+        decoder = WordDecoder(features, [len(doc) for doc in split.tokens], self.decoding)
+        collect_words(batches, self.accelerator, decoder)
+        tags, probabilities = decoder.result(self.label_list, outside_label(self.label_list), "input")
+        for i in empty:
+            tags[i], probabilities[i] = [], []
+        return tags, probabilities
+
+
+def document_record(document, words, offsets, tags, probabilities, with_words):
+    """One output line: the document's entities with character offsets (and its words)."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    text = document["text"]
+    entities = []
+    for kind, first, last in get_entities(tags):
+        start, end = offsets[first][0], offsets[last][1]
+        score = sum(probabilities[first:last + 1]) / (last - first + 1)
+        entities.append({"type": kind, "start": start, "end": end, "text": text[start:end], "score": round(score, 6)})
+    record = {"text": text, "entities": entities}
+    if with_words:
+        record.update(words=words, labels=tags, scores=[round(p, 6) for p in probabilities])
+    return record
+
+
+def write_records(records, path):
+    text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    if path == "-":
+        sys.stdout.write(text)
+    else:
+        write_atomic(path, text)
+
+
+if __name__ == "__main__":
+    exit_on_user_error(lambda: main(parse_options(sys.argv[1:])))

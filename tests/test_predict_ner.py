@@ -1,0 +1,101 @@
+"""predict_ner.py: raw text in, entities with exact character offsets out."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import predict_ner
+from conftest import ROOT, SENTENCES
+from test_run_ner import run
+
+TEXTS = [words for words, _ in SENTENCES]
+
+
+@pytest.fixture(scope="module")
+def trained_model(tiny_bert, ner_files, tmp_path_factory):
+    """A tiny BERT that has learned the fixture sentences (F1 close to 1 on them)."""
+    return str(run(tiny_bert, tmp_path_factory.mktemp("predictor"), "--do_train", "--num_train_epochs", "8",
+                   files={"train": ner_files["train"]}))
+
+
+def predict(model, tmp_path, lines, *flags, name="input.txt"):
+    source = tmp_path / name
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    output = tmp_path / "out.jsonl"
+    predict_ner.main(predict_ner.parse_options(["--model", model, "--input", str(source), "--output", str(output),
+                                                *flags]))
+    with open(output, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_entities_have_exact_character_offsets(trained_model, tmp_path):
+    records = predict(trained_model, tmp_path, TEXTS, "--words")
+    assert len(records) == len(TEXTS)
+    for record, text in zip(records, TEXTS):
+        assert record["text"] == text and len(record["labels"]) == len(record["words"]) == len(text.split())
+        for entity in record["entities"]:
+            assert text[entity["start"]:entity["end"]] == entity["text"]
+            assert 0.0 <= entity["score"] <= 1.0
+    assert any(entity["text"] == "John Smith" and entity["type"] == "PER" for entity in records[0]["entities"])
+
+
+def test_words_are_split_off_punctuation(trained_model, tmp_path):
+    text = "Mary visited Paris,Berlin and New York!"
+    record = predict(trained_model, tmp_path, [text], "--words")[0]
+    assert record["words"] == ["Mary", "visited", "Paris", ",", "Berlin", "and", "New", "York", "!"]
+    for entity in record["entities"]:
+        assert text[entity["start"]:entity["end"]] == entity["text"]
+
+
+def test_json_lines_with_text_or_tokens(trained_model, tmp_path):
+    lines = [json.dumps({"text": TEXTS[0]}), json.dumps({"tokens": TEXTS[1].split()})]
+    records = predict(trained_model, tmp_path, lines, name="input.jsonl")
+    assert [r["text"] for r in records] == [TEXTS[0], TEXTS[1]]
+
+
+def test_long_document_goes_through_windows(trained_model, tmp_path):
+    document = " ".join(TEXTS * 12)  # about 580 words, far past the 64-sub-token window
+    record = predict(trained_model, tmp_path, [document], "--words", "--max_length", "32")[0]
+    assert len(record["labels"]) == len(document.split())
+    assert sum(entity["text"] == "John Smith" for entity in record["entities"]) >= 10
+
+
+def test_agrees_with_the_pipeline_where_the_pipeline_is_right(trained_model, tmp_path):
+    from seqeval.metrics.sequence_labeling import get_entities
+    from transformers import pipeline
+
+    tagger = pipeline("token-classification", model=trained_model, aggregation_strategy="first")
+    ours = predict(trained_model, tmp_path, TEXTS)
+    compared = 0
+    for (words, tags), record in zip(SENTENCES, ours):
+        gold = sorted((kind, " ".join(words.split()[s:e + 1])) for kind, s, e in get_entities(tags.split()))
+        theirs = [(e["entity_group"], e["start"], e["end"]) for e in tagger(words)]
+        if sorted((kind, words[s:e]) for kind, s, e in theirs) != gold:
+            continue  # the pipeline is wrong here: nothing to agree with
+        compared += 1
+        assert sorted((e["type"], e["start"], e["end"]) for e in record["entities"]) == sorted(theirs)
+    assert compared >= 3
+
+
+def test_standard_input_and_viterbi(trained_model):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "predict_ner.py"), "--model", trained_model,
+                             "--decoding", "viterbi", "--words"], input=TEXTS[3] + "\n", capture_output=True,
+                            text=True, cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(result.stdout)
+    labels = record["labels"]
+    assert all(not tag.startswith("I-") or labels[i - 1][2:] == tag[2:] and i > 0 for i, tag in enumerate(labels))
+
+
+@pytest.mark.parametrize("content, message", [(None, "does not exist"), ('{"txt": 1}\n', "'text' string")])
+def test_bad_input_is_a_clear_error(trained_model, tmp_path, content, message):
+    path = tmp_path / "input.jsonl"
+    if content is not None:
+        path.write_text(content)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "predict_ner.py"), "--model", trained_model,
+                             "--input", str(path)], capture_output=True, text=True, cwd=ROOT,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr

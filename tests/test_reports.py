@@ -1,0 +1,38 @@
+"""The trained folder explains itself: model card, confusion matrix, learning curves; Viterbi in training."""
+
+import os
+
+from nerkit.report import command_line, confusion_counts
+from test_run_ner import predictions, run
+
+
+def test_command_line_hides_tokens():
+    shown = command_line(["run_ner.py", "--token", "hf_abc", "--hub_token=hf_def", "--do_train"])
+    assert "hf_abc" not in shown and "hf_def" not in shown and "--do_train" in shown
+
+
+def test_confusion_counts_are_per_word_and_type():
+    counts = confusion_counts([["B-PER", "I-PER", "O"]], [["B-PER", "B-LOC", "O"]])
+    assert counts == {("PER", "PER"): 1, ("PER", "LOC"): 1, ("O", "O"): 1}
+
+
+def test_model_card_and_pictures(tiny_bert, ner_files, tmp_path):
+    output = run(tiny_bert, tmp_path, "--do_train", "--do_eval", "--num_train_epochs", "2", "--eval_strategy",
+                 "epoch", "--logging_steps", "2", files={"train": ner_files["train"],
+                                                         "validation": ner_files["validation"]})
+    with open(os.path.join(output, "README.md"), encoding="utf-8") as handle:
+        card = handle.read()
+    for expected in (tiny_bert, ner_files["train"], "`B-PER`", "| PER |", "**overall**", "--num_train_epochs"):
+        assert expected in card, expected
+    for picture in ("confusion_matrix.png", "learning_curves.png"):
+        with open(os.path.join(output, picture), "rb") as handle:
+            assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_viterbi_decoding_in_training_gives_valid_sequences(tiny_bert, ner_files, tmp_path):
+    output = run(tiny_bert, tmp_path, "--do_train", "--do_predict", "--num_train_epochs", "1", "--decoding",
+                 "viterbi", files={"train": ner_files["train"], "test": ner_files["test"]})
+    for line in predictions(output):
+        for i, tag in enumerate(line):
+            if tag.startswith("I-"):
+                assert i > 0 and line[i - 1][2:] == tag[2:] and line[i - 1][0] in "BI", line
