@@ -52,7 +52,7 @@ def parse_options(argv):
     parser.add_argument("--split", choices=["words", "whitespace"], default="words",
                         help="how raw text becomes words: 'words' (letters and digits, each other character "
                              "alone, like CoNLL tokenization) or 'whitespace'")
-    parser.add_argument("--decoding", choices=["argmax", "viterbi"], default="argmax",
+    parser.add_argument("--decoding", choices=["argmax", "viterbi"], default="viterbi",
                         help="each word's best label, or the best sequence the tagging scheme allows")
     parser.add_argument("--max_length", type=int, default=None, help="window length (default: the model's)")
     parser.add_argument("--stride", type=int, default=64, help="overlap of windows of long documents")

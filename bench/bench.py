@@ -56,10 +56,11 @@ def main():
     subtokens = count_subtokens(model, data["train.json"], options.limit) * options.epochs
     runs = {name: [train_run(command, seed, options.work, name) for seed in options.seeds]
             for name, command in sides.items()}
+    decoding = decoding_comparison([run["output_dir"] for run in runs["nerkit run_ner.py"]], data, options.work)
     kept_model = runs["nerkit run_ner.py"][0]["output_dir"]
     prediction = prediction_benchmark(kept_model, data, options.work)
     memory = eval_memory(kept_model, data, options.work)
-    write_results(options, runs, subtokens, prediction, memory, bf16_fast)
+    write_results(options, runs, subtokens, prediction, memory, bf16_fast, decoding)
 
 
 def parse_options():
@@ -199,6 +200,21 @@ def entities(tags):
     return get_entities(tags)
 
 
+def decoding_comparison(model_dirs, data, work):
+    """Validation F1 of each trained model with --decoding argmax and viterbi: {decoding: [F1 per seed]}."""
+    scores = {"argmax": [], "viterbi": []}
+    for model_dir in model_dirs:
+        for decoding in scores:
+            output_dir = tempfile.mkdtemp(dir=work)
+            subprocess.run([sys.executable, os.path.join(ROOT, "run_ner.py"), "--model_name_or_path", model_dir,
+                            "--validation_file", data["validation.json"], "--do_eval", "--decoding", decoding,
+                            "--output_dir", output_dir, "--report_to", "none"], env=ENV, cwd=ROOT, check=True,
+                           capture_output=True)
+            with open(os.path.join(output_dir, "eval_results.json")) as handle:
+                scores[decoding].append(json.load(handle)["eval_f1"])
+    return scores
+
+
 def eval_memory(model_dir, data, work):
     """Peak memory of evaluating the validation set once and eight times over."""
     with open(data["validation.json"], encoding="utf-8") as handle:
@@ -236,7 +252,7 @@ def machine():
             f"transformers {transformers.__version__}")
 
 
-def write_results(options, runs, subtokens, prediction, memory, bf16_fast):
+def write_results(options, runs, subtokens, prediction, memory, bf16_fast, decoding):
     stats = {name: summary(side) for name, side in runs.items()}
     base = stats["upstream"]["seconds"]
     ours = stats["nerkit run_ner.py"]
@@ -281,6 +297,15 @@ def write_results(options, runs, subtokens, prediction, memory, bf16_fast):
         "",
         f"Ratio: {prediction['ours'] / prediction['pipeline']:.2f}x. Short texts whose entities agree with the "
         f"pipeline's: {prediction['agreement']:.1%}.",
+        "",
+        "## Decoding",
+        "",
+        "Validation F1 of the suite's three trained models (the training runs above) decoded both ways:",
+        "",
+        "| decoding | " + " | ".join(f"seed {seed}" for seed in options.seeds) + " | mean |",
+        "| --- | " + " | ".join("---" for _ in options.seeds) + " | --- |",
+        *[f"| {name} | " + " | ".join(f"{value:.4f}" for value in values) + f" | {statistics.mean(values):.4f} |"
+          for name, values in decoding.items()],
         "",
         "## Evaluation memory",
         "",

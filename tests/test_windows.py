@@ -38,7 +38,8 @@ def test_entities_in_the_last_windows_are_predicted_and_counted(tiny_bert, tmp_p
 
 def test_short_examples_are_predicted_exactly_as_one_plain_forward_pass(tiny_bert, ner_files, tmp_path):
     files = {"train": ner_files["train"], "test": ner_files["test"]}
-    output = run(tiny_bert, tmp_path, "--do_train", "--do_predict", "--num_train_epochs", "2", files=files)
+    output = run(tiny_bert, tmp_path, "--do_train", "--do_predict", "--num_train_epochs", "2", "--decoding", "argmax",
+                 files=files)
     tokenizer = AutoTokenizer.from_pretrained(output)
     model = AutoModelForTokenClassification.from_pretrained(output).eval()
     expected = []
@@ -79,8 +80,11 @@ def test_evaluation_is_decoded_batch_by_batch(tiny_bert, ner_files, tmp_path, mo
             return super().__call__(eval_prediction, compute_result)
 
     monkeypatch.setattr(run_ner, "EntityScorer", CountingScorer)
-    run(tiny_bert, tmp_path, "--do_eval", "--per_device_eval_batch_size", "2",
-        files={"train": ner_files["train"], "validation": ner_files["validation"]})
-    # 5 examples in batches of 2: three calls, each with one batch reduced to (label id, probability)
-    assert [flag for _, flag in calls] == [False, False, True]
-    assert all(shape[0] <= 2 and shape[-1] == 2 for shape, _ in calls)
+    for decoding, width in (("argmax", 2), ("viterbi", 8)):
+        calls.clear()
+        run(tiny_bert, tmp_path / decoding, "--do_eval", "--per_device_eval_batch_size", "2", "--decoding", decoding,
+            files={"train": ner_files["train"], "validation": ner_files["validation"]})
+        # 5 examples in batches of 2: three calls, each with one batch reduced to (label id, probability), or
+        # for Viterbi to the 8 labels' log-probabilities, never more
+        assert [flag for _, flag in calls] == [False, False, True]
+        assert all(shape[0] <= 2 and shape[-1] == width for shape, _ in calls)
