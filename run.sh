@@ -36,6 +36,7 @@ exec python run_ner.py \
   --warmup_steps 0.1 \
   --per_device_train_batch_size 16 \
   --eval_strategy epoch \
+  --logging_strategy epoch \
   --save_strategy epoch \
   --save_total_limit 1 \
   --load_best_model_at_end \
