@@ -28,7 +28,7 @@ from transformers import (
 )
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from nerkit.arguments import DataTrainingArguments, ModelArguments, parse_arguments
+from nerkit.arguments import DataTrainingArguments, ModelArguments, launcher_defaults, parse_arguments
 from nerkit.decoding import WordDecoder, reduce_logits
 from nerkit.errors import UserError, exit_on_user_error
 from nerkit.labels import outside_label
@@ -73,6 +73,7 @@ class NerTrainer(Trainer):
 
 def main(model_args, data_args, training_args, command=None):
     setup_logging(training_args)
+    logger.info("Running on %d process(es), device %s.", training_args.world_size, training_args.device)
     check_arguments(data_args, training_args)
     keep_token_out_of_files(training_args)
     checkpoint = checkpoint_to_resume(training_args, data_args)
@@ -216,8 +217,10 @@ def build_trainer(model, tokenizer, training_args, data_args, splits, features, 
         pad_to_multiple_of=8 if mixed and not data_args.pad_to_max_length else None,
     )
     # Evaluation streams: each batch is decoded into words as it comes, so no predictions of the whole set
-    # are held (EntityScorer takes batches and gives the scores on the last).
-    training_args.batch_eval_metrics = True
+    # are held (EntityScorer takes batches and gives the scores on the last). With several processes the
+    # Trainer (5.23) hands batch_eval_metrics each rank's own shard only, so there the reduced predictions
+    # of the whole set are gathered once instead ((id, probability) per sub-token, not logits).
+    training_args.batch_eval_metrics = training_args.world_size == 1
     callbacks = []
     if data_args.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(data_args.early_stopping_patience, data_args.early_stopping_threshold))
@@ -288,7 +291,7 @@ def publish(trainer, model_args, data_args, training_args, label_list, splits, c
 
 def cli(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    arguments = parse_arguments((ModelArguments, DataTrainingArguments, TrainingArguments), argv)
+    arguments = parse_arguments((ModelArguments, DataTrainingArguments, TrainingArguments), argv, launcher_defaults())
     main(*arguments, command=command_line(["run_ner.py", *argv]))
 
 

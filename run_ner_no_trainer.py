@@ -128,6 +128,7 @@ class LoopState:
 def main(model_args, data_args, args, command=None):
     accelerator = make_accelerator(args, data_args)
     setup_logging(accelerator)
+    logger.info("Running on %d process(es), device %s.", accelerator.num_processes, accelerator.device)
     check_arguments(model_args, data_args, args)
     resume = checkpoint_to_resume(args, data_args)
     if args.seed is not None:
@@ -163,6 +164,9 @@ def make_accelerator(args, data_args):
     # A seedable sampler shuffles by (seed, epoch) alone, so a resumed epoch sees the same order.
     loader_config = DataLoaderConfiguration(use_seedable_sampler=True)
     precision = {}
+    # Under torchrun without CUDA, accelerate 1.15 sets up no distributed state unless asked for the CPU.
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        precision["cpu"] = True
     # `accelerate launch` always says which precision its configuration chose; plain python does not.
     if data_args.auto_mixed_precision and "ACCELERATE_MIXED_PRECISION" not in os.environ:
         precision["mixed_precision"] = automatic_precision() or "no"

@@ -4,6 +4,7 @@ Field names, defaults and meanings follow the upstream `run_ner.py`; fields afte
 this suite's additions and are listed in the README.
 """
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -223,19 +224,38 @@ class DataTrainingArguments:
             raise ValueError(f"--stride must be 0 or more sub-tokens, got {self.stride}.")
 
 
-def parse_arguments(dataclass_types, argv):
+def parse_arguments(dataclass_types, argv, defaults=None):
     """Parse `argv` into the dataclasses; a single `.json` argument is read as the whole configuration.
+    `defaults` ({field: value}) fill fields that neither form names.
 
     Invalid values (a `__post_init__` ValueError, an unknown key in the JSON file) become a `UserError`.
     Unknown command-line flags are reported by argparse itself (usage line, exit status 2).
     """
     parser = HfArgumentParser(dataclass_types)
+    defaults = defaults or {}
     try:
         if len(argv) == 1 and argv[0].endswith(".json"):
             path = os.path.abspath(argv[0])
             if not os.path.isfile(path):
                 raise UserError(f"The configuration file {argv[0]} does not exist.")
-            return parser.parse_json_file(json_file=path)
-        return parser.parse_args_into_dataclasses(args=argv)
+            with open(path, encoding="utf-8") as handle:
+                values = json.load(handle)
+            return parser.parse_dict({**defaults, **values})
+        named = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
+        extra = [item for key, value in defaults.items() if f"--{key}" not in named for item in (f"--{key}", value)]
+        return parser.parse_args_into_dataclasses(args=[*argv, *extra])
+    except json.JSONDecodeError as error:
+        raise UserError(f"The configuration file {argv[0]} is not valid JSON: {error}.") from None
     except (ValueError, TypeError) as error:
         raise UserError(f"Invalid arguments: {error}") from None
+
+
+def launcher_defaults():
+    """Under torchrun on a machine without CUDA, transformers 5.23 with accelerate 1.15 sets up no
+    distributed state (each rank sees one process, gathers nothing) unless told both the backend and the
+    device: gloo on CPU."""
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        return {"ddp_backend": "gloo", "use_cpu": "True"}
+    return {}

@@ -97,8 +97,6 @@ def saved_model(tiny_bert, data, tmp_path_factory):
 
 def evaluate_with(processes, script, model, data, output_dir):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
-    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes),
-                  "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     if script == "run_ner.py":
         argv = run_ner_args(model, data, output_dir, "--do_eval", "--do_predict", "--test_file", data["test"],
                             "--per_device_eval_batch_size", "2")
@@ -107,10 +105,11 @@ def evaluate_with(processes, script, model, data, output_dir):
         argv = ["--model_name_or_path", model, "--train_file", data["train"], "--validation_file", data["validation"],
                 "--test_file", data["test"], "--output_dir", str(output_dir), "--num_train_epochs", "0",
                 "--per_device_eval_batch_size", "2"]
-        launcher = accelerate if processes > 1 else None
+        launcher = torchrun if processes > 1 else None
     result = subprocess.run(command(script, *argv, launcher=launcher), env=ENV, cwd=ROOT, capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Running on {processes} process(es)" in result.stdout  # really distributed, not two single runs
     return read_json(os.path.join(output_dir, "all_results.json")), predictions(output_dir)
 
 
@@ -122,7 +121,7 @@ def test_two_processes_score_exactly_like_one(saved_model, data, tmp_path, scrip
     for key in SCORES + tuple(key.replace("eval_", "predict_") for key in SCORES):
         assert two_results[key] == one_results[key], key
     assert two_predictions == one_predictions and len(two_predictions) == 7
-    assert two_results["eval_loss"] == pytest.approx(one_results["eval_loss"], rel=1e-5)
+    # (the loss is a mean of per-batch means, and the batches differ with two processes: not compared)
 
 
 def test_two_process_training_on_cpu(tiny_bert, data, tmp_path):
@@ -133,6 +132,8 @@ def test_two_process_training_on_cpu(tiny_bert, data, tmp_path):
                             text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_json(tmp_path / "train_results.json")["train_samples"] == 40
+    # 40 examples, 8 per device on 2 processes: 3 optimizer steps an epoch (one process would take 5)
+    assert read_json(tmp_path / "trainer_state.json")["global_step"] == 6
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".tmp-")]
 
 
