@@ -14,11 +14,8 @@ import logging
 import os
 import sys
 import time
-import warnings
 from functools import partial
 
-import datasets
-import transformers
 from transformers import (
     DataCollatorForTokenClassification,
     EarlyStoppingCallback,
@@ -37,7 +34,14 @@ from nerkit.modeling import load_model
 from nerkit.outputs import save_results, timing_metrics, write_predictions
 from nerkit.report import command_line, data_sources, save_confusion_matrix, save_learning_curves, write_model_card
 from nerkit.speed import automatic_precision, choose_packing
-from nerkit.workflow import check_finite_loss, decode_and_score, encode_splits, load_tokenizer_and_labels, read_data
+from nerkit.workflow import (
+    check_finite_loss,
+    decode_and_score,
+    encode_splits,
+    load_tokenizer_and_labels,
+    read_data,
+    setup_logging,
+)
 
 logger = logging.getLogger("run_ner")
 
@@ -72,7 +76,7 @@ class NerTrainer(Trainer):
 
 
 def main(model_args, data_args, training_args, command=None):
-    setup_logging(training_args)
+    setup_logging("run_ner", training_args.should_log)
     logger.info("Running on %d process(es), device %s.", training_args.world_size, training_args.device)
     check_arguments(data_args, training_args)
     keep_token_out_of_files(training_args)
@@ -99,22 +103,6 @@ def main(model_args, data_args, training_args, command=None):
     if training_args.do_predict:
         predict(trainer, splits["test"], features["test"], label_list, data_args, training_args.output_dir)
     publish(trainer, model_args, data_args, training_args, label_list, splits, command or command_line())
-
-
-def setup_logging(training_args):
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-        datefmt="%m/%d/%Y %H:%M:%S",
-        handlers=[logging.StreamHandler(sys.stdout)],
-    )
-    level = logging.INFO if training_args.should_log else logging.WARNING
-    for name in ("run_ner", "nerkit"):
-        logging.getLogger(name).setLevel(level)
-    # On CPU-only machines the Trainer's default pin_memory=True only earns a warning per dataloader.
-    warnings.filterwarnings("ignore", message=".*pin_memory.*no accelerator is found.*")
-    datasets.utils.logging.set_verbosity_warning()
-    datasets.disable_progress_bars()
-    transformers.utils.logging.set_verbosity_warning()
 
 
 def check_arguments(data_args, training_args):

@@ -21,7 +21,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-import datasets
 import torch
 import transformers
 from accelerate import Accelerator
@@ -38,7 +37,14 @@ from nerkit.modeling import load_model
 from nerkit.outputs import save_results, timing_metrics, write_json, write_predictions
 from nerkit.report import command_line, data_sources, save_confusion_matrix, save_learning_curves, write_model_card
 from nerkit.speed import automatic_precision, choose_packing
-from nerkit.workflow import check_finite_loss, decode_and_score, encode_splits, load_tokenizer_and_labels, read_data
+from nerkit.workflow import (
+    check_finite_loss,
+    decode_and_score,
+    encode_splits,
+    load_tokenizer_and_labels,
+    read_data,
+    setup_logging,
+)
 
 logger = logging.getLogger("run_ner_no_trainer")
 
@@ -127,7 +133,7 @@ class LoopState:
 
 def main(model_args, data_args, args, command=None):
     accelerator = make_accelerator(args, data_args)
-    setup_logging(accelerator)
+    setup_logging("run_ner_no_trainer", accelerator.is_local_main_process, other_level=logging.ERROR)
     logger.info("Running on %d process(es), device %s.", accelerator.num_processes, accelerator.device)
     check_arguments(model_args, data_args, args)
     resume = checkpoint_to_resume(args, data_args)
@@ -172,18 +178,6 @@ def make_accelerator(args, data_args):
         precision["mixed_precision"] = automatic_precision() or "no"
     return Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
                        dataloader_config=loader_config, **tracking, **precision)
-
-
-def setup_logging(accelerator):
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-                        datefmt="%m/%d/%Y %H:%M:%S", handlers=[logging.StreamHandler(sys.stdout)])
-    level = logging.INFO if accelerator.is_local_main_process else logging.ERROR
-    for name in ("run_ner_no_trainer", "nerkit"):
-        logging.getLogger(name).setLevel(level)
-    datasets.utils.logging.set_verbosity_warning()
-    datasets.disable_progress_bars()
-    transformers.utils.logging.set_verbosity_warning() if accelerator.is_local_main_process else \
-        transformers.utils.logging.set_verbosity_error()
 
 
 def check_arguments(model_args, data_args, args):

@@ -51,9 +51,14 @@ class PackingCollator:
         self.position_start = position_start
         self.with_token_types = with_token_types
 
+    @staticmethod
+    def rows(lengths):
+        """Indexes of the features in each packed row."""
+        return pack_rows(lengths, max(MIN_ROW, max(lengths)))
+
     def __call__(self, features):
         lengths = [len(feature["input_ids"]) for feature in features]
-        rows = pack_rows(lengths, max(MIN_ROW, max(lengths)))
+        rows = self.rows(lengths)
         width = max(sum(lengths[i] for i in row) for row in rows)
         input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
@@ -114,8 +119,7 @@ def _reproduces(model, collator, samples, reference):
     except (TypeError, ValueError, RuntimeError):  # no position_ids argument, no 4D masks, ...
         return False
     lengths = [len(s["input_ids"]) for s in samples]
-    rows = pack_rows(lengths, max(MIN_ROW, max(lengths)))
-    for row, members in enumerate(rows):
+    for row, members in enumerate(collator.rows(lengths)):
         start = 0
         for index in members:
             piece = logits[row, start:start + lengths[index]]

@@ -8,6 +8,7 @@
 """
 
 import logging
+import sys
 
 from .data import load_splits
 from .decoding import WordDecoder, collect_words
@@ -19,6 +20,26 @@ from .summary import log_summary
 from .tokenization import EncodingSettings, encode_split, load_fast_tokenizer, window_length
 
 logger = logging.getLogger(__name__)
+
+
+def setup_logging(script, main_process, other_level=logging.WARNING):
+    """Log lines on stdout; this script's and nerkit's messages at INFO on the main process and at
+    `other_level` on the others; the libraries' own chatter (progress bars, per-dataloader warnings)
+    kept down."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+                        datefmt="%m/%d/%Y %H:%M:%S", handlers=[logging.StreamHandler(sys.stdout)])
+    for name in (script, "nerkit"):
+        logging.getLogger(name).setLevel(logging.INFO if main_process else other_level)
+    # On CPU-only machines a DataLoader with pin_memory=True only earns a warning each time.
+    warnings.filterwarnings("ignore", message=".*pin_memory.*no accelerator is found.*")
+    datasets.utils.logging.set_verbosity_warning()
+    datasets.disable_progress_bars()
+    transformers.utils.logging.set_verbosity(logging.WARNING if main_process else max(other_level, logging.WARNING))
 
 SPLIT_FILES = {"train": "--train_file", "validation": "--validation_file", "test": "--test_file"}
 
