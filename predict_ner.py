@@ -110,6 +110,7 @@ class Tagger:
         from accelerate import Accelerator
         from transformers import AutoModelForTokenClassification
 
+        from nerkit.schemes import model_scheme
         from nerkit.speed import automatic_precision
 
         self.tokenizer = load_fast_tokenizer(model_name, {})
@@ -118,6 +119,7 @@ class Tagger:
         except (OSError, ValueError) as error:
             raise UserError(f"Could not load a token-classification model from '{model_name}': {error}") from None
         self.label_list = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        self.scheme = model_scheme(model.config)  # the scheme it was trained in, so Viterbi keeps to it
         self.accelerator = Accelerator(mixed_precision=automatic_precision() or "no")
         self.model = self.accelerator.prepare(model.eval())
         self.settings = EncodingSettings(window_length(self.tokenizer, model.config, max_length, "--max_length"),
@@ -145,7 +147,7 @@ class Tagger:
                        desc="Tagging")
         decoder = WordDecoder(features, [len(doc) for doc in split.tokens], self.decoding)
         collect_words(batches, self.accelerator, decoder)
-        tags, probabilities = decoder.result(self.label_list, outside_label(self.label_list), "input")
+        tags, probabilities = decoder.result(self.label_list, outside_label(self.label_list), "input", self.scheme)
         for i in empty:
             tags[i], probabilities[i] = [], []
         return tags, probabilities

@@ -33,6 +33,7 @@ from nerkit.metrics import EntityScorer
 from nerkit.modeling import load_model
 from nerkit.outputs import save_results, timing_metrics, write_predictions
 from nerkit.report import command_line, data_sources, save_confusion_matrix, save_learning_curves, write_model_card
+from nerkit.schemes import model_scheme
 from nerkit.speed import automatic_precision, choose_packing
 from nerkit.workflow import (
     check_finite_loss,
@@ -196,7 +197,7 @@ def build_trainer(model, tokenizer, training_args, data_args, splits, features, 
         split = splits["validation"]
         decoder = WordDecoder(features["validation"], [len(words) for words in split.tokens], data_args.decoding)
         scorer = EntityScorer(decoder, split, label_list, outside_label(label_list), data_args.metric_mode,
-                              data_args.return_entity_level_metrics)
+                              data_args.return_entity_level_metrics, model_scheme(model.config))
     mixed = training_args.fp16 or training_args.bf16
     collator = DataCollatorForTokenClassification(
         tokenizer,
@@ -255,7 +256,7 @@ def predict(trainer, split, features, label_list, data_args, output_dir):
     started = time.time()
     batches = (trainer.prediction_step(model, inputs, prediction_loss_only=False)[:2] for inputs in loader)
     tags, probabilities, scores = decode_and_score(batches, trainer.accelerator, split, features, label_list,
-                                                   data_args)
+                                                   data_args, model_scheme(model.config))
     metrics = {f"predict_{key}": value for key, value in scores.items()}
     metrics.update(timing_metrics("predict", time.time() - started, len(split.tokens), len(loader)))
     trainer.log_metrics("predict", metrics)
@@ -272,7 +273,7 @@ def publish(trainer, model_args, data_args, training_args, label_list, splits, c
     evaluated = scorer is not None and scorer.last_tags is not None
     write_model_card(training_args.output_dir, model_args.model_name_or_path, data_sources(data_args), label_list,
                      command, splits["validation"].tags if evaluated else None,
-                     scorer.last_tags if evaluated else None, data_args.metric_mode)
+                     scorer.last_tags if evaluated else None, data_args.metric_mode, model_scheme(trainer.model.config))
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message="End of training")
 

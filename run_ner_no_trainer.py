@@ -36,6 +36,7 @@ from nerkit.errors import UserError, exit_on_user_error
 from nerkit.modeling import load_model
 from nerkit.outputs import save_results, timing_metrics, write_json, write_predictions
 from nerkit.report import command_line, data_sources, save_confusion_matrix, save_learning_curves, write_model_card
+from nerkit.schemes import model_scheme
 from nerkit.speed import automatic_precision, choose_packing
 from nerkit.workflow import (
     check_finite_loss,
@@ -370,7 +371,7 @@ def stop_early(waited, data_args, epoch):
 def evaluate(model, loader, accelerator, split, split_features, label_list, data_args):
     model.eval()
     return decode_and_score(forward_batches(model, loader), accelerator, split, split_features, label_list,
-                            data_args)
+                            data_args, model_scheme(accelerator.unwrap_model(model).config))
 
 
 def save_model(accelerator, model, output_dir):
@@ -436,7 +437,7 @@ def report(accelerator, model, loaders, splits, features, label_list, data_args,
         return
     base_model, command = origin
     write_model_card(args.output_dir, base_model, data_sources(data_args), label_list, command, gold, predicted,
-                     data_args.metric_mode)
+                     data_args.metric_mode, model_scheme(accelerator.unwrap_model(model).config))
     if gold is not None:
         save_confusion_matrix(args.output_dir, gold, predicted)
     save_learning_curves(args.output_dir, state.history)

@@ -162,7 +162,8 @@ class DataTrainingArguments:
         default="default",
         metadata={
             "help": "seqeval matching: 'default' (lenient, conlleval-style, what upstream reports) or 'strict' "
-            "(entities must follow the tagging scheme, which is detected from the labels: IOB2, IOBES or BILOU).",
+            "(entities must follow the run's tagging scheme, decided from the training tags: IOB1, IOB2, IOBES "
+            "or BILOU).",
             "choices": ["default", "strict"],
         },
     )
@@ -170,8 +171,8 @@ class DataTrainingArguments:
         default="viterbi",
         metadata={
             "help": "How word labels are chosen: 'viterbi' (the most probable sequence that obeys the tagging "
-            "scheme: no I-X after O or B-Y; +0.006 F1 on WNUT-16, see bench/RESULTS.md) or 'argmax' (each "
-            "word's most probable label, what upstream does).",
+            "scheme the training tags follow, e.g. in IOB2 no I-X after O or B-Y; +0.006 F1 on WNUT-16, see "
+            "bench/RESULTS.md) or 'argmax' (each word's most probable label, what upstream does).",
             "choices": ["argmax", "viterbi"],
         },
     )

@@ -11,8 +11,9 @@ import logging
 
 import numpy as np
 
+from .schemes import transition_rules
 from .tokenization import NO_WORD
-from .viterbi import transition_rules, viterbi_path
+from .viterbi import viterbi_path
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ class WordCollector:
     """Keeps, for every word of every example, the prediction read where the word has the most context.
 
     A prediction is a row per sub-token: (label id, probability), or with `decoding="viterbi"` the
-    log-probabilities of every label, decoded into the best sequence the tagging scheme allows.
+    log-probabilities of every label, decoded into the best sequence the tagging scheme allows (the run's
+    scheme, see nerkit.schemes).
     """
 
     def __init__(self, words_per_example, decoding="argmax"):
@@ -70,10 +72,11 @@ class WordCollector:
             if words[word] is None or context > words[word][0]:
                 words[word] = (context, np.array(token_predictions[position], dtype=np.float32))
 
-    def result(self, label_list, fallback_label):
-        """(tags per example, probabilities per example, number of words that had no sub-token)."""
+    def result(self, label_list, fallback_label, scheme):
+        """(tags per example, probabilities per example, number of words that had no sub-token); `scheme`
+        (IOB1, IOB2, IOBES, BILOU or none) gives the sequences Viterbi decoding may choose."""
         tags, scores, missing = [], [], 0
-        rules = transition_rules(label_list) if self.decoding == "viterbi" else None
+        rules = transition_rules(label_list, scheme) if self.decoding == "viterbi" else None
         for words in self.best:
             missing += sum(word is None for word in words)
             if rules is None:
@@ -144,11 +147,11 @@ class WordDecoder:
             self.collector.add(self.example_ids[feature], self.word_ids[feature], row)
             self.cursor += 1
 
-    def result(self, label_list, fallback_label, split_name):
+    def result(self, label_list, fallback_label, split_name, scheme):
         if self.cursor != len(self.example_ids):
             raise RuntimeError(f"{split_name}: got predictions for {self.cursor} windows, expected "
                                f"{len(self.example_ids)}")
-        tags, scores, missing = self.collector.result(label_list, fallback_label)
+        tags, scores, missing = self.collector.result(label_list, fallback_label, scheme)
         if missing:
             logger.warning("%s: %d words produced no sub-token (the tokenizer drops them); they are predicted as "
                            "'%s' and still scored.", split_name, missing, fallback_label)

@@ -7,39 +7,44 @@ same way, so numbers compare; no hub download is ever needed.
 import warnings
 
 from seqeval.metrics import accuracy_score, classification_report
-from seqeval.scheme import BILOU, IOB2, IOBES
+from seqeval.scheme import BILOU, IOB1, IOB2, IOBES
 
 from .errors import UserError
+from .schemes import PREFIXES, outside_scheme, scheme_from_names
 
-SCHEMES = {"IOB2": IOB2, "IOBES": IOBES, "BILOU": BILOU}
-
-
-def detect_scheme(label_list):
-    """The tagging scheme the labels follow, by their prefixes: IOB2, IOBES or BILOU (None if none fits)."""
-    prefixes = {label.split("-", 1)[0] for label in label_list if "-" in label}
-    others = [label for label in label_list if "-" not in label]
-    if any(label != "O" for label in others):
-        return None
-    for name, allowed in (("IOB2", {"B", "I"}), ("IOBES", {"B", "I", "E", "S"}), ("BILOU", {"B", "I", "L", "U"})):
-        if prefixes <= allowed:
-            return name
-    return None
+# The schemes seqeval's strict mode reads entities by; "none" (POS tags) has no entities to check.
+STRICT_SCHEMES = {"IOB1": IOB1, "IOB2": IOB2, "IOBES": IOBES, "BILOU": BILOU}
 
 
-def entity_scores(gold, predicted, label_list, mode="default", entity_level=False):
+def check_strict_mode(label_list, scheme, source="the label names"):
+    """A `UserError` when seqeval's strict mode cannot read these labels in `scheme` (decided from
+    `source`): labels without a scheme, or labels whose prefix the scheme does not have (seqeval stops on
+    them)."""
+    if scheme not in STRICT_SCHEMES:
+        raise UserError(f"--metric_mode strict checks entities against a tagging scheme, but these labels follow "
+                        f"none (decided from {source}): {', '.join(label_list)}. Use --metric_mode default.")
+    outside = outside_scheme(label_list, scheme)
+    if outside:
+        prefixes = "/".join(f"{prefix}-" for prefix in PREFIXES[scheme])
+        raise UserError(f"--metric_mode strict reads entities in the {scheme} scheme (decided from {source}), "
+                        f"where every label is O or starts with {prefixes}; seqeval cannot read "
+                        f"{', '.join(outside)} in it. Use --metric_mode default, or retag the data so that "
+                        "every tag follows one scheme.")
+
+
+def entity_scores(gold, predicted, label_list, mode="default", entity_level=False, scheme=None):
     """Scores of word-level tag sequences, with the upstream key names.
 
     Always: precision, recall, f1, accuracy (overall). With `entity_level` also <TYPE>_precision/recall/f1/
-    number and overall_precision/recall/f1/accuracy. `mode="strict"` checks entities against the detected
-    scheme (seqeval strict mode); the default is seqeval's lenient conlleval-style matching.
+    number and overall_precision/recall/f1/accuracy. `mode="strict"` checks entities against `scheme`, the
+    run's tagging scheme (seqeval strict mode; the label names decide when it is not given); the default is
+    seqeval's lenient conlleval-style matching, which reads IOB1 and IOB2 alike.
     """
     options = {}
     if mode == "strict":
-        scheme = detect_scheme(label_list)
-        if scheme is None:
-            raise UserError(f"--metric_mode strict needs IOB2, IOBES or BILOU labels; these labels fit none: "
-                            f"{', '.join(label_list)}. Use --metric_mode default.")
-        options = {"mode": "strict", "scheme": SCHEMES[scheme]}
+        scheme = scheme or scheme_from_names(label_list)
+        check_strict_mode(label_list, scheme)
+        options = {"mode": "strict", "scheme": STRICT_SCHEMES[scheme]}
     with warnings.catch_warnings():  # numpy warns about the macro average when there is no entity at all
         warnings.simplefilter("ignore", RuntimeWarning)
         report = classification_report(gold, predicted, output_dict=True, zero_division=0, **options)
@@ -70,9 +75,9 @@ class EntityScorer:
     the last); either way only word-level tags are kept, never logits.
     """
 
-    def __init__(self, decoder, split, label_list, fallback_label, mode, entity_level):
+    def __init__(self, decoder, split, label_list, fallback_label, mode, entity_level, scheme):
         self.decoder, self.split = decoder, split
-        self.label_list, self.fallback_label = label_list, fallback_label
+        self.label_list, self.fallback_label, self.scheme = label_list, fallback_label, scheme
         self.mode, self.entity_level = mode, entity_level
         self.last_tags = None  # the word labels of the latest evaluation, for the reports
 
@@ -80,6 +85,7 @@ class EntityScorer:
         self.decoder.add_batch(eval_prediction.predictions)
         if compute_result is False:
             return {}
-        self.last_tags, _ = self.decoder.result(self.label_list, self.fallback_label, self.split.name)
+        self.last_tags, _ = self.decoder.result(self.label_list, self.fallback_label, self.split.name, self.scheme)
         self.decoder.reset()
-        return entity_scores(self.split.tags, self.last_tags, self.label_list, self.mode, self.entity_level)
+        return entity_scores(self.split.tags, self.last_tags, self.label_list, self.mode, self.entity_level,
+                             self.scheme)

@@ -24,10 +24,12 @@ def load_config(model_args, task_name):
                         "--model_name_or_path or --config_name; when offline, give a local folder.") from None
 
 
-def set_labels(config, label_list):
-    """Put the real label names in the config, so the saved config.json and any pipeline name them."""
+def set_labels(config, label_list, scheme):
+    """Put the real label names in the config, so the saved config.json and any pipeline name them, and the
+    tagging scheme (`tagging_scheme`, see nerkit.schemes), so that later runs decode with it."""
     config.id2label = dict(enumerate(label_list))
     config.label2id = {label: i for i, label in enumerate(label_list)}
+    config.tagging_scheme = scheme
 
 
 def load_model(model_args, config, head_reused):

@@ -32,8 +32,10 @@ def word_type(tag):
     return tag.split("-", 1)[1] if "-" in tag else tag
 
 
-def model_card(base_model, data_sources, label_list, command, gold=None, predicted=None, metric_mode="default"):
-    """README.md text: base model, data, labels, the exact command, and scores per entity type."""
+def model_card(base_model, data_sources, label_list, command, gold=None, predicted=None, metric_mode="default",
+               scheme=None):
+    """README.md text: base model, data, labels, the exact command, and scores per entity type (`scheme`:
+    the tagging scheme strict scoring reads entities by)."""
     lines = [
         "---",
         "library_name: transformers",
@@ -61,7 +63,7 @@ def model_card(base_model, data_sources, label_list, command, gold=None, predict
         "",
     ]
     if gold is not None:
-        scores = entity_scores(gold, predicted, label_list, metric_mode, entity_level=True)
+        scores = entity_scores(gold, predicted, label_list, metric_mode, entity_level=True, scheme=scheme)
         types = sorted({key.rsplit("_", 1)[0] for key in scores if key.endswith("_number")})
         lines += [
             f"## Evaluation (validation, seqeval {metric_mode} mode, per word)",

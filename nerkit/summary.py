@@ -1,28 +1,28 @@
-"""What the data holds, logged before training: examples, words, entities per type, the tagging scheme,
-the longest example in sub-tokens, and tags that break the scheme (a warning, not an error)."""
+"""What the data holds, logged before training: examples, words, entities per type, the longest example in
+sub-tokens, the run's tagging scheme, and tags that break it (a warning, not an error)."""
 
 import logging
 from collections import Counter
 
+import numpy as np
 from seqeval.metrics.sequence_labeling import get_entities
 
-from .metrics import detect_scheme
+from .schemes import RULES_IN_WORDS, broken, flatten, transition_rules
 
 logger = logging.getLogger(__name__)
 
-CONTINUING = ("I-", "E-", "L-")  # prefixes that continue an entity opened by B- (or I-)
 SHOWN_BREAKS = 5
 
 
-def scheme_breaks(tags):
-    """Positions of tags that continue an entity that is not open: I-X (E-X, L-X) at the start, after O,
-    after an entity's end, or after a tag of another type."""
-    breaks, previous = [], "O"
-    for position, tag in enumerate(tags):
-        if tag[:2] in CONTINUING and (previous[:2] not in ("B-", "I-") or previous[2:] != tag[2:]):
-            breaks.append(position)
-        previous = tag
-    return breaks
+def scheme_breaks(tag_lists, label_list, scheme):
+    """(example, position) of every tag that breaks the scheme: I-X after O in IOB2, B-X after O in IOB1, an
+    entity left open in IOBES or BILOU, ..."""
+    ids, starts = flatten(tag_lists, label_list)
+    examples = np.flatnonzero([len(tags) > 0 for tags in tag_lists])  # empty examples have no tag in `ids`
+    owner = examples[np.cumsum(starts) - 1] if len(ids) else np.zeros(0, dtype=np.int64)
+    first = np.flatnonzero(starts)[np.cumsum(starts) - 1] if len(ids) else owner
+    return [(int(owner[k]), int(k - first[k]))
+            for k in np.flatnonzero(broken(ids, starts, transition_rules(label_list, scheme)))]
 
 
 def entity_counts(tag_lists):
@@ -47,26 +47,28 @@ def describe(split, tokenizer):
     if split.tags is not None:
         counts = entity_counts(split.tags)
         parts.append("entities " + (", ".join(f"{kind} {n:,}" for kind, n in counts.most_common()) or "none"))
-        labels = sorted({tag for tags in split.tags for tag in tags})
-        parts.append(f"scheme {detect_scheme(labels) or 'none detected'}")
     parts.append(f"longest example {longest_in_subtokens(tokenizer, split.tokens):,} sub-tokens")
     return "; ".join(parts)
 
 
-def break_warning(split):
+def break_warning(split, label_list, scheme):
     """A warning text for tags that break the scheme, with the first few places; None when there are none."""
-    places = [split.where_word(index, position) for index, tags in enumerate(split.tags or ())
-              for position in scheme_breaks(tags)]
+    places = [split.where_word(index, position) for index, position in scheme_breaks(split.tags or (), label_list,
+                                                                                      scheme)]
     if not places:
         return None
     shown = "; ".join(places[:SHOWN_BREAKS])
-    return (f"{split.name}: {len(places)} tags continue an entity that is not open (I-X after O or after another "
-            f"type), first at {shown}. seqeval's default mode reads them as entity starts; check the data.")
+    return (f"{split.name}: {len(places)} tags break the {scheme} scheme ({RULES_IN_WORDS[scheme]}), first at "
+            f"{shown}. Viterbi decoding never predicts such sequences, and seqeval's default mode reads them "
+            "in its own way; check the data.")
 
 
-def log_summary(splits, tokenizer):
+def log_summary(splits, tokenizer, label_list, scheme, source):
     for split in splits.values():
         logger.info(describe(split, tokenizer))
-        warning = break_warning(split)
+    logger.info("Tagging scheme %s, decided from %s: Viterbi decoding predicts only the label sequences it allows "
+                "(%s).", scheme, source, RULES_IN_WORDS[scheme])
+    for split in splits.values():
+        warning = break_warning(split, label_list, scheme)
         if warning:
             logger.warning(warning)

@@ -1,42 +1,13 @@
 """Valid label sequences: the most probable word labels that obey the tagging scheme.
 
-Argmax decoding picks each word's best label on its own and can produce I-X after O or after B-Y, which
-seqeval then reads in its own way. Viterbi decoding picks the sequence with the highest total
-log-probability among those the scheme allows (IOB2: I-X only after B-X or I-X; IOBES and BILOU also:
-an entity opened by B-X must continue with I-X or close with E-X/L-X, and single words are S-X/U-X).
-Labels without a scheme (POS tags) allow every sequence, so Viterbi then equals argmax.
+Argmax decoding picks each word's best label on its own and can produce sequences the data's scheme never
+has (I-X after O in IOB2), which seqeval then reads in its own way. Viterbi decoding picks the sequence
+with the highest total log-probability among those the scheme allows (see nerkit.schemes for the scheme
+of each run and its rules). Labels without a scheme (POS tags) allow every sequence, so Viterbi then
+equals argmax.
 """
 
 import numpy as np
-
-from .metrics import detect_scheme
-
-CLOSING = {"IOBES": "E", "BILOU": "L"}
-
-
-def transition_rules(label_list):
-    """(allowed[i, j]: label j may follow label i, allowed_first[j], allowed_last[i]) for the scheme."""
-    count = len(label_list)
-    scheme = detect_scheme(label_list)
-    allowed = np.ones((count, count), dtype=bool)
-    first, last = np.ones(count, dtype=bool), np.ones(count, dtype=bool)
-    if scheme is None:
-        return allowed, first, last
-    parts = [label.split("-", 1) if "-" in label else ("O", None) for label in label_list]
-    closing = CLOSING.get(scheme)
-    for j, (prefix, kind) in enumerate(parts):
-        continues = prefix == "I" or prefix == closing
-        if continues:
-            first[j] = False
-            for i, (before, before_kind) in enumerate(parts):
-                allowed[i, j] = before in ("B", "I") and before_kind == kind
-    if closing:  # an open entity must continue or close
-        for i, (prefix, kind) in enumerate(parts):
-            if prefix in ("B", "I"):
-                last[i] = False
-                for j, (after, after_kind) in enumerate(parts):
-                    allowed[i, j] = after in ("I", closing) and after_kind == kind
-    return allowed, first, last
 
 
 def viterbi_path(log_probs, allowed, first, last):

@@ -14,8 +14,9 @@ from .data import load_splits
 from .decoding import WordDecoder, collect_words
 from .errors import UserError
 from .labels import choose_label_list, data_label_list, inside_label_ids, model_label_list, outside_label
-from .metrics import entity_scores
+from .metrics import check_strict_mode, entity_scores
 from .modeling import load_config, set_labels
+from .schemes import decide_scheme, saved_scheme
 from .summary import log_summary
 from .tokenization import EncodingSettings, encode_split, load_fast_tokenizer, window_length
 
@@ -62,13 +63,14 @@ def read_data(data_args, model_args, needed):
 
 def load_tokenizer_and_labels(model_args, data_args, splits, declared):
     """The fast tokenizer (checked before any weights load), the config, and the label list with the
-    names set in the config. Returns (tokenizer, config, label list, whether the pretrained head is kept)."""
+    names and the tagging scheme (see nerkit.schemes) set in the config; --metric_mode strict is checked
+    against that scheme here, before any weights load. Returns (tokenizer, config, label list, whether the
+    pretrained head is kept)."""
     name = model_args.tokenizer_name or model_args.model_name_or_path
     if name is None:
         raise UserError("Give --model_name_or_path, or --tokenizer_name when training from scratch with "
                         "--model_type.")
     tokenizer = load_fast_tokenizer(name, model_args.hub_kwargs())
-    log_summary(splits, tokenizer)
     config = load_config(model_args, data_args.task_name)
     labelled = {name: split for name, split in splits.items() if split.tags is not None}
     data_labels = data_label_list(labelled, declared) if labelled or declared else None
@@ -79,7 +81,12 @@ def load_tokenizer_and_labels(model_args, data_args, splits, declared):
     label_list, head_reused = choose_label_list(data_labels, model_labels, model_args.ignore_mismatched_sizes,
                                                 model_args.model_name_or_path)
     logger.info("%d labels: %s", len(label_list), ", ".join(label_list))
-    set_labels(config, label_list)
+    # A fine-tuned head keeps the scheme it was trained in, unless the training tags say otherwise.
+    scheme, source = decide_scheme(splits, label_list, saved_scheme(config) if head_reused else None)
+    log_summary(splits, tokenizer, label_list, scheme, source)
+    if data_args.metric_mode == "strict":
+        check_strict_mode(label_list, scheme, source)
+    set_labels(config, label_list, scheme)
     return tokenizer, config, label_list, head_reused
 
 
@@ -108,18 +115,19 @@ def longest_first(features):
     return lengths.sort("length", reverse=True).remove_columns("length")
 
 
-def decode_and_score(batches, accelerator, split, features, label_list, data_args):
-    """Words and scores of a split from (loss, logits) batches in dataloader order.
+def decode_and_score(batches, accelerator, split, features, label_list, data_args, scheme):
+    """Words and scores of a split from (loss, logits) batches in dataloader order; `scheme` is the
+    model's tagging scheme (nerkit.schemes.model_scheme), for Viterbi decoding and strict scoring.
 
     Returns (tags per example, probabilities per example, metrics without prefix: loss when the batches
     had labels, the entity scores when the split is labelled)."""
     decoder = WordDecoder(features, [len(words) for words in split.tokens], data_args.decoding)
     loss = collect_words(batches, accelerator, decoder)
-    tags, probabilities = decoder.result(label_list, outside_label(label_list), split.name)
+    tags, probabilities = decoder.result(label_list, outside_label(label_list), split.name, scheme)
     metrics = {} if loss is None else {"loss": loss}
     if split.tags is not None:
         metrics.update(entity_scores(split.tags, tags, label_list, data_args.metric_mode,
-                                     data_args.return_entity_level_metrics))
+                                     data_args.return_entity_level_metrics, scheme))
     return tags, probabilities, metrics
 
 

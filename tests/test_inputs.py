@@ -125,15 +125,20 @@ def test_every_format_gives_the_same_scores(tiny_bert, tmp_path):
 
 
 def test_scheme_breaks_are_found():
-    assert scheme_breaks(["O", "I-PER", "B-LOC", "I-LOC", "I-ORG", "B-X", "E-X", "I-X"]) == [1, 4, 7]
-    assert scheme_breaks(["NN", "IN", "DT"]) == []  # POS tags have no prefixes
+    tags = ["O", "I-PER", "B-LOC", "I-LOC", "I-ORG", "B-X", "E-X", "I-X"]
+    assert scheme_breaks([tags], sorted(set(tags)), "IOB2") == [(0, 1), (0, 4), (0, 7)]  # E-X is free in IOB2
+    # IOBES also: I-PER and I-ORG are left open (B-LOC, B-X follow them), I-X ends the example open
+    assert scheme_breaks([["O"], tags], sorted(set(tags)), "IOBES") == [(1, 1), (1, 2), (1, 4), (1, 5), (1, 7)]
+    assert scheme_breaks([["O", "I-PER", "B-PER"]], ["B-PER", "I-PER", "O"], "IOB1") == []
+    assert scheme_breaks([["O", "B-PER"]], ["B-PER", "I-PER", "O"], "IOB1") == [(0, 1)]
+    assert scheme_breaks([["NN", "IN", "DT"]], ["DT", "IN", "NN"], "none") == []  # POS tags have no scheme
 
 
 def test_scheme_break_warning_names_the_lines(tmp_path):
     rows = [(["a", "b", "c"], ["O", "I-PER", "O"])] + ROWS[:2] + [(["d", "e"], ["B-LOC", "I-PER"])]
     path = write(tmp_path / "train.conll", conll_text(rows, docstart=False))
     splits, _ = load_splits(DataTrainingArguments(train_file=path))
-    warning = break_warning(splits["train"])
+    warning = break_warning(splits["train"], NAMES, "IOB2")
     # 'b' is on line 2; then 2 blank lines after each sentence: 'a b c' 1-3, 10 words 6-15, 8 words 18-25,
     # 'd' 28 and 'e' 29
     assert warning.startswith("train: 2 tags") and f"{path}, line 2;" in warning and f"{path}, line 29." in warning

@@ -3,7 +3,7 @@ import pytest
 
 from nerkit.decoding import WordCollector, WordDecoder
 from nerkit.errors import UserError
-from nerkit.metrics import detect_scheme, entity_scores
+from nerkit.metrics import entity_scores
 from nerkit.tokenization import NO_WORD
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
@@ -38,15 +38,6 @@ def test_no_entities_at_all_scores_zero_without_failing():
     assert scores["f1"] == 0.0 and scores["accuracy"] == 1.0
 
 
-@pytest.mark.parametrize(
-    "labels, scheme",
-    [(LABELS, "IOB2"), (["O", "B-X", "I-X", "E-X", "S-X"], "IOBES"), (["O", "B-X", "I-X", "L-X", "U-X"], "BILOU"),
-     (["NN", "VB"], None)],
-)
-def test_detect_scheme(labels, scheme):
-    assert detect_scheme(labels) == scheme
-
-
 def test_strict_mode_without_a_scheme_is_a_user_error():
     with pytest.raises(UserError, match="--metric_mode"):
         entity_scores([["NN"]], [["NN"]], ["NN", "VB"], mode="strict")
@@ -58,7 +49,7 @@ def test_word_collector_keeps_the_window_with_most_context():
     collector.add(0, [NO_WORD, 0, 1, 2, 3, NO_WORD], [(0, 1)] + [(0, 0.9)] * 3 + [(1, 0.6), (0, 1)])
     collector.add(0, [NO_WORD, 2, 3, 3, 4, 5, NO_WORD], [(0, 1), (0, 0.9), (3, 0.8), (5, 0.1), (0, 0.9), (0, 0.9),
                                                          (0, 1)])
-    tags, scores, missing = collector.result(LABELS, "O")
+    tags, scores, missing = collector.result(LABELS, "O", "IOB2")
     assert tags == [["O", "O", "O", "B-LOC", "O", "O"]]  # word 3: B-LOC from window B, not B-PER from A
     assert scores[0][3] == pytest.approx(0.8) and missing == 0
 
@@ -66,7 +57,7 @@ def test_word_collector_keeps_the_window_with_most_context():
 def test_word_without_sub_tokens_gets_the_fallback_and_is_counted():
     collector = WordCollector([3])
     collector.add(0, [NO_WORD, 0, 2, NO_WORD], [(0, 1), (1, 0.9), (3, 0.9), (0, 1)])
-    tags, _, missing = collector.result(LABELS, "O")
+    tags, _, missing = collector.result(LABELS, "O", "IOB2")
     assert tags == [["B-PER", "O", "B-LOC"]] and missing == 1
 
 
@@ -77,6 +68,6 @@ def test_decoder_reads_padded_batches_in_feature_order():
     batch[0, :5] = [(0, 1), (1, 0.9), (2, 0.5), (2, 0.7), (0, 1)]
     batch[1, :3] = [(0, 1), (3, 0.8), (0, 1)]
     decoder.add_batch([batch[:1], batch[1:, :3]])
-    tags, scores = decoder.result(LABELS, "O", "validation")
+    tags, scores = decoder.result(LABELS, "O", "validation", "IOB2")
     assert tags == [["B-PER", "I-PER"], ["B-LOC"]]
     assert scores == [[pytest.approx(0.9), pytest.approx(0.7)], [pytest.approx(0.8)]]

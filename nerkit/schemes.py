@@ -1,0 +1,162 @@
+"""Tagging schemes: which one the data follows, and which label sequences each one allows.
+
+IOB1 (the raw CoNLL-2003 files): I-X opens and continues an entity; B-X only opens an entity right after
+one of the same type. IOB2: B-X opens every entity, I-X only continues one. IOBES and BILOU also close
+every entity of several words (E-X, L-X) and tag single words S-X, U-X. "none": labels without a scheme
+(POS tags); every sequence is allowed.
+
+The scheme is decided by what the tag sequences do, not by which prefixes exist: the most specific scheme
+whose rules the training tags break at most rarely wins, so one stray E-X in IOB2 data does not make it
+IOBES. Labels outside the chosen scheme (that stray E-X, or an unprefixed tag such as X) stay allowed
+everywhere: no label is ever made unreachable.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+SCHEMES = ("IOB1", "IOB2", "IOBES", "BILOU", "none")
+# The prefixes each scheme gives a meaning to; labels with other prefixes are free in it.
+PREFIXES = {"IOB1": "BI", "IOB2": "BI", "IOBES": "BIES", "BILOU": "BILU"}
+# Labels that need B-X or I-X of the same type right before them.
+JOINS = {"IOB1": "B", "IOB2": "I", "IOBES": "IE", "BILOU": "IL"}
+# Labels that leave their entity open: the next label must join it (IOBES, BILOU).
+STAYS_OPEN = {"IOBES": "BI", "BILOU": "BI"}
+# What the closing schemes need to be seen in the data: a closing or single-word prefix.
+CLOSING = {"IOBES": {"E", "S"}, "BILOU": {"L", "U"}}
+MOST_SPECIFIC_FIRST = ("IOBES", "BILOU", "IOB2", "IOB1")
+# A scheme still fits data that breaks it at this share of the entity tags (annotation noise); the summary
+# warns about every break.
+TOLERANCE = 0.01
+RULES_IN_WORDS = {
+    "IOB1": "B-X only right after I-X or B-X",
+    "IOB2": "I-X only after B-X or I-X",
+    "IOBES": "I-X and E-X only after B-X or I-X, and B-X and I-X followed by I-X or E-X",
+    "BILOU": "I-X and L-X only after B-X or I-X, and B-X and I-X followed by I-X or L-X",
+    "none": "every sequence",
+}
+
+
+class Rules(NamedTuple):
+    """allowed[i, j]: label j may follow label i; first[j]: an example may open with label j; last[i]: an
+    example may end with label i."""
+
+    allowed: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+
+
+def split_label(label):
+    """(prefix, type) of B-X, I-X, E-X, S-X, L-X and U-X; (None, label) for O and any other label."""
+    prefix, dash, kind = label.partition("-")
+    if dash and kind and len(prefix) == 1 and prefix in "BIESLU":
+        return prefix, kind
+    return None, label
+
+
+def transition_rules(label_list, scheme):
+    """The `Rules` of `scheme` for these labels. Labels whose prefix the scheme does not use are free."""
+    count = len(label_list)
+    allowed = np.ones((count, count), dtype=bool)
+    first, last = np.ones(count, dtype=bool), np.ones(count, dtype=bool)
+    if scheme == "none":
+        return Rules(allowed, first, last)
+    parts = [split_label(label) for label in label_list]
+    parts = [(prefix if prefix and prefix in PREFIXES[scheme] else None, kind) for prefix, kind in parts]
+    joins, stays_open = JOINS[scheme], STAYS_OPEN.get(scheme, "")
+    for j, (prefix, kind) in enumerate(parts):
+        if prefix and prefix in joins:
+            first[j] = False
+            allowed[:, j] = [bool(before) and before in "BI" and before_kind == kind for before, before_kind in parts]
+    for i, (prefix, kind) in enumerate(parts):
+        if prefix and prefix in stays_open:
+            last[i] = False
+            allowed[i, :] &= [bool(after) and after in joins and after_kind == kind for after, after_kind in parts]
+    return Rules(allowed, first, last)
+
+
+def broken(ids, starts, rules):
+    """Per tag, whether it breaks the rules: it may not open an example, may not follow the tag before it,
+    or may not end its example. `ids` are the label ids of every example one after another, `starts` is
+    True where an example begins."""
+    ends = np.roll(starts, -1)  # the last tag of all ends an example too: starts[0] is True
+    previous = np.roll(ids, 1)
+    return ((starts & ~rules.first[ids]) | (~starts & ~rules.allowed[previous, ids])
+            | (ends & ~rules.last[ids]))
+
+
+def flatten(tag_lists, label_list):
+    """(ids, starts) of `broken` for lists of tags."""
+    index = {label: i for i, label in enumerate(label_list)}
+    lengths = np.array([len(tags) for tags in tag_lists], dtype=np.int64)
+    ids = np.fromiter((index[tag] for tags in tag_lists for tag in tags), dtype=np.int64, count=int(lengths.sum()))
+    starts = np.zeros(len(ids), dtype=bool)
+    starts[(np.cumsum(lengths) - lengths)[lengths > 0]] = True
+    return ids, starts
+
+
+def scheme_from_tags(tag_lists, label_list):
+    """The scheme the tag sequences follow; None when they hold no prefixed tag to tell by."""
+    if all(prefix is None for prefix, _ in map(split_label, label_list)):
+        return "none"
+    ids, starts = flatten(tag_lists, label_list)
+    prefixes = [split_label(label)[0] for label in label_list]
+    used = {prefixes[i] for i in np.unique(ids)} - {None}
+    if not used:
+        return None
+    entity_tags = sum(prefixes[i] is not None for i in ids)
+    for scheme in MOST_SPECIFIC_FIRST:
+        if scheme in CLOSING and not used & CLOSING[scheme]:
+            continue
+        if broken(ids, starts, transition_rules(label_list, scheme)).sum() <= TOLERANCE * entity_tags:
+            return scheme
+    return "none"
+
+
+def scheme_from_names(label_list):
+    """The scheme the label names suggest, when there are no tags to look at (a model's labels alone)."""
+    used = {split_label(label)[0] for label in label_list} - {None}
+    if not used:
+        return "none"
+    if used <= set(PREFIXES["IOB2"]):
+        return "IOB2" if "B" in used else "IOB1"  # I-X alone: IOB1, where B-X is rare
+    for scheme in ("IOBES", "BILOU"):
+        if used <= set(PREFIXES[scheme]):
+            return scheme
+    return "none"
+
+
+def decide_scheme(splits, label_list, saved=None):
+    """(scheme, where it was decided) for a run: the training tags, else the scheme saved with the model
+    (`saved`), else the validation or test tags, else the label names."""
+    train = splits.get("train")
+    if train is not None and train.tags:
+        found = scheme_from_tags(train.tags, label_list)
+        if found:
+            return found, "the training tags"
+    if saved in SCHEMES:
+        return saved, "the model's config.json"
+    for name in ("validation", "test"):
+        split = splits.get(name)
+        if split is not None and split.tags:
+            found = scheme_from_tags(split.tags, label_list)
+            if found:
+                return found, f"the {name} tags"
+    return scheme_from_names(label_list), "the label names"
+
+
+def saved_scheme(config):
+    """The scheme nerkit saved in a trained model's config (`tagging_scheme`), or None."""
+    scheme = getattr(config, "tagging_scheme", None)
+    return scheme if scheme in SCHEMES else None
+
+
+def model_scheme(config):
+    """The scheme to decode a model's output with: the one saved with it, else its label names'."""
+    return saved_scheme(config) or scheme_from_names([config.id2label[i] for i in sorted(config.id2label)])
+
+
+def outside_scheme(label_list, scheme):
+    """Labels other than O that the scheme gives no meaning to (all of them for "none")."""
+    own = PREFIXES.get(scheme, "")
+    return [label for label in label_list if label != "O" and split_label(label)[0] not in tuple(own)]

@@ -1,0 +1,170 @@
+"""The tagging scheme of a run: decided from what the tags do, saved with the model, used by strict scoring."""
+
+import logging
+import os
+
+import pytest
+from transformers import BertConfig
+
+import run_ner
+import run_ner_no_trainer
+from conftest import examples, write_jsonl
+from nerkit.data import Split
+from nerkit.errors import UserError
+from nerkit.metrics import check_strict_mode, entity_scores
+from nerkit.schemes import decide_scheme, model_scheme, scheme_from_names, scheme_from_tags
+from test_run_ner import read_json, run
+
+IOB1_TAGS = [["I-PER", "I-PER", "O", "I-LOC"], ["I-ORG", "B-ORG", "O"], ["O", "I-MISC", "I-MISC"]]
+IOB2_TAGS = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "B-ORG", "O"], ["O", "B-MISC", "I-MISC"]]
+IOBES_TAGS = [["B-PER", "E-PER", "O", "S-LOC"], ["S-ORG", "S-ORG", "O"], ["O", "B-MISC", "I-MISC", "E-MISC"]]
+BILOU_TAGS = [["B-PER", "L-PER", "O", "U-LOC"], ["U-ORG", "U-ORG", "O"], ["O", "B-MISC", "I-MISC", "L-MISC"]]
+# IOB2 data with one stray E- and one stray S- tag: B-X entities stay unclosed, so it is not IOBES.
+STRAY_TAGS = IOB2_TAGS * 40 + [["B-PER", "E-PER"], ["S-LOC", "O"]]
+
+
+def labels_of(tag_lists, extra=()):
+    return sorted({tag for tags in tag_lists for tag in tags} | set(extra))
+
+
+@pytest.mark.parametrize(
+    "tag_lists, extra, scheme",
+    [
+        (IOB1_TAGS, (), "IOB1"),
+        (IOB2_TAGS, (), "IOB2"),
+        (IOBES_TAGS, (), "IOBES"),
+        (BILOU_TAGS, (), "BILOU"),
+        (STRAY_TAGS, (), "IOB2"),
+        ([["S-PER", "O", "S-LOC"]], (), "IOBES"),  # single words only, closed by definition
+        ([["I-PER", "O"], ["I-LOC"]], ("B-PER",), "IOB1"),  # B-X declared but never needed
+        ([["B-PER", "O"]], ("I-PER",), "IOB2"),  # one-word entities only
+        (IOB2_TAGS, ("X",), "IOB2"),  # an unprefixed tag is free, not a reason to give up the scheme
+        ([["DT", "NN", "VB"], ["NN", "-NONE-"]], (), "none"),  # POS tags
+        (IOB1_TAGS * 3 + IOB2_TAGS * 3, (), "none"),  # half IOB1, half IOB2: no scheme fits, all allowed
+        ([["O", "O"]], ("B-PER", "I-PER"), None),  # no entity tag to tell by
+    ],
+)
+def test_scheme_from_tags(tag_lists, extra, scheme):
+    assert scheme_from_tags(tag_lists, labels_of(tag_lists, extra)) == scheme
+
+
+def test_rare_breaks_are_noise_not_another_scheme():
+    noisy = IOB2_TAGS * 100 + [["O", "I-PER"]]  # one I-X after O in 800 entity tags
+    assert scheme_from_tags(noisy, labels_of(noisy)) == "IOB2"
+
+
+@pytest.mark.parametrize(
+    "labels, scheme",
+    [
+        (["O", "B-PER", "I-PER"], "IOB2"),
+        (["O", "I-PER", "I-LOC"], "IOB1"),
+        (["O", "B-X", "I-X", "E-X", "S-X"], "IOBES"),
+        (["O", "B-X", "I-X", "L-X", "U-X"], "BILOU"),
+        (["NN", "VB"], "none"),
+        (["O", "B-X", "E-X", "L-X"], "none"),
+    ],
+)
+def test_scheme_from_names(labels, scheme):
+    assert scheme_from_names(labels) == scheme
+
+
+def split(name, tag_lists):
+    return Split(name, f"{name}.json", [["w"] * len(tags) for tags in tag_lists], tag_lists, [""] * len(tag_lists))
+
+
+def test_training_tags_decide_then_the_saved_scheme_then_other_tags_then_names():
+    labels = labels_of(IOB1_TAGS + IOB2_TAGS)
+    train, validation = split("train", IOB1_TAGS), split("validation", IOB2_TAGS)
+    assert decide_scheme({"train": train, "validation": validation}, labels, "IOB2") == ("IOB1", "the training tags")
+    assert decide_scheme({"validation": validation}, labels, "IOB1") == ("IOB1", "the model's config.json")
+    assert decide_scheme({"validation": validation}, labels) == ("IOB2", "the validation tags")
+    unlabelled = Split("test", "test.txt", [["w"]], None, [""])
+    assert decide_scheme({"test": unlabelled}, ["O", "I-PER"]) == ("IOB1", "the label names")
+
+
+def test_a_model_decodes_with_the_scheme_saved_in_its_config():
+    config = BertConfig(id2label={0: "O", 1: "B-PER", 2: "I-PER", 3: "E-PER"})
+    assert model_scheme(config) == "IOBES"  # names only: a stray E- reads as IOBES
+    config.tagging_scheme = "IOB2"
+    assert model_scheme(config) == "IOB2"
+
+
+def test_seqeval_default_mode_reads_iob1():
+    gold = [["I-PER", "I-PER", "B-PER", "O", "I-LOC"]]  # PER 0-1, PER 2, LOC 4
+    merged = [["I-PER", "I-PER", "I-PER", "O", "I-LOC"]]  # PER 0-2, LOC 4: one of two right
+    labels = ["O", "B-PER", "I-PER", "I-LOC"]
+    assert entity_scores(gold, gold, labels)["f1"] == 1.0
+    assert entity_scores(gold, merged, labels) == pytest.approx(
+        {"precision": 1 / 2, "recall": 1 / 3, "f1": 0.4, "accuracy": 4 / 5})
+
+
+def test_strict_mode_reads_iob1_and_agrees_with_default_on_valid_sequences():
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    gold = [["I-PER", "I-PER", "B-PER", "O", "I-LOC"]]
+    valid = [["I-PER", "I-PER", "I-PER", "O", "I-LOC"]]
+    assert entity_scores(gold, gold, labels, "strict", scheme="IOB1")["f1"] == 1.0
+    assert entity_scores(gold, valid, labels, "strict", scheme="IOB1") == entity_scores(gold, valid, labels)
+    # B-LOC right after O opens nothing in IOB1: strict mode drops it, the lenient default reads an entity
+    invalid = [["I-PER", "I-PER", "B-PER", "O", "B-LOC"]]
+    assert entity_scores(gold, invalid, labels)["f1"] == 1.0
+    assert entity_scores(gold, invalid, labels, "strict", scheme="IOB1")["recall"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(
+    "labels, scheme, message",
+    [
+        (["DT", "NN"], "none", "follow none"),
+        (["O", "B-PER", "I-PER", "E-PER"], "IOB2", "cannot read E-PER"),
+        (["O", "B-PER", "I-PER", "X"], "IOB2", "cannot read X"),
+    ],
+)
+def test_strict_mode_refuses_labels_seqeval_cannot_read(labels, scheme, message):
+    with pytest.raises(UserError, match="--metric_mode") as error:
+        check_strict_mode(labels, scheme, "the training tags")
+    assert message in str(error.value) and "--metric_mode default" in str(error.value)
+
+
+def to_iob1(tags):
+    """IOB2 tags as the raw CoNLL-2003 files write them: B-X only right after an entity of the same type."""
+    iob1, previous = [], "O"
+    for tag in tags:
+        if tag.startswith("B-") and previous[2:] != tag[2:]:
+            tag = "I-" + tag[2:]
+        iob1.append(tag)
+        previous = tag
+    return iob1
+
+
+@pytest.fixture(scope="module")
+def iob1_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("iob1")
+    rows = [(words, to_iob1(tags)) for words, tags in examples(40)]
+    return {"train": write_jsonl(folder / "train.json", rows),
+            "validation": write_jsonl(folder / "validation.json", rows[:5])}
+
+
+def test_the_scheme_of_the_training_tags_is_logged_saved_and_reused(tiny_bert, iob1_files, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    output = run(tiny_bert, tmp_path / "trained", "--do_train", "--num_train_epochs", "1", files=iob1_files)
+    assert "Tagging scheme IOB1, decided from the training tags" in caplog.text
+    assert read_json(os.path.join(output, "config.json"))["tagging_scheme"] == "IOB1"
+    caplog.clear()
+    # the saved model evaluated alone, on data too small to tell (only O tags): the saved scheme decides
+    only_o = write_jsonl(tmp_path / "o.json", [(words, ["O"] * len(words)) for words, _ in examples(3)])
+    run(str(output), tmp_path / "evaluated", "--do_eval", files={"validation": only_o})
+    assert "Tagging scheme IOB1, decided from the model's config.json" in caplog.text
+
+
+@pytest.mark.parametrize("script", [run_ner, run_ner_no_trainer])
+def test_strict_mode_without_a_scheme_stops_before_any_weights_load(script, tiny_bert, tmp_path, monkeypatch):
+    def load_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(script, "load_model", load_model)
+    pos = write_jsonl(tmp_path / "pos.json", [(["The", "dog", "barks"], ["DT", "NN", "VBZ"])] * 4,
+                      label_key="pos_tags")
+    flags = ["--do_train", "--report_to", "none"] if script is run_ner else []
+    with pytest.raises(UserError, match="--metric_mode strict checks entities against a tagging scheme"):
+        script.cli(["--model_name_or_path", tiny_bert, "--train_file", pos, "--label_column_name", "pos_tags",
+                    "--output_dir", str(tmp_path / "out"), "--metric_mode", "strict", *flags])
+    assert not (tmp_path / "out").exists()
