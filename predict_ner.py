@@ -108,22 +108,20 @@ class Tagger:
 
     def __init__(self, model_name, max_length, stride, batch_size, decoding):
         from accelerate import Accelerator
-        from transformers import AutoModelForTokenClassification
+        from transformers import AutoConfig, AutoModelForTokenClassification
 
         from nerkit.schemes import model_scheme
         from nerkit.speed import automatic_precision
 
         self.tokenizer = load_fast_tokenizer(model_name, {})
-        try:
-            model = AutoModelForTokenClassification.from_pretrained(model_name)
-        except (OSError, ValueError) as error:
-            raise UserError(f"Could not load a token-classification model from '{model_name}': {error}") from None
+        config = load_pretrained(AutoConfig, model_name)
+        # the window is checked before any weights load
+        self.settings = EncodingSettings(window_length(self.tokenizer, config, max_length, "--max_length"), stride)
+        model = load_pretrained(AutoModelForTokenClassification, model_name, config=config)
         self.label_list = [model.config.id2label[i] for i in range(model.config.num_labels)]
         self.scheme = model_scheme(model.config)  # the scheme it was trained in, so Viterbi keeps to it
         self.accelerator = Accelerator(mixed_precision=automatic_precision() or "no")
         self.model = self.accelerator.prepare(model.eval())
-        self.settings = EncodingSettings(window_length(self.tokenizer, model.config, max_length, "--max_length"),
-                                         stride)
         self.batch_size, self.decoding = batch_size, decoding
 
     def tag(self, words):
@@ -151,6 +149,13 @@ class Tagger:
         for i in empty:
             tags[i], probabilities[i] = [], []
         return tags, probabilities
+
+
+def load_pretrained(auto_class, name, **kwargs):
+    try:
+        return auto_class.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as error:
+        raise UserError(f"Could not load a token-classification model from '{name}': {error}") from None
 
 
 def document_record(document, words, offsets, tags, probabilities, with_words):

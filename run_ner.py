@@ -39,6 +39,7 @@ from nerkit.workflow import (
     check_finite_loss,
     decode_and_score,
     encode_splits,
+    encoding_settings,
     load_tokenizer_and_labels,
     read_data,
     setup_logging,
@@ -51,8 +52,9 @@ SPLIT_FLAGS = {"train": "--do_train", "validation": "--do_eval", "test": "--do_p
 
 class NerTrainer(Trainer):
     """The Trainer, with padding-free training batches when `train_collator` is given (evaluation keeps
-    the padding collator), stopping at once when the loss becomes NaN or infinite (the Trainer alone only
-    hides such steps from its logs)."""
+    the padding collator), evaluation and prediction over every batch whatever --dataloader_drop_last says,
+    stopping at once when the loss becomes NaN or infinite (the Trainer alone only hides such steps from
+    its logs)."""
 
     def __init__(self, *args, train_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -66,6 +68,21 @@ class NerTrainer(Trainer):
             return super().get_train_dataloader()
         finally:
             self.data_collator = padding_collator
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        return self._keeping_every_batch(super().get_eval_dataloader, eval_dataset)
+
+    def get_test_dataloader(self, test_dataset):
+        return self._keeping_every_batch(super().get_test_dataloader, test_dataset)
+
+    def _keeping_every_batch(self, make_loader, dataset):
+        """--dataloader_drop_last is for training: evaluation and prediction read every window, or words
+        would go unscored and unpredicted."""
+        drop_last, self.args.dataloader_drop_last = self.args.dataloader_drop_last, False
+        try:
+            return make_loader(dataset)
+        finally:
+            self.args.dataloader_drop_last = drop_last
 
     def create_model_card(self, *args, **kwargs):
         """publish() has written nerkit's card (scores per entity type); a push keeps it."""
@@ -88,9 +105,10 @@ def main(model_args, data_args, training_args, command=None):
     splits, declared = read_data(data_args, model_args, needed)
     tokenizer, config, label_list, head_reused = load_tokenizer_and_labels(model_args, data_args, splits, declared)
     check_metric_name(training_args, label_list, data_args)
+    settings = encoding_settings(tokenizer, config, label_list, data_args, data_args.max_seq_length)
     model = load_model(model_args, config, head_reused)
-    settings, features = encode_splits(splits, tokenizer, config, label_list, data_args, data_args.max_seq_length,
-                                       lambda: training_args.main_process_first(desc="tokenizing"))
+    features = encode_splits(splits, tokenizer, config, settings, data_args,
+                             lambda: training_args.main_process_first(desc="tokenizing"))
 
     choose_precision(training_args, data_args)
     packer = choose_packing(model, tokenizer, features.get("train") if training_args.do_train else None,

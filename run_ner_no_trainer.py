@@ -42,6 +42,7 @@ from nerkit.workflow import (
     check_finite_loss,
     decode_and_score,
     encode_splits,
+    encoding_settings,
     load_tokenizer_and_labels,
     read_data,
     setup_logging,
@@ -51,6 +52,7 @@ logger = logging.getLogger("run_ner_no_trainer")
 
 CHECKPOINT_NAME = re.compile(r"^(step|epoch)_(\d+)$")
 LOOP_STATE = "loop_state.json"  # beside accelerate's state in each checkpoint: counters and best score
+SCORED = {"train": "training", "validation": "the evaluation after every epoch"}  # splits that need tags
 NOT_INPUTS = ["word_ids", "example_id"]  # feature columns the decoder needs and the model does not take
 
 
@@ -141,13 +143,13 @@ def main(model_args, data_args, args, command=None):
     if args.seed is not None:
         set_seed(args.seed)
 
-    splits, declared = read_data(data_args, model_args, {"train": "training"})
+    splits, declared = read_data(data_args, model_args, {"train": "training"}, scored=SCORED)
     if args.debug:
         splits = {name: split.select(100) for name, split in splits.items()}
     tokenizer, config, label_list, head_reused = load_tokenizer_and_labels(model_args, data_args, splits, declared)
+    settings = encoding_settings(tokenizer, config, label_list, data_args, args.max_length, flag="--max_length")
     model = load_model(model_args, config, head_reused)
-    settings, features = encode_splits(splits, tokenizer, config, label_list, data_args, args.max_length,
-                                       accelerator.main_process_first, flag="--max_length")
+    features = encode_splits(splits, tokenizer, config, settings, data_args, accelerator.main_process_first)
 
     packer = choose_packing(model, tokenizer, features["train"], data_args.packing, data_args.pad_to_max_length)
     loaders = make_dataloaders(features, tokenizer, settings, data_args, args, accelerator, packer)

@@ -94,7 +94,9 @@ class DataTrainingArguments:
         default=None, metadata={"help": "The column name of text to input in the file (a csv or JSON file)."}
     )
     label_column_name: str | None = field(
-        default=None, metadata={"help": "The column name of label to input in the file (a csv or JSON file)."}
+        default=None,
+        metadata={"help": "The column name of label to input in the file (a csv or JSON file); in a CoNLL file the "
+                          "column's index, in a CoNLL-U file a field (upos, xpos, ...), an index or a MISC key."},
     )
     overwrite_cache: bool = field(
         default=False, metadata={"help": "Overwrite the cached training and evaluation sets"}
@@ -145,9 +147,9 @@ class DataTrainingArguments:
     file_format: str = field(
         default="auto",
         metadata={
-            "help": "Read local files as this format instead of choosing by extension: conll, json (JSON Lines or "
-            "a JSON array), csv or parquet.",
-            "choices": ["auto", "conll", "json", "csv", "parquet"],
+            "help": "Read local files as this format instead of choosing by extension: conll, conllu, json (JSON "
+            "Lines or a JSON array), csv or parquet.",
+            "choices": ["auto", "conll", "conllu", "json", "csv", "parquet"],
         },
     )
     stride: int = field(

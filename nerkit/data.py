@@ -10,15 +10,20 @@ import csv
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 
 from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
-CONLL_EXTENSIONS = {".conll", ".iob", ".bio", ".txt", ".tsv", ".conllu"}
+CONLL_EXTENSIONS = {".conll", ".iob", ".bio", ".txt", ".tsv"}
 JSON_EXTENSIONS = {".json", ".jsonl"}
-FORMATS = ("auto", "conll", "json", "csv", "parquet")
+FORMATS = ("auto", "conll", "conllu", "json", "csv", "parquet")
+# CoNLL-U word lines have these ten tab-separated fields; words are FORM, tags UPOS unless told otherwise.
+CONLLU_FIELDS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
+CSV_COLUMN_NAME = re.compile(r"^[A-Za-z_][\w .-]*$")  # a header cell; `1` and `000` of `1,000` are not
+SHOWN_PLACES = 3  # places named in a warning about repaired examples
 SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "dev"), "test": ("test",)}
 
 
@@ -61,7 +66,9 @@ class Records:
     locations: list
     column_names: list
     features: object = None
-    line_per_word: bool = False  # CoNLL: columns were chosen while parsing, word i is on line start + i
+    line_per_word: bool = False  # CoNLL: word i of an example is on line start + i
+    columns_chosen: bool = False  # CoNLL and CoNLL-U: the reader already picked the words and the tags
+    editable: bool = True  # a local file the user can fix; a --dataset_name is repaired where it can be
 
 
 @dataclass
@@ -86,7 +93,7 @@ def load_splits(data_args, cache_dir=None, token=None, wanted=("train", "validat
                    for name, path in files.items() if path and name in wanted}
     splits, declared = {}, None
     for name, found in records.items():
-        split_columns = Columns(task_name=columns.task_name) if found.line_per_word else columns
+        split_columns = Columns(task_name=columns.task_name) if found.columns_chosen else columns
         split, names = build_split(name, found, split_columns, label_names)
         splits[name] = split
         declared = declared or names
@@ -104,13 +111,13 @@ def file_format_of(path, forced="auto"):
     extension = os.path.splitext(path)[1].lower()
     if extension in JSON_EXTENSIONS:
         return "json"
-    if extension in (".csv", ".parquet"):
+    if extension in (".csv", ".parquet", ".conllu"):
         return extension[1:]
     if extension in CONLL_EXTENSIONS:
         return "conll"
-    known = ", ".join(sorted(JSON_EXTENSIONS | CONLL_EXTENSIONS | {".csv", ".parquet"}))
+    known = ", ".join(sorted(JSON_EXTENSIONS | CONLL_EXTENSIONS | {".csv", ".parquet", ".conllu"}))
     raise UserError(f"Cannot tell the format of {path} from its extension '{extension}'. Use one of: {known}, "
-                    "or name the format with --file_format conll|json|csv|parquet.")
+                    "or name the format with --file_format conll|conllu|json|csv|parquet.")
 
 
 def read_file(path, forced_format="auto", columns=None):
@@ -124,31 +131,57 @@ def read_file(path, forced_format="auto", columns=None):
     text = read_text(path)
     if not text.strip():
         raise UserError(f"The data file {path} is empty. Give a file with at least one example.")
-    check_content_matches(path, text, kind)
-    if kind == "json":
-        rows, locations = parse_json_records(path, text)
-    elif kind == "csv":
-        rows, locations = parse_csv_records(path, text)
-    else:
-        columns = columns or Columns()
-        rows, locations = parse_conll(path, text, conll_index(columns.text, 0, "--text_column_name"),
-                                      conll_index(columns.label, -1, "--label_column_name"))
-        return Records(path, rows, locations, list(rows[0]), line_per_word=True)
+    if forced_format in (None, "auto"):  # an explicit --file_format is what the user says the file is
+        check_content_matches(path, text, kind)
+    columns = columns or Columns()
+    if kind in ("conll", "conllu"):
+        if kind == "conll":
+            rows, locations = parse_conll(path, text, conll_index(columns.text, 0, "--text_column_name"),
+                                          conll_index(columns.label, -1, "--label_column_name"))
+        else:
+            rows, locations = parse_conllu(path, text, conllu_field(columns.text, "form"),
+                                           conllu_field(columns.label, "upos"))
+        return Records(path, rows, locations, list(rows[0]), line_per_word=kind == "conll", columns_chosen=True)
+    rows, locations = parse_json_records(path, text) if kind == "json" else parse_csv_records(path, text)
     if not rows:
         raise UserError(f"The data file {path} holds no examples.")
     return Records(path, rows, locations, list(rows[0]))
 
 
 def check_content_matches(path, text, kind):
-    """Catch a file whose content is not the format its extension says, before it is misread."""
-    first = next(line for line in text.split("\n") if line.strip()).strip()
-    looks_json = first.startswith(("{", "["))
-    if kind in ("conll", "csv") and looks_json:
+    """Catch a file whose content is not the format its extension says, before it is misread. Only the
+    unmistakable is caught: a CoNLL token such as `[`, `{` or `1,000` is no sign of JSON or CSV."""
+    lines = [line.strip() for line in text.split("\n") if line.strip()][:2]
+    if kind in ("conll", "conllu", "csv") and looks_like_json(lines):
         raise UserError(f"{path}, line 1: the file looks like JSON but is read as {kind.upper()} because of its "
                         "extension. Rename it to .json/.jsonl or pass --file_format json.")
-    if kind == "conll" and "," in first and "\t" not in first and " " not in first:
+    if kind in ("conll", "conllu") and looks_like_csv(lines):
         raise UserError(f"{path}, line 1: the file looks like CSV but is read as a CoNLL column file because of its "
                         "extension. Rename it to .csv or pass --file_format csv.")
+
+
+def looks_like_json(lines):
+    """A first line that is a JSON object or array, opens one with an object or string inside (`{"`,
+    `[{`, `["`), or is a lone `[`/`{` followed by a line that continues it."""
+    first = lines[0]
+    if first.startswith(('{"', "[{", '["')):
+        return True
+    if first in ("[", "{"):
+        return len(lines) > 1 and lines[1].startswith(("{", '"'))
+    if first.startswith(("{", "[")):
+        try:
+            return isinstance(json.loads(first), (dict, list))
+        except json.JSONDecodeError:
+            return False
+    return False
+
+
+def looks_like_csv(lines):
+    """A header of two or more column names separated by commas, then a row of list cells."""
+    if "," not in lines[0] or "\t" in lines[0] or len(lines) < 2:
+        return False
+    names = next(csv.reader([lines[0]]))
+    return len(names) > 1 and all(CSV_COLUMN_NAME.match(name.strip()) for name in names) and "[" in lines[1]
 
 
 def read_parquet(path):
@@ -265,6 +298,66 @@ def parse_conll(path, text, text_index=0, label_index=-1):
     return records, locations
 
 
+def conllu_field(name, default):
+    """A CoNLL-U column as an index: a field name (form, lemma, upos, xpos, ..., case-insensitive) or a
+    position (0 for ID, -1 for MISC); any other name is a key of the MISC column (`NER` reads `NER=B-PER`)."""
+    name = default if name is None else name
+    if name.lower() in CONLLU_FIELDS:
+        return CONLLU_FIELDS.index(name.lower())
+    try:
+        return int(name)
+    except ValueError:
+        return name
+
+
+def conllu_value(cells, field, path, number):
+    """One field of a CoNLL-U word line; a MISC key must be on every word."""
+    if isinstance(field, int):
+        if not -len(CONLLU_FIELDS) <= field < len(CONLLU_FIELDS):
+            raise UserError(f"{path}: column {field} is out of range; a CoNLL-U line has 10 columns (0 to 9, or "
+                            f"{', '.join(CONLLU_FIELDS)} by name).")
+        return cells[field]
+    misc = dict(item.split("=", 1) for item in cells[-1].split("|") if "=" in item)
+    if field not in misc:
+        raise UserError(f"{path}, line {number}: the MISC column '{cells[-1]}' has no '{field}=' entry. Every word "
+                        f"needs one when the tags are read from MISC ({field}); otherwise name a column with "
+                        "--label_column_name (upos, xpos, deprel, ... or its index).")
+    return misc[field]
+
+
+def parse_conllu(path, text, text_field=1, label_field=3):
+    """CoNLL-U (Universal Dependencies): ten tab-separated columns per word, `#` comment lines, a blank line
+    after each sentence. Words are FORM and tags UPOS unless other fields are given; multiword-token
+    ranges (`1-2`) and empty nodes (`1.1`) are skipped, so the words are the syntactic words of the tree. A
+    file whose tags are all `_` is unlabelled."""
+    records, locations, tokens, tags, start = [], [], [], [], None
+    for number, line in enumerate(text.split("\n") + [""], start=1):
+        if not line.strip():
+            if tokens:
+                records.append({"tokens": tokens, "tags": tags})
+                locations.append(f"line {start}")
+            tokens, tags, start = [], [], None
+            continue
+        if line.startswith("#"):
+            continue
+        cells = line.split("\t")
+        if len(cells) != len(CONLLU_FIELDS):
+            raise UserError(f"{path}, line {number}: {len(cells)} tab-separated column(s) where a CoNLL-U word line "
+                            "has 10 (ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC). Read other column "
+                            "files with --file_format conll.")
+        if "-" in cells[0] or "." in cells[0]:
+            continue  # a multiword token's surface form, or an empty node: not a word of its own
+        tokens.append(conllu_value(cells, text_field, path, number))
+        tags.append(conllu_value(cells, label_field, path, number))
+        start = start or number
+    if not records:
+        raise UserError(f"{path}: no sentences found. A CoNLL-U file has one word per line in 10 tab-separated "
+                        "columns and a blank line after each sentence.")
+    if all(tag == "_" for record in records for tag in record["tags"]):
+        records = [{"tokens": record["tokens"]} for record in records]
+    return records, locations
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Datasets through the `datasets` library
 
@@ -293,7 +386,8 @@ def read_dataset(name, config_name, cache_dir, token, wanted):
         dataset = loaded[key]
         locations = [f"example {i}" for i in range(len(dataset))]
         source = f"dataset {name}, split {key}"
-        records[split] = Records(source, dataset, locations, dataset.column_names, dataset.features)
+        records[split] = Records(source, dataset, locations, dataset.column_names, dataset.features,
+                                 editable=False)
     return records
 
 
@@ -308,7 +402,10 @@ def is_saved_dataset(folder):
 
 
 def build_split(name, found, columns, label_names):
-    """Find the columns, convert tags to strings, check every example. Returns (Split, declared names)."""
+    """Find the columns, convert tags to strings, check every example. Returns (Split, declared names).
+
+    Problems in a local file are errors the user can fix; a dataset from --dataset_name cannot be edited,
+    so there empty examples are skipped and blank words kept, with a counted warning (see `Repairs`)."""
     source, rows, locations = found.source, found.rows, found.locations
     text_column, label_column = find_columns(found.column_names, columns, source)
     declared = class_label_names(found.features, label_column) if label_column else None
@@ -317,18 +414,60 @@ def build_split(name, found, columns, label_names):
     tags_column = column_values(rows, label_column) if label_column else None
     if name == "test" and tags_column is not None and columns.label is None and not looks_like_tags(tags_column):
         tags_column = None  # the second column of an unlabelled test file is not a tag column
-    tokens_list, tags_list = [], None if tags_column is None else []
+    repairs = None if found.editable else Repairs(source, text_column)
+    tokens_list, tags_list, kept = [], None if tags_column is None else [], []
     for index, raw_tokens in enumerate(tokens_column):
         where = f"{source}, {locations[index]}"
-        words = as_list(raw_tokens, text_column, where)
-        check_words(words, text_column, where)
-        tokens_list.append([str(word) for word in words])
+        words = [] if raw_tokens is None and repairs is not None else as_list(raw_tokens, text_column, where)
+        if repairs is None:
+            check_words(words, text_column, where)
+        elif not repairs.accept(words, locations[index]):
+            continue
+        tokens_list.append(["" if word is None else str(word) for word in words])
+        kept.append(locations[index])
         if tags_list is not None:
             tags = as_list(tags_column[index], label_column, where)
             tags_list.append(tags_as_strings(tags, words, names, label_column, where))
+    if repairs is not None:
+        repairs.warn()
     if not tokens_list:
         raise UserError(f"{source}: the {name} split has no examples.")
-    return Split(name, source, tokens_list, tags_list, list(locations), found.line_per_word), declared
+    return Split(name, source, tokens_list, tags_list, kept, found.line_per_word), declared
+
+
+class Repairs:
+    """What is tolerated in a dataset the user cannot edit, counted for one warning per split: an example
+    without words (an empty or missing list) is skipped; an empty or whitespace-only word is kept as it is (a
+    missing one as an empty string). The tokenizer usually gives such a word no sub-token, and such words
+    are predicted as the outside label and still scored (see nerkit.decoding)."""
+
+    def __init__(self, source, column):
+        self.source, self.column = source, column
+        self.skipped, self.blank = [], []
+
+    def accept(self, words, location):
+        """Whether to keep the example; notes its blank words."""
+        if not words:
+            self.skipped.append(location)
+            return False
+        self.blank += [f"{location}, word {i}" for i, word in enumerate(words) if word is None or not str(word).strip()]
+        return True
+
+    def warn(self):
+        if self.skipped:
+            logger.warning("%s: skipped %d example(s) without words in '%s' (%s): they are neither trained on, "
+                           "scored nor predicted, so predictions.txt has no line for them.", self.source,
+                           len(self.skipped), self.column, shown(self.skipped))
+        if self.blank:
+            logger.warning("%s: %d word(s) in '%s' are empty or only whitespace (%s); they are kept, and a word the "
+                           "tokenizer gives no sub-token is predicted as the outside label and still scored.",
+                           self.source, len(self.blank), self.column, shown(self.blank))
+
+
+def shown(places):
+    """The first few places of a list, for a warning."""
+    more = f" and {len(places) - SHOWN_PLACES} more" if len(places) > SHOWN_PLACES else ""
+    return "; ".join(places[:SHOWN_PLACES]) + more
 
 
 def find_columns(column_names, columns, source):

@@ -36,6 +36,14 @@ def load_fast_tokenizer(name_or_path, hub_kwargs):
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, add_prefix_space=True, **hub_kwargs)
         if not adds_prefix_space(tokenizer):
             set_prefix_space(tokenizer)
+    # Every batch of every script is padded by this tokenizer, and word predictions are read at the
+    # positions of the unpadded `word_ids`: that holds with padding on the right only. Tokenizers that pad
+    # on the left (XLNet, many decoder models) would shift every label, and models with absolute positions
+    # would see each window at other positions in each batch. For token classification the right is right.
+    if tokenizer.padding_side != "right":
+        logger.info("Padding batches on the right (the tokenizer of '%s' pads on the %s): word labels are read "
+                    "at the tokenizer's own positions.", name_or_path, tokenizer.padding_side)
+        tokenizer.padding_side = "right"
     return tokenizer
 
 

@@ -2,8 +2,9 @@
 
     splits, declared = read_data(data_args, model_args, needed)
     tokenizer, config, label_list, head_reused = load_tokenizer_and_labels(model_args, data_args, splits, declared)
+    settings = encoding_settings(tokenizer, config, label_list, data_args, max_length)  # before any weights
     model = load_model(model_args, config, head_reused)
-    settings, features = encode_splits(splits, tokenizer, config, label_list, data_args, max_length, ...)
+    features = encode_splits(splits, tokenizer, config, settings, data_args, main_process_first)
     tags, probabilities, metrics = decode_and_score(batches, accelerator, split, features, label_list, data_args)
 """
 
@@ -45,20 +46,35 @@ def setup_logging(script, main_process, other_level=logging.WARNING):
 SPLIT_FILES = {"train": "--train_file", "validation": "--validation_file", "test": "--test_file"}
 
 
-def read_data(data_args, model_args, needed):
+def read_data(data_args, model_args, needed, scored=None):
     """Every split given, checked, and the label names the data declares (or None).
 
     `needed` maps a split name to the flag that needs it ({"validation": "--do_eval"}); a missing one is a
-    `UserError`. The --max_*_samples limits are applied here.
+    `UserError`. A split that is trained on or scored must carry tags: those in `scored` (split name to
+    what uses it), by default the train and validation splits of `needed`. The --max_*_samples limits are
+    applied here.
     """
     splits, declared = load_splits(data_args, model_args.cache_dir, model_args.token)
     for name, flag in needed.items():
         if name not in splits:
             raise UserError(f"{flag} needs a {name} split: give {SPLIT_FILES[name]}, or a dataset with a "
                             f"'{name}' split.")
+    scored = {name: flag for name, flag in needed.items() if name != "test"} if scored is None else scored
+    for name, flag in scored.items():
+        if name in splits and splits[name].tags is None:
+            raise UserError(missing_tags_message(splits[name], flag, data_args))
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
               "test": data_args.max_predict_samples}
     return {name: split.select(limits[name]) for name, split in splits.items()}, declared
+
+
+def missing_tags_message(split, flag, data_args):
+    """Why a split without tags cannot be used, and where its tags are looked for."""
+    use = "train on" if split.name == "train" else "score"
+    column = data_args.label_column_name or f"{data_args.task_name or 'ner'}_tags"
+    return (f"{split.source}: the {split.name} data has words but no tags, and {flag} needs tags to {use}. "
+            f"Tags are read from the column '{column}' (else the second column; in a CoNLL file the last column "
+            "of two or more): add them, name their column with --label_column_name, or give a labelled file.")
 
 
 def load_tokenizer_and_labels(model_args, data_args, splits, declared):
@@ -90,24 +106,28 @@ def load_tokenizer_and_labels(model_args, data_args, splits, declared):
     return tokenizer, config, label_list, head_reused
 
 
-def encode_splits(splits, tokenizer, config, label_list, data_args, max_length, main_process_first,
-                  flag="--max_seq_length"):
-    """Window features for every split (see nerkit.tokenization); `main_process_first` is the launcher's
-    context manager, so the main process tokenizes first. `flag` names the window length in messages."""
-    settings = EncodingSettings(
+def encoding_settings(tokenizer, config, label_list, data_args, max_length, flag="--max_seq_length"):
+    """How examples become windows: the window length (a `max_length` too small for any word is a
+    `UserError`, raised here, before any weights load), the stride and the --label_all_tokens labels.
+    `flag` names the window length in messages."""
+    return EncodingSettings(
         max_length=window_length(tokenizer, config, max_length, flag),
         stride=data_args.stride,
         inside_ids=inside_label_ids(label_list) if data_args.label_all_tokens else None,
     )
+
+
+def encode_splits(splits, tokenizer, config, settings, data_args, main_process_first):
+    """Window features for every split (see nerkit.tokenization); `main_process_first` is the launcher's
+    context manager, so the main process tokenizes first."""
     with main_process_first():
         features = {name: encode_split(split, tokenizer, config.label2id, settings,
                                        data_args.preprocessing_num_workers)
                     for name, split in splits.items()}
     # Inference order does not change any result (words are collected by example id), so evaluation and
     # prediction batches are drawn longest first and hold little padding.
-    features = {name: split_features if name == "train" else longest_first(split_features)
-                for name, split_features in features.items()}
-    return settings, features
+    return {name: split_features if name == "train" else longest_first(split_features)
+            for name, split_features in features.items()}
 
 
 def longest_first(features):

@@ -134,3 +134,117 @@ def test_named_column_must_exist(tmp_path):
 def test_no_data_source_is_refused():
     with pytest.raises(ValueError, match="--dataset_name"):
         DataTrainingArguments()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CoNLL-U
+
+CONLLU = (
+    "# newdoc id = d1\n"
+    "# sent_id = 1\n"
+    "# text = Vámonos a Madrid.\n"
+    "1-2\tVámonos\t_\t_\t_\t_\t_\t_\t_\t_\n"
+    "1\tVamos\tir\tVERB\tVMM\t_\t0\troot\t_\tNER=O\n"
+    "2\tnos\tnosotros\tPRON\tPP\t_\t1\tobj\t_\tNER=O\n"
+    "3\ta\ta\tADP\tSP\t_\t4\tcase\t_\tNER=O\n"
+    "4\tMadrid\tMadrid\tPROPN\tNP\t_\t1\tobl\t_\tNER=B-LOC|SpaceAfter=No\n"
+    "4.1\tllegamos\tllegar\tVERB\tVMI\t_\t_\t_\t1:conj\tNER=O\n"
+    "5\t.\t.\tPUNCT\tFp\t_\t1\tpunct\t_\tNER=O\n"
+    "\n"
+    "# sent_id = 2\n"
+    "1\tPeter\tPeter\tPROPN\tNP\t_\t2\tnsubj\t_\tNER=B-PER\n"
+    "2\tBlackburn\tBlackburn\tPROPN\tNP\t_\t0\troot\t_\tNER=I-PER\n"
+    "\n"
+)
+CONLLU_WORDS = [["Vamos", "nos", "a", "Madrid", "."], ["Peter", "Blackburn"]]
+
+
+def test_conllu_reads_form_and_upos_skipping_comments_ranges_and_empty_nodes(tmp_path):
+    path = tmp_path / "train.conllu"
+    path.write_text(CONLLU, encoding="utf-8")
+    split = read(train_file=str(path))[0]["train"]
+    assert split.tokens == CONLLU_WORDS
+    assert split.tags == [["VERB", "PRON", "ADP", "PROPN", "PUNCT"], ["PROPN", "PROPN"]]
+    assert split.where(0).endswith("train.conllu, line 5") and split.where(1).endswith("line 13")
+
+
+@pytest.mark.parametrize("column, expected", [
+    ("NER", [["O", "O", "O", "B-LOC", "O"], ["B-PER", "I-PER"]]),  # a key of the MISC column
+    ("xpos", [["VMM", "PP", "SP", "NP", "Fp"], ["NP", "NP"]]),  # a field by name
+    ("2", [["ir", "nosotros", "a", "Madrid", "."], ["Peter", "Blackburn"]]),  # a field by index (LEMMA)
+])
+def test_conllu_tags_from_a_chosen_column(tmp_path, column, expected):
+    path = tmp_path / "train.conllu"
+    path.write_text(CONLLU, encoding="utf-8")
+    split = read(train_file=str(path), label_column_name=column)[0]["train"]
+    assert split.tokens == CONLLU_WORDS and split.tags == expected
+
+
+def test_conllu_errors_name_the_line(tmp_path):
+    path = tmp_path / "train.conllu"
+    path.write_text(CONLLU.replace("NER=I-PER", "_"), encoding="utf-8")
+    with pytest.raises(UserError, match=r"line 14: the MISC column '_' has no 'NER=' entry"):
+        read(train_file=str(path), label_column_name="NER")
+    path.write_text(CONLLU.replace("1\tPeter\tPeter", "1 Peter\tPeter"), encoding="utf-8")
+    with pytest.raises(UserError, match="line 13: 9 tab-separated column"):
+        read(train_file=str(path))
+
+
+def test_conllu_without_tags_is_unlabelled(tmp_path):
+    path = tmp_path / "test.conllu"
+    path.write_text("# text = a b\n1\ta\t_\t_\t_\t_\t_\t_\t_\t_\n2\tb\t_\t_\t_\t_\t_\t_\t_\t_\n", encoding="utf-8")
+    split = read(test_file=str(path))[0]["test"]
+    assert split.tokens == [["a", "b"]] and split.tags is None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Content sniffing
+
+
+def test_conll_tokens_that_look_like_json_or_csv_are_read_as_conll(tmp_path):
+    bracket = tmp_path / "train.conll"
+    bracket.write_text("[\tO\nEU\tB-ORG\n]\tO\n\n{\tO\n", encoding="utf-8")
+    expected = [(["[", "EU", "]"], ["O", "B-ORG", "O"]), (["{"], ["O"])]
+    assert as_pairs(read(train_file=str(bracket), file_format="conll")[0]["train"]) == expected
+    assert as_pairs(read(train_file=str(bracket))[0]["train"]) == expected  # by extension too
+    number = tmp_path / "test.conll"
+    number.write_text("1,000\npeople\n\nWashington,\nD.C.\n", encoding="utf-8")
+    assert read(test_file=str(number))[0]["test"].tokens == [["1,000", "people"], ["Washington,", "D.C."]]
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"tokens": ["a"], "ner_tags": ["O"]}\n', "looks like JSON"),
+    ('[\n  {"tokens": ["a"], "ner_tags": ["O"]}\n]\n', "looks like JSON"),
+    ('tokens,ner_tags\n"[""a""]","[""O""]"\n', "looks like CSV"),
+])
+def test_other_formats_behind_a_conll_extension_are_still_caught(tmp_path, content, message):
+    path = tmp_path / "train.conll"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(UserError, match=message):
+        read(train_file=str(path))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Datasets the user cannot edit
+
+
+def test_dataset_with_empty_examples_and_blank_words_is_repaired_with_a_warning(tmp_path, caplog):
+    rows = {"tokens": [["EU", "rejects"], [], ["Peter", " ", "Blackburn"], None, ["a", "\xa0"]],
+            "ner_tags": [["B-ORG", "O"], [], ["B-PER", "O", "I-PER"], [], ["O", "O"]]}
+    DatasetDict({"train": Dataset.from_dict(rows), "validation": Dataset.from_dict(rows)}).save_to_disk(
+        str(tmp_path / "saved"))
+    with caplog.at_level("WARNING", logger="nerkit"):
+        splits, _ = read(dataset_name=str(tmp_path / "saved"))
+    train = splits["train"]
+    assert train.tokens == [["EU", "rejects"], ["Peter", " ", "Blackburn"], ["a", "\xa0"]]
+    assert train.tags == [["B-ORG", "O"], ["B-PER", "O", "I-PER"], ["O", "O"]]
+    assert train.where(1).endswith("split train, example 2")  # places keep the dataset's own numbering
+    warnings = [record.getMessage() for record in caplog.records if "split train" in record.getMessage()]
+    assert any("skipped 2 example(s)" in w and "example 1; example 3" in w for w in warnings), warnings
+    assert any("2 word(s)" in w and "example 2, word 1; example 4, word 1" in w for w in warnings), warnings
+
+
+def test_local_files_keep_their_clear_errors_for_blank_words(tmp_path):
+    path = write_jsonl(tmp_path / "train.json", [(["Peter", " "], ["B-PER", "O"])])
+    with pytest.raises(UserError, match="line 1: word 1"):
+        read(train_file=path)
