@@ -4,7 +4,8 @@
     tokenizer, config, label_list, head_reused = load_tokenizer_and_labels(model_args, data_args, splits, declared)
     model = load_model(model_args, config, head_reused)
     settings, features = encode_splits(splits, tokenizer, config, label_list, data_args, max_length, ...)
-    tags, probabilities, metrics = decode_and_score(batches, accelerator, split, features, label_list, data_args)
+    tags, probabilities, metrics = decode_and_score(batches, accelerator, split, features, label_list, data_args,
+                                                    scheme)
 """
 
 import logging
