@@ -104,7 +104,7 @@ def scheme_from_tags(tag_lists, label_list):
     used = {prefixes[i] for i in np.unique(ids)} - {None}
     if not used:
         return None
-    entity_tags = sum(prefixes[i] is not None for i in ids)
+    entity_tags = np.array([prefix is not None for prefix in prefixes])[ids].sum()
     for scheme in MOST_SPECIFIC_FIRST:
         if scheme in CLOSING and not used & CLOSING[scheme]:
             continue

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 from seqeval.metrics.sequence_labeling import get_entities
 
-from .schemes import RULES_IN_WORDS, broken, flatten, transition_rules
+from .schemes import RULES_IN_WORDS, broken, flatten, split_label, transition_rules
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,10 @@ def log_summary(splits, tokenizer, label_list, scheme, source):
         logger.info(describe(split, tokenizer))
     logger.info("Tagging scheme %s, decided from %s: Viterbi decoding predicts only the label sequences it allows "
                 "(%s).", scheme, source, RULES_IN_WORDS[scheme])
+    if scheme == "none" and any(split_label(label)[0] for label in label_list):
+        logger.warning("The labels have entity prefixes (B-, I-, ...), but no tagging scheme fits them (decided "
+                       "from %s; a scheme fits tags that break it at most once in 100 entity tags), so Viterbi "
+                       "decoding allows every sequence, as argmax does; check the data.", source)
     for split in splits.values():
         warning = break_warning(split, label_list, scheme)
         if warning:

@@ -5,7 +5,8 @@
     settings = encoding_settings(tokenizer, config, label_list, data_args, max_length)  # before any weights
     model = load_model(model_args, config, head_reused)
     features = encode_splits(splits, tokenizer, config, settings, data_args, main_process_first)
-    tags, probabilities, metrics = decode_and_score(batches, accelerator, split, features, label_list, data_args)
+    tags, probabilities, metrics = decode_and_score(batches, accelerator, split, features, label_list, data_args,
+                                                    scheme)
 """
 
 import logging

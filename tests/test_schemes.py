@@ -13,6 +13,8 @@ from nerkit.data import Split
 from nerkit.errors import UserError
 from nerkit.metrics import check_strict_mode, entity_scores
 from nerkit.schemes import decide_scheme, model_scheme, scheme_from_names, scheme_from_tags
+from nerkit.summary import log_summary
+from nerkit.tokenization import load_fast_tokenizer
 from test_run_ner import read_json, run
 
 IOB1_TAGS = [["I-PER", "I-PER", "O", "I-LOC"], ["I-ORG", "B-ORG", "O"], ["O", "I-MISC", "I-MISC"]]
@@ -168,3 +170,13 @@ def test_strict_mode_without_a_scheme_stops_before_any_weights_load(script, tiny
         script.cli(["--model_name_or_path", tiny_bert, "--train_file", pos, "--label_column_name", "pos_tags",
                     "--output_dir", str(tmp_path / "out"), "--metric_mode", "strict", *flags])
     assert not (tmp_path / "out").exists()
+
+
+def test_entity_tags_that_fit_no_scheme_are_warned_about(tiny_bert, caplog):
+    mixed = IOB1_TAGS * 3 + IOB2_TAGS * 3
+    caplog.set_level(logging.INFO)
+    labels = labels_of(mixed)
+    scheme, source = decide_scheme({"train": split("train", mixed)}, labels)
+    log_summary({"train": split("train", mixed)}, load_fast_tokenizer(tiny_bert, {}), labels, scheme, source)
+    assert "Tagging scheme none, decided from the training tags" in caplog.text
+    assert "no tagging scheme fits them" in caplog.text
