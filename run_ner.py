@@ -89,7 +89,7 @@ class NerTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
-        check_finite_loss(loss, self.state.global_step + 1)
+        check_finite_loss(loss, self.state.global_step + 1, self.accelerator)
         return loss
 
 
@@ -285,14 +285,18 @@ def predict(trainer, split, features, label_list, data_args, output_dir):
 
 def publish(trainer, model_args, data_args, training_args, label_list, splits, command):
     """The model card of a trained folder (README.md), then a push to the hub with --push_to_hub."""
-    if not training_args.do_train or not trainer.is_world_process_zero():
+    if not training_args.do_train:
         return
-    scorer = trainer.compute_metrics
-    evaluated = scorer is not None and scorer.last_tags is not None
-    write_model_card(training_args.output_dir, model_args.model_name_or_path, data_sources(data_args), label_list,
-                     command, splits["validation"].tags if evaluated else None,
-                     scorer.last_tags if evaluated else None, data_args.metric_mode, model_scheme(trainer.model.config))
+    if trainer.is_world_process_zero():
+        scorer = trainer.compute_metrics
+        evaluated = scorer is not None and scorer.last_tags is not None
+        write_model_card(training_args.output_dir, model_args.model_name_or_path, data_sources(data_args),
+                         label_list, command, splits["validation"].tags if evaluated else None,
+                         scorer.last_tags if evaluated else None, data_args.metric_mode,
+                         model_scheme(trainer.model.config))
     if training_args.push_to_hub:
+        # On every process: push_to_hub saves the model first, which under FSDP or ZeRO-3 gathers the
+        # parameters from all of them; the Trainer uploads from process zero alone.
         trainer.push_to_hub(commit_message="End of training")
 
 

@@ -22,13 +22,15 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-import transformers
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedType, set_seed
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorForTokenClassification, SchedulerType, get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
+from transformers.trainer_utils import load_sharded_checkpoint
+from transformers.utils import SAFE_WEIGHTS_NAME
 
 from nerkit.arguments import DataTrainingArguments, ModelArguments, parse_arguments
 from nerkit.decoding import forward_batches
@@ -53,6 +55,7 @@ logger = logging.getLogger("run_ner_no_trainer")
 CHECKPOINT_NAME = re.compile(r"^(step|epoch)_(\d+)$")
 LOOP_STATE = "loop_state.json"  # beside accelerate's state in each checkpoint: counters and best score
 SCORED = {"train": "training", "validation": "the evaluation after every epoch"}  # splits that need tags
+TIMING_KEYS = ("_runtime", "_samples", "_samples_per_second", "_steps_per_second")  # of nerkit.outputs.timing_metrics
 NOT_INPUTS = ["word_ids", "example_id"]  # feature columns the decoder needs and the model does not take
 
 
@@ -90,7 +93,10 @@ class LoopArguments:
     )
     lr_scheduler_type: SchedulerType = field(default="linear", metadata={"help": "The scheduler type to use."})
     num_warmup_steps: int = field(default=0, metadata={"help": "Optimizer steps of linear warmup."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm, as the Trainer (0: off)."})
+    max_grad_norm: float | None = field(
+        default=None, metadata={"help": "Clip gradients to this norm before each optimizer step (default: no "
+                                        "clipping, as upstream's loop; the Trainer clips at 1.0)."}
+    )
     output_dir: str | None = field(default=None, metadata={"help": "Where to store the final model."})
     seed: int | None = field(default=None, metadata={"help": "A seed for reproducible training."})
     debug: bool = field(default=False, metadata={"help": "Keep at most 100 examples per split, for a quick run."})
@@ -109,9 +115,11 @@ class LoopArguments:
     with_tracking: bool = field(default=False, metadata={"help": "Log loss, learning rate and scores to a tracker."})
     report_to: str = field(default="all", metadata={"help": "Tracker for --with_tracking: tensorboard, wandb, "
                                                             "comet_ml, clearml, all..."})
-    keep_last: bool = field(
+    load_best_model_at_end: bool = field(
         default=False,
-        metadata={"help": "Save the model of the last epoch instead of the epoch with the best validation F1."},
+        metadata={"help": "Save (and predict with) the model of the epoch with the best validation F1 instead of "
+                          "the last epoch's, as run_ner.py's flag with --metric_for_best_model f1; its scores are "
+                          "reported as best_*. Needed by --early_stopping_patience."},
     )
 
     def __post_init__(self):
@@ -124,14 +132,40 @@ class LoopArguments:
 
 @dataclass
 class LoopState:
-    """What a resumed run needs besides accelerate's state: where it was and the best score so far."""
+    """What a resumed run needs besides accelerate's state: where it was, how long it has trained, the
+    early-stopping count and every epoch's scores, so it ends exactly as an uninterrupted run would."""
 
     completed_steps: int = 0
-    epoch: int = 0
+    epoch: int = 0  # epochs finished, which is also the index of the epoch being trained
+    train_seconds: float = 0.0  # time spent training (evaluations included) by the processes before this one
+    waited: int = 0  # epochs since the validation F1 last improved (--early_stopping_patience)
+    epoch_loss: float = 0.0  # sum of the current epoch's batch losses so far (each a mean over processes)
+    epoch_batches: int = 0  # and their number: a run resumed mid-epoch reports the whole epoch's mean loss
     best_f1: float | None = None
-    best_epoch: int | None = None
-    best_results: dict = field(default_factory=dict)
-    history: list = field(default_factory=list)  # per epoch: step, loss, eval_loss, eval_f1 (learning curves)
+    best_epoch: int | None = None  # epochs trained when that F1 was scored
+    history: list = field(default_factory=list)  # per epoch: epoch, step, loss and the eval_* results
+
+
+@dataclass
+class Run:
+    """What the loop's steps share: the launcher, the prepared model, optimizer, scheduler and dataloaders,
+    the data they come from, the label names and the flags."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    loaders: dict
+    splits: dict
+    features: dict
+    label_list: list
+    data_args: DataTrainingArguments
+    args: LoopArguments
+
+    @property
+    def scheme(self):
+        """The tagging scheme decoding and strict scoring follow: the one saved in the model's config."""
+        return model_scheme(self.accelerator.unwrap_model(self.model).config)
 
 
 def main(model_args, data_args, args, command=None):
@@ -146,6 +180,7 @@ def main(model_args, data_args, args, command=None):
     splits, declared = read_data(data_args, model_args, {"train": "training"}, scored=SCORED)
     if args.debug:
         splits = {name: split.select(100) for name, split in splits.items()}
+    check_keeping_best(accelerator, args, splits)
     tokenizer, config, label_list, head_reused = load_tokenizer_and_labels(model_args, data_args, splits, declared)
     settings = encoding_settings(tokenizer, config, label_list, data_args, args.max_length, flag="--max_length")
     model = load_model(model_args, config, head_reused)
@@ -161,11 +196,10 @@ def main(model_args, data_args, args, command=None):
     if args.with_tracking:
         accelerator.init_trackers("ner_no_trainer", tracked_config(model_args, data_args, args))
 
-    state = train(accelerator, model, optimizer, scheduler, loaders, splits, features, label_list, data_args, args,
-                  max_steps, epochs, resume)
+    run = Run(accelerator, model, optimizer, scheduler, loaders, splits, features, label_list, data_args, args)
+    state, kept_tags = train(run, max_steps, epochs, resume)
     base_model = model_args.model_name_or_path or f"a new {model_args.model_type} (trained from scratch)"
-    finish(accelerator, model, tokenizer, loaders, splits, features, label_list, data_args, args, state,
-           (base_model, command or command_line()))
+    finish(run, tokenizer, state, kept_tags, (base_model, command or command_line()))
 
 
 def make_accelerator(args, data_args):
@@ -191,6 +225,23 @@ def check_arguments(model_args, data_args, args):
     if data_args.max_seq_length is not None:
         raise UserError("run_ner_no_trainer.py sets the window length with --max_length (default 128); "
                         "--max_seq_length is run_ner.py's spelling.")
+    if data_args.early_stopping_patience is not None and not args.load_best_model_at_end:
+        raise UserError("--early_stopping_patience needs --load_best_model_at_end (as in run_ner.py): otherwise the "
+                        "saved model would be the last one, trained past the best epoch.")
+
+
+def check_keeping_best(accelerator, args, splits):
+    """--load_best_model_at_end compares the validation F1 of every epoch and loads the best weights back into
+    the model at the end, which needs whole (not sharded) parameters on every process."""
+    if not args.load_best_model_at_end:
+        return
+    if "validation" not in splits or splits["validation"].tags is None:
+        raise UserError("--load_best_model_at_end keeps the epoch with the best validation F1: give a labelled "
+                        "--validation_file (or a dataset with a labelled 'validation' split).")
+    plugin = accelerator.state.deepspeed_plugin
+    if accelerator.distributed_type == DistributedType.FSDP or (plugin is not None and plugin.zero_stage == 3):
+        raise UserError("--load_best_model_at_end is not supported with sharded parameters (FSDP, DeepSpeed ZeRO-3) "
+                        "in run_ner_no_trainer.py: use run_ner.py, or train without it (the last epoch is saved).")
 
 
 def checkpoint_to_resume(args, data_args):
@@ -255,12 +306,17 @@ def make_optimizer(model, args):
     return torch.optim.AdamW(groups, lr=args.learning_rate)
 
 
-def training_length(batches_per_epoch, args):
-    """(optimizer steps, epochs) for this process's share of the data. An epoch's last accumulation group
+def steps_per_epoch(batches_per_epoch, args):
+    """Optimizer steps in an epoch of this process's share of the data. An epoch's last accumulation group
     may be short: accelerate steps at the end of the dataloader."""
-    steps_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
-    max_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
-    return max_steps, math.ceil(max_steps / steps_per_epoch)
+    return math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
+
+
+def training_length(batches_per_epoch, args):
+    """(optimizer steps, epochs) for this process's share of the data."""
+    per_epoch = steps_per_epoch(batches_per_epoch, args)
+    max_steps = args.max_train_steps or args.num_train_epochs * per_epoch
+    return max_steps, math.ceil(max_steps / per_epoch)
 
 
 def make_scheduler(optimizer, args, max_steps, num_processes):
@@ -279,181 +335,251 @@ def tracked_config(model_args, data_args, args):
             for key, value in values.items() if value is not None}
 
 
-def train(accelerator, model, optimizer, scheduler, loaders, splits, features, label_list, data_args, args,
-          max_steps, epochs, resume):
-    """The loop: accumulate, step, checkpoint; evaluate every epoch and keep the best by validation F1."""
-    state = LoopState()
-    skip_batches = 0
-    if resume:
-        state, skip_batches = restore(accelerator, resume, len(loaders["train"]), args)
+def train(run, max_steps, epochs, resume):
+    """The loop: accumulate, step, checkpoint; evaluate every epoch. Returns the LoopState and the validation
+    word labels of the kept epoch (None when that epoch was scored before this process resumed)."""
+    state, skip_batches = restore(run, resume) if resume else (LoopState(), 0)
     if max_steps == 0:  # --num_train_epochs 0: evaluate (and predict) the model as it is
-        end_of_epoch(accelerator, model, loaders, splits, features, label_list, data_args, args, state, -1, None, 0.0)
-        return state
-    progress = tqdm(range(max_steps), initial=state.completed_steps, disable=not accelerator.is_local_main_process)
-    started, loss_count, waited = time.time(), 0, 0
-    loss_sum = torch.zeros((), device=accelerator.device)  # a tensor even for an epoch resumed at its end
-    epoch, train_loss = state.epoch - 1, None  # a run resumed at its very end trains no further epoch
+        return state, end_of_epoch(run, state, None)
+    progress = tqdm(range(max_steps), initial=state.completed_steps, disable=not run.accelerator.is_local_main_process)
+    started, kept_tags = time.time(), None
     for epoch in range(state.epoch, epochs):
-        model.train()
-        loaders["train"].set_epoch(epoch)
-        batches = accelerator.skip_first_batches(loaders["train"], skip_batches) if skip_batches else loaders["train"]
+        train_loss = train_epoch(run, state, skip_batches, max_steps, progress, started)
         skip_batches = 0
-        for batch in batches:
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                check_finite_loss(loss, state.completed_steps + 1)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            loss_sum, loss_count = loss_sum + loss.detach().float(), loss_count + 1
-            if accelerator.sync_gradients:
-                state.completed_steps += 1
-                progress.update(1)
-                if args.checkpointing_steps not in (None, "epoch") and \
-                        state.completed_steps % int(args.checkpointing_steps) == 0:
-                    save_checkpoint(accelerator, args.output_dir, f"step_{state.completed_steps}", state, epoch)
-                if state.completed_steps >= max_steps:
-                    break
-        train_loss = accelerator.reduce(loss_sum / max(loss_count, 1), reduction="mean").item()
-        improved = end_of_epoch(accelerator, model, loaders, splits, features, label_list, data_args, args, state,
-                                epoch, train_loss, scheduler.get_last_lr()[0])
-        waited = 0 if improved is not False else waited + 1
-        if args.checkpointing_steps == "epoch":
-            save_checkpoint(accelerator, args.output_dir, f"epoch_{epoch}", state, epoch + 1)
-        if state.completed_steps >= max_steps or stop_early(waited, data_args, epoch):
+        state.epoch = epoch + 1
+        tags = end_of_epoch(run, state, train_loss)
+        if kept_epoch(state, run.args) == state.epoch:
+            kept_tags = tags
+        if run.args.checkpointing_steps == "epoch":
+            save_checkpoint(run.accelerator, run.args.output_dir, f"epoch_{epoch}", state, started)
+        if state.completed_steps >= max_steps or stop_early(state, run.data_args):
             break
-    state.epoch = epoch + 1
-    state.best_results.update(timing_metrics("train", time.time() - started, len(splits["train"].tokens) * state.epoch,
-                                      state.completed_steps),
-                              train_loss=train_loss, epoch=float(state.epoch),
-                              train_samples=len(splits["train"].tokens))
-    return state
+    state.train_seconds += time.time() - started
+    return state, kept_tags
 
 
-def end_of_epoch(accelerator, model, loaders, splits, features, label_list, data_args, args, state, epoch,
-                 train_loss, learning_rate):
-    """Evaluate, log, and save the model when its validation F1 is the best so far (or always with
-    --keep_last, or when there is no validation split). Returns whether this epoch improved (None without
-    a validation split)."""
-    results = {}
-    if "validation" in loaders:
+def train_epoch(run, state, skip_batches, max_steps, progress, started):
+    """One pass over the training data (the part not yet trained on, after a resume); returns its mean
+    training loss over every process."""
+    accelerator, model, args = run.accelerator, run.model, run.args
+    model.train()
+    run.loaders["train"].set_epoch(state.epoch)
+    batches = run.loaders["train"]
+    if skip_batches:
+        batches = accelerator.skip_first_batches(batches, skip_batches)
+    loss_sum = torch.tensor(state.epoch_loss, device=accelerator.device)  # on the device: no sync per batch
+    loss_count = state.epoch_batches
+    for batch in batches:
+        with accelerator.accumulate(model):
+            loss = model(**batch).loss
+            check_finite_loss(loss, state.completed_steps + 1, accelerator)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and args.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            run.optimizer.step()
+            run.scheduler.step()
+            run.optimizer.zero_grad()
+        loss_sum, loss_count = loss_sum + loss.detach().float(), loss_count + 1
+        if accelerator.sync_gradients:
+            state.completed_steps += 1
+            progress.update(1)
+            if args.checkpointing_steps not in (None, "epoch") and \
+                    state.completed_steps % int(args.checkpointing_steps) == 0:
+                state.epoch_loss = accelerator.reduce(loss_sum, reduction="mean").item()
+                state.epoch_batches = loss_count
+                save_checkpoint(accelerator, args.output_dir, f"step_{state.completed_steps}", state, started)
+            if state.completed_steps >= max_steps:
+                break
+    state.epoch_loss, state.epoch_batches = 0.0, 0
+    return accelerator.reduce(loss_sum / max(loss_count, 1), reduction="mean").item()
+
+
+def end_of_epoch(run, state, train_loss):
+    """Evaluate, log and record the epoch just finished (`state.epoch` epochs trained); with
+    --load_best_model_at_end, save the model when its validation F1 is the best so far. Returns the validation
+    word labels, or None without a validation split."""
+    results, tags = {}, None
+    if "validation" in run.loaders:
         started = time.time()
-        _, _, scores = evaluate(model, loaders["validation"], accelerator, splits["validation"],
-                                features["validation"], label_list, data_args)
+        tags, _, scores = evaluate(run, "validation")
         results = {f"eval_{key}": value for key, value in scores.items()}
-        results.update(timing_metrics("eval", time.time() - started, len(splits["validation"].tokens),
-                               len(loaders["validation"])))
-        logger.info("epoch %d: %s", epoch, json.dumps({k: round(v, 4) for k, v in results.items()}))
-    if args.with_tracking:
-        accelerator.log(dict(results, train_loss=train_loss, learning_rate=learning_rate, epoch=epoch),
-                        step=state.completed_steps)
-    state.history.append({"step": state.completed_steps, "loss": train_loss, "eval_loss": results.get("eval_loss"),
-                          "eval_f1": results.get("eval_f1")})
+        results.update(timing_metrics("eval", time.time() - started, len(run.splits["validation"].tokens),
+                                      len(run.loaders["validation"])))
+        logger.info("epoch %d: %s", state.epoch, json.dumps({k: round(v, 4) for k, v in results.items()}))
+    if run.args.with_tracking:
+        run.accelerator.log(dict(results, train_loss=train_loss, learning_rate=run.scheduler.get_last_lr()[0],
+                                 epoch=state.epoch), step=state.completed_steps)
+    state.history.append({"epoch": state.epoch, "step": state.completed_steps, "loss": train_loss, **results})
     f1 = results.get("eval_f1")
-    threshold = data_args.early_stopping_threshold
-    improved = f1 is not None and (state.best_f1 is None or f1 > state.best_f1 + threshold)
-    if improved or args.keep_last or f1 is None:
-        state.best_f1 = f1 if improved else state.best_f1
-        state.best_epoch, state.best_results = epoch, dict(results)
-        save_model(accelerator, model, args.output_dir)
-    return improved if f1 is not None else None
+    if f1 is not None:
+        improved = state.best_f1 is None or f1 > state.best_f1 + run.data_args.early_stopping_threshold
+        state.waited = 0 if improved else state.waited + 1
+        if improved:
+            state.best_f1, state.best_epoch = f1, state.epoch
+            if run.args.load_best_model_at_end:
+                save_model(run)
+    return tags
 
 
-def stop_early(waited, data_args, epoch):
+def kept_epoch(state, args):
+    """The epoch whose model is saved: the last, or with --load_best_model_at_end the best by validation F1."""
+    if args.load_best_model_at_end and state.best_epoch is not None:
+        return state.best_epoch
+    return state.epoch
+
+
+def stop_early(state, data_args):
     patience = data_args.early_stopping_patience
-    if patience is not None and waited >= patience:
-        logger.info("Stopping after epoch %d: validation F1 has not improved for %d epochs.", epoch, waited)
+    if patience is not None and state.waited >= patience:
+        logger.info("Stopping after epoch %d: validation F1 has not improved for %d epochs.", state.epoch,
+                    state.waited)
         return True
     return False
 
 
-def evaluate(model, loader, accelerator, split, split_features, label_list, data_args):
-    model.eval()
-    return decode_and_score(forward_batches(model, loader), accelerator, split, split_features, label_list,
-                            data_args, model_scheme(accelerator.unwrap_model(model).config))
+def evaluate(run, split_name):
+    run.model.eval()
+    return decode_and_score(forward_batches(run.model, run.loaders[split_name]), run.accelerator,
+                            run.splits[split_name], run.features[split_name], run.label_list, run.data_args,
+                            run.scheme)
 
 
-def save_model(accelerator, model, output_dir):
+def save_model(run):
+    accelerator = run.accelerator
     accelerator.wait_for_everyone()
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped.save_pretrained(output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save,
-                              state_dict=accelerator.get_state_dict(model))
+    unwrapped = accelerator.unwrap_model(run.model)
+    unwrapped.save_pretrained(run.args.output_dir, is_main_process=accelerator.is_main_process,
+                              save_function=accelerator.save, state_dict=accelerator.get_state_dict(run.model))
 
 
-def save_checkpoint(accelerator, output_dir, name, state, next_epoch):
-    """accelerate's state (model, optimizer, scheduler, RNG) plus our counters, in output_dir/name."""
+def load_saved_weights(run):
+    """Load the weights save_model wrote to output_dir back into the model in place, as the Trainer's
+    load_best_model_at_end does: the same model object (remote code included), no second copy on the device."""
+    run.accelerator.wait_for_everyone()  # the main process has written them
+    model, folder = run.accelerator.unwrap_model(run.model), run.args.output_dir
+    single = os.path.join(folder, SAFE_WEIGHTS_NAME)
+    if os.path.isfile(single):
+        result = model.load_state_dict(load_file(single, device="cpu"), strict=False)
+    else:
+        result = load_sharded_checkpoint(model, folder, strict=False)
+    if result.unexpected_keys or result.missing_keys:  # tied weights are saved once and may be missing here
+        logger.warning("Loading the kept weights: missing %s, unexpected %s.", result.missing_keys,
+                       result.unexpected_keys)
+
+
+def save_checkpoint(accelerator, output_dir, name, state, started):
+    """accelerate's state (model, optimizer, scheduler, RNG) plus our counters, in output_dir/name.
+    `started` is when this process began training: the time so far is stored for a resumed run's runtime."""
     path = os.path.join(output_dir, name)
     accelerator.save_state(path)
     if accelerator.is_main_process:
-        write_json(os.path.join(path, LOOP_STATE), asdict(state) | {"epoch": next_epoch})
+        write_json(os.path.join(path, LOOP_STATE), asdict(state) | {
+            "train_seconds": state.train_seconds + time.time() - started})
     accelerator.wait_for_everyone()
 
 
-def restore(accelerator, path, batches_per_epoch, args):
+def restore(run, path):
     """Load a checkpoint; returns (LoopState, batches of the current epoch already trained on)."""
     logger.info("Resuming from %s", path)
-    accelerator.load_state(path)
+    run.accelerator.load_state(path)
     with open(os.path.join(path, LOOP_STATE), encoding="utf-8") as handle:
-        state = LoopState(**json.load(handle))
-    steps_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
-    done_in_epoch = state.completed_steps - state.epoch * steps_per_epoch
-    return state, max(done_in_epoch, 0) * args.gradient_accumulation_steps
+        saved = json.load(handle)
+    state = LoopState(**{key: value for key, value in saved.items() if key in LoopState.__dataclass_fields__})
+    if run.args.load_best_model_at_end and state.best_epoch is not None and \
+            not os.path.isfile(os.path.join(run.args.output_dir, "config.json")):
+        raise UserError(f"--load_best_model_at_end: the model of the best epoch so far was saved in the output folder "
+                        f"of the run that wrote {path}, not in {run.args.output_dir}. Resume into that folder.")
+    done_in_epoch = state.completed_steps - state.epoch * steps_per_epoch(len(run.loaders["train"]), run.args)
+    return state, max(done_in_epoch, 0) * run.args.gradient_accumulation_steps
 
 
-def finish(accelerator, model, tokenizer, loaders, splits, features, label_list, data_args, args, state, origin):
-    """Final model (the best epoch's, or the last with --keep_last), results, reports, predictions, push.
-    `origin` is (base model, command) for the model card."""
-    if state.best_epoch is None:
-        save_model(accelerator, model, args.output_dir)
+def finish(run, tokenizer, state, kept_tags, origin):
+    """The saved model (the last epoch's, or the best one's with --load_best_model_at_end, loaded back into
+    the model), results, reports, predictions with that model, push. `origin` is (base model, command)."""
+    accelerator, args = run.accelerator, run.args
+    if kept_epoch(state, args) != state.epoch:
+        load_saved_weights(run)
+    elif not (args.load_best_model_at_end and state.best_epoch is not None):  # else saved when it was scored
+        save_model(run)
     if accelerator.is_main_process:
         tokenizer.save_pretrained(args.output_dir)
-        logger.info("Kept the model of epoch %s.", state.best_epoch)
-        eval_results = {k: v for k, v in state.best_results.items() if k.startswith("eval_")}
-        train_results = {k: v for k, v in state.best_results.items() if k not in eval_results}
+        train_results, eval_results = final_results(run, state)
         if train_results:
             save_results(args.output_dir, "train", train_results)
         if eval_results:
-            save_results(args.output_dir, "eval", dict(eval_results, epoch=float(state.best_epoch + 1)))
-    accelerator.wait_for_everyone()  # the main process has written the kept model
-    kept = accelerator.prepare(transformers.AutoModelForTokenClassification.from_pretrained(args.output_dir))
-    report(accelerator, kept, loaders, splits, features, label_list, data_args, args, state, origin)
-    if "test" in loaders:
-        predict(accelerator, kept, loaders["test"], splits["test"], features["test"], label_list, data_args, args)
+            save_results(args.output_dir, "eval", eval_results)
+        log_saved_model(state, args)
+    accelerator.wait_for_everyone()
+    report(run, state, kept_tags, origin)
+    if "test" in run.loaders:
+        predict(run)
     if args.with_tracking:
         accelerator.end_training()
     if args.push_to_hub and accelerator.is_main_process:
         push(args)
 
 
-def report(accelerator, model, loaders, splits, features, label_list, data_args, args, state, origin):
-    """Model card, confusion matrix (on the kept model's validation labels) and learning curves."""
-    gold = predicted = None
-    if "validation" in loaders:
-        predicted, _, _ = evaluate(model, loaders["validation"], accelerator, splits["validation"],
-                                   features["validation"], label_list, data_args)
-        gold = splits["validation"].tags
-    if not accelerator.is_main_process:
+def final_results(run, state):
+    """(train results, eval results) with upstream's meaning: the last epoch's training loss and evaluation,
+    `epoch` the epochs trained; with --load_best_model_at_end also the saved epoch's scores as best_*."""
+    last = state.history[-1] if state.history else {}
+    epochs = state.completed_steps / steps_per_epoch(len(run.loaders["train"]), run.args)
+    train_results = {}
+    if state.completed_steps:
+        examples = len(run.splits["train"].tokens)
+        train_results = timing_metrics("train", state.train_seconds, round(examples * epochs), state.completed_steps)
+        train_results.update(train_loss=last.get("loss"), epoch=epochs, train_samples=examples)
+    eval_results = {key: value for key, value in last.items() if key.startswith("eval_")}
+    if eval_results:
+        eval_results["epoch"] = epochs
+    if run.args.load_best_model_at_end and state.best_epoch is not None:
+        best = next(entry for entry in state.history if entry["epoch"] == state.best_epoch)
+        eval_results.update({f"best_{key}": value for key, value in best.items()
+                             if key.startswith("eval_") and not key.endswith(TIMING_KEYS)},
+                            best_epoch=float(state.best_epoch))
+    return train_results, eval_results
+
+
+def log_saved_model(state, args):
+    """Say which epoch's model output_dir holds, and which keys describe it."""
+    kept = kept_epoch(state, args)
+    if not state.completed_steps:
+        logger.info("Saved the model as it was given (no training step).")
+    elif kept == state.epoch:
+        reason = "the best by validation F1 too" if args.load_best_model_at_end else "use --load_best_model_at_end " \
+                 "to keep the epoch with the best validation F1 instead"
+        logger.info("Saved the model of the last epoch, %d (%s).", state.epoch, reason)
+    else:
+        logger.info("Saved the model of epoch %d of %d, the best by validation F1 (%.4f): eval_* in eval_results.json "
+                    "report the last epoch, best_* the saved model.", kept, state.epoch, state.best_f1)
+
+
+def report(run, state, kept_tags, origin):
+    """Model card, confusion matrix (the saved model's validation labels, those of the kept epoch's
+    evaluation) and learning curves."""
+    gold = run.splits["validation"].tags if "validation" in run.loaders else None
+    if gold is not None and kept_tags is None:  # the kept epoch was scored before this process resumed
+        kept_tags, _, _ = evaluate(run, "validation")
+    if not run.accelerator.is_main_process:
         return
     base_model, command = origin
-    write_model_card(args.output_dir, base_model, data_sources(data_args), label_list, command, gold, predicted,
-                     data_args.metric_mode, model_scheme(accelerator.unwrap_model(model).config))
+    write_model_card(run.args.output_dir, base_model, data_sources(run.data_args), run.label_list, command, gold,
+                     kept_tags if gold is not None else None, run.data_args.metric_mode, run.scheme)
     if gold is not None:
-        save_confusion_matrix(args.output_dir, gold, predicted)
-    save_learning_curves(args.output_dir, state.history)
+        save_confusion_matrix(run.args.output_dir, gold, kept_tags)
+    save_learning_curves(run.args.output_dir, state.history)
 
 
-def predict(accelerator, model, loader, split, split_features, label_list, data_args, args):
-    """Predict the test split with the kept model; write predictions and predict_results.json."""
+def predict(run):
+    """Predict the test split with the saved model; write predictions and predict_results.json."""
     started = time.time()
-    tags, probabilities, scores = evaluate(model, loader, accelerator, split, split_features, label_list, data_args)
-    if accelerator.is_main_process:
+    split, loader = run.splits["test"], run.loaders["test"]
+    tags, probabilities, scores = evaluate(run, "test")
+    if run.accelerator.is_main_process:
         metrics = {f"predict_{key}": value for key, value in scores.items()}
         metrics.update(timing_metrics("predict", time.time() - started, len(split.tokens), len(loader)))
-        save_results(args.output_dir, "predict", metrics)
-        write_predictions(args.output_dir, split, tags, probabilities)
+        save_results(run.args.output_dir, "predict", metrics)
+        write_predictions(run.args.output_dir, split, tags, probabilities)
 
 
 def push(args):

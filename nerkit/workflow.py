@@ -152,10 +152,15 @@ def decode_and_score(batches, accelerator, split, features, label_list, data_arg
     return tags, probabilities, metrics
 
 
-def check_finite_loss(loss, step):
-    """Stop at once when the training loss stops being a number, instead of training on garbage."""
+def check_finite_loss(loss, step, accelerator):
+    """Stop at once when the training loss stops being a number, instead of training on garbage.
+
+    Collective: every process calls it at every step and looks at the loss averaged over all of them, so
+    they all stop together (a process stopping alone would leave the others waiting in their next
+    all-reduce)."""
     import torch
 
-    if not torch.isfinite(loss).all():
-        raise UserError(f"The training loss became {loss.float().mean().item()} at optimizer step {step}. Lower "
-                        "the learning rate, add warmup, or train without fp16 (bf16 or fp32), then run again.")
+    mean = accelerator.reduce(loss.detach().float().mean(), reduction="mean")
+    if not torch.isfinite(mean):
+        raise UserError(f"The training loss became {mean.item()} at optimizer step {step}. Lower the learning rate, "
+                        "add warmup, or train without fp16 (bf16 or fp32), then run again.")

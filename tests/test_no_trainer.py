@@ -1,15 +1,21 @@
 """run_ner_no_trainer.py: parity with run_ner.py, accumulation, resume, launchers."""
 
 import glob
+import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 
 import pytest
+import torch
+from accelerate import Accelerator
 from safetensors.torch import load_file
+from transformers import AutoModelForTokenClassification
 
 import run_ner_no_trainer
+from nerkit.modeling import load_model
 from conftest import ROOT, examples
 from test_run_ner import predictions, read_json, run, write_rows
 
@@ -45,7 +51,7 @@ def test_parity_with_run_ner(tiny_bert, files, tmp_path):
     trainer_dir = run(tiny_bert, tmp_path / "trainer", "--do_train", "--do_eval", "--do_predict",
                       "--num_train_epochs", "6", "--max_seq_length", "64", "--return_entity_level_metrics", files=files)
     loop_dir = run_loop(tiny_bert, tmp_path / "loop", "--num_train_epochs", "6", "--max_length", "64",
-                        "--keep_last", "--return_entity_level_metrics", files=files)
+                        "--return_entity_level_metrics", files=files)
     shared = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "train_results.json",
               "eval_results.json", "predict_results.json", "all_results.json", "predictions.txt",
               "predictions.jsonl"}
@@ -82,6 +88,12 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tiny_bert, files, tmp_path)
     assert predictions(resumed) == predictions(whole)
     weights, resumed_weights = load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert all((weights[name] - resumed_weights[name]).abs().max() < 1e-5 for name in weights)
+    # stopped in the last epoch, the resumed run reports that whole epoch's mean loss
+    late = tmp_path / "late"
+    shutil.copytree(whole / "step_12", late / "step_12")  # steps 11 to 15 are the last epoch
+    run_loop(tiny_bert, late, *common, "--resume_from_checkpoint", "latest", files=files)
+    assert read_json(late / "train_results.json")["train_loss"] == pytest.approx(
+        read_json(whole / "train_results.json")["train_loss"], rel=1e-5)
 
 
 def test_non_empty_output_dir_needs_resume_or_overwrite(tiny_bert, files, tmp_path):
@@ -97,16 +109,17 @@ def test_help_lists_the_upstream_flags():
     for flag in ("--max_length", "--per_device_train_batch_size", "--gradient_accumulation_steps",
                  "--lr_scheduler_type", "--num_warmup_steps", "--checkpointing_steps", "--resume_from_checkpoint",
                  "--with_tracking", "--report_to", "--hub_token", "--model_type", "--debug", "--test_file",
-                 "--label_all_tokens", "--keep_last"):
+                 "--label_all_tokens", "--load_best_model_at_end", "--max_grad_norm"):
         assert flag in result.stdout, flag
 
 
-def test_debug_with_csv_input_and_tracking(tiny_bert, tmp_path):
+def test_debug_with_csv_input_tracking_and_clipping(tiny_bert, tmp_path, clipped):
     csv_files = {"train": write_rows(tmp_path / "train.csv", examples(120)),
                  "validation": write_rows(tmp_path / "dev.csv", examples(5))}
     output = run_loop(tiny_bert, tmp_path / "o", "--debug", "--num_train_epochs", "1", "--with_tracking",
-                      "--report_to", "tensorboard", files=csv_files)
+                      "--report_to", "tensorboard", "--max_grad_norm", "1.0", files=csv_files)
     assert read_json(output / "train_results.json")["train_samples"] == 100  # --debug keeps 100 per split
+    assert len(clipped) == 13  # every optimizer step: 100 examples in batches of 8
     assert glob.glob(str(output / "**" / "*tfevents*"), recursive=True)
 
 
@@ -118,3 +131,131 @@ def test_accelerate_launch_on_cpu(tiny_bert, files, tmp_path):
                     launcher=launcher)
     assert result.returncode == 0, result.stderr[-3000:]
     assert [len(line) for line in predictions(tmp_path / "o")] == [len(t) for t, _ in examples(5, offset=2)]
+
+
+def weights(path):
+    return load_file(os.path.join(path, "model.safetensors"))
+
+
+def same_weights(first, second):
+    return first.keys() == second.keys() and all(torch.equal(first[name], second[name]) for name in first)
+
+
+# --early_stopping_threshold 1.0: no epoch after the first counts as an improvement of the validation F1, so
+# the best epoch is the first and the last one is something else.
+NO_LATER_IMPROVEMENT = ["--early_stopping_threshold", "1.0"]
+
+
+@pytest.fixture
+def training_losses(monkeypatch):
+    """Every training batch's loss, recorded by a forward hook on the model the script loads."""
+    losses = []
+
+    def hooked(*args, **kwargs):
+        model = load_model(*args, **kwargs)
+        model.register_forward_hook(lambda module, _, output: losses.append(output.loss.item())
+                                    if module.training else None)
+        return model
+
+    monkeypatch.setattr(run_ner_no_trainer, "load_model", hooked)
+    return losses
+
+
+@pytest.fixture
+def clipped(monkeypatch):
+    """Optimizer steps whose gradients were clipped."""
+    calls = []
+    real = Accelerator.clip_grad_norm_
+    monkeypatch.setattr(Accelerator, "clip_grad_norm_", lambda self, *a, **k: calls.append(k) or real(self, *a, **k))
+    return calls
+
+
+def test_results_and_model_are_the_last_epochs_as_upstream(tiny_bert, files, tmp_path, training_losses, clipped):
+    output = run_loop(tiny_bert, tmp_path / "o", "--num_train_epochs", "2", "--checkpointing_steps", "epoch",
+                      *NO_LATER_IMPROVEMENT, files={"train": files["train"], "validation": files["validation"]})
+    results = read_json(output / "all_results.json")
+    assert results["epoch"] == read_json(output / "train_results.json")["epoch"] == 2.0  # 2 epochs trained
+    assert len(training_losses) == 10  # 40 examples in batches of 8, twice
+    assert results["train_loss"] == pytest.approx(sum(training_losses[5:]) / 5, rel=1e-5)  # the last epoch's
+    assert results["train_loss"] != pytest.approx(sum(training_losses) / 10, rel=1e-5)
+    assert not clipped  # no gradient clipping by default, as upstream
+    assert not [key for key in results if key.startswith("best_")]
+    # the saved model is the last epoch's, and eval_* are its scores
+    assert same_weights(weights(output), weights(output / "epoch_1"))
+    assert not same_weights(weights(output), weights(output / "epoch_0"))
+    again = read_json(run_loop(str(output), tmp_path / "again", "--num_train_epochs", "0",
+                               files={"train": files["train"], "validation": files["validation"]})
+                      / "eval_results.json")
+    assert results["eval_f1"] == again["eval_f1"]
+    assert results["eval_loss"] == pytest.approx(again["eval_loss"], rel=1e-5)
+
+
+def custom_code_model(tiny_bert, folder):
+    """The tiny BERT as a model whose classes come from code in its folder (needs --trust_remote_code)."""
+    shutil.copytree(tiny_bert, folder)
+    (folder / "configuration_tiny.py").write_text(
+        "from transformers import BertConfig\n\n\nclass TinyConfig(BertConfig):\n    model_type = 'nerkit-tiny'\n")
+    (folder / "modeling_tiny.py").write_text(
+        "from transformers import BertForTokenClassification\n\nfrom .configuration_tiny import TinyConfig\n\n\n"
+        "class TinyForTokenClassification(BertForTokenClassification):\n    config_class = TinyConfig\n")
+    config = read_json(folder / "config.json")
+    config.update(model_type="nerkit-tiny", architectures=["TinyForTokenClassification"], auto_map={
+        "AutoConfig": "configuration_tiny.TinyConfig",
+        "AutoModelForTokenClassification": "modeling_tiny.TinyForTokenClassification"})
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+def test_load_best_model_at_end_keeps_and_names_the_best_epoch(tiny_bert, files, tmp_path, monkeypatch, caplog):
+    model = custom_code_model(tiny_bert, tmp_path / "custom")
+    loads, passes = [], []
+    real_load, real_forward = AutoModelForTokenClassification.from_pretrained, run_ner_no_trainer.forward_batches
+    monkeypatch.setattr(AutoModelForTokenClassification, "from_pretrained",
+                        lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    monkeypatch.setattr(run_ner_no_trainer, "forward_batches", lambda *a: passes.append(a) or real_forward(*a))
+    caplog.set_level(logging.INFO, logger="run_ner_no_trainer")
+    output = run_loop(model, tmp_path / "o", "--num_train_epochs", "2", "--checkpointing_steps", "epoch",
+                      "--trust_remote_code", "--load_best_model_at_end", *NO_LATER_IMPROVEMENT, files=files)
+    assert len(loads) == 1  # the kept weights went back into the model: no second model loaded
+    assert len(passes) == 3  # validation after each epoch, then the test split; no extra validation pass
+    assert "Saved the model of epoch 1 of 2" in caplog.text
+    results = read_json(output / "all_results.json")
+    assert results["epoch"] == 2.0 and results["best_epoch"] == 1.0
+    assert same_weights(weights(output), weights(output / "epoch_0"))
+    # best_* are the saved model's scores, eval_* the last epoch's; the test split is predicted by the saved model
+    monkeypatch.undo()
+    again = run_loop(str(output), tmp_path / "again", "--num_train_epochs", "0", "--trust_remote_code", files=files)
+    assert results["best_eval_f1"] == read_json(again / "eval_results.json")["eval_f1"]
+    assert results["best_eval_loss"] == pytest.approx(read_json(again / "eval_results.json")["eval_loss"], rel=1e-5)
+    assert results["eval_loss"] != pytest.approx(results["best_eval_loss"], rel=1e-5)
+    assert predictions(output) == predictions(again)
+
+
+def test_resumed_run_stops_and_counts_time_like_an_uninterrupted_one(tiny_bert, files, tmp_path):
+    common = ["--num_train_epochs", "5", "--checkpointing_steps", "epoch", "--load_best_model_at_end",
+              "--early_stopping_patience", "2", *NO_LATER_IMPROVEMENT]
+    data = {"train": files["train"], "validation": files["validation"]}
+    whole = run_loop(tiny_bert, tmp_path / "whole", *common, files=data)
+    assert read_json(whole / "train_results.json")["epoch"] == 3.0  # the first epoch, then 2 without improvement
+    resumed = tmp_path / "resumed"
+    shutil.copytree(whole / "epoch_1", resumed / "epoch_1")
+    for name in ("config.json", "model.safetensors"):  # the best (first) epoch's model, saved when it was scored
+        shutil.copy(whole / name, resumed)
+    state = read_json(resumed / "epoch_1" / "loop_state.json")  # after 2 epochs, one without improvement
+    state["train_seconds"] = 1000.0  # as if those 2 epochs had taken 1000 seconds
+    (resumed / "epoch_1" / "loop_state.json").write_text(json.dumps(state))
+    run_loop(tiny_bert, resumed, *common, "--resume_from_checkpoint", "latest", files=data)
+    assert not (resumed / "epoch_3").exists()
+    trained, resumed_results = read_json(whole / "train_results.json"), read_json(resumed / "train_results.json")
+    assert resumed_results["epoch"] == trained["epoch"] == 3.0
+    assert resumed_results["train_runtime"] >= 1000.0  # the time before the resume counts
+    assert read_json(resumed / "eval_results.json")["best_eval_f1"] == read_json(whole / "eval_results.json")[
+        "best_eval_f1"]
+    assert same_weights(weights(resumed), weights(whole))
+
+
+def test_early_stopping_needs_load_best_model_at_end(tiny_bert, files, tmp_path):
+    result = script("--model_name_or_path", tiny_bert, "--train_file", files["train"], "--validation_file",
+                    files["validation"], "--output_dir", str(tmp_path / "o"), "--early_stopping_patience", "2")
+    assert result.returncode == 2 and "--load_best_model_at_end" in result.stderr
+    assert not (tmp_path / "o").exists()

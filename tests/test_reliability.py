@@ -1,6 +1,7 @@
 """Interrupted runs resume exactly, several processes score exactly, nothing leaks, bad losses stop."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import time
 
 import pytest
 import torch
-from transformers import AutoModelForTokenClassification
+from transformers import AutoModelForTokenClassification, AutoTokenizer, TrainingArguments
 
 import run_ner
 from conftest import ROOT, examples, write_jsonl
@@ -226,6 +227,55 @@ def test_nan_loss_stops_with_the_step(broken_model, data, tmp_path, script):
     result = subprocess.run(command(script, *argv), env=ENV, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "loss became nan at optimizer step 1" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def one_word_breaks(tiny_bert, tmp_path_factory):
+    """The tiny BERT with NaN in the embedding of the word "pierre" alone, and training data where one example
+    of 8 has that word: with 2 processes, one of them sees a NaN loss at some step and the other does not."""
+    model = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=8)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    with torch.no_grad():
+        model.bert.embeddings.word_embeddings.weight[tokenizer.convert_tokens_to_ids("pierre")] = float("nan")
+    folder = tmp_path_factory.mktemp("one-word-breaks")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    rows = examples(7) + [("Pierre visited Paris .".split(), ["B-PER", "O", "B-LOC", "O"])]
+    return str(folder), write_jsonl(folder / "train.json", rows)
+
+
+@pytest.mark.parametrize("script", ["run_ner.py", "run_ner_no_trainer.py"])
+def test_nan_loss_on_one_of_two_processes_stops_both(one_word_breaks, tmp_path, script):
+    model, train_file = one_word_breaks
+    argv = ["--model_name_or_path", model, "--train_file", train_file, "--output_dir", str(tmp_path / "o"),
+            "--per_device_train_batch_size", "1", "--num_train_epochs", "1", "--ignore_mismatched_sizes"]
+    if script == "run_ner.py":
+        argv += ["--do_train", "--report_to", "none", "--save_strategy", "no"]
+    # torchrun looks at its workers every 5 seconds: time enough for each to stop by itself
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--monitor-interval", "5"]
+    result = subprocess.run(command(script, *argv, launcher=torchrun), env=ENV, cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode != 0
+    stops = re.findall(r"error: The training loss became nan at optimizer step (\d+)", result.stderr)
+    assert len(stops) == 2 and stops[0] == stops[1], result.stderr[-3000:]  # both processes, the same step
+
+
+def test_push_to_hub_runs_on_every_process(tmp_path):
+    """Trainer.push_to_hub saves the model first, which under FSDP or ZeRO-3 needs every process; it uploads
+    from process zero alone."""
+    pushed = []
+
+    class SecondProcessTrainer:
+        def is_world_process_zero(self):
+            return False
+
+        def push_to_hub(self, **kwargs):
+            pushed.append(kwargs)
+
+    training_args = TrainingArguments(output_dir=str(tmp_path), do_train=True, report_to="none")
+    training_args.push_to_hub = True
+    run_ner.publish(SecondProcessTrainer(), None, None, training_args, ["O"], {}, "python run_ner.py")
+    assert len(pushed) == 1 and not os.listdir(tmp_path)  # pushed; the model card is process zero's to write
 
 
 def test_metrics_see_float32_whatever_the_logits_dtype():
