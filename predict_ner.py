@@ -6,9 +6,11 @@ model on disk or on the hub), through the same windows and word decoding as eval
     echo "Peter Blackburn reported from Brussels" | python predict_ner.py --model output/wnut16-minilm
 
 Input: a text file with one document per line, a JSON Lines file with a `text` field (or a `tokens` field
-of pre-split words), or standard input. Output: JSON Lines, one object per document with `entities`
-(`type`, `start`, `end` as character offsets so that text[start:end] is the entity, `text`, `score`),
-and with --words the words, their labels and probabilities.
+of pre-split words), or standard input. Output: JSON Lines, one object per input line (a blank line gives
+a document without entities) with `entities` (`type`, `start`, `end` as character offsets so that
+text[start:end] is the entity, `text`, `score`), and with --words the words, their labels and
+probabilities. The training scripts' spellings --model_name_or_path, --max_seq_length and
+--per_device_eval_batch_size are accepted for --model, --max_length and --batch_size.
 """
 
 import argparse
@@ -22,6 +24,7 @@ from nerkit.data import Split
 from nerkit.errors import UserError, exit_on_user_error
 from nerkit.labels import outside_label
 from nerkit.outputs import write_atomic
+from nerkit.progress import interactive
 from nerkit.tokenization import EncodingSettings, encode_split, load_fast_tokenizer, window_length
 
 logger = logging.getLogger("predict_ner")
@@ -32,6 +35,10 @@ WORD = re.compile(r"\w+|[^\w\s]")
 
 def main(options):
     logging.basicConfig(format="%(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    if not interactive():
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     documents = read_documents(options.input, options.format)
     words, offsets = zip(*(split_words(document, options.split) for document in documents)) if documents else ((), ())
     tagger = Tagger(options.model, options.max_length, options.stride, options.batch_size, options.decoding)
@@ -44,7 +51,8 @@ def main(options):
 
 def parse_options(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a trained token-classification folder or hub id")
+    parser.add_argument("--model", "--model_name_or_path", dest="model", required=True,
+                        help="a trained token-classification folder or hub id")
     parser.add_argument("--input", default="-", help="text or JSON Lines file; '-' (default) reads standard input")
     parser.add_argument("--output", default="-", help="JSON Lines file; '-' (default) writes standard output")
     parser.add_argument("--format", choices=["auto", "text", "jsonl"], default="auto",
@@ -54,25 +62,44 @@ def parse_options(argv):
                              "alone, like CoNLL tokenization) or 'whitespace'")
     parser.add_argument("--decoding", choices=["argmax", "viterbi"], default="viterbi",
                         help="each word's best label, or the best sequence the tagging scheme allows")
-    parser.add_argument("--max_length", type=int, default=None, help="window length (default: the model's)")
+    parser.add_argument("--max_length", "--max_seq_length", dest="max_length", type=int, default=None,
+                        help="window length in sub-tokens (default: the model's maximum)")
     parser.add_argument("--stride", type=int, default=64, help="overlap of windows of long documents")
-    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--batch_size", "--per_device_eval_batch_size", dest="batch_size", type=int, default=8,
+                        help="documents' windows per batch")
     parser.add_argument("--words", action="store_true", help="also write words, labels and probabilities")
     return parser.parse_args(argv)
 
 
 def read_documents(path, kind):
-    """Documents as dicts: {"text": str} or {"tokens": [...]} (pre-split words, text joined by spaces)."""
-    if path == "-":
-        lines = sys.stdin.read().splitlines()
-    elif not os.path.isfile(path):
+    """One document per input line, as a dict: {"text": str} or {"tokens": [...]} (pre-split words, text
+    joined by spaces); a blank line is an empty document, so output line N answers input line N."""
+    if path != "-" and not os.path.isfile(path):
         raise UserError(f"The input file {path} does not exist.")
+    # Bytes, decoded here: text-mode reading would also turn a lone "\r" inside a line into a line break.
+    if path == "-":
+        data = sys.stdin.buffer.read()
     else:
-        with open(path, encoding="utf-8-sig") as handle:
-            lines = handle.read().splitlines()
+        with open(path, "rb") as handle:
+            data = handle.read()
+    try:
+        lines = input_lines(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as error:
+        raise UserError(f"{'Standard input' if path == '-' else path} is not UTF-8 text ({error.reason} at byte "
+                        f"{error.start}); save it as UTF-8.") from None
     if kind == "jsonl" or (kind == "auto" and path.endswith((".jsonl", ".json"))):
-        return [json_document(line, path, number) for number, line in enumerate(lines, start=1) if line.strip()]
-    return [{"text": line} for line in lines if line.strip()]
+        return [json_document(line, path, number) if line.strip() else {"text": ""}
+                for number, line in enumerate(lines, start=1)]
+    return [{"text": line} for line in lines]
+
+
+def input_lines(text):
+    """Lines split at "\n" (and a "\r" before it) only: str.splitlines also splits at U+2028, form feeds
+    and other characters that are text inside a line, even inside a JSON string."""
+    lines = text.split("\n")
+    if lines[-1] == "":  # the newline that ends the last line starts no new one
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
 
 
 def json_document(line, path, number):
@@ -141,8 +168,8 @@ class Tagger:
         loader = DataLoader(features.remove_columns(["word_ids", "example_id"]), batch_size=self.batch_size,
                             collate_fn=DataCollatorForTokenClassification(self.tokenizer))
         loader = self.accelerator.prepare(loader)
-        batches = tqdm(forward_batches(self.model, loader), total=len(loader), disable=len(loader) < 20,
-                       desc="Tagging")
+        batches = tqdm(forward_batches(self.model, loader), total=len(loader),
+                       disable=len(loader) < 20 or not interactive(), desc="Tagging")
         decoder = WordDecoder(features, [len(doc) for doc in split.tokens], self.decoding)
         collect_words(batches, self.accelerator, decoder)
         tags, probabilities = decoder.result(self.label_list, outside_label(self.label_list), "input", self.scheme)

@@ -7,6 +7,7 @@ The flags are those of the upstream `examples/pytorch/token-classification/run_n
         --output_dir /tmp/test-ner --do_train --do_eval
 
 A single `.json` argument is read as the whole configuration. See README.md for every flag and file.
+Other programs call `main()` as upstream's example tests do: with no arguments it reads `sys.argv`.
 """
 
 import json
@@ -32,6 +33,7 @@ from nerkit.labels import outside_label
 from nerkit.metrics import EntityScorer
 from nerkit.modeling import load_model
 from nerkit.outputs import save_results, timing_metrics, write_predictions
+from nerkit.progress import interactive, score_table, use_short_lines
 from nerkit.report import command_line, data_sources, save_confusion_matrix, save_learning_curves, write_model_card
 from nerkit.schemes import model_scheme
 from nerkit.speed import automatic_precision, choose_packing
@@ -54,11 +56,12 @@ class NerTrainer(Trainer):
     """The Trainer, with padding-free training batches when `train_collator` is given (evaluation keeps
     the padding collator), evaluation and prediction over every batch whatever --dataloader_drop_last says,
     stopping at once when the loss becomes NaN or infinite (the Trainer alone only hides such steps from
-    its logs)."""
+    its logs), and one short line per log instead of the dict of every metric."""
 
     def __init__(self, *args, train_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.train_collator = train_collator
+        use_short_lines(self)
 
     def get_train_dataloader(self):
         if self.train_collator is None:
@@ -93,7 +96,12 @@ class NerTrainer(Trainer):
         return loss
 
 
-def main(model_args, data_args, training_args, command=None):
+def main(model_args=None, data_args=None, training_args=None, command=None):
+    """Train, evaluate and predict as the parsed arguments say. Called with none (as upstream's example tests
+    and xla_spawn call it), it parses `sys.argv` exactly as the command line does. A `UserError` reaches
+    the caller; `cli` turns it into a message and exit status 2."""
+    if model_args is None and data_args is None and training_args is None:
+        model_args, data_args, training_args, command = parse_command_line(sys.argv[1:])
     setup_logging("run_ner", training_args.should_log)
     logger.info("Running on %d process(es), device %s.", training_args.world_size, training_args.device)
     check_arguments(data_args, training_args)
@@ -175,12 +183,34 @@ def checkpoint_to_resume(training_args, data_args):
     if not training_args.do_train or not os.path.isdir(output_dir) or data_args.overwrite_output_dir:
         return None
     last = last_complete_checkpoint(output_dir)
+    finished = finished_training(output_dir, last)
+    if finished:
+        raise UserError(f"The output folder {output_dir} holds a finished training run ({finished}); running the "
+                        "command again would train nothing and overwrite its results. Choose another --output_dir, "
+                        "add --overwrite_output_dir to train again from the start, or leave out --do_train to "
+                        f"evaluate or predict with the trained model (--model_name_or_path {output_dir}).")
     if last is not None:
         logger.info("Resuming training from %s (add --overwrite_output_dir to start afresh).", last)
         return last
     if os.listdir(output_dir):
         raise UserError(f"The output folder {output_dir} already exists, is not empty and holds no checkpoint to "
                         "resume from. Choose another --output_dir, or add --overwrite_output_dir to train into it.")
+    return None
+
+
+def finished_training(output_dir, checkpoint):
+    """Why `output_dir` holds a run whose training ended, or None: train_results.json is written once
+    training is over, and a checkpoint saved when training stopped (last step, early stopping) says so even
+    if the run died before writing it."""
+    if os.path.isfile(os.path.join(output_dir, "train_results.json")):
+        return "train_results.json is there"
+    if checkpoint is None:
+        return None
+    with open(os.path.join(checkpoint, "trainer_state.json"), encoding="utf-8") as handle:
+        state = json.load(handle)
+    control = state.get("stateful_callbacks", {}).get("TrainerControl", {}).get("args", {})
+    if state.get("global_step", 0) >= state.get("max_steps", 0) > 0 or control.get("should_training_stop"):
+        return f"{os.path.basename(checkpoint)} is its last step"
     return None
 
 
@@ -246,6 +276,8 @@ def build_trainer(model, tokenizer, training_args, data_args, splits, features, 
 
 
 def train(trainer, checkpoint, num_examples):
+    if checkpoint is None and trainer.is_world_process_zero():
+        remove_earlier_results(trainer.args.output_dir)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()  # the tokenizer and the config with the real label names come along
     metrics = dict(result.metrics, train_samples=num_examples)
@@ -258,10 +290,21 @@ def train(trainer, checkpoint, num_examples):
     trainer.save_state()
 
 
+def remove_earlier_results(output_dir):
+    """A fresh start (--overwrite_output_dir) drops the result files of the run that was there: they would
+    otherwise mark a new run killed midway as finished, and leave stale keys in all_results.json."""
+    names = [f"{name}_results.json" for name in ("train", "eval", "predict", "all")]
+    removed = [name for name in names if os.path.isfile(os.path.join(output_dir, name))]
+    for name in removed:
+        os.remove(os.path.join(output_dir, name))
+    if removed:
+        logger.info("Removed the earlier run's %s from %s.", ", ".join(removed), output_dir)
+
+
 def evaluate(trainer, split):
     metrics = trainer.evaluate()
     metrics["eval_samples"] = len(split.tokens)
-    trainer.log_metrics("eval", metrics)
+    logger.info("Validation scores:\n%s", score_table(metrics, "eval"))
     if trainer.is_world_process_zero():
         save_results(trainer.args.output_dir, "eval", metrics)
         save_confusion_matrix(trainer.args.output_dir, split.tags, trainer.compute_metrics.last_tags)
@@ -277,7 +320,8 @@ def predict(trainer, split, features, label_list, data_args, output_dir):
                                                    data_args, model_scheme(model.config))
     metrics = {f"predict_{key}": value for key, value in scores.items()}
     metrics.update(timing_metrics("predict", time.time() - started, len(split.tokens), len(loader)))
-    trainer.log_metrics("predict", metrics)
+    if "f1" in scores:  # a labelled test split
+        logger.info("Test scores:\n%s", score_table(metrics, "predict"))
     if trainer.is_world_process_zero():
         save_results(output_dir, "predict", metrics)
         write_predictions(output_dir, split, tags, probabilities)
@@ -300,10 +344,21 @@ def publish(trainer, model_args, data_args, training_args, label_list, splits, c
         trainer.push_to_hub(commit_message="End of training")
 
 
+def parse_command_line(argv):
+    """(model_args, data_args, training_args, the command as the model card shows it). Off a terminal the
+    Trainer's progress bars are off unless --disable_tqdm says otherwise, so logs hold no bars."""
+    defaults = launcher_defaults() | ({} if interactive() else {"disable_tqdm": True})
+    arguments = parse_arguments((ModelArguments, DataTrainingArguments, TrainingArguments), argv, defaults)
+    return (*arguments, command_line(["run_ner.py", *argv]))
+
+
 def cli(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    arguments = parse_arguments((ModelArguments, DataTrainingArguments, TrainingArguments), argv, launcher_defaults())
-    main(*arguments, command=command_line(["run_ner.py", *argv]))
+    main(*parse_command_line(sys.argv[1:] if argv is None else argv))
+
+
+def _mp_fn(index):
+    """The entry point of xla_spawn.py (TPU cores): it sets sys.argv and calls this in each process."""
+    exit_on_user_error(main)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ The flags are those of the upstream `run_ner_no_trainer.py`; it runs the same un
         --learning_rate 2e-5 --num_train_epochs 3 --output_dir /tmp/ner/
 
 Everything except the loop (data, labels, alignment, windows, metrics, outputs) is shared with run_ner.py
-through the `nerkit` package. See README.md for every flag and file.
+through the `nerkit` package. See README.md for every flag and file. Other programs call `main()` as
+upstream's example tests do: with no arguments it reads `sys.argv`.
 """
 
 import json
@@ -37,6 +38,7 @@ from nerkit.decoding import forward_batches
 from nerkit.errors import UserError, exit_on_user_error
 from nerkit.modeling import load_model
 from nerkit.outputs import save_results, timing_metrics, write_json, write_predictions
+from nerkit.progress import interactive, progress_line
 from nerkit.report import command_line, data_sources, save_confusion_matrix, save_learning_curves, write_model_card
 from nerkit.schemes import model_scheme
 from nerkit.speed import automatic_precision, choose_packing
@@ -168,7 +170,12 @@ class Run:
         return model_scheme(self.accelerator.unwrap_model(self.model).config)
 
 
-def main(model_args, data_args, args, command=None):
+def main(model_args=None, data_args=None, args=None, command=None):
+    """Train (and evaluate, predict) as the parsed arguments say. Called with none (as upstream's example
+    tests and xla_spawn call it), it parses `sys.argv` exactly as the command line does. A `UserError`
+    reaches the caller; `cli` turns it into a message and exit status 2."""
+    if model_args is None and data_args is None and args is None:
+        model_args, data_args, args, command = parse_command_line(sys.argv[1:])
     accelerator = make_accelerator(args, data_args)
     setup_logging("run_ner_no_trainer", accelerator.is_local_main_process, other_level=logging.ERROR)
     logger.info("Running on %d process(es), device %s.", accelerator.num_processes, accelerator.device)
@@ -341,7 +348,8 @@ def train(run, max_steps, epochs, resume):
     state, skip_batches = restore(run, resume) if resume else (LoopState(), 0)
     if max_steps == 0:  # --num_train_epochs 0: evaluate (and predict) the model as it is
         return state, end_of_epoch(run, state, None)
-    progress = tqdm(range(max_steps), initial=state.completed_steps, disable=not run.accelerator.is_local_main_process)
+    progress = tqdm(range(max_steps), initial=state.completed_steps,
+                    disable=not (run.accelerator.is_local_main_process and interactive()))
     started, kept_tags = time.time(), None
     for epoch in range(state.epoch, epochs):
         train_loss = train_epoch(run, state, skip_batches, max_steps, progress, started)
@@ -405,7 +413,7 @@ def end_of_epoch(run, state, train_loss):
         results = {f"eval_{key}": value for key, value in scores.items()}
         results.update(timing_metrics("eval", time.time() - started, len(run.splits["validation"].tokens),
                                       len(run.loaders["validation"])))
-        logger.info("epoch %d: %s", state.epoch, json.dumps({k: round(v, 4) for k, v in results.items()}))
+        logger.info("%s", progress_line(state.epoch, dict(results, loss=train_loss), earlier_f1(state.history)))
     if run.args.with_tracking:
         run.accelerator.log(dict(results, train_loss=train_loss, learning_rate=run.scheduler.get_last_lr()[0],
                                  epoch=state.epoch), step=state.completed_steps)
@@ -426,6 +434,11 @@ def kept_epoch(state, args):
     if args.load_best_model_at_end and state.best_epoch is not None:
         return state.best_epoch
     return state.epoch
+
+
+def earlier_f1(history):
+    """(epoch, F1) of the evaluations in the loop's per-epoch history, for the best so far."""
+    return [(entry["epoch"], entry["eval_f1"]) for entry in history if entry.get("eval_f1") is not None]
 
 
 def stop_early(state, data_args):
@@ -592,10 +605,19 @@ def push(args):
                       ignore_patterns=["step_*", "epoch_*"])
 
 
-def cli(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+def parse_command_line(argv):
+    """(model_args, data_args, loop args, the command as the model card shows it)."""
     arguments = parse_arguments((NoTrainerModelArguments, DataTrainingArguments, LoopArguments), argv)
-    main(*arguments, command=command_line(["run_ner_no_trainer.py", *argv]))
+    return (*arguments, command_line(["run_ner_no_trainer.py", *argv]))
+
+
+def cli(argv=None):
+    main(*parse_command_line(sys.argv[1:] if argv is None else argv))
+
+
+def _mp_fn(index):
+    """The entry point of xla_spawn.py (TPU cores): it sets sys.argv and calls this in each process."""
+    exit_on_user_error(main)
 
 
 if __name__ == "__main__":

@@ -229,7 +229,7 @@ class DataTrainingArguments:
 
 def parse_arguments(dataclass_types, argv, defaults=None):
     """Parse `argv` into the dataclasses; a single `.json` argument is read as the whole configuration.
-    `defaults` ({field: value}) fill fields that neither form names.
+    `defaults` ({field: typed value}) fill fields that neither form names.
 
     Invalid values (a `__post_init__` ValueError, an unknown key in the JSON file) become a `UserError`.
     Unknown command-line flags are reported by argparse itself (usage line, exit status 2).
@@ -245,7 +245,8 @@ def parse_arguments(dataclass_types, argv, defaults=None):
                 values = json.load(handle)
             return parser.parse_dict({**defaults, **values})
         named = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
-        extra = [item for key, value in defaults.items() if f"--{key}" not in named for item in (f"--{key}", value)]
+        extra = [item for key, value in defaults.items() if f"--{key}" not in named
+                 for item in (f"--{key}", str(value))]
         return parser.parse_args_into_dataclasses(args=[*argv, *extra])
     except json.JSONDecodeError as error:
         raise UserError(f"The configuration file {argv[0]} is not valid JSON: {error}.") from None
@@ -260,5 +261,5 @@ def launcher_defaults():
     import torch
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
-        return {"ddp_backend": "gloo", "use_cpu": "True"}
+        return {"ddp_backend": "gloo", "use_cpu": True}
     return {}

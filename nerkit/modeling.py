@@ -1,5 +1,6 @@
 """Loading the config and the model, with the label names the run settled on."""
 
+import contextlib
 import logging
 
 from .errors import UserError
@@ -40,12 +41,14 @@ def load_model(model_args, config, head_reused):
         logger.info("Training a new %s model from scratch.", config.model_type)
         return AutoModelForTokenClassification.from_config(config, trust_remote_code=model_args.trust_remote_code)
     try:
-        model = AutoModelForTokenClassification.from_pretrained(
-            model_args.model_name_or_path,
-            config=config,
-            ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
-            **model_args.hub_kwargs(),
-        )
+        with without_load_report():
+            model, loading = AutoModelForTokenClassification.from_pretrained(
+                model_args.model_name_or_path,
+                config=config,
+                ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+                output_loading_info=True,
+                **model_args.hub_kwargs(),
+            )
     except RuntimeError as error:
         if "mismatched_sizes" not in str(error) and "size mismatch" not in str(error):
             raise
@@ -54,9 +57,41 @@ def load_model(model_args, config, head_reused):
                         "new head for the data's labels.") from None
     except (OSError, ValueError) as error:
         raise UserError(f"Could not load the model '{model_args.model_name_or_path}': {error}") from None
+    log_loading(model_args.model_name_or_path, loading)
     if not head_reused and model_args.ignore_mismatched_sizes:
         reset_head(model)
     return model
+
+
+@contextlib.contextmanager
+def without_load_report():
+    """transformers' load report left out of the log for a while (`log_loading` says the same plainly).
+    A filter, not a logger level: transformers 5.23 runs other checks when that logger's level is raised."""
+    library_logger = logging.getLogger("transformers.modeling_utils")
+
+    def not_the_report(record):
+        return "LOAD REPORT" not in record.getMessage()
+
+    library_logger.addFilter(not_the_report)
+    try:
+        yield
+    finally:
+        library_logger.removeFilter(not_the_report)
+
+
+def log_loading(name, loading):
+    """What loading the checkpoint did, in plain lines: transformers' own report is a table with terminal
+    colour codes, which logs should not hold."""
+    new = sorted(loading["missing_keys"]) + sorted(key for key, *_ in loading["mismatched_keys"])
+    if new:
+        logger.info("New weights, initialised at random and trained here: %s.", listed(new))
+    if loading["unexpected_keys"]:
+        logger.info("Weights of %s that the token classifier does not use: %s.", name,
+                    listed(sorted(loading["unexpected_keys"])))
+
+
+def listed(names, shown=4):
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def reset_head(model):

@@ -11,6 +11,7 @@
 
 import logging
 import sys
+import warnings
 
 from .data import load_splits
 from .decoding import WordDecoder, collect_words
@@ -28,11 +29,11 @@ logger = logging.getLogger(__name__)
 def setup_logging(script, main_process, other_level=logging.WARNING):
     """Log lines on stdout; this script's and nerkit's messages at INFO on the main process and at
     `other_level` on the others; the libraries' own chatter (progress bars, per-dataloader warnings)
-    kept down."""
-    import warnings
-
+    kept down, and transformers' bars (loading and writing weights) shown only on a terminal."""
     import datasets
     import transformers
+
+    from .progress import interactive
 
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
                         datefmt="%m/%d/%Y %H:%M:%S", handlers=[logging.StreamHandler(sys.stdout)])
@@ -43,6 +44,8 @@ def setup_logging(script, main_process, other_level=logging.WARNING):
     datasets.utils.logging.set_verbosity_warning()
     datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity(logging.WARNING if main_process else max(other_level, logging.WARNING))
+    if not interactive():
+        transformers.utils.logging.disable_progress_bar()
 
 SPLIT_FILES = {"train": "--train_file", "validation": "--validation_file", "test": "--test_file"}
 
@@ -133,7 +136,9 @@ def encode_splits(splits, tokenizer, config, settings, data_args, main_process_f
 
 def longest_first(features):
     lengths = features.map(lambda batch: {"length": [len(ids) for ids in batch["input_ids"]]}, batched=True)
-    return lengths.sort("length", reverse=True).remove_columns("length")
+    with warnings.catch_warnings():  # pyarrow 25 deprecates an argument datasets' sort passes: not the user's
+        warnings.filterwarnings("ignore", message="Specifying null_placement", category=FutureWarning)
+        return lengths.sort("length", reverse=True).remove_columns("length")
 
 
 def decode_and_score(batches, accelerator, split, features, label_list, data_args, scheme):

@@ -99,3 +99,35 @@ def test_bad_input_is_a_clear_error(trained_model, tmp_path, content, message):
                              "--input", str(path)], capture_output=True, text=True, cwd=ROOT,
                             env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_training_scripts_spellings_give_the_same_output(trained_model, tmp_path):
+    document = " ".join(TEXTS * 4)
+    short = predict(trained_model, tmp_path, [document], "--words", "--max_length", "16", "--batch_size", "2")
+    source, output = tmp_path / "input.txt", tmp_path / "long.jsonl"
+    predict_ner.main(predict_ner.parse_options(["--model_name_or_path", trained_model, "--input", str(source),
+                                                "--output", str(output), "--words", "--max_seq_length", "16",
+                                                "--per_device_eval_batch_size", "2"]))
+    assert [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()] == short
+    default = predict(trained_model, tmp_path, [document], "--words")
+    assert default[0]["scores"] != short[0]["scores"]  # the window length did take effect
+
+
+def test_one_output_line_per_input_line(trained_model, tmp_path):
+    lines = [TEXTS[0], "", "Mary visited Paris\u2028and Berlin", "EU rejects\x0cGerman call\x85to boycott", "  ",
+             TEXTS[3]]
+    records = predict(trained_model, tmp_path, lines)
+    assert [record["text"] for record in records] == lines
+    assert records[1]["entities"] == [] and records[4]["entities"] == []
+    jsonl = [json.dumps({"text": lines[2]}, ensure_ascii=False), "", json.dumps({"tokens": ["EU", "rejects"]})]
+    records = predict(trained_model, tmp_path, jsonl, name="input.jsonl")
+    assert [record["text"] for record in records] == [lines[2], "", "EU rejects"]
+
+
+def test_windows_line_ends(trained_model, tmp_path):
+    source, output = tmp_path / "input.txt", tmp_path / "out.jsonl"
+    source.write_bytes(f"{TEXTS[0]}\r\n\r\n{TEXTS[1]}\r\n".encode())
+    predict_ner.main(predict_ner.parse_options(["--model", trained_model, "--input", str(source), "--output",
+                                                str(output)]))
+    records = [json.loads(line) for line in output.read_text(encoding="utf-8").split("\n") if line]
+    assert [record["text"] for record in records] == [TEXTS[0], "", TEXTS[1]]

@@ -1,0 +1,111 @@
+"""What a person reads while a run goes: one short line per epoch (loss, validation loss, F1, the best F1
+so far), the scores per entity type once at the end, and progress bars only on a terminal.
+
+    line = progress_line(2, {"loss": 0.41, "eval_loss": 0.38, "eval_f1": 0.61}, earlier=[(1, 0.52)], epochs=6)
+    text = score_table(metrics, "eval")
+"""
+
+import logging
+import sys
+
+from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+
+def interactive():
+    """Whether a person watches the output live: bars and colours only then, never in a log file."""
+    return sys.stdout.isatty() and sys.stderr.isatty()
+
+
+def progress_line(epoch, logs, earlier=(), epochs=None, step=None):
+    """'epoch 2/6 (step 40/120): loss 0.4100, validation loss 0.3800, F1 0.6100, best F1 0.6500 (epoch 1)'.
+
+    `logs` may hold the training `loss`, `eval_loss` and `eval_f1`; `earlier` holds the (epoch, F1) of the
+    evaluations before, so the best so far can be named (the first of equal scores, as the scripts keep
+    it); `epochs` and `step` ("40/120") are shown when given."""
+    parts = []
+    if logs.get("loss") is not None:
+        parts.append(f"loss {logs['loss']:.4f}")
+    if logs.get("eval_loss") is not None:
+        parts.append(f"validation loss {logs['eval_loss']:.4f}")
+    if logs.get("eval_f1") is not None:
+        best_epoch, best_f1 = max([*earlier, (epoch, logs["eval_f1"])], key=lambda item: item[1])
+        parts.append(f"F1 {logs['eval_f1']:.4f}, best F1 {best_f1:.4f} (epoch {round(best_epoch, 2):g})")
+    where = f"epoch {round(epoch, 2):g}" + (f"/{epochs:g}" if epochs else "") + (f" (step {step})" if step else "")
+    return f"{where}: {', '.join(parts)}"
+
+
+def score_table(metrics, prefix):
+    """The scores of an evaluation as a table: precision, recall, F1 and gold count per entity type (with
+    --return_entity_level_metrics) and overall, then accuracy and loss."""
+    types = sorted(key[len(prefix) + 1:-len("_number")] for key in metrics
+                   if key.startswith(f"{prefix}_") and key.endswith("_number"))
+    width = max([len(kind) for kind in types] + [len("overall")])
+    rows = [f"{'':<{width}}  precision  recall      f1  number"]
+    for kind in types:
+        rows.append(score_row(kind.ljust(width), metrics, f"{prefix}_{kind}", metrics[f"{prefix}_{kind}_number"]))
+    if f"{prefix}_f1" in metrics:
+        total = sum(metrics[f"{prefix}_{kind}_number"] for kind in types) if types else ""
+        rows.append(score_row("overall".ljust(width), metrics, prefix, total))
+    extra = [f"{name} {metrics[f'{prefix}_{name}']:.4f}" for name in ("accuracy", "loss")
+             if f"{prefix}_{name}" in metrics]
+    if extra:
+        rows.append(", ".join(extra))
+    return "\n".join(rows)
+
+
+def score_row(name, metrics, key, number):
+    precision, recall, f1 = (metrics[f"{key}_{score}"] for score in ("precision", "recall", "f1"))
+    return f"{name}  {precision:9.4f}  {recall:6.4f}  {f1:6.4f}  {number:>6}".rstrip()
+
+
+def trainer_line(state, control, logs):
+    """The short line for one of the Trainer's logs during training, or None: a training loss that an
+    evaluation follows at once is written with that evaluation, and the final summary is left out."""
+    evaluation = "eval_loss" in logs or "eval_f1" in logs
+    if not evaluation and ("loss" not in logs or control.should_evaluate):
+        return None
+    history = state.log_history
+    if evaluation:  # the training loss logged at the same step, if any
+        logs = {**next((e for e in history if e.get("step") == state.global_step and "loss" in e), {}), **logs}
+    earlier = [(entry["epoch"], entry["eval_f1"]) for entry in history[:-1] if "eval_f1" in entry]
+    return progress_line(logs.get("epoch", state.epoch), logs, earlier, state.num_train_epochs,
+                         f"{state.global_step}/{state.max_steps}")
+
+
+class EpochLines(TrainerCallback):
+    """Stands in for the Trainer's PrinterCallback (no progress bars): a short line instead of the dict of
+    every metric at each log."""
+
+    training = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.training = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.training = False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        line = trainer_line(state, control, logs) if self.training and state.is_world_process_zero else None
+        if line:
+            logger.info(line)
+
+
+class EpochLinesUnderBars(ProgressCallback):
+    """Stands in for the Trainer's ProgressCallback: its progress bars, with the same short lines."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.training_bar is not None and state.is_world_process_zero:
+            line = trainer_line(state, control, logs)
+            if line:
+                self.training_bar.write(line)
+
+
+def use_short_lines(trainer):
+    """Swap the Trainer's own printing callback (bars or not, as --disable_tqdm says) for its short-line
+    counterpart; any other display (a notebook's) is left alone."""
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(EpochLinesUnderBars())
+    elif trainer.pop_callback(PrinterCallback) is not None:
+        trainer.add_callback(EpochLines())

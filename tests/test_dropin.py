@@ -1,0 +1,130 @@
+"""A drop-in for the upstream scripts: upstream's own example tests pass (in-process and as commands), a
+finished run is never redone by accident, and the log reads as lines a person can follow."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from unittest.mock import patch
+
+import pytest
+import torch
+
+import run_ner
+import run_ner_no_trainer
+from conftest import ROOT, examples
+from nerkit.errors import UserError
+from test_run_ner import read_json, run_script
+
+# The flags of upstream's examples/pytorch/test_pytorch_examples.py::test_run_ner and
+# test_accelerate_examples.py::test_run_ner_no_trainer, after the model, files and output folder.
+UPSTREAM_FLAGS = {
+    "run_ner.py": "--overwrite_output_dir --do_train --do_eval --warmup_steps=2 --learning_rate=2e-4 "
+                  "--per_device_train_batch_size=2 --per_device_eval_batch_size=2 --num_train_epochs=2 --seed 7",
+    "run_ner_no_trainer.py": "--learning_rate=2e-4 --per_device_train_batch_size=2 --per_device_eval_batch_size=2 "
+                             "--num_train_epochs=2 --seed 7 --checkpointing_steps epoch --with_tracking",
+}
+SCRIPTS = {"run_ner.py": run_ner, "run_ner_no_trainer.py": run_ner_no_trainer}
+ESCAPES = re.compile(r"\x1b|\r")  # terminal codes and the carriage returns that redraw progress bars
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    """A file like upstream's tests/fixtures/tests_samples/conll/sample.json: JSON Lines of `words`, `ner`."""
+    path = tmp_path_factory.mktemp("conll") / "sample.json"
+    path.write_text("".join(json.dumps({"words": words, "ner": tags}) + "\n" for words, tags in examples(10)))
+    return str(path)
+
+
+def upstream_argv(script, model, sample, output_dir):
+    argv = [script, "--model_name_or_path", model, "--train_file", sample, "--validation_file", sample,
+            "--output_dir", str(output_dir), *UPSTREAM_FLAGS[script].split()]
+    if script == "run_ner.py" and not torch.cuda.is_available():
+        argv.append("--use_cpu")  # as upstream's test does on CPU
+    return argv
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("how", ["in-process", "subprocess"])
+def test_upstream_example_test_passes(script, how, tiny_bert, sample, tmp_path):
+    output_dir = tmp_path / "out"
+    output_dir.mkdir()  # upstream hands the scripts an existing, empty temporary folder
+    argv = upstream_argv(script, tiny_bert, sample, output_dir)
+    if how == "in-process":
+        with patch.object(sys, "argv", argv):
+            SCRIPTS[script].main()
+    else:
+        result = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT,
+                                env=dict(os.environ, HF_HUB_OFFLINE="1"))
+        assert result.returncode == 0, result.stderr[-3000:]
+    results = read_json(output_dir / "all_results.json")
+    assert 0.0 <= results["eval_accuracy"] <= 1.0 and "eval_loss" in results and "train_loss" in results
+    if script == "run_ner_no_trainer.py":
+        assert (output_dir / "epoch_0").is_dir() and (output_dir / "ner_no_trainer").is_dir()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_main_raises_user_errors_and_mp_fn_exits_with_them(script, tiny_bert, sample, tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    argv = [script, "--model_name_or_path", tiny_bert, "--train_file", sample, "--output_dir", str(tmp_path)]
+    argv += ["--do_train"] if script == "run_ner.py" else []
+    with patch.object(sys, "argv", argv):
+        with pytest.raises(UserError, match="--overwrite_output_dir"):
+            SCRIPTS[script].main()  # callers see the exception, as upstream's tests expect
+        with pytest.raises(SystemExit) as stopped:
+            SCRIPTS[script]._mp_fn(0)  # a launcher's process ends with the message and status 2
+    assert stopped.value.code == 2
+    assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+def finished_run_args(model, sample, output_dir, *flags):
+    return ["--model_name_or_path", model, "--train_file", sample, "--validation_file", sample, "--output_dir",
+            str(output_dir), "--do_train", "--do_eval", "--num_train_epochs", "2", "--learning_rate", "5e-3",
+            "--report_to", "none", "--save_strategy", "epoch", "--seed", "7", "--per_device_train_batch_size", "2",
+            *flags]
+
+
+def test_running_a_finished_command_again_is_refused_and_keeps_its_results(tiny_bert, sample, tmp_path):
+    args = finished_run_args(tiny_bert, sample, tmp_path, "--do_predict", "--test_file", sample)
+    run_ner.cli(args)
+    before = {name: (tmp_path / name).read_text() for name in ("train_results.json", "all_results.json")}
+    with pytest.raises(UserError, match="finished training run"):
+        run_ner.cli(args)
+    assert {name: (tmp_path / name).read_text() for name in before} == before
+    # a run killed after its last checkpoint but before writing its results has finished training too
+    (tmp_path / "train_results.json").unlink()
+    with pytest.raises(UserError, match="checkpoint-10 is its last step"):
+        run_ner.cli(args)
+    # --overwrite_output_dir trains again from the start (a resumed finished run would report train_loss 0.0),
+    # and the earlier run's results go: no stale predict_ keys in all_results.json
+    run_ner.cli(finished_run_args(tiny_bert, sample, tmp_path, "--overwrite_output_dir"))
+    assert read_json(tmp_path / "train_results.json")["train_loss"] > 0
+    assert not (tmp_path / "predict_results.json").exists()
+    assert not any(key.startswith("predict_") for key in read_json(tmp_path / "all_results.json"))
+
+
+def test_the_log_of_a_run_has_one_short_line_per_epoch_and_no_bars(tiny_bert, sample, tmp_path):
+    result = run_script(*finished_run_args(tiny_bert, sample, tmp_path, "--eval_strategy", "epoch",
+                                           "--logging_strategy", "epoch", "--num_train_epochs", "3",
+                                           "--return_entity_level_metrics", "--save_strategy", "no"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert not ESCAPES.search(log) and "it/s" not in log
+    epochs = [line for line in log.splitlines() if re.search(r"epoch \d/3 \(step \d+/\d+\): loss", line)]
+    assert len(epochs) == 3 and all("F1" in line and len(line) < 200 for line in epochs)
+    assert "{'" not in log  # no metric dicts
+    assert log.count("precision  recall      f1  number") == 1  # the table per entity type, once
+    assert re.search(r"^PER +[\d.]+ +[\d.]+ +[\d.]+ +\d+$", log, re.MULTILINE)
+
+
+def test_the_loop_logs_one_short_line_per_epoch_and_no_bars(tiny_bert, sample, tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "run_ner_no_trainer.py"), "--model_name_or_path",
+                             tiny_bert, "--train_file", sample, "--validation_file", sample, "--output_dir",
+                             str(tmp_path), "--num_train_epochs", "2", "--seed", "7"], capture_output=True,
+                            text=True, cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert not ESCAPES.search(log) and "it/s" not in log
+    epochs = [line for line in log.splitlines() if re.search(r"epoch \d: loss", line)]
+    assert len(epochs) == 2 and all("best F1" in line and len(line) < 200 for line in epochs)
