@@ -31,11 +31,19 @@ from transformers import DataCollatorForTokenClassification, SchedulerType, get_
 from transformers.trainer_pt_utils import get_parameter_names
 
 from nerkit.arguments import DataTrainingArguments, ModelArguments, parse_arguments
+from nerkit.datacheck import check_data
 from nerkit.decoding import forward_batches
 from nerkit.errors import UserError, exit_on_user_error
 from nerkit.modeling import load_model
 from nerkit.outputs import save_results, timing_metrics, write_json, write_predictions
-from nerkit.report import command_line, data_sources, save_confusion_matrix, save_learning_curves, write_model_card
+from nerkit.report import (
+    command_line,
+    data_sources,
+    save_confusion_matrix,
+    save_error_analysis,
+    save_learning_curves,
+    write_model_card,
+)
 from nerkit.speed import automatic_precision, choose_packing
 from nerkit.workflow import (
     check_finite_loss,
@@ -136,6 +144,9 @@ def main(model_args, data_args, args, command=None):
     setup_logging("run_ner_no_trainer", accelerator.is_local_main_process, other_level=logging.ERROR)
     logger.info("Running on %d process(es), device %s.", accelerator.num_processes, accelerator.device)
     check_arguments(model_args, data_args, args)
+    if data_args.check_data:
+        check_data(model_args, data_args, args.output_dir, args.max_length, "--max_length", accelerator.is_main_process)
+        return
     resume = checkpoint_to_resume(args, data_args)
     if args.seed is not None:
         set_seed(args.seed)
@@ -439,6 +450,7 @@ def report(accelerator, model, loaders, splits, features, label_list, data_args,
                      data_args.metric_mode)
     if gold is not None:
         save_confusion_matrix(args.output_dir, gold, predicted)
+        save_error_analysis(args.output_dir, splits["validation"], predicted, label_list, data_args.metric_mode)
     save_learning_curves(args.output_dir, state.history)
 
 
@@ -451,6 +463,8 @@ def predict(accelerator, model, loader, split, split_features, label_list, data_
         metrics.update(timing_metrics("predict", time.time() - started, len(split.tokens), len(loader)))
         save_results(args.output_dir, "predict", metrics)
         write_predictions(args.output_dir, split, tags, probabilities)
+        if split.tags is not None:
+            save_error_analysis(args.output_dir, split, tags, label_list, data_args.metric_mode)
 
 
 def push(args):

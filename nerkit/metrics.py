@@ -26,6 +26,18 @@ def detect_scheme(label_list):
     return None
 
 
+def strict_scheme(label_list, mode):
+    """The seqeval scheme class that `mode` "strict" checks entities against (None in the default mode), so
+    the scores and the error analysis read the same entities."""
+    if mode != "strict":
+        return None
+    scheme = detect_scheme(label_list)
+    if scheme is None:
+        raise UserError(f"--metric_mode strict needs IOB2, IOBES or BILOU labels; these labels fit none: "
+                        f"{', '.join(label_list)}. Use --metric_mode default.")
+    return SCHEMES[scheme]
+
+
 def entity_scores(gold, predicted, label_list, mode="default", entity_level=False):
     """Scores of word-level tag sequences, with the upstream key names.
 
@@ -33,13 +45,8 @@ def entity_scores(gold, predicted, label_list, mode="default", entity_level=Fals
     number and overall_precision/recall/f1/accuracy. `mode="strict"` checks entities against the detected
     scheme (seqeval strict mode); the default is seqeval's lenient conlleval-style matching.
     """
-    options = {}
-    if mode == "strict":
-        scheme = detect_scheme(label_list)
-        if scheme is None:
-            raise UserError(f"--metric_mode strict needs IOB2, IOBES or BILOU labels; these labels fit none: "
-                            f"{', '.join(label_list)}. Use --metric_mode default.")
-        options = {"mode": "strict", "scheme": SCHEMES[scheme]}
+    scheme = strict_scheme(label_list, mode)
+    options = {} if scheme is None else {"mode": "strict", "scheme": scheme}
     with warnings.catch_warnings():  # numpy warns about the macro average when there is no entity at all
         warnings.simplefilter("ignore", RuntimeWarning)
         report = classification_report(gold, predicted, output_dict=True, zero_division=0, **options)
