@@ -91,13 +91,14 @@ def span_record(tokens, span):
 
 
 def example_record(index, tokens, gold, predicted, where=None):
-    """One shown example: where it is, the words around its entities, and the gold and predicted spans."""
+    """One shown example: where its first entity is (`where(example, word)` names the place), the words
+    around its entities, and the gold and predicted spans."""
     spans = [*gold, *predicted]
     first = max(min(span.start for span in spans) - CONTEXT_WORDS, 0)
     last = min(max(span.end for span in spans) + CONTEXT_WORDS, len(tokens))
     record = {"example": index}
     if where is not None:
-        record["where"] = where
+        record["where"] = where(index, spans[0].start)
     record.update(context=" ".join(tokens[first:last]), context_start=first,
                   gold=[span_record(tokens, span) for span in gold],
                   predicted=[span_record(tokens, span) for span in predicted])
@@ -114,8 +115,8 @@ def analyse_errors(tokens, gold_tags, predicted_tags, label_list, mode="default"
     """The error analysis of a split (the content of errors_<split>.json, see the README).
 
     `tokens`, `gold_tags`, `predicted_tags` are lists per example (`tokens` may be None when `shown` is 0:
-    no examples are kept); `where` optionally names each example's
-    place ("validation.json, line 3") for the shown examples; `mode` is the seqeval metric mode."""
+    no examples are kept); `where(example, word)` optionally names a word's place ("test.conll, line 12",
+    as `Split.where_word` does) for the shown examples; `mode` is the seqeval metric mode."""
     overall, per_type, confusions = empty_tally(), {}, Counter()
     examples = {name: [] for name in CATEGORIES}
     gold_spans = entity_spans(gold_tags, label_list, mode)
@@ -129,8 +130,7 @@ def analyse_errors(tokens, gold_tags, predicted_tags, label_list, mode="default"
             if name == "wrong_type":
                 confusions[(entity.type, others[0].type)] += 1
             if len(examples[name]) < shown:
-                examples[name].append(example_record(index, tokens[index], [entity], others,
-                                                     where[index] if where else None))
+                examples[name].append(example_record(index, tokens[index], [entity], others, where))
         for name, entity, others in predicted_side:
             for tally in (overall, per_type.setdefault(entity.type, empty_tally())):
                 tally["predicted_entities"] += 1
@@ -138,8 +138,7 @@ def analyse_errors(tokens, gold_tags, predicted_tags, label_list, mode="default"
                 if name == "spurious":
                     tally["counts"]["spurious"] += 1
             if name == "spurious" and len(examples[name]) < shown:
-                examples[name].append(example_record(index, tokens[index], [], [entity],
-                                                     where[index] if where else None))
+                examples[name].append(example_record(index, tokens[index], [], [entity], where))
     return dict(overall, metric_mode=mode, examples_in_split=len(gold_spans),
                 per_type=dict(sorted(per_type.items())),
                 type_confusions=[{"gold": gold, "predicted": predicted, "count": count}

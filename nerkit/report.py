@@ -136,8 +136,7 @@ def save_error_analysis(output_dir, split, predicted, label_list, metric_mode):
     """errors_<split>.json for a labelled split, its summary in the log, and its picture: errors.png for
     validation (beside confusion_matrix.png, which is validation's too), errors_<split>.png for another
     split. Returns the analysis."""
-    where = [split.where(index) for index in range(len(split.tokens))]
-    analysis = analyse_errors(split.tokens, split.tags, predicted, label_list, metric_mode, where)
+    analysis = analyse_errors(split.tokens, split.tags, predicted, label_list, metric_mode, split.where_word)
     path = os.path.join(output_dir, f"errors_{split.name}.json")
     write_json(path, dict(analysis, split=split.name, source=split.source))
     for line in summary_lines(analysis, split.name):

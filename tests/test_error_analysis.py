@@ -67,9 +67,9 @@ def test_examples_show_words_in_context_with_both_spans():
     tokens = ["x"] * 10 + ["Acme", "Corp", "said"] + ["y"] * 10
     gold = ["O"] * 10 + ["B-ORG", "I-ORG", "O"] + ["O"] * 10
     predicted = ["O"] * 10 + ["B-ORG", "O", "O"] + ["O"] * 10
-    analysis = analyse_errors([tokens], [gold], [predicted], LABELS, where=["test.json, line 1"])
+    analysis = analyse_errors([tokens], [gold], [predicted], LABELS, where=lambda i, word: f"line {i}, word {word}")
     example, = analysis["examples"]["wrong_boundary"]
-    assert example == {"example": 0, "where": "test.json, line 1", "context_start": 5,
+    assert example == {"example": 0, "where": "line 0, word 10", "context_start": 5,
                        "context": "x x x x x Acme Corp said y y y y",
                        "gold": [{"type": "ORG", "start": 10, "end": 12, "text": "Acme Corp"}],
                        "predicted": [{"type": "ORG", "start": 10, "end": 11, "text": "Acme"}]}
