@@ -1,6 +1,7 @@
 """What a trained folder tells a reader: the model card (README.md), the error analysis of each labelled
 split (errors_<split>.json) and, when matplotlib is installed, confusion_matrix.png (entity types, per
-word), errors.png and errors_test.png (error categories per entity type) and learning_curves.png (loss and F1 per evaluation)."""
+word), errors.png and errors_test.png (error categories per entity type) and learning_curves.png (loss and
+F1 per evaluation)."""
 
 import logging
 import os

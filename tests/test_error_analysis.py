@@ -9,7 +9,6 @@ import pytest
 from seqeval.metrics import classification_report
 
 import run_ner_no_trainer
-from conftest import ROOT  # noqa: F401  (puts the repository on sys.path)
 from nerkit.error_analysis import CATEGORIES, PREDICTED_CATEGORIES, analyse_errors
 from nerkit.metrics import SCHEMES
 from test_run_ner import read_json, run
