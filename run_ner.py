@@ -27,6 +27,7 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from nerkit.arguments import DataTrainingArguments, ModelArguments, launcher_defaults, parse_arguments
+from nerkit.datacheck import check_data
 from nerkit.decoding import WordDecoder, reduce_logits
 from nerkit.errors import UserError, exit_on_user_error
 from nerkit.labels import outside_label
@@ -34,7 +35,14 @@ from nerkit.metrics import EntityScorer
 from nerkit.modeling import load_model
 from nerkit.outputs import save_results, timing_metrics, write_predictions
 from nerkit.progress import interactive, score_table, use_short_lines
-from nerkit.report import command_line, data_sources, save_confusion_matrix, save_learning_curves, write_model_card
+from nerkit.report import (
+    command_line,
+    data_sources,
+    save_confusion_matrix,
+    save_error_analysis,
+    save_learning_curves,
+    write_model_card,
+)
 from nerkit.schemes import model_scheme
 from nerkit.speed import automatic_precision, choose_packing
 from nerkit.workflow import (
@@ -104,6 +112,10 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
         model_args, data_args, training_args, command = parse_command_line(sys.argv[1:])
     setup_logging("run_ner", training_args.should_log)
     logger.info("Running on %d process(es), device %s.", training_args.world_size, training_args.device)
+    if data_args.check_data:
+        check_data(model_args, data_args, training_args.output_dir, data_args.max_seq_length, "--max_seq_length",
+                   training_args.should_save)
+        return
     check_arguments(data_args, training_args)
     keep_token_out_of_files(training_args)
     checkpoint = checkpoint_to_resume(training_args, data_args)
@@ -307,12 +319,15 @@ def evaluate(trainer, split):
     logger.info("Validation scores:\n%s", score_table(metrics, "eval"))
     if trainer.is_world_process_zero():
         save_results(trainer.args.output_dir, "eval", metrics)
-        save_confusion_matrix(trainer.args.output_dir, split.tags, trainer.compute_metrics.last_tags)
+        scorer = trainer.compute_metrics
+        save_confusion_matrix(trainer.args.output_dir, split.tags, scorer.last_tags)
+        save_error_analysis(trainer.args.output_dir, split, scorer.last_tags, scorer.label_list, scorer.mode,
+                            scorer.scheme)
 
 
 def predict(trainer, split, features, label_list, data_args, output_dir):
-    """Predict every word of the test split, batch by batch; score it when it is labelled; write
-    predictions.txt and predictions.jsonl."""
+    """Predict every word of the test split, batch by batch; score and analyse its errors when it is
+    labelled; write predictions.txt and predictions.jsonl."""
     model, loader = trainer.model.eval(), trainer.get_test_dataloader(features)
     started = time.time()
     batches = (trainer.prediction_step(model, inputs, prediction_loss_only=False)[:2] for inputs in loader)
@@ -325,6 +340,9 @@ def predict(trainer, split, features, label_list, data_args, output_dir):
     if trainer.is_world_process_zero():
         save_results(output_dir, "predict", metrics)
         write_predictions(output_dir, split, tags, probabilities)
+        if split.tags is not None:
+            save_error_analysis(output_dir, split, tags, label_list, data_args.metric_mode,
+                                model_scheme(model.config))
 
 
 def publish(trainer, model_args, data_args, training_args, label_list, splits, command):

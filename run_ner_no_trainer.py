@@ -34,12 +34,20 @@ from transformers.trainer_utils import load_sharded_checkpoint
 from transformers.utils import SAFE_WEIGHTS_NAME
 
 from nerkit.arguments import DataTrainingArguments, ModelArguments, parse_arguments
+from nerkit.datacheck import check_data
 from nerkit.decoding import forward_batches
 from nerkit.errors import UserError, exit_on_user_error
 from nerkit.modeling import load_model
 from nerkit.outputs import save_results, timing_metrics, write_json, write_predictions
 from nerkit.progress import interactive, progress_line
-from nerkit.report import command_line, data_sources, save_confusion_matrix, save_learning_curves, write_model_card
+from nerkit.report import (
+    command_line,
+    data_sources,
+    save_confusion_matrix,
+    save_error_analysis,
+    save_learning_curves,
+    write_model_card,
+)
 from nerkit.schemes import model_scheme
 from nerkit.speed import automatic_precision, choose_packing
 from nerkit.workflow import (
@@ -180,6 +188,9 @@ def main(model_args=None, data_args=None, args=None, command=None):
     setup_logging("run_ner_no_trainer", accelerator.is_local_main_process, other_level=logging.ERROR)
     logger.info("Running on %d process(es), device %s.", accelerator.num_processes, accelerator.device)
     check_arguments(model_args, data_args, args)
+    if data_args.check_data:
+        check_data(model_args, data_args, args.output_dir, args.max_length, "--max_length", accelerator.is_main_process)
+        return
     resume = checkpoint_to_resume(args, data_args)
     if args.seed is not None:
         set_seed(args.seed)
@@ -580,6 +591,8 @@ def report(run, state, kept_tags, origin):
                      kept_tags if gold is not None else None, run.data_args.metric_mode, run.scheme)
     if gold is not None:
         save_confusion_matrix(run.args.output_dir, gold, kept_tags)
+        save_error_analysis(run.args.output_dir, run.splits["validation"], kept_tags, run.label_list,
+                            run.data_args.metric_mode, run.scheme)
     save_learning_curves(run.args.output_dir, state.history)
 
 
@@ -593,6 +606,9 @@ def predict(run):
         metrics.update(timing_metrics("predict", time.time() - started, len(split.tokens), len(loader)))
         save_results(run.args.output_dir, "predict", metrics)
         write_predictions(run.args.output_dir, split, tags, probabilities)
+        if split.tags is not None:
+            save_error_analysis(run.args.output_dir, split, tags, run.label_list, run.data_args.metric_mode,
+                                run.scheme)
 
 
 def push(args):

@@ -192,6 +192,12 @@ class DataTrainingArguments:
             "Without it such a folder is never overwritten."
         },
     )
+    check_data: bool = field(
+        default=False,
+        metadata={"help": "Only check the data: read every split given, load the tokenizer (no weights), print a "
+                          "report (counts, windows, leakage, unseen entities, inconsistent annotation, scheme "
+                          "breaks) and write data_report.json into output_dir, then stop (exit status 0)."},
+    )
     # Speed: the same work, done faster (see nerkit/speed.py). Both are on unless turned off.
     packing: bool = field(
         default=True,

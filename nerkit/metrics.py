@@ -32,6 +32,17 @@ def check_strict_mode(label_list, scheme, source="the label names"):
                         "every tag follows one scheme.")
 
 
+def strict_scheme(label_list, mode, scheme=None):
+    """The seqeval scheme class that `mode` "strict" checks entities against (None in the default mode):
+    the run's `scheme`, else the one the label names suggest. The scores and the error analysis both read
+    entities through it, so they agree."""
+    if mode != "strict":
+        return None
+    scheme = scheme or scheme_from_names(label_list)
+    check_strict_mode(label_list, scheme)
+    return STRICT_SCHEMES[scheme]
+
+
 def entity_scores(gold, predicted, label_list, mode="default", entity_level=False, scheme=None):
     """Scores of word-level tag sequences, with the upstream key names.
 
@@ -40,11 +51,8 @@ def entity_scores(gold, predicted, label_list, mode="default", entity_level=Fals
     run's tagging scheme (seqeval strict mode; the label names decide when it is not given); the default is
     seqeval's lenient conlleval-style matching, which reads IOB1 and IOB2 alike.
     """
-    options = {}
-    if mode == "strict":
-        scheme = scheme or scheme_from_names(label_list)
-        check_strict_mode(label_list, scheme)
-        options = {"mode": "strict", "scheme": STRICT_SCHEMES[scheme]}
+    seqeval_scheme = strict_scheme(label_list, mode, scheme)
+    options = {} if seqeval_scheme is None else {"mode": "strict", "scheme": seqeval_scheme}
     with warnings.catch_warnings():  # numpy warns about the macro average when there is no entity at all
         warnings.simplefilter("ignore", RuntimeWarning)
         report = classification_report(gold, predicted, output_dict=True, zero_division=0, **options)

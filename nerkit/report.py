@@ -1,5 +1,7 @@
-"""What a trained folder tells a reader: the model card (README.md) and, when matplotlib is installed,
-confusion_matrix.png (entity types, per word) and learning_curves.png (loss and F1 per evaluation)."""
+"""What a trained folder tells a reader: the model card (README.md), the error analysis of each labelled
+split (errors_<split>.json) and, when matplotlib is installed, confusion_matrix.png (entity types, per
+word), errors.png and errors_test.png (error categories per entity type) and learning_curves.png (loss and
+F1 per evaluation)."""
 
 import logging
 import os
@@ -7,8 +9,9 @@ import shlex
 import sys
 from collections import Counter
 
+from .error_analysis import CATEGORIES, TITLES, analyse_errors, card_section, summary_lines
 from .metrics import entity_scores
-from .outputs import write_atomic
+from .outputs import write_atomic, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +80,8 @@ def model_card(base_model, data_sources, label_list, command, gold=None, predict
             "",
             f"Word accuracy: {scores['accuracy']:.4f}.",
             "",
+            *card_section(analyse_errors(None, gold, predicted, label_list, metric_mode, shown=0, scheme=scheme),
+                         "validation"),
         ]
     lines += ["## Use", "", "```python", "from transformers import pipeline",
               'tagger = pipeline("token-classification", model="PATH_TO_THIS_FOLDER", aggregation_strategy="first")',
@@ -129,6 +134,45 @@ def save_confusion_matrix(output_dir, gold, predicted):
     axes.set_ylabel("gold type")
     axes.set_title("Words by entity type (row-normalised colour)")
     return _save(figure, plt, os.path.join(output_dir, "confusion_matrix.png"))
+
+
+def save_error_analysis(output_dir, split, predicted, label_list, metric_mode, scheme=None):
+    """errors_<split>.json for a labelled split, its summary in the log, and its picture: errors.png for
+    validation (beside confusion_matrix.png, which is validation's too), errors_<split>.png for another
+    split. Returns the analysis."""
+    analysis = analyse_errors(split.tokens, split.tags, predicted, label_list, metric_mode, split.where_word,
+                              scheme=scheme)
+    path = os.path.join(output_dir, f"errors_{split.name}.json")
+    write_json(path, dict(analysis, split=split.name, source=split.source))
+    for line in summary_lines(analysis, split.name):
+        logger.info(line)
+    logger.info("Wrote %s (with up to 20 examples of each category).", path)
+    picture = "errors.png" if split.name == "validation" else f"errors_{split.name}.png"
+    save_error_chart(os.path.join(output_dir, picture), analysis, split.name)
+    return analysis
+
+
+def save_error_chart(path, analysis, split_name):
+    """A bar per entity type: its gold entities by category, then its spurious predictions."""
+    plt = pyplot()
+    if plt is None or not analysis["per_type"]:
+        return None
+    types = list(analysis["per_type"])
+    colours = {"correct": "tab:green", "wrong_type": "tab:purple", "wrong_boundary": "tab:orange",
+               "wrong_boundary_and_type": "tab:brown", "missed": "tab:red", "spurious": "tab:gray"}
+    figure, axes = plt.subplots(figsize=(9, 1.5 + 0.45 * len(types)))
+    left = [0] * len(types)
+    for name in CATEGORIES:
+        values = [analysis["per_type"][kind]["counts"][name] for kind in types]
+        axes.barh(types, values, left=left, color=colours[name], label=TITLES[name])
+        left = [start + value for start, value in zip(left, values)]
+    axes.invert_yaxis()
+    axes.set_xlabel("entities (gold by category; spurious: predictions)")
+    counts = analysis["counts"]
+    axes.set_title(f"Errors on {split_name}: {counts['correct']} of {analysis['gold_entities']} gold entities "
+                   f"correct, {counts['spurious']} spurious", fontsize=10)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)
+    return _save(figure, plt, path)
 
 
 def save_learning_curves(output_dir, history):

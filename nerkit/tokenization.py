@@ -131,6 +131,15 @@ def plan_windows(word_lengths, budget, stride):
         start = following
 
 
+def example_windows(word_lengths, max_length, special_tokens, stride):
+    """The windows of one example, as (first word, end word) pairs: the whole example when its sub-tokens
+    and the special tokens fit in `max_length`, else the cut of `plan_windows` (overlap at most half a window)."""
+    if sum(word_lengths) + special_tokens <= max_length:
+        return [(0, len(word_lengths))]
+    budget = max_length - special_tokens
+    return plan_windows(word_lengths, budget, min(stride, budget // 2))
+
+
 def word_lengths_from_ids(word_ids, word_count):
     """Sub-tokens per word; a word the tokenizer drops entirely (a lone control character) counts 0."""
     lengths = [0] * word_count
@@ -151,15 +160,15 @@ def encode_batch(batch, tokenizer, settings):
     """`datasets.map` function: examples ({'tokens', 'example_id'[, 'tag_ids']}) to window features."""
     labelled = "tag_ids" in batch
     whole = tokenizer(batch["tokens"], is_split_into_words=True, truncation=False, verbose=False)
-    budget = settings.max_length - tokenizer.num_special_tokens_to_add()
-    stride = min(settings.stride, budget // 2)
+    special = tokenizer.num_special_tokens_to_add()
     pieces = []  # (example index, first word, encoding or None to encode below)
     for index, words in enumerate(batch["tokens"]):
         word_ids = whole.word_ids(index)
         if len(word_ids) <= settings.max_length:
             pieces.append((index, 0, word_ids, {key: whole[key][index] for key in whole.keys()}))
             continue
-        for first, end in plan_windows(word_lengths_from_ids(word_ids, len(words)), budget, stride):
+        lengths = word_lengths_from_ids(word_ids, len(words))
+        for first, end in example_windows(lengths, settings.max_length, special, settings.stride):
             pieces.append((index, first, words[first:end], None))
     pending = [piece[2] for piece in pieces if piece[3] is None]
     if pending:

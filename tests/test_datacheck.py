@@ -1,0 +1,167 @@
+"""--check_data: every number of the report on hand-made data with planted defects, the windows against the
+encoder's, and end-to-end runs that load no weights and destroy nothing."""
+
+import json
+
+import pytest
+
+import run_ner
+import run_ner_no_trainer
+from conftest import examples, write_jsonl
+from nerkit.data import Split
+from nerkit.datacheck import WindowPlan, data_report, report_text, subtoken_lengths, window_counts
+from nerkit.tokenization import EncodingSettings, encode_split, load_fast_tokenizer
+
+
+def split(name, rows):
+    """A Split from (words, tags or None, sub-tokens per word) rows, located as JSON Lines lines."""
+    return Split(name, f"{name}.json", [words.split() for words, _, _ in rows],
+                 None if rows[0][1] is None else [tags.split() for _, tags, _ in rows],
+                 [f"line {i + 1}" for i in range(len(rows))])
+
+
+# Planted: validation line 1 and test line 1 repeat train lines 1 and 2; "Paris" is LOC twice, O once and
+# ORG once; B-MISC (and I-PER) occur only in validation; train line 4 has I-LOC after O; the last word of validation
+# line 2 becomes no sub-token; train line 4 and test line 2 need two windows of 8 sub-tokens.
+TRAIN = [("John lives in Paris .", "B-PER O O B-LOC O", [1, 1, 1, 1, 1]),
+         ("Acme hired Mary .", "B-ORG O B-PER O", [3, 1, 1, 1]),
+         ("Paris is big .", "O O O O", [1, 1, 1, 1]),
+         ("Visit Berlin now", "O I-LOC O", [2, 4, 3])]
+VALIDATION = [("John lives in Paris .", "B-PER O O B-LOC O", [1, 1, 1, 1, 1]),
+              ("Anna Lee met Bob .", "B-PER I-PER O B-MISC O", [1, 1, 1, 1, 0])]
+TEST = [("Acme hired Mary .", "B-ORG O B-PER O", [3, 1, 1, 1]),
+        ("Paris rocks", "B-ORG O", [7, 1])]
+PLAN = WindowPlan(max_length=8, special_tokens=2, stride=2)
+
+
+@pytest.fixture(scope="module")
+def report():
+    rows = {"train": TRAIN, "validation": VALIDATION, "test": TEST}
+    splits = {name: split(name, data) for name, data in rows.items()}
+    lengths = {name: [row[2] for row in data] for name, data in rows.items()}
+    return data_report(splits, lengths, PLAN)
+
+
+def test_split_figures(report):
+    train, validation, test = (report["splits"][name] for name in ("train", "validation", "test"))
+    assert (train["examples"], train["words"], train["entities"], train["entity_total"]) == \
+        (4, 16, {"PER": 2, "LOC": 2, "ORG": 1}, 5)
+    assert validation["entities"] == {"PER": 2, "LOC": 1, "MISC": 1}
+    assert [report["splits"][name]["scheme"] for name in ("train", "validation", "test")] == ["IOB2"] * 3
+    assert (train["windows"], train["long_examples"], train["words_in_long_examples"],
+            train["words_longer_than_window"], train["longest_example"]) == (5, 1, 3, 0, 11)
+    assert (test["windows"], test["long_examples"], test["words_in_long_examples"],
+            test["words_longer_than_window"], test["longest_example"]) == (3, 1, 2, 1, 10)
+    assert train["entity_length_words"] == {"mean": 1.0, "max": 1, "counts": [[1, 5]]}
+    assert train["entity_length_subtokens"] == {"mean": 2.0, "max": 4, "counts": [[1, 3], [3, 1], [4, 1]]}
+    assert validation["entity_length_words"] == {"mean": 1.25, "max": 2, "counts": [[1, 3], [2, 1]]}
+    assert validation["empty_words"] == {"count": 1, "forms": ["."], "first": ["validation.json, line 2, word 4"]}
+    assert train["empty_words"]["count"] == 0 and report["stride"] == 2
+
+
+def test_leakage(report):
+    assert report["leakage"] == {
+        "validation": {"count": 1, "examples": 2, "first": ["validation.json, line 1 = train.json, line 1"]},
+        "test": {"count": 1, "examples": 2, "first": ["test.json, line 1 = train.json, line 2"]},
+    }
+
+
+def test_unseen_entities(report):
+    validation, test = report["unseen_entity_ratio"]["validation"], report["unseen_entity_ratio"]["test"]
+    assert (validation["entities"], validation["unseen"], validation["ratio"]) == (4, 2, 0.5)  # Anna Lee, Bob
+    assert validation["per_type"]["PER"] == {"entities": 2, "unseen": 1, "ratio": 0.5}
+    assert (test["entities"], test["unseen"], test["ratio"]) == (3, 1, 0.3333)  # Paris as ORG
+    assert test["per_type"]["ORG"] == {"entities": 2, "unseen": 1, "ratio": 0.5}
+
+
+def test_inconsistent_annotation_labels_and_breaks(report):
+    assert report["inconsistent_annotations"] == {
+        "count": 1, "forms": [{"text": "Paris", "occurrences": 4, "labels": [["LOC", 2], ["O", 1], ["ORG", 1]]}]}
+    assert report["labels_not_in_train"] == {"validation": ["B-MISC", "I-PER"], "test": []}
+    assert report["scheme_breaks"] == {"train": {"count": 1, "first": ["train.json, line 4, word 1"]},
+                                       "validation": {"count": 0, "first": []}, "test": {"count": 0, "first": []}}
+
+
+def test_an_occurrence_inside_a_longer_entity_is_not_inconsistent():
+    rows = [("New York is big", "B-LOC I-LOC O O", [1] * 4), ("New York Times", "B-ORG I-ORG I-ORG", [1] * 3)]
+    found = data_report({"train": split("train", rows)}, {"train": [row[2] for row in rows]}, PLAN)
+    assert found["inconsistent_annotations"] == {"count": 0, "forms": []}
+    assert found["leakage"] == {} and found["unseen_entity_ratio"] == {}
+
+
+def test_unlabelled_test_split_is_checked_for_leakage_only(report):
+    rows = {"train": TRAIN, "test": [("Acme hired Mary .", None, [3, 1, 1, 1])]}
+    splits = {name: split(name, data) for name, data in rows.items()}
+    found = data_report(splits, {name: [row[2] for row in data] for name, data in rows.items()}, PLAN)
+    assert found["leakage"]["test"]["count"] == 1 and found["splits"]["test"]["labelled"] is False
+    assert found["unseen_entity_ratio"] == {} and found["labels_not_in_train"] == {}
+    assert "test" not in found["scheme_breaks"]
+
+
+def test_report_text_names_every_finding(report):
+    text = report_text(report)
+    for expected in ("leakage: 1 of 2 validation examples", "unseen entities: 50.0% of validation entities",
+                     "'Paris': LOC 2, O 1, ORG 1", "labels in validation but never in train: B-MISC, I-PER",
+                     "scheme breaks in train: 1 (I-X after O", "validation.json, line 2, word 4"):
+        assert expected in text, expected
+
+
+def test_window_counts_match_the_encoder(tiny_bert):
+    tokenizer = load_fast_tokenizer(tiny_bert, {})
+    long_example = (" ".join(["Peter Blackburn reported from Brussels ."] * 6)).split()
+    rows = [(tokens, tags) for tokens, tags in examples(3)] + [(long_example, ["O"] * len(long_example))]
+    data = Split("train", "train.json", [tokens for tokens, _ in rows], [tags for _, tags in rows],
+                 ["line 1"] * len(rows))
+    plan = WindowPlan(16, tokenizer.num_special_tokens_to_add(), 4)
+    counted = window_counts(subtoken_lengths(tokenizer, data.tokens), plan)
+    features = encode_split(data, tokenizer, {"O": 0, "B-PER": 1, "I-PER": 2, "B-ORG": 3, "I-ORG": 4, "B-LOC": 5,
+                                              "I-LOC": 6, "B-MISC": 7}, EncodingSettings(16, 4))
+    assert counted["windows"] == len(features) > len(rows)
+    assert counted["long_examples"] == len({example for example in features["example_id"]
+                                            if features["example_id"].count(example) > 1})
+
+
+@pytest.fixture
+def no_weights(monkeypatch):
+    """Loading any model weights fails: the data check must not need them."""
+    import transformers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("model weights were loaded")
+
+    monkeypatch.setattr(transformers.AutoModelForTokenClassification, "from_pretrained", refuse)
+    monkeypatch.setattr(run_ner, "load_model", refuse)
+    monkeypatch.setattr(run_ner_no_trainer, "load_model", refuse)
+
+
+def planted_files(folder):
+    train = examples(10)
+    validation = examples(2) + [("Bob met Anna".split(), "B-PER O B-EVENT".split())]
+    return {"train": write_jsonl(folder / "train.json", train),
+            "validation": write_jsonl(folder / "validation.json", validation)}
+
+
+def test_run_ner_check_data_writes_the_report_and_nothing_else(tiny_bert, tmp_path, no_weights, capsys):
+    files = planted_files(tmp_path)
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "notes.txt").write_text("keep me")
+    run_ner.cli(["--model_name_or_path", tiny_bert, "--train_file", files["train"], "--validation_file",
+                 files["validation"], "--output_dir", str(output), "--check_data", "--do_train",
+                 "--max_seq_length", "16"])
+    report = json.loads((output / "data_report.json").read_text(encoding="utf-8"))
+    for key in ("splits", "leakage", "unseen_entity_ratio", "inconsistent_annotations", "scheme_breaks"):
+        assert key in report, key
+    assert report["max_length"] == 16 and report["leakage"]["validation"]["count"] == 2
+    assert report["labels_not_in_train"] == {"validation": ["B-EVENT"]}
+    assert sorted(path.name for path in output.iterdir()) == ["data_report.json", "notes.txt"]
+    assert (output / "notes.txt").read_text() == "keep me"
+    assert "leakage: 2 of 3 validation examples also occur in train" in capsys.readouterr().out
+
+
+def test_no_trainer_check_data_uses_its_window_flag(tiny_bert, tmp_path, no_weights):
+    files = planted_files(tmp_path)
+    run_ner_no_trainer.cli(["--model_name_or_path", tiny_bert, "--train_file", files["train"], "--output_dir",
+                            str(tmp_path / "out"), "--check_data", "--max_length", "12"])
+    report = json.loads((tmp_path / "out" / "data_report.json").read_text(encoding="utf-8"))
+    assert report["max_length"] == 12 and list(report["splits"]) == ["train"]
