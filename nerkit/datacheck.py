@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from .error_analysis import entity_spans
 from .errors import UserError
-from .schemes import scheme_from_tags
+from .schemes import RULES_IN_WORDS, decide_scheme, scheme_from_tags
 from .outputs import write_json
 from .summary import entity_counts, scheme_breaks
 from .tokenization import example_windows, load_fast_tokenizer, window_length, word_lengths_from_ids
@@ -206,14 +206,22 @@ def labels_not_in_train(splits):
             for name in EVALUATED if name in splits and splits[name].tags is not None}
 
 
+def run_scheme(splits):
+    """(the run's tagging scheme, the labels of every split): the scheme training would decide (see
+    nerkit.schemes.decide_scheme), which scheme breaks are counted against."""
+    label_list = sorted({tag for split in splits.values() for tags in split.tags or () for tag in tags})
+    return decide_scheme(splits, label_list)[0], label_list
+
+
 def scheme_break_report(splits):
-    """Per labelled split: tags that continue an entity that is not open (I-X after O), count and places."""
+    """Per labelled split: tags that break the run's scheme (I-X after O in IOB2, ...), count and places."""
+    scheme, label_list = run_scheme(splits)
     found = {}
     for name, split in splits.items():
         if split.tags is None:
             continue
-        places = [split.where_word(index, position) for index, tags in enumerate(split.tags)
-                  for position in scheme_breaks(tags)]
+        places = [split.where_word(index, position) for index, position in scheme_breaks(split.tags, label_list,
+                                                                                          scheme)]
         found[name] = {"count": len(places), "first": places[:SHOWN_PLACES]}
     return found
 
@@ -224,6 +232,7 @@ def data_report(splits, lengths, plan):
     return {
         "max_length": plan.max_length,
         "stride": plan.overlap,
+        "scheme": run_scheme(splits)[0],
         "splits": {name: split_report(split, lengths[name], plan) for name, split in splits.items()},
         "leakage": leakage(splits),
         "unseen_entity_ratio": unseen_entities(splits),
@@ -276,8 +285,8 @@ def finding_lines(report):
     for name, labels in report["labels_not_in_train"].items():
         lines.append(f"labels in {name} but never in train: {', '.join(labels) or 'none'}")
     for name, found in report["scheme_breaks"].items():
-        lines.append(f"scheme breaks in {name}: " + (f"{found['count']:,} (I-X after O or after another type: a "
-                     f"tag that continues an entity that is not open), first at {'; '.join(found['first'])}"
+        lines.append(f"scheme breaks in {name}: " + (f"{found['count']:,} (the run's scheme is {report['scheme']}: "
+                     f"{RULES_IN_WORDS[report['scheme']]}), first at {'; '.join(found['first'])}"
                      if found["count"] else "none"))
     if not any(split["empty_words"]["count"] for split in report["splits"].values()):
         lines.append("words the tokenizer turns into nothing: none")

@@ -28,6 +28,9 @@ MOST_SPECIFIC_FIRST = ("IOBES", "BILOU", "IOB2", "IOB1")
 # A scheme still fits data that breaks it at this share of the entity tags (annotation noise); the summary
 # warns about every break.
 TOLERANCE = 0.01
+# Past that, a small data set (where one break is more than 1%) keeps the scheme it breaks least, while
+# that stays under this share; data mixing IOB1 and IOB2 halves breaks both at about 30% and fits none.
+NOISY = 0.2
 RULES_IN_WORDS = {
     "IOB1": "B-X only right after I-X or B-X",
     "IOB2": "I-X only after B-X or I-X",
@@ -105,12 +108,16 @@ def scheme_from_tags(tag_lists, label_list):
     if not used:
         return None
     entity_tags = np.array([prefix is not None for prefix in prefixes])[ids].sum()
+    breaks = {}
     for scheme in MOST_SPECIFIC_FIRST:
         if scheme in CLOSING and not used & CLOSING[scheme]:
             continue
-        if broken(ids, starts, transition_rules(label_list, scheme)).sum() <= TOLERANCE * entity_tags:
+        breaks[scheme] = broken(ids, starts, transition_rules(label_list, scheme)).sum()
+        if breaks[scheme] <= TOLERANCE * entity_tags:
             return scheme
-    return "none"
+    # Small or noisy data: the scheme it breaks least, unless it breaks every scheme often (then none fits).
+    fewest = min(breaks, key=breaks.get)
+    return fewest if breaks[fewest] <= NOISY * entity_tags else "none"
 
 
 def scheme_from_names(label_list):

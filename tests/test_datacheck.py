@@ -102,7 +102,7 @@ def test_report_text_names_every_finding(report):
     text = report_text(report)
     for expected in ("leakage: 1 of 2 validation examples", "unseen entities: 50.0% of validation entities",
                      "'Paris': LOC 2, O 1, ORG 1", "labels in validation but never in train: B-MISC, I-PER",
-                     "scheme breaks in train: 1 (I-X after O", "validation.json, line 2, word 4"):
+                     "scheme breaks in train: 1 (the run's scheme is IOB2", "validation.json, line 2, word 4"):
         assert expected in text, expected
 
 

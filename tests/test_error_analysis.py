@@ -10,7 +10,7 @@ from seqeval.metrics import classification_report
 
 import run_ner_no_trainer
 from nerkit.error_analysis import CATEGORIES, PREDICTED_CATEGORIES, analyse_errors
-from nerkit.metrics import SCHEMES
+from nerkit.metrics import STRICT_SCHEMES
 from test_run_ner import read_json, run
 
 LABELS = ["B-LOC", "B-ORG", "B-PER", "I-LOC", "I-ORG", "I-PER", "O"]
@@ -91,7 +91,7 @@ def test_agrees_with_seqeval(mode, seed):
     rng = random.Random(seed)
     gold = [random_tags(rng, rng.randint(1, 12)) for _ in range(60)]
     predicted = [random_tags(rng, len(tags)) for tags in gold]
-    options = {"mode": "strict", "scheme": SCHEMES["IOB2"]} if mode == "strict" else {}
+    options = {"mode": "strict", "scheme": STRICT_SCHEMES["IOB2"]} if mode == "strict" else {}
     report = classification_report(gold, predicted, output_dict=True, zero_division=0, **options)
     analysis = analyse_errors(None, gold, predicted, LABELS, mode, shown=0)
     gold_count = report["micro avg"]["support"]
