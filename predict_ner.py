@@ -107,10 +107,9 @@ class Tagger:
     """A model ready to tag lists of words: windows, batches sorted by length, word decoding."""
 
     def __init__(self, model_name, max_length, stride, batch_size, decoding):
-        from accelerate import Accelerator
         from transformers import AutoModelForTokenClassification
 
-        from nerkit.speed import automatic_precision
+        from nerkit.speed import fresh_accelerator, inference_precision, log_precision
 
         self.tokenizer = load_fast_tokenizer(model_name, {})
         try:
@@ -118,7 +117,9 @@ class Tagger:
         except (OSError, ValueError) as error:
             raise UserError(f"Could not load a token-classification model from '{model_name}': {error}") from None
         self.label_list = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        self.accelerator = Accelerator(mixed_precision=automatic_precision() or "no")
+        precision = inference_precision()
+        self.accelerator = fresh_accelerator(mixed_precision=precision.mixed_precision)
+        log_precision(self.accelerator, precision, "Tagging")
         self.model = self.accelerator.prepare(model.eval())
         self.settings = EncodingSettings(window_length(self.tokenizer, model.config, max_length, "--max_length"),
                                          stride)
