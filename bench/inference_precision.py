@@ -4,7 +4,7 @@ decoded by the suite's own path (windows, accelerate's autocast, word decoding) 
 
     python bench/inference_precision.py --model output/wnut16-minilm --data data/wnut16/validation.conll
 
-Prints the share of word labels that agree and both entity F1 (seqeval's default matching, as reported by
+Prints the share of word labels that agree, both entity F1, how far the label probabilities moved (seqeval's default matching, as reported by
 --do_eval). bf16 runs on any CPU (converted where the CPU has no bf16 instructions, only slower), with the
 same rounding of inputs and weights, so the agreement measured here holds for CPUs with AMX as well.
 """
@@ -18,7 +18,7 @@ sys.path.insert(0, ROOT)
 
 
 def label_words(model_path, split, mixed_precision, decoding):
-    """Word labels of every example of `split`, with the model run under `mixed_precision`."""
+    """(labels, probabilities) of every word of `split`, with the model run under `mixed_precision`."""
     from torch.utils.data import DataLoader
     from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
 
@@ -39,8 +39,7 @@ def label_words(model_path, split, mixed_precision, decoding):
                         collate_fn=DataCollatorForTokenClassification(tokenizer))
     decoder = WordDecoder(features, [len(words) for words in split.tokens], decoding)
     collect_words(forward_batches(model, accelerator.prepare(loader)), accelerator, decoder)
-    tags, _ = decoder.result(labels, outside_label(labels), split.name)
-    return tags
+    return decoder.result(labels, outside_label(labels), split.name)
 
 
 def main():
@@ -57,14 +56,16 @@ def main():
     rows, _ = parse_conll(options.data, read_text(options.data))
     gold = [row["tags"] for row in rows]
     unlabelled = Split("validation", options.data, [row["tokens"] for row in rows], None, [""] * len(rows))
-    fp32 = label_words(options.model, unlabelled, "no", options.decoding)
-    bf16 = label_words(options.model, unlabelled, "bf16", options.decoding)
+    fp32, fp32_probabilities = label_words(options.model, unlabelled, "no", options.decoding)
+    bf16, bf16_probabilities = label_words(options.model, unlabelled, "bf16", options.decoding)
     words = sum(len(tags) for tags in gold)
     same = sum(a == b for doc_fp32, doc_bf16 in zip(fp32, bf16) for a, b in zip(doc_fp32, doc_bf16))
     f1_fp32, f1_bf16 = f1_score(gold, fp32), f1_score(gold, bf16)
     print(f"sentences {len(rows)}, words {words}, decoding {options.decoding}")
     print(f"word labels equal to fp32: {same}/{words} = {same / words:.4%}")
     print(f"entity F1: fp32 {f1_fp32:.4f}, bf16 {f1_bf16:.4f}, difference {f1_bf16 - f1_fp32:+.4f}")
+    gaps = [abs(a - b) for doc_a, doc_b in zip(fp32_probabilities, bf16_probabilities) for a, b in zip(doc_a, doc_b)]
+    print(f"probability of each word's label: mean difference {sum(gaps) / len(gaps):.5f}, largest {max(gaps):.5f}")
     print(f"entity changes: {sum(a != b for a, b in zip(fp32, bf16))} of {len(rows)} sentences differ")
 
 

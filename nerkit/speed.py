@@ -220,7 +220,7 @@ def automatic_precision(use_cpu=False):
         return "no", f"the automatic choice is bf16 on CUDA GPUs and CPUs only, not on {device}"
     found = cpu_bf16_instructions()
     if found:
-        return "bf16", f"this CPU multiplies bf16 natively ({', '.join(found)})"
+        return "bf16", f"this CPU has bf16 matrix instructions: {', '.join(found)}"
     return "no", "this CPU has no bf16 matrix instructions (AMX-BF16, AVX512-BF16), where bf16 is slower than fp32"
 
 
