@@ -134,11 +134,10 @@ class Tagger:
     """A model ready to tag lists of words: windows, batches sorted by length, word decoding."""
 
     def __init__(self, model_name, max_length, stride, batch_size, decoding):
-        from accelerate import Accelerator
         from transformers import AutoConfig, AutoModelForTokenClassification
 
         from nerkit.schemes import model_scheme
-        from nerkit.speed import automatic_precision
+        from nerkit.speed import fresh_accelerator, inference_precision, log_precision
 
         self.tokenizer = load_fast_tokenizer(model_name, {})
         config = load_pretrained(AutoConfig, model_name)
@@ -147,7 +146,9 @@ class Tagger:
         model = load_pretrained(AutoModelForTokenClassification, model_name, config=config)
         self.label_list = [model.config.id2label[i] for i in range(model.config.num_labels)]
         self.scheme = model_scheme(model.config)  # the scheme it was trained in, so Viterbi keeps to it
-        self.accelerator = Accelerator(mixed_precision=automatic_precision() or "no")
+        precision = inference_precision()
+        self.accelerator = fresh_accelerator(mixed_precision=precision.mixed_precision)
+        log_precision(self.accelerator, precision, "Tagging")
         self.model = self.accelerator.prepare(model.eval())
         self.batch_size, self.decoding = batch_size, decoding
 

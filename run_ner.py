@@ -10,6 +10,7 @@ A single `.json` argument is read as the whole configuration. See README.md for 
 Other programs call `main()` as upstream's example tests do: with no arguments it reads `sys.argv`.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -44,7 +45,7 @@ from nerkit.report import (
     write_model_card,
 )
 from nerkit.schemes import model_scheme
-from nerkit.speed import automatic_precision, choose_packing
+from nerkit.speed import choose_packing, decide_precision, forget_other_precision, log_precision
 from nerkit.workflow import (
     check_finite_loss,
     decode_and_score,
@@ -130,11 +131,12 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
     features = encode_splits(splits, tokenizer, config, settings, data_args,
                              lambda: training_args.main_process_first(desc="tokenizing"))
 
-    choose_precision(training_args, data_args)
+    training_args, precision = choose_precision(training_args, data_args)
     packer = choose_packing(model, tokenizer, features.get("train") if training_args.do_train else None,
                             data_args.packing, data_args.pad_to_max_length)
     trainer = build_trainer(model, tokenizer, training_args, data_args, splits, features, label_list, settings,
                             packer)
+    log_precision(trainer.accelerator, precision, "Training" if training_args.do_train else "Inference")
     if training_args.do_train:
         train(trainer, checkpoint, len(splits["train"].tokens))
     if training_args.do_eval:
@@ -243,11 +245,17 @@ def check_metric_name(training_args, label_list, data_args):
 
 
 def choose_precision(training_args, data_args):
-    """bf16 where the hardware does it well, unless the command chose a precision (see nerkit.speed)."""
-    if data_args.auto_mixed_precision and not (training_args.fp16 or training_args.bf16):
-        if automatic_precision(training_args.use_cpu) == "bf16":
-            training_args.bf16 = True
-            logger.info("Training in bf16, which this hardware runs faster (--no_auto_mixed_precision: fp32).")
+    """(training_args, Precision): the run's precision (nerkit.speed.decide_precision) in force in the
+    arguments the Trainer builds its Accelerator from. transformers fixes `mixed_precision` when
+    TrainingArguments is created, so an automatic bf16 builds them again (dataclasses.replace runs their
+    __post_init__), with use_cpu on a CPU, where TrainingArguments accepts bf16 only with it."""
+    requested = "fp16" if training_args.fp16 else "bf16" if training_args.bf16 else None
+    precision = decide_precision(requested, data_args.auto_mixed_precision, training_args.use_cpu)
+    if precision.automatic and precision.mixed_precision == "bf16":
+        on_cpu = training_args.use_cpu or training_args.device.type == "cpu"
+        training_args = dataclasses.replace(training_args, bf16=True, use_cpu=on_cpu)
+    forget_other_precision(training_args.mixed_precision)
+    return training_args, precision
 
 
 def build_trainer(model, tokenizer, training_args, data_args, splits, features, label_list, settings, packer):
@@ -331,8 +339,10 @@ def predict(trainer, split, features, label_list, data_args, output_dir):
     model, loader = trainer.model.eval(), trainer.get_test_dataloader(features)
     started = time.time()
     batches = (trainer.prediction_step(model, inputs, prediction_loss_only=False)[:2] for inputs in loader)
-    tags, probabilities, scores = decode_and_score(batches, trainer.accelerator, split, features, label_list,
-                                                   data_args, model_scheme(model.config))
+    # the run's precision, as in evaluation (a model neither trained nor evaluated is not prepared yet)
+    with trainer.accelerator.autocast():
+        tags, probabilities, scores = decode_and_score(batches, trainer.accelerator, split, features, label_list,
+                                                       data_args, model_scheme(model.config))
     metrics = {f"predict_{key}": value for key, value in scores.items()}
     metrics.update(timing_metrics("predict", time.time() - started, len(split.tokens), len(loader)))
     if "f1" in scores:  # a labelled test split

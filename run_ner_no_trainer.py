@@ -49,7 +49,7 @@ from nerkit.report import (
     write_model_card,
 )
 from nerkit.schemes import model_scheme
-from nerkit.speed import automatic_precision, choose_packing
+from nerkit.speed import choose_packing, decide_precision, fresh_accelerator, log_precision
 from nerkit.workflow import (
     check_finite_loss,
     decode_and_score,
@@ -184,9 +184,10 @@ def main(model_args=None, data_args=None, args=None, command=None):
     reaches the caller; `cli` turns it into a message and exit status 2."""
     if model_args is None and data_args is None and args is None:
         model_args, data_args, args, command = parse_command_line(sys.argv[1:])
-    accelerator = make_accelerator(args, data_args)
+    accelerator, precision = make_accelerator(args, data_args)
     setup_logging("run_ner_no_trainer", accelerator.is_local_main_process, other_level=logging.ERROR)
     logger.info("Running on %d process(es), device %s.", accelerator.num_processes, accelerator.device)
+    log_precision(accelerator, precision, "Training")
     check_arguments(model_args, data_args, args)
     if data_args.check_data:
         check_data(model_args, data_args, args.output_dir, args.max_length, "--max_length", accelerator.is_main_process)
@@ -221,18 +222,18 @@ def main(model_args=None, data_args=None, args=None, command=None):
 
 
 def make_accelerator(args, data_args):
+    """The run's Accelerator, with the precision nerkit.speed.decide_precision chooses (and the reason)."""
     tracking = {"log_with": args.report_to, "project_dir": args.output_dir} if args.with_tracking else {}
     # A seedable sampler shuffles by (seed, epoch) alone, so a resumed epoch sees the same order.
     loader_config = DataLoaderConfiguration(use_seedable_sampler=True)
-    precision = {}
     # Under torchrun without CUDA, accelerate 1.15 sets up no distributed state unless asked for the CPU.
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
-        precision["cpu"] = True
-    # `accelerate launch` always says which precision its configuration chose; plain python does not.
-    if data_args.auto_mixed_precision and "ACCELERATE_MIXED_PRECISION" not in os.environ:
-        precision["mixed_precision"] = automatic_precision() or "no"
-    return Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
-                       dataloader_config=loader_config, **tracking, **precision)
+    on_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    # No precision flag of its own: `accelerate launch` passes its configuration's, or the automatic choice.
+    precision = decide_precision(None, data_args.auto_mixed_precision, use_cpu=on_cpu)
+    accelerator = fresh_accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
+                                    dataloader_config=loader_config, mixed_precision=precision.mixed_precision,
+                                    **({"cpu": True} if on_cpu else {}), **tracking)
+    return accelerator, precision
 
 
 def check_arguments(model_args, data_args, args):

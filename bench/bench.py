@@ -28,7 +28,7 @@ sys.path.insert(0, ROOT)
 
 from nerkit import embedded  # noqa: E402
 from nerkit.data import parse_conll, read_text  # noqa: E402
-from nerkit.speed import bf16_pays_on_cpu  # noqa: E402
+from nerkit.speed import automatic_precision, bf16_pays_on_cpu  # noqa: E402
 
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 
@@ -252,6 +252,11 @@ def machine():
             f"transformers {transformers.__version__}")
 
 
+def suite_precision():
+    mixed_precision, reason = automatic_precision()
+    return f"{'fp32' if mixed_precision == 'no' else mixed_precision} ({reason})"
+
+
 def write_results(options, runs, subtokens, prediction, memory, bf16_fast, decoding):
     stats = {name: summary(side) for name, side in runs.items()}
     base = stats["upstream"]["seconds"]
@@ -260,9 +265,9 @@ def write_results(options, runs, subtokens, prediction, memory, bf16_fast, decod
     lines = [
         "# Benchmark results",
         "",
-        f"Machine: {machine()}. bf16 matrix multiply {'faster' if bf16_fast else 'slower'} than fp32 here, "
-        f"so this suite {'trains in bf16' if bf16_fast else 'keeps fp32'} by default and upstream's bf16 run "
-        f"{'is included' if bf16_fast else 'is left out (slower than its fp32 runs on this CPU)'}.",
+        f"Machine: {machine()}. bf16 matrix multiply {'faster' if bf16_fast else 'slower'} than fp32 here "
+        f"(measured), so upstream's bf16 run {'is included' if bf16_fast else 'is left out'}; this suite's "
+        f"automatic choice: {suite_precision()}.",
         "",
         f"Command: `python bench/bench.py --seeds {' '.join(map(str, options.seeds))} --epochs {options.epochs}`"
         f" ({time.strftime('%Y-%m-%d')}).",

@@ -7,15 +7,20 @@ is not computed. Whether a model computes packed rows exactly as separate ones i
 itself before training (absolute, RoBERTa-style or no position ids); when it does not, or the model takes
 no position ids or 4D masks, training uses ordinary padded batches.
 
-Mixed precision is turned on where the hardware does it well: bf16 on GPUs that support it, and on CPUs
-whose bf16 matrix multiply is measured faster than fp32 (AMX or AVX512-BF16; on others it is much slower).
+Mixed precision is decided once for a run by `decide_precision`: what the command names wins (--fp16/--bf16,
+or `accelerate launch`'s configuration); otherwise the automatic choice is bf16 on CUDA GPUs that support it
+and on CPUs with bf16 matrix instructions (AMX-BF16 or AVX512-BF16; on other CPUs bf16 is emulated and
+several times slower), fp32 elsewhere. `NERKIT_AUTO_PRECISION=bf16|fp32` forces the automatic choice.
 """
 
 import logging
+import os
 import time
+from dataclasses import dataclass
 
 import torch
 
+from .errors import UserError
 from .tokenization import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
@@ -143,7 +148,10 @@ def choose_packing(model, tokenizer, train_features, enabled, pad_to_max_length)
 
 
 def bf16_pays_on_cpu(size=512, repeats=8):
-    """Whether a bf16 matrix multiply is clearly faster than fp32 on this CPU (measured, about 0.2 s)."""
+    """Whether a bf16 matrix multiply is clearly faster than fp32 on this CPU (measured, about 0.2 s).
+
+    For benchmarks only: a run decides from the CPU's instruction sets instead (`cpu_bf16_instructions`),
+    since a timing differs between processes that measure at once and costs every process its time."""
     timings = {}
     for dtype in (torch.float32, torch.bfloat16):
         a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
@@ -155,8 +163,134 @@ def bf16_pays_on_cpu(size=512, repeats=8):
     return timings[torch.bfloat16] * 1.3 < timings[torch.float32]
 
 
+AUTO_PRECISION_VARIABLE = "NERKIT_AUTO_PRECISION"
+BF16_INSTRUCTIONS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16"}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The mixed precision of a run, as accelerate names it ("no", "fp16", "bf16", "fp8"), and why."""
+
+    mixed_precision: str
+    reason: str
+    automatic: bool  # chosen by --auto_mixed_precision, not named by the command
+
+
+def decide_precision(requested=None, automatic=True, use_cpu=False):
+    """The run's precision, decided once: `requested` ("fp16"/"bf16" from --fp16/--bf16) wins, then the
+    precision `accelerate launch` passes in ACCELERATE_MIXED_PRECISION, then with `automatic`
+    (--auto_mixed_precision) the hardware rule of `automatic_precision`; otherwise fp32."""
+    if requested:
+        return Precision(requested, f"--{requested}", automatic=False)
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launched:
+        return Precision(launched.lower(), "accelerate launch's configuration", automatic=False)
+    if not automatic:
+        return Precision("no", "--no_auto_mixed_precision", automatic=False)
+    mixed_precision, reason = automatic_precision(use_cpu)
+    return Precision(mixed_precision, reason, automatic=True)
+
+
+def inference_precision():
+    """predict_ner's precision, which has no flag of its own: `accelerate launch`'s, else the automatic
+    choice (bf16 inference keeps the results, measured in bench/RESULTS.md)."""
+    return decide_precision(None, automatic=True)
+
+
 def automatic_precision(use_cpu=False):
-    """'bf16' where the hardware runs it well, else None (fp32)."""
-    if torch.cuda.is_available() and not use_cpu:
-        return "bf16" if torch.cuda.is_bf16_supported() else None
-    return "bf16" if bf16_pays_on_cpu() else None
+    """("bf16" or "no", the reason) for this hardware.
+
+    Every process of a run must decide alike (a rank in bf16 beside one in fp32 trains a different model
+    than either), so the CPU rule reads the processor's instruction sets, the same for every process on a
+    machine and free to read, rather than timing a matrix multiply: under torchrun the processes time at
+    once, disturb each other, and can disagree. bf16 pays where the CPU multiplies bf16 matrices natively
+    (AMX-BF16, AVX512-BF16); elsewhere it is converted to fp32 and back, several times slower than fp32."""
+    forced = os.environ.get(AUTO_PRECISION_VARIABLE)
+    if forced:
+        if forced.lower() not in ("bf16", "fp32"):
+            raise UserError(f"{AUTO_PRECISION_VARIABLE}={forced} is not a precision: set it to bf16 or fp32, or "
+                            "unset it to let the hardware decide.")
+        return ("bf16" if forced.lower() == "bf16" else "no"), f"forced by {AUTO_PRECISION_VARIABLE}={forced}"
+    device = None if use_cpu else accelerator_type()
+    if device == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "this GPU supports bf16"
+        return "no", "this GPU has no bf16 support"
+    if device is not None:
+        return "no", f"the automatic choice is bf16 on CUDA GPUs and CPUs only, not on {device}"
+    found = cpu_bf16_instructions()
+    if found:
+        return "bf16", f"this CPU has bf16 matrix instructions: {', '.join(found)}"
+    return "no", "this CPU has no bf16 matrix instructions (AMX-BF16, AVX512-BF16), where bf16 is slower than fp32"
+
+
+def accelerator_type():
+    """The kind of accelerator torch would use ("cuda", "mps", "xpu", ...), or None for the CPU."""
+    if hasattr(torch, "accelerator"):  # torch >= 2.6
+        found = torch.accelerator.current_accelerator()
+        return found.type if found is not None else None
+    return "cuda" if torch.cuda.is_available() else None
+
+
+def cpu_bf16_instructions():
+    """The names of this CPU's bf16 matrix instruction sets (AMX-BF16, AVX512-BF16), possibly none."""
+    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if get_capabilities is not None:  # torch's own reading of the CPU (cpuinfo), on every OS
+        capabilities = get_capabilities()
+        present = {name for name in BF16_INSTRUCTIONS if capabilities.get(name)}
+    else:  # older torch: the flags Linux reports
+        present = linux_cpu_flags() & set(BF16_INSTRUCTIONS)
+    return [BF16_INSTRUCTIONS[name] for name in BF16_INSTRUCTIONS if name in present]
+
+
+def linux_cpu_flags():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def fresh_accelerator(**kwargs):
+    """`accelerate.Accelerator(**kwargs)` with exactly these settings, also when an earlier run in this
+    process (a test, a notebook, a second main()) left accelerate's process-wide state at another
+    precision, where Accelerator() raises "AcceleratorState has already been initialized". The state is
+    cleared first, as TrainingArguments does for the Trainer; a torch.distributed process group is kept."""
+    from accelerate import Accelerator
+
+    reset_accelerate_state(keep_processes=False)
+    return Accelerator(**kwargs)
+
+
+def reset_accelerate_state(keep_processes):
+    """Forget accelerate's shared state (precision, gradient accumulation); with `keep_processes` keep the
+    process layout (PartialState) that TrainingArguments has already set up."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=not keep_processes)
+    GradientState._reset_state()
+
+
+def forget_other_precision(mixed_precision):
+    """Before the Trainer builds its Accelerator: clear accelerate's shared state when an earlier run in
+    this process left it at another precision (the Accelerator would raise); a state at the same precision,
+    such as one configured on purpose (`use_configured_state`), is kept."""
+    from accelerate.state import AcceleratorState
+
+    in_force = AcceleratorState._shared_state.get("_mixed_precision")
+    if in_force is not None and in_force != mixed_precision:
+        reset_accelerate_state(keep_processes=True)
+
+
+def log_precision(accelerator, precision, task):
+    """State the precision the accelerator really uses, and why."""
+    used = accelerator.mixed_precision
+    name = {"no": "fp32"}.get(used, used)
+    if used == precision.mixed_precision:
+        logger.info("%s in %s (%s).", task, name, precision.reason)
+    else:
+        logger.info("%s in %s (the accelerator's setting; %s gave %s).", task, name, precision.reason,
+                    precision.mixed_precision)

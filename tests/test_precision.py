@@ -1,0 +1,168 @@
+"""Mixed precision: decided once from what the command names and the hardware, really in force in the
+Trainer, the Accelerate loop and predict_ner, and each run in one process gets its own."""
+
+import logging
+
+import pytest
+import torch
+
+import predict_ner
+import run_ner
+import run_ner_no_trainer
+from nerkit import speed
+from nerkit.errors import UserError
+from test_predict_ner import TEXTS, trained_model  # noqa: F401 (a fixture)
+from test_run_ner import run
+
+LOOP = ["--learning_rate", "5e-3", "--seed", "7", "--per_device_train_batch_size", "8", "--num_train_epochs", "1"]
+
+
+class Observed:
+    """What a run really did: its accelerator and the dtype of a linear layer's outputs in each mode."""
+
+    def __init__(self):
+        self.accelerator = None
+        self.dtypes = {"training": set(), "inference": set()}
+
+    def watch(self, model):
+        linear = next(module for module in model.modules() if isinstance(module, torch.nn.Linear))
+        linear.register_forward_hook(lambda module, inputs, output: self.dtypes[
+            "training" if module.training else "inference"].add(output.dtype))
+        return model
+
+
+@pytest.fixture
+def observe(monkeypatch):
+    """Patch a script module so that its accelerator and its model's activations are recorded."""
+
+    def patch(module):
+        observed = Observed()
+        if module is run_ner:
+            def build_trainer(*args, **kwargs):
+                trainer = original_build(*args, **kwargs)
+                observed.accelerator = trainer.accelerator
+                return trainer
+            original_build = module.build_trainer
+            monkeypatch.setattr(module, "build_trainer", build_trainer)
+        elif module is run_ner_no_trainer:
+            def make_accelerator(*args, **kwargs):
+                accelerator, precision = original_make(*args, **kwargs)
+                observed.accelerator = accelerator
+                return accelerator, precision
+            original_make = module.make_accelerator
+            monkeypatch.setattr(module, "make_accelerator", make_accelerator)
+        original_load = module.load_model
+        monkeypatch.setattr(module, "load_model", lambda *args: observed.watch(original_load(*args)))
+        return observed
+
+    return patch
+
+
+def run_loop(model, output_dir, files, *flags):
+    argv = ["--model_name_or_path", model, "--output_dir", str(output_dir), *LOOP, *flags]
+    for split, path in files.items():
+        argv += [f"--{split}_file", path]
+    run_ner_no_trainer.cli(argv)
+
+
+# ---- the decision ----
+
+@pytest.fixture
+def cpu_only(monkeypatch):
+    """The automatic choice as on a machine without GPU and with no precision from a launcher."""
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.delenv(speed.AUTO_PRECISION_VARIABLE, raising=False)
+    monkeypatch.setattr(speed, "accelerator_type", lambda: None)
+
+    def with_capabilities(**flags):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: flags)
+    return with_capabilities
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ({"amx_bf16": True, "amx_tile": True, "avx512_bf16": True}, "bf16"),
+    ({"avx512_bf16": True}, "bf16"),
+    ({"avx2": True, "avx512_f": True}, "no"),
+])
+def test_cpu_choice_comes_from_its_instruction_sets_without_timing(cpu_only, monkeypatch, flags, expected):
+    cpu_only(**flags)
+    monkeypatch.setattr(speed, "bf16_pays_on_cpu", lambda *a, **k: pytest.fail("a run must not time the CPU"))
+    precision = speed.decide_precision(None, automatic=True)
+    assert (precision.mixed_precision, precision.automatic) == (expected, True)
+
+
+def test_what_the_command_names_wins(cpu_only, monkeypatch):
+    cpu_only(amx_bf16=True)
+    assert speed.decide_precision("fp16", automatic=True).mixed_precision == "fp16"
+    assert speed.decide_precision(None, automatic=False).mixed_precision == "no"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # accelerate launch --mixed_precision no
+    precision = speed.decide_precision(None, automatic=True)
+    assert (precision.mixed_precision, precision.automatic) == ("no", False)
+
+
+def test_automatic_choice_can_be_forced(cpu_only, monkeypatch):
+    cpu_only()
+    monkeypatch.setenv(speed.AUTO_PRECISION_VARIABLE, "bf16")
+    assert speed.decide_precision(None, automatic=True).mixed_precision == "bf16"
+    assert speed.decide_precision(None, automatic=False).mixed_precision == "no"  # only the automatic choice
+    cpu_only(amx_bf16=True)
+    monkeypatch.setenv(speed.AUTO_PRECISION_VARIABLE, "fp32")
+    assert speed.decide_precision(None, automatic=True).mixed_precision == "no"
+    monkeypatch.setenv(speed.AUTO_PRECISION_VARIABLE, "fp8")
+    with pytest.raises(UserError, match="NERKIT_AUTO_PRECISION=fp8"):
+        speed.decide_precision(None, automatic=True)
+
+
+# ---- the precision in force ----
+
+def test_trainer_really_trains_in_the_automatic_bf16(tiny_bert, ner_files, tmp_path, monkeypatch, observe, caplog):
+    monkeypatch.setenv(speed.AUTO_PRECISION_VARIABLE, "bf16")
+    observed = observe(run_ner)
+    with caplog.at_level(logging.INFO, logger="nerkit"):
+        run(tiny_bert, tmp_path / "o", "--do_train", "--num_train_epochs", "1", files={"train": ner_files["train"]})
+    assert observed.accelerator.mixed_precision == "bf16"
+    assert observed.dtypes["training"] == {torch.bfloat16}  # autocast was on for every training step
+    assert "Training in bf16" in caplog.text
+
+
+def test_accelerate_loop_really_trains_in_the_automatic_bf16(tiny_bert, ner_files, tmp_path, monkeypatch, observe):
+    monkeypatch.setenv(speed.AUTO_PRECISION_VARIABLE, "bf16")
+    observed = observe(run_ner_no_trainer)
+    run_loop(tiny_bert, tmp_path / "o", {"train": ner_files["train"]})
+    assert observed.accelerator.mixed_precision == "bf16"
+    assert observed.dtypes["training"] == {torch.bfloat16}
+
+
+def test_runs_in_one_process_each_get_their_precision(tiny_bert, ner_files, tmp_path, monkeypatch, observe):
+    """What a notebook or a test suite does: runs one after another, each choosing its precision."""
+    files = {"train": ner_files["train"]}
+    for number, (script, forced) in enumerate([(run_ner, "bf16"), (run_ner_no_trainer, "fp32"),
+                                               (run_ner_no_trainer, "bf16"), (run_ner, "fp32")]):
+        monkeypatch.setenv(speed.AUTO_PRECISION_VARIABLE, forced)
+        observed = observe(script)
+        if script is run_ner:
+            run(tiny_bert, tmp_path / str(number), "--do_train", "--num_train_epochs", "1", files=files)
+        else:
+            run_loop(tiny_bert, tmp_path / str(number), files)
+        expected = {"bf16": ("bf16", torch.bfloat16), "fp32": ("no", torch.float32)}[forced]
+        assert (observed.accelerator.mixed_precision, *observed.dtypes["training"]) == expected, number
+
+
+@pytest.mark.parametrize("forced, expected", [("bf16", ("bf16", torch.bfloat16)), ("fp32", ("no", torch.float32))])
+def test_predict_ner_tags_in_the_automatic_precision(trained_model, monkeypatch, forced, expected):
+    monkeypatch.setenv(speed.AUTO_PRECISION_VARIABLE, forced)
+    tagger = predict_ner.Tagger(trained_model, None, 64, 8, "viterbi")
+    observed = Observed()
+    observed.watch(tagger.model)
+    tags, _ = tagger.tag([text.split() for text in TEXTS])
+    assert [len(words) for words in tags] == [len(text.split()) for text in TEXTS]
+    assert (tagger.accelerator.mixed_precision, *observed.dtypes["inference"]) == expected
+
+
+def test_run_ner_predicts_in_the_precision_it_logs(trained_model, ner_files, tmp_path, monkeypatch, observe, caplog):
+    monkeypatch.setenv(speed.AUTO_PRECISION_VARIABLE, "bf16")
+    observed = observe(run_ner)
+    with caplog.at_level(logging.INFO, logger="nerkit"):
+        run(trained_model, tmp_path / "p", "--do_predict", files={"test": ner_files["test"]})
+    assert observed.accelerator.mixed_precision == "bf16" and observed.dtypes["inference"] == {torch.bfloat16}
+    assert "Inference in bf16" in caplog.text
