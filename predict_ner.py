@@ -24,7 +24,6 @@ from nerkit.data import Split
 from nerkit.errors import UserError, exit_on_user_error
 from nerkit.labels import outside_label
 from nerkit.outputs import write_atomic
-from nerkit.progress import interactive
 from nerkit.tokenization import EncodingSettings, encode_split, load_fast_tokenizer, window_length
 
 logger = logging.getLogger("predict_ner")
@@ -34,10 +33,12 @@ WORD = re.compile(r"\w+|[^\w\s]")
 
 
 def main(options):
+    from transformers.utils import logging as transformers_logging
+
+    from nerkit.progress import interactive
+
     logging.basicConfig(format="%(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     if not interactive():
-        from transformers.utils import logging as transformers_logging
-
         transformers_logging.disable_progress_bar()
     documents = read_documents(options.input, options.format)
     words, offsets = zip(*(split_words(document, options.split) for document in documents)) if documents else ((), ())
@@ -66,7 +67,7 @@ def parse_options(argv):
                         help="window length in sub-tokens (default: the model's maximum)")
     parser.add_argument("--stride", type=int, default=64, help="overlap of windows of long documents")
     parser.add_argument("--batch_size", "--per_device_eval_batch_size", dest="batch_size", type=int, default=8,
-                        help="documents' windows per batch")
+                        help="windows per batch (a long document has several)")
     parser.add_argument("--words", action="store_true", help="also write words, labels and probabilities")
     return parser.parse_args(argv)
 
@@ -159,6 +160,7 @@ class Tagger:
         from transformers import DataCollatorForTokenClassification
 
         from nerkit.decoding import WordDecoder, collect_words, forward_batches
+        from nerkit.progress import interactive
         from nerkit.workflow import longest_first
 
         if not words:

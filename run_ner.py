@@ -187,7 +187,8 @@ def last_complete_checkpoint(output_dir):
 def checkpoint_to_resume(training_args, data_args):
     """The checkpoint training resumes from: --resume_from_checkpoint, else the last one in output_dir.
 
-    A non-empty output_dir with no checkpoint is never trained into unless --overwrite_output_dir says so.
+    A non-empty output_dir with no checkpoint, or one whose training finished, is never trained into unless
+    --overwrite_output_dir says so.
     """
     if training_args.resume_from_checkpoint:
         if not os.path.isdir(training_args.resume_from_checkpoint):
