@@ -1,0 +1,126 @@
+"""The speed work changes no result: vectorised word decoding, columns read once, tokenizing once, and
+the choice of optimizer and attention kernels."""
+
+import random
+
+import numpy as np
+import pytest
+
+from nerkit.decoding import WordCollector, WordDecoder
+from nerkit.tokenization import NO_WORD
+from nerkit.viterbi import transition_rules, viterbi_path
+
+LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+def reference_decode(windows, words_per_example, decoding):
+    """Word decoding one word at a time, as nerkit did before it was vectorised: each word is read at its
+    first sub-token in the window where it has the most context (the earlier window on ties)."""
+    best = [[None] * count for count in words_per_example]
+    for example_id, word_ids, rows in windows:
+        content = [position for position, word in enumerate(word_ids) if word != NO_WORD]
+        previous = None
+        for position in content:
+            word = word_ids[position]
+            if word == previous:
+                continue
+            previous = word
+            context = min(position - content[0], content[-1] - position)
+            if best[example_id][word] is None or context > best[example_id][word][0]:
+                best[example_id][word] = (context, np.array(rows[position], dtype=np.float32))
+    tags, scores = [], []
+    for words in best:
+        if decoding == "argmax":
+            ids = [0 if w is None else int(w[1][0]) for w in words]
+            probabilities = [0.0 if w is None else float(w[1][1]) for w in words]
+        else:
+            log_probs = np.full((len(words), len(LABELS)), -1e9, dtype=np.float32)
+            for position, word in enumerate(words):
+                if word is None:
+                    log_probs[position, 0] = 0.0
+                else:
+                    log_probs[position] = word[1]
+            ids = viterbi_path(log_probs, *transition_rules(LABELS))
+            probabilities = [float(np.exp(log_probs[position, i])) for position, i in enumerate(ids)]
+        tags.append([LABELS[i] for i in ids])
+        scores.append(probabilities)
+    return tags, scores
+
+
+def random_windows(generator, words_per_example, decoding):
+    """Overlapping windows over each example, words of one to three sub-tokens, some words dropped by the
+    'tokenizer' (no sub-token), special tokens at both ends, and rows padded past the window's end."""
+    windows = []
+    for example_id, count in enumerate(words_per_example):
+        kept = [word for word in range(count) if generator.random() > 0.1]
+        start = 0
+        while True:
+            end = min(len(kept), start + generator.randint(1, 6))
+            word_ids = [NO_WORD]
+            for word in kept[start:end]:
+                word_ids += [word] * generator.randint(1, 3)
+            word_ids.append(NO_WORD)
+            windows.append((example_id, word_ids, random_rows(generator, len(word_ids) + 2, decoding)))
+            if end >= len(kept):
+                break
+            start = max(start + 1, end - generator.randint(0, 3))
+    return windows
+
+
+def random_rows(generator, positions, decoding):
+    if decoding == "argmax":
+        # ties in context are common: several windows read a word with the same margin
+        return np.array([(generator.randrange(len(LABELS)), generator.random()) for _ in range(positions)],
+                        dtype=np.float32)
+    logits = np.array([[generator.gauss(0, 2) for _ in LABELS] for _ in range(positions)])
+    return (logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))).astype(np.float32)
+
+
+@pytest.mark.parametrize("decoding", ["argmax", "viterbi"])
+def test_vectorised_word_decoding_gives_exactly_the_per_word_results(decoding):
+    generator = random.Random(7)
+    words_per_example = [generator.randint(0, 14) for _ in range(60)]
+    windows = random_windows(generator, words_per_example, decoding)
+    collector = WordCollector(words_per_example, decoding)
+    for example_id, word_ids, rows in windows:
+        collector.add(example_id, word_ids, rows)
+    tags, scores, missing = collector.result(LABELS, "O")
+    assert (tags, scores) == reference_decode(windows, words_per_example, decoding)
+    seen = {(example_id, word) for example_id, word_ids, _ in windows for word in word_ids if word != NO_WORD}
+    assert missing == sum(words_per_example) - len(seen) > 0
+
+
+def test_decoder_reads_dataset_columns_once_in_the_dataset_order():
+    """Evaluation features are sorted longest first (an index mapping over the Arrow table): the decoder
+    must read word_ids and example_id in that order, not the table's."""
+    import datasets
+
+    features = datasets.Dataset.from_dict({
+        "word_ids": [[NO_WORD, 0, NO_WORD], [NO_WORD, 0, 1, 1, NO_WORD], [NO_WORD, 0, 1, NO_WORD]],
+        "example_id": [0, 1, 2],
+        "length": [3, 5, 4],
+    }).sort("length", reverse=True)
+    decoder = WordDecoder(features, [1, 2, 2])
+    assert decoder.example_ids == [1, 2, 0]
+    assert decoder.word_ids == [[NO_WORD, 0, 1, 1, NO_WORD], [NO_WORD, 0, 1, NO_WORD], [NO_WORD, 0, NO_WORD]]
+    batch = np.zeros((3, 5, 2), dtype=np.float32)
+    batch[0, 1], batch[0, 2] = (1, 0.9), (2, 0.8)  # example 1: B-PER I-PER
+    batch[1, 1], batch[1, 2] = (3, 0.7), (4, 0.6)  # example 2: B-LOC I-LOC
+    batch[2, 1] = (0, 0.5)  # example 0: O
+    decoder.add_batch(batch)
+    tags, _ = decoder.result(LABELS, "O", "validation")
+    assert tags == [["O"], ["B-PER", "I-PER"], ["B-LOC", "I-LOC"]]
+
+
+@pytest.mark.parametrize("labels", [LABELS, ["O", "B-X", "I-X", "E-X", "S-X", "B-Y", "I-Y", "E-Y", "S-Y"],
+                                    ["NN", "VB", "DT"]])
+def test_viterbi_over_many_examples_at_once_equals_one_at_a_time(labels):
+    from nerkit.viterbi import viterbi_paths
+
+    generator = np.random.default_rng(3)
+    examples = []
+    for length in generator.integers(0, 30, size=700):  # several chunks, lengths 0 to 29
+        logits = generator.normal(0, 2, size=(length, len(labels)))
+        examples.append((logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))).astype(np.float32))
+    rules = transition_rules(labels)
+    assert viterbi_paths(examples, *rules) == [viterbi_path(example, *rules) for example in examples]
