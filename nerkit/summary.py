@@ -1,5 +1,6 @@
 """What the data holds, logged before training: examples, words, entities per type, the tagging scheme,
-the longest example in sub-tokens, and tags that break the scheme (a warning, not an error)."""
+and tags that break the scheme (a warning, not an error). The longest example in sub-tokens is logged
+when the splits are tokenized (nerkit.tokenization), so no split is tokenized only to be measured."""
 
 import logging
 from collections import Counter
@@ -32,15 +33,7 @@ def entity_counts(tag_lists):
     return counts
 
 
-def longest_in_subtokens(tokenizer, token_lists, chunk=1000):
-    longest = 0
-    for start in range(0, len(token_lists), chunk):
-        encoded = tokenizer(token_lists[start:start + chunk], is_split_into_words=True, verbose=False)
-        longest = max([longest, *(len(ids) for ids in encoded["input_ids"])])
-    return longest
-
-
-def describe(split, tokenizer):
+def describe(split):
     """One log line for a split."""
     words = sum(len(tokens) for tokens in split.tokens)
     parts = [f"{split.name} ({split.source}): {len(split.tokens):,} examples, {words:,} words"]
@@ -49,7 +42,6 @@ def describe(split, tokenizer):
         parts.append("entities " + (", ".join(f"{kind} {n:,}" for kind, n in counts.most_common()) or "none"))
         labels = sorted({tag for tags in split.tags for tag in tags})
         parts.append(f"scheme {detect_scheme(labels) or 'none detected'}")
-    parts.append(f"longest example {longest_in_subtokens(tokenizer, split.tokens):,} sub-tokens")
     return "; ".join(parts)
 
 
@@ -64,9 +56,9 @@ def break_warning(split):
             f"type), first at {shown}. seqeval's default mode reads them as entity starts; check the data.")
 
 
-def log_summary(splits, tokenizer):
+def log_summary(splits):
     for split in splits.values():
-        logger.info(describe(split, tokenizer))
+        logger.info(describe(split))
         warning = break_warning(split)
         if warning:
             logger.warning(warning)

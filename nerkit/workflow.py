@@ -68,7 +68,7 @@ def load_tokenizer_and_labels(model_args, data_args, splits, declared):
         raise UserError("Give --model_name_or_path, or --tokenizer_name when training from scratch with "
                         "--model_type.")
     tokenizer = load_fast_tokenizer(name, model_args.hub_kwargs())
-    log_summary(splits, tokenizer)
+    log_summary(splits)
     config = load_config(model_args, data_args.task_name)
     labelled = {name: split for name, split in splits.items() if split.tags is not None}
     data_labels = data_label_list(labelled, declared) if labelled or declared else None

@@ -124,3 +124,45 @@ def test_viterbi_over_many_examples_at_once_equals_one_at_a_time(labels):
         examples.append((logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))).astype(np.float32))
     rules = transition_rules(labels)
     assert viterbi_paths(examples, *rules) == [viterbi_path(example, *rules) for example in examples]
+
+
+class CountingTokenizer:
+    """A tokenizer that counts the word lists it is asked to encode."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.encoded = tokenizer, 0
+
+    def __call__(self, texts, **kwargs):
+        self.encoded += len(texts)
+        return self.tokenizer(texts, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def test_each_example_is_tokenized_once_and_the_longest_is_logged_from_that(tiny_bert, caplog):
+    """The data summary and the windows read lengths from the one encoding; only the windows of an
+    example longer than the window are encoded again. The features are those of a plain encoding."""
+    import logging
+
+    from nerkit.data import Split
+    from nerkit.summary import log_summary
+    from nerkit.tokenization import EncodingSettings, encode_split, load_fast_tokenizer
+
+    tokenizer = CountingTokenizer(load_fast_tokenizer(tiny_bert, {}))
+    long_words = ("the meeting in Brussels was reported by Peter Blackburn " * 6).split()
+    short = [["Peter", "Blackburn"], ["Brussels", "is", "busy"]]
+    split = Split("train", "mem", [long_words, *short], [["O"] * len(long_words), ["B-PER", "I-PER"],
+                                                         ["B-LOC", "O", "O"]], ["line 1", "line 2", "line 3"])
+    with caplog.at_level(logging.INFO, logger="nerkit"):
+        log_summary({"train": split})
+        features = encode_split(split, tokenizer, {"O": 0, "B-PER": 1, "I-PER": 2, "B-LOC": 3},
+                                EncodingSettings(max_length=16, stride=4))
+    windows = len(features) - len(short)
+    assert windows > 3 and tokenizer.encoded == len(split.tokens) + windows
+    longest = len(tokenizer.tokenizer(long_words, is_split_into_words=True)["input_ids"])
+    assert f"train: longest example {longest} sub-tokens; {len(features)} windows for 3 examples" in caplog.text
+    assert set(features.column_names) == {"input_ids", "token_type_ids", "attention_mask", "labels", "word_ids",
+                                          "example_id"}
+    plain = tokenizer.tokenizer(short, is_split_into_words=True)
+    assert [f["input_ids"] for f in features][-2:] == plain["input_ids"]
