@@ -100,8 +100,7 @@ def packing_collator(model, tokenizer, sample_features):
     model.eval()
     try:
         with torch.no_grad():
-            reference = [model(input_ids=torch.tensor([s["input_ids"]], device=model.device)).logits[0]
-                         for s in samples]
+            reference = padded_logits(model, samples, tokenizer.pad_token_id or 0)
             for start in candidates:
                 collator = PackingCollator(tokenizer.pad_token_id or 0, start, with_token_types)
                 if _reproduces(model, collator, samples, reference):
@@ -109,6 +108,19 @@ def packing_collator(model, tokenizer, sample_features):
     finally:
         model.train(was_training)
     return None
+
+
+def padded_logits(model, samples, pad_token_id):
+    """Each sample's logits from one padded batch (what training without packing computes), in one
+    forward pass rather than one per sample."""
+    lengths = [len(s["input_ids"]) for s in samples]
+    input_ids = torch.full((len(samples), max(lengths)), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, sample in enumerate(samples):
+        input_ids[row, :lengths[row]] = torch.tensor(sample["input_ids"])
+        attention_mask[row, :lengths[row]] = 1
+    logits = model(input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device)).logits
+    return [logits[row, :length] for row, length in enumerate(lengths)]
 
 
 def _reproduces(model, collator, samples, reference):

@@ -166,3 +166,23 @@ def test_each_example_is_tokenized_once_and_the_longest_is_logged_from_that(tiny
                                           "example_id"}
     plain = tokenizer.tokenizer(short, is_split_into_words=True)
     assert [f["input_ids"] for f in features][-2:] == plain["input_ids"]
+
+
+@pytest.mark.parametrize("fixture, position_start", [("tiny_bert", 0), ("tiny_roberta", 2)])
+def test_packing_check_accepts_models_whose_packed_rows_give_the_padded_outputs(fixture, position_start, request):
+    """The check compares packed rows with one padded batch; BERT (positions from 0) and RoBERTa
+    (positions after the padding index) pass with their own position start."""
+    from transformers import AutoModelForTokenClassification
+
+    from nerkit.data import Split
+    from nerkit.speed import packing_collator
+    from nerkit.tokenization import EncodingSettings, encode_split, load_fast_tokenizer
+
+    path = request.getfixturevalue(fixture)
+    tokenizer = load_fast_tokenizer(path, {})
+    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=3)
+    words = [["Peter", "Blackburn", "reported"], ["from", "Brussels"], ["EU", "rejects", "German", "call", "to"]]
+    split = Split("train", "mem", words, [["O"] * len(w) for w in words], [""] * len(words))
+    features = encode_split(split, tokenizer, {"O": 0}, EncodingSettings(max_length=32, stride=4))
+    collator = packing_collator(model, tokenizer, [features[i] for i in range(len(features))])
+    assert collator is not None and collator.position_start == position_start
