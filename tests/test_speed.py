@@ -186,3 +186,106 @@ def test_packing_check_accepts_models_whose_packed_rows_give_the_padded_outputs(
     features = encode_split(split, tokenizer, {"O": 0}, EncodingSettings(max_length=32, stride=4))
     collator = packing_collator(model, tokenizer, [features[i] for i in range(len(features))])
     assert collator is not None and collator.position_start == position_start
+
+
+def test_accelerate_loop_uses_the_fused_adamw_and_it_updates_as_the_foreach_one(tiny_bert):
+    """run_ner_no_trainer.py builds AdamW with the fused kernel on CPU (as the Trainer's default), and a
+    step with it moves the weights as the foreach AdamW does, up to float rounding."""
+    import copy
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    import run_ner_no_trainer
+    from nerkit.speed import fused_adamw
+
+    assert fused_adamw("cpu") and not fused_adamw("no-such-device")
+    torch.manual_seed(0)
+    model = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3)
+    twin = copy.deepcopy(model)
+    args = SimpleNamespace(learning_rate=1e-2, weight_decay=0.01)
+    fused = run_ner_no_trainer.make_optimizer(model, args, "cpu")
+    plain = run_ner_no_trainer.make_optimizer(twin, args, "no-such-device")
+    assert all(group["fused"] for group in fused.param_groups)
+    assert not any(group["fused"] for group in plain.param_groups)
+    batch = {"input_ids": torch.tensor([[2, 5, 6, 7, 3]]), "labels": torch.tensor([[-100, 1, 2, 0, -100]])}
+    for each, optimizer in ((model, fused), (twin, plain)):
+        for _ in range(3):
+            each(**batch).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    moved = [(a - b).abs().max().item() for a, b in zip(model.parameters(), twin.parameters())]
+    assert max(moved) < 1e-4  # each step moves weights by up to the learning rate, 1e-2
+    original = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3)
+    assert (model.bert.embeddings.word_embeddings.weight - original.bert.embeddings.word_embeddings.weight).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("device, precision, supports, installed, expected", [
+    ("cuda", "bf16", True, True, True),
+    ("cuda", "fp16", True, True, True),
+    ("cuda", None, True, True, False),  # flash-attention takes no float32
+    ("cuda", "bf16", False, True, False),  # the model has no flash-attention path
+    ("cuda", "bf16", True, False, False),  # flash-attn not installed
+    ("cpu", "bf16", True, True, False),  # CPU keeps the packed rows with a mask
+    ("mps", "bf16", True, True, False),
+])
+def test_flattened_rows_with_flash_attention_only_on_cuda_in_half_precision(device, precision, supports, installed,
+                                                                           expected):
+    from nerkit.varlen import varlen_plan
+
+    assert varlen_plan(device, precision, supports, installed) is expected
+
+
+def small_features(path, fixture_words=(("Peter", "Blackburn", "reported"), ("from", "Brussels"),
+                                        ("EU", "rejects", "German", "call", "to"))):
+    from nerkit.data import Split
+    from nerkit.tokenization import EncodingSettings, encode_split, load_fast_tokenizer
+
+    tokenizer = load_fast_tokenizer(path, {})
+    words = [list(w) for w in fixture_words]
+    split = Split("train", "mem", words, [["O"] * len(w) for w in words], [""] * len(words))
+    features = encode_split(split, tokenizer, {"O": 0}, EncodingSettings(max_length=32, stride=4))
+    return tokenizer, [features[i] for i in range(len(features))]
+
+
+@pytest.mark.parametrize("fixture, position_start", [("tiny_bert", 0), ("tiny_roberta", 2)])
+def test_flattened_row_keeps_each_example_to_itself(fixture, position_start, request):
+    """The one-row batch for flash-attention's variable-length kernel: its boundaries and restarting
+    position ids, read as a block-diagonal mask, give each example's padded logits."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    from nerkit.speed import padded_logits
+    from nerkit.varlen import FlatteningCollator
+
+    path = request.getfixturevalue(fixture)
+    tokenizer, features = small_features(path)
+    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=3).eval()
+    batch = FlatteningCollator(tokenizer.pad_token_id, position_start, False)(features)
+    lengths = [len(f["input_ids"]) for f in features]
+    assert batch["cu_seq_lens_q"].tolist() == [0, *np.cumsum(lengths)] and batch["max_length_q"] == max(lengths)
+    assert batch["labels"].tolist() == [sum((f["labels"] for f in features), [])]
+    segment = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    mask = (segment[:, None] == segment[None, :])[None, None]
+    with torch.no_grad():
+        flattened = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask).logits
+        reference = padded_logits(model, features, tokenizer.pad_token_id)
+    assert torch.allclose(flattened[0], torch.cat(reference), atol=1e-4)
+
+
+def test_without_flash_attention_training_keeps_the_masked_rows(tiny_bert, caplog):
+    """Asked for the flash-attention path where it cannot run (no flash-attn package, CPU), the model
+    keeps its attention and training its packed rows with a mask."""
+    from transformers import AutoModelForTokenClassification
+
+    from nerkit.speed import PackingCollator, choose_packing
+    from nerkit.varlen import varlen_packing
+
+    tokenizer, features = small_features(tiny_bert)
+    model = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3)
+    before = model.config._attn_implementation
+    assert varlen_packing(model, tokenizer, features, "cpu", "bf16") is None
+    assert model.config._attn_implementation == before
+    collator = choose_packing(model, tokenizer, features, True, False, "cpu", "bf16")
+    assert type(collator) is PackingCollator and model.config._attn_implementation == before
