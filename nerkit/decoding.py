@@ -13,7 +13,7 @@ import numpy as np
 
 from .schemes import transition_rules
 from .tokenization import NO_WORD
-from .viterbi import viterbi_path
+from .viterbi import viterbi_paths
 
 logger = logging.getLogger(__name__)
 
@@ -48,57 +48,75 @@ class WordCollector:
 
     A prediction is a row per sub-token: (label id, probability), or with `decoding="viterbi"` the
     log-probabilities of every label, decoded into the best sequence the tagging scheme allows (the run's
-    scheme, see nerkit.schemes).
+    scheme, see nerkit.schemes). Per example the kept rows are one array [words, row width] with the
+    context each was read with (-1: none yet).
     """
 
     def __init__(self, words_per_example, decoding="argmax"):
-        self.best = [[None] * count for count in words_per_example]
+        self.words_per_example = list(words_per_example)
+        self.context = [None] * len(self.words_per_example)
+        self.rows = [None] * len(self.words_per_example)
         self.decoding = decoding
 
     def add(self, example_id, word_ids, token_predictions):
         """One window: `word_ids` per position (NO_WORD for special tokens), `token_predictions` rows per
         position."""
-        content = [position for position, word in enumerate(word_ids) if word != NO_WORD]
-        if not content:
+        word_ids = np.asarray(word_ids)
+        content = np.flatnonzero(word_ids != NO_WORD)
+        if not content.size:
             return
-        first, last = content[0], content[-1]
-        words, previous = self.best[example_id], None
-        for position in content:
-            word = word_ids[position]
-            if word == previous:
-                continue
-            previous = word
-            context = min(position - first, last - position)
-            if words[word] is None or context > words[word][0]:
-                words[word] = (context, np.array(token_predictions[position], dtype=np.float32))
+        words = word_ids[content]
+        starts = np.ones(len(words), dtype=bool)  # a word is read at its first sub-token
+        starts[1:] = words[1:] != words[:-1]
+        positions, words = content[starts], words[starts]
+        context = np.minimum(positions - content[0], content[-1] - positions)
+        predictions = np.asarray(token_predictions, dtype=np.float32)
+        if self.rows[example_id] is None:
+            count = self.words_per_example[example_id]
+            self.context[example_id] = np.full(count, -1, dtype=np.int64)
+            self.rows[example_id] = np.zeros((count, predictions.shape[-1]), dtype=np.float32)
+        better = context > self.context[example_id][words]  # ties keep the earlier window
+        self.context[example_id][words[better]] = context[better]
+        self.rows[example_id][words[better]] = predictions[positions[better]]
 
     def result(self, label_list, fallback_label, scheme):
         """(tags per example, probabilities per example, number of words that had no sub-token); `scheme`
         (IOB1, IOB2, IOBES, BILOU or none) gives the sequences Viterbi decoding may choose."""
-        tags, scores, missing = [], [], 0
-        rules = transition_rules(label_list, scheme) if self.decoding == "viterbi" else None
-        for words in self.best:
-            missing += sum(word is None for word in words)
-            if rules is None:
-                ids = [label_list.index(fallback_label) if w is None else int(w[1][0]) for w in words]
-                probabilities = [0.0 if w is None else float(w[1][1]) for w in words]
-            else:
-                ids, probabilities = best_sequence(words, label_list.index(fallback_label), len(label_list), rules)
-            tags.append([label_list[i] for i in ids])
-            scores.append(probabilities)
-        return tags, scores, missing
-
-
-def best_sequence(words, fallback_id, label_count, rules):
-    """Viterbi over one example's words; a word without sub-tokens is pinned to the fallback label."""
-    log_probs = np.full((len(words), label_count), -1e9, dtype=np.float32)
-    for position, word in enumerate(words):
-        if word is None:
-            log_probs[position, fallback_id] = 0.0
+        fallback_id = label_list.index(fallback_label)
+        found = [np.zeros(count, dtype=bool) if context is None else context >= 0
+                 for count, context in zip(self.words_per_example, self.context)]
+        missing = sum(len(mask) - int(mask.sum()) for mask in found)
+        if self.decoding == "viterbi":
+            rules = transition_rules(label_list, scheme)
+            decoded = best_sequences(self.rows, found, fallback_id, len(label_list), rules)
         else:
-            log_probs[position] = word[1]
-    ids = viterbi_path(log_probs, *rules)
-    return ids, [float(np.exp(log_probs[position, i])) for position, i in enumerate(ids)]
+            decoded = [best_labels(rows, mask, fallback_id) for rows, mask in zip(self.rows, found)]
+        tags = [[label_list[i] for i in ids] for ids, _ in decoded]
+        return tags, [probabilities for _, probabilities in decoded], missing
+
+
+def best_labels(rows, found, fallback_id):
+    """Argmax decoding of one example: (label ids, probabilities) from each word's (label id, probability)
+    row; a word without sub-tokens gets the fallback label with probability 0."""
+    if rows is None:
+        return [fallback_id] * len(found), [0.0] * len(found)
+    ids = np.where(found, rows[:, 0], fallback_id).astype(np.int64)
+    return ids.tolist(), np.where(found, rows[:, 1], 0.0).tolist()
+
+
+def best_sequences(rows_per_example, found_per_example, fallback_id, label_count, rules):
+    """Viterbi decoding of every example: (label ids, probabilities) each; a word without sub-tokens is
+    pinned to the fallback label."""
+    log_probs = []
+    for rows, found in zip(rows_per_example, found_per_example):
+        example = np.full((len(found), label_count), -1e9, dtype=np.float32)
+        if rows is not None:
+            example[found] = rows[found]
+        example[~found, fallback_id] = 0.0
+        log_probs.append(example)
+    paths = viterbi_paths(log_probs, *rules)
+    return [(ids, np.exp(example[np.arange(len(ids)), ids]).astype(float).tolist())
+            for ids, example in zip(paths, log_probs)]
 
 
 def collect_words(outputs, accelerator, decoder):
@@ -123,8 +141,7 @@ class WordDecoder:
     """Feeds batches of reduced predictions, in feature order, to a `WordCollector`."""
 
     def __init__(self, features, words_per_example, decoding="argmax"):
-        self.word_ids = features["word_ids"]
-        self.example_ids = features["example_id"]
+        self.word_ids, self.example_ids = decoder_columns(features)
         self.words_per_example = words_per_example
         self.decoding = decoding
         self.keep_distribution = decoding == "viterbi"
@@ -156,3 +173,13 @@ class WordDecoder:
             logger.warning("%s: %d words produced no sub-token (the tokenizer drops them); they are predicted as "
                            "'%s' and still scored.", split_name, missing, fallback_label)
         return tags, scores
+
+
+def decoder_columns(features):
+    """The `word_ids` and `example_id` columns as Python lists, read once: a `datasets.Dataset` column read
+    one row at a time goes through Arrow for each feature (about 100 µs each), a whole column at once
+    does not. `features` may also be a dict of lists."""
+    if isinstance(features, dict):
+        return list(features["word_ids"]), list(features["example_id"])
+    table = features.select_columns(["word_ids", "example_id"]).with_format("arrow")[:]
+    return table.column("word_ids").to_pylist(), table.column("example_id").to_pylist()

@@ -1,5 +1,6 @@
-"""What the data holds, logged before training: examples, words, entities per type, the longest example in
-sub-tokens, the run's tagging scheme, and tags that break it (a warning, not an error)."""
+"""What the data holds, logged before training: examples, words, entities per type, the run's tagging
+scheme, and tags that break it (a warning, not an error). The longest example in sub-tokens is logged when
+the splits are tokenized (nerkit.tokenization), so no split is tokenized only to be measured."""
 
 import logging
 from collections import Counter
@@ -32,22 +33,13 @@ def entity_counts(tag_lists):
     return counts
 
 
-def longest_in_subtokens(tokenizer, token_lists, chunk=1000):
-    longest = 0
-    for start in range(0, len(token_lists), chunk):
-        encoded = tokenizer(token_lists[start:start + chunk], is_split_into_words=True, verbose=False)
-        longest = max([longest, *(len(ids) for ids in encoded["input_ids"])])
-    return longest
-
-
-def describe(split, tokenizer):
+def describe(split):
     """One log line for a split."""
     words = sum(len(tokens) for tokens in split.tokens)
     parts = [f"{split.name} ({split.source}): {len(split.tokens):,} examples, {words:,} words"]
     if split.tags is not None:
         counts = entity_counts(split.tags)
         parts.append("entities " + (", ".join(f"{kind} {n:,}" for kind, n in counts.most_common()) or "none"))
-    parts.append(f"longest example {longest_in_subtokens(tokenizer, split.tokens):,} sub-tokens")
     return "; ".join(parts)
 
 
@@ -63,15 +55,15 @@ def break_warning(split, label_list, scheme):
             "in its own way; check the data.")
 
 
-def log_summary(splits, tokenizer, label_list, scheme, source):
+def log_summary(splits, label_list, scheme, source):
     for split in splits.values():
-        logger.info(describe(split, tokenizer))
+        logger.info(describe(split))
     logger.info("Tagging scheme %s, decided from %s: Viterbi decoding predicts only the label sequences it allows "
                 "(%s).", scheme, source, RULES_IN_WORDS[scheme])
     if scheme == "none" and any(split_label(label)[0] for label in label_list):
         logger.warning("The labels have entity prefixes (B-, I-, ...), but no tagging scheme fits them (decided "
-                       "from %s; a scheme fits tags that break it at most once in 100 entity tags), so Viterbi "
-                       "decoding allows every sequence, as argmax does; check the data.", source)
+                       "from %s), so Viterbi decoding allows every sequence, as argmax does; check the data.",
+                       source)
     for split in splits.values():
         warning = break_warning(split, label_list, scheme)
         if warning:

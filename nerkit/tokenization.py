@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100  # label of positions the loss and the metrics skip (special tokens, padding)
 NO_WORD = -1  # word id stored for special tokens (Arrow columns hold ints, not None)
 UNBOUNDED = 1_000_000  # tokenizers without a known maximum report a huge model_max_length
+EXAMPLE_LENGTH = "example_length"  # while encoding only: sub-tokens of each feature's whole example
 
 
 def load_fast_tokenizer(name_or_path, hub_kwargs):
@@ -175,13 +176,14 @@ def encode_batch(batch, tokenizer, settings):
         windows = tokenizer(pending, is_split_into_words=True, truncation=True, max_length=settings.max_length)
         cursor = iter(range(len(pending)))
         pieces = [piece if piece[3] is not None else _window_piece(piece, windows, next(cursor)) for piece in pieces]
-    features = {key: [] for key in ("example_id", "word_ids", *whole.keys())}
+    features = {key: [] for key in ("example_id", "word_ids", EXAMPLE_LENGTH, *whole.keys())}
     if labelled:
         features["labels"] = []
     for index, first, word_ids, encoding in pieces:
         for key, value in encoding.items():
             features[key].append(value)
         features["example_id"].append(batch["example_id"][index])
+        features[EXAMPLE_LENGTH].append(len(whole["input_ids"][index]))
         features["word_ids"].append([NO_WORD if word is None else word + first for word in word_ids])
         if labelled:
             tags = batch["tag_ids"][index][first:]
@@ -195,7 +197,8 @@ def _window_piece(piece, windows, position):
 
 
 def encode_split(split, tokenizer, label2id, settings, num_proc=None):
-    """A `datasets.Dataset` of window features for one split, in example order, plus a log line on windows."""
+    """A `datasets.Dataset` of window features for one split, in example order, plus a log line on the
+    longest example and the windows."""
     import datasets
     from functools import partial
 
@@ -211,8 +214,21 @@ def encode_split(split, tokenizer, label2id, settings, num_proc=None):
         desc=f"Tokenizing {split.name}",
         new_fingerprint=uuid.uuid4().hex,  # in memory, never cached: skip hashing the whole tokenizer
     )
-    extra = len(features) - len(examples)
-    if extra:
-        logger.info("%s: %d windows for %d examples (examples longer than %d sub-tokens are split, not truncated).",
-                    split.name, len(features), len(examples), settings.max_length)
-    return features
+    log_lengths(split.name, len(examples), len(features), longest_example(features), settings.max_length)
+    return features.remove_columns(EXAMPLE_LENGTH)
+
+
+def longest_example(features):
+    """The longest example in sub-tokens, special tokens included (0 for no examples), read from the
+    encoding itself: nothing is tokenized twice to find it."""
+    import pyarrow.compute
+
+    return pyarrow.compute.max(features.data.column(EXAMPLE_LENGTH)).as_py() or 0
+
+
+def log_lengths(name, examples, features, longest, max_length):
+    if features > examples:
+        logger.info("%s: longest example %d sub-tokens; %d windows for %d examples (examples longer than %d "
+                    "sub-tokens are split, not truncated).", name, longest, features, examples, max_length)
+    else:
+        logger.info("%s: longest example %d sub-tokens (windows hold %d).", name, longest, max_length)

@@ -28,3 +28,42 @@ def viterbi_path(log_probs, allowed, first, last):
     for position in range(words - 1, 0, -1):
         path.append(int(back[position, path[-1]]))
     return path[::-1]
+
+
+def viterbi_paths(examples, allowed, first, last, chunk=256):
+    """`viterbi_path` for many examples at once ([words, labels] log-probabilities each), the same label ids
+    with the same arithmetic, but one step per word position for a whole chunk of examples of similar
+    length instead of one per word of each example."""
+    paths = [[] for _ in examples]
+    order = sorted((i for i, log_probs in enumerate(examples) if len(log_probs)), key=lambda i: len(examples[i]))
+    transition = np.where(allowed, 0.0, -1e9)
+    for start in range(0, len(order), chunk):
+        members = order[start:start + chunk]
+        lengths = np.array([len(examples[i]) for i in members])
+        stacked = np.zeros((len(members), lengths.max(), len(allowed)), dtype=examples[members[0]].dtype)
+        for row, i in enumerate(members):
+            stacked[row, :lengths[row]] = examples[i]
+        for row, path in zip(members, _chunk_paths(stacked, lengths, transition, first, last)):
+            paths[row] = path
+    return paths
+
+
+def _chunk_paths(log_probs, lengths, transition, first, last):
+    """Best paths of [examples, positions, labels] log-probabilities; example e has lengths[e] positions."""
+    count, positions, _ = log_probs.shape
+    score = log_probs[:, 0] + np.where(first, 0.0, -1e9)
+    back = np.zeros(log_probs.shape, dtype=np.int64)
+    for position in range(1, positions):
+        candidates = score[:, :, None] + transition
+        back[:, position] = candidates.argmax(axis=1)
+        going = (lengths > position)[:, None]
+        score = np.where(going, candidates.max(axis=1) + log_probs[:, position], score)
+    best = (score + np.where(last, 0.0, -1e9)).argmax(axis=1)
+    path, current, examples = np.zeros((count, positions), dtype=np.int64), best.copy(), np.arange(count)
+    for position in range(positions - 1, 0, -1):
+        current = np.where(lengths - 1 == position, best, current)  # an example's path ends here
+        inside = lengths - 1 >= position
+        path[inside, position] = current[inside]
+        current = np.where(inside, back[examples, position, current], current)
+    path[:, 0] = np.where(lengths == 1, best, current)
+    return [path[e, :lengths[e]].tolist() for e in range(count)]

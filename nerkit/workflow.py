@@ -103,7 +103,7 @@ def load_tokenizer_and_labels(model_args, data_args, splits, declared):
     logger.info("%d labels: %s", len(label_list), ", ".join(label_list))
     # A fine-tuned head keeps the scheme it was trained in, unless the training tags say otherwise.
     scheme, source = decide_scheme(splits, label_list, saved_scheme(config) if head_reused else None)
-    log_summary(splits, tokenizer, label_list, scheme, source)
+    log_summary(splits, label_list, scheme, source)
     if data_args.metric_mode == "strict":
         check_strict_mode(label_list, scheme, source)
     set_labels(config, label_list, scheme)

@@ -14,7 +14,6 @@ from nerkit.errors import UserError
 from nerkit.metrics import check_strict_mode, entity_scores
 from nerkit.schemes import decide_scheme, model_scheme, scheme_from_names, scheme_from_tags
 from nerkit.summary import log_summary
-from nerkit.tokenization import load_fast_tokenizer
 from test_run_ner import read_json, run
 
 IOB1_TAGS = [["I-PER", "I-PER", "O", "I-LOC"], ["I-ORG", "B-ORG", "O"], ["O", "I-MISC", "I-MISC"]]
@@ -177,6 +176,6 @@ def test_entity_tags_that_fit_no_scheme_are_warned_about(tiny_bert, caplog):
     caplog.set_level(logging.INFO)
     labels = labels_of(mixed)
     scheme, source = decide_scheme({"train": split("train", mixed)}, labels)
-    log_summary({"train": split("train", mixed)}, load_fast_tokenizer(tiny_bert, {}), labels, scheme, source)
+    log_summary({"train": split("train", mixed)}, labels, scheme, source)
     assert "Tagging scheme none, decided from the training tags" in caplog.text
     assert "no tagging scheme fits them" in caplog.text

@@ -1,0 +1,291 @@
+"""The speed work changes no result: vectorised word decoding, columns read once, tokenizing once, and
+the choice of optimizer and attention kernels."""
+
+import random
+
+import numpy as np
+import pytest
+
+from nerkit.decoding import WordCollector, WordDecoder
+from nerkit.tokenization import NO_WORD
+from nerkit.viterbi import transition_rules, viterbi_path
+
+LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+def reference_decode(windows, words_per_example, decoding):
+    """Word decoding one word at a time, as nerkit did before it was vectorised: each word is read at its
+    first sub-token in the window where it has the most context (the earlier window on ties)."""
+    best = [[None] * count for count in words_per_example]
+    for example_id, word_ids, rows in windows:
+        content = [position for position, word in enumerate(word_ids) if word != NO_WORD]
+        previous = None
+        for position in content:
+            word = word_ids[position]
+            if word == previous:
+                continue
+            previous = word
+            context = min(position - content[0], content[-1] - position)
+            if best[example_id][word] is None or context > best[example_id][word][0]:
+                best[example_id][word] = (context, np.array(rows[position], dtype=np.float32))
+    tags, scores = [], []
+    for words in best:
+        if decoding == "argmax":
+            ids = [0 if w is None else int(w[1][0]) for w in words]
+            probabilities = [0.0 if w is None else float(w[1][1]) for w in words]
+        else:
+            log_probs = np.full((len(words), len(LABELS)), -1e9, dtype=np.float32)
+            for position, word in enumerate(words):
+                if word is None:
+                    log_probs[position, 0] = 0.0
+                else:
+                    log_probs[position] = word[1]
+            ids = viterbi_path(log_probs, *transition_rules(LABELS))
+            probabilities = [float(np.exp(log_probs[position, i])) for position, i in enumerate(ids)]
+        tags.append([LABELS[i] for i in ids])
+        scores.append(probabilities)
+    return tags, scores
+
+
+def random_windows(generator, words_per_example, decoding):
+    """Overlapping windows over each example, words of one to three sub-tokens, some words dropped by the
+    'tokenizer' (no sub-token), special tokens at both ends, and rows padded past the window's end."""
+    windows = []
+    for example_id, count in enumerate(words_per_example):
+        kept = [word for word in range(count) if generator.random() > 0.1]
+        start = 0
+        while True:
+            end = min(len(kept), start + generator.randint(1, 6))
+            word_ids = [NO_WORD]
+            for word in kept[start:end]:
+                word_ids += [word] * generator.randint(1, 3)
+            word_ids.append(NO_WORD)
+            windows.append((example_id, word_ids, random_rows(generator, len(word_ids) + 2, decoding)))
+            if end >= len(kept):
+                break
+            start = max(start + 1, end - generator.randint(0, 3))
+    return windows
+
+
+def random_rows(generator, positions, decoding):
+    if decoding == "argmax":
+        # ties in context are common: several windows read a word with the same margin
+        return np.array([(generator.randrange(len(LABELS)), generator.random()) for _ in range(positions)],
+                        dtype=np.float32)
+    logits = np.array([[generator.gauss(0, 2) for _ in LABELS] for _ in range(positions)])
+    return (logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))).astype(np.float32)
+
+
+@pytest.mark.parametrize("decoding", ["argmax", "viterbi"])
+def test_vectorised_word_decoding_gives_exactly_the_per_word_results(decoding):
+    generator = random.Random(7)
+    words_per_example = [generator.randint(0, 14) for _ in range(60)]
+    windows = random_windows(generator, words_per_example, decoding)
+    collector = WordCollector(words_per_example, decoding)
+    for example_id, word_ids, rows in windows:
+        collector.add(example_id, word_ids, rows)
+    tags, scores, missing = collector.result(LABELS, "O")
+    assert (tags, scores) == reference_decode(windows, words_per_example, decoding)
+    seen = {(example_id, word) for example_id, word_ids, _ in windows for word in word_ids if word != NO_WORD}
+    assert missing == sum(words_per_example) - len(seen) > 0
+
+
+def test_decoder_reads_dataset_columns_once_in_the_dataset_order():
+    """Evaluation features are sorted longest first (an index mapping over the Arrow table): the decoder
+    must read word_ids and example_id in that order, not the table's."""
+    import datasets
+
+    features = datasets.Dataset.from_dict({
+        "word_ids": [[NO_WORD, 0, NO_WORD], [NO_WORD, 0, 1, 1, NO_WORD], [NO_WORD, 0, 1, NO_WORD]],
+        "example_id": [0, 1, 2],
+        "length": [3, 5, 4],
+    }).sort("length", reverse=True)
+    decoder = WordDecoder(features, [1, 2, 2])
+    assert decoder.example_ids == [1, 2, 0]
+    assert decoder.word_ids == [[NO_WORD, 0, 1, 1, NO_WORD], [NO_WORD, 0, 1, NO_WORD], [NO_WORD, 0, NO_WORD]]
+    batch = np.zeros((3, 5, 2), dtype=np.float32)
+    batch[0, 1], batch[0, 2] = (1, 0.9), (2, 0.8)  # example 1: B-PER I-PER
+    batch[1, 1], batch[1, 2] = (3, 0.7), (4, 0.6)  # example 2: B-LOC I-LOC
+    batch[2, 1] = (0, 0.5)  # example 0: O
+    decoder.add_batch(batch)
+    tags, _ = decoder.result(LABELS, "O", "validation")
+    assert tags == [["O"], ["B-PER", "I-PER"], ["B-LOC", "I-LOC"]]
+
+
+@pytest.mark.parametrize("labels", [LABELS, ["O", "B-X", "I-X", "E-X", "S-X", "B-Y", "I-Y", "E-Y", "S-Y"],
+                                    ["NN", "VB", "DT"]])
+def test_viterbi_over_many_examples_at_once_equals_one_at_a_time(labels):
+    from nerkit.viterbi import viterbi_paths
+
+    generator = np.random.default_rng(3)
+    examples = []
+    for length in generator.integers(0, 30, size=700):  # several chunks, lengths 0 to 29
+        logits = generator.normal(0, 2, size=(length, len(labels)))
+        examples.append((logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))).astype(np.float32))
+    rules = transition_rules(labels)
+    assert viterbi_paths(examples, *rules) == [viterbi_path(example, *rules) for example in examples]
+
+
+class CountingTokenizer:
+    """A tokenizer that counts the word lists it is asked to encode."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.encoded = tokenizer, 0
+
+    def __call__(self, texts, **kwargs):
+        self.encoded += len(texts)
+        return self.tokenizer(texts, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def test_each_example_is_tokenized_once_and_the_longest_is_logged_from_that(tiny_bert, caplog):
+    """The data summary and the windows read lengths from the one encoding; only the windows of an
+    example longer than the window are encoded again. The features are those of a plain encoding."""
+    import logging
+
+    from nerkit.data import Split
+    from nerkit.summary import log_summary
+    from nerkit.tokenization import EncodingSettings, encode_split, load_fast_tokenizer
+
+    tokenizer = CountingTokenizer(load_fast_tokenizer(tiny_bert, {}))
+    long_words = ("the meeting in Brussels was reported by Peter Blackburn " * 6).split()
+    short = [["Peter", "Blackburn"], ["Brussels", "is", "busy"]]
+    split = Split("train", "mem", [long_words, *short], [["O"] * len(long_words), ["B-PER", "I-PER"],
+                                                         ["B-LOC", "O", "O"]], ["line 1", "line 2", "line 3"])
+    with caplog.at_level(logging.INFO, logger="nerkit"):
+        log_summary({"train": split}, ["B-LOC", "B-PER", "I-PER", "O"], "IOB2", "the training tags")
+        features = encode_split(split, tokenizer, {"O": 0, "B-PER": 1, "I-PER": 2, "B-LOC": 3},
+                                EncodingSettings(max_length=16, stride=4))
+    windows = len(features) - len(short)
+    assert windows > 3 and tokenizer.encoded == len(split.tokens) + windows
+    longest = len(tokenizer.tokenizer(long_words, is_split_into_words=True)["input_ids"])
+    assert f"train: longest example {longest} sub-tokens; {len(features)} windows for 3 examples" in caplog.text
+    assert set(features.column_names) == {"input_ids", "token_type_ids", "attention_mask", "labels", "word_ids",
+                                          "example_id"}
+    plain = tokenizer.tokenizer(short, is_split_into_words=True)
+    assert [f["input_ids"] for f in features][-2:] == plain["input_ids"]
+
+
+@pytest.mark.parametrize("fixture, position_start", [("tiny_bert", 0), ("tiny_roberta", 2)])
+def test_packing_check_accepts_models_whose_packed_rows_give_the_padded_outputs(fixture, position_start, request):
+    """The check compares packed rows with one padded batch; BERT (positions from 0) and RoBERTa
+    (positions after the padding index) pass with their own position start."""
+    from transformers import AutoModelForTokenClassification
+
+    from nerkit.data import Split
+    from nerkit.speed import packing_collator
+    from nerkit.tokenization import EncodingSettings, encode_split, load_fast_tokenizer
+
+    path = request.getfixturevalue(fixture)
+    tokenizer = load_fast_tokenizer(path, {})
+    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=3)
+    words = [["Peter", "Blackburn", "reported"], ["from", "Brussels"], ["EU", "rejects", "German", "call", "to"]]
+    split = Split("train", "mem", words, [["O"] * len(w) for w in words], [""] * len(words))
+    features = encode_split(split, tokenizer, {"O": 0}, EncodingSettings(max_length=32, stride=4))
+    collator = packing_collator(model, tokenizer, [features[i] for i in range(len(features))])
+    assert collator is not None and collator.position_start == position_start
+
+
+def test_accelerate_loop_uses_the_fused_adamw_and_it_updates_as_the_foreach_one(tiny_bert):
+    """run_ner_no_trainer.py builds AdamW with the fused kernel on CPU (as the Trainer's default), and a
+    step with it moves the weights as the foreach AdamW does, up to float rounding."""
+    import copy
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    import run_ner_no_trainer
+    from nerkit.speed import fused_adamw
+
+    assert fused_adamw("cpu") and not fused_adamw("no-such-device")
+    torch.manual_seed(0)
+    model = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3)
+    twin = copy.deepcopy(model)
+    args = SimpleNamespace(learning_rate=1e-2, weight_decay=0.01)
+    fused = run_ner_no_trainer.make_optimizer(model, args, "cpu")
+    plain = run_ner_no_trainer.make_optimizer(twin, args, "no-such-device")
+    assert all(group["fused"] for group in fused.param_groups)
+    assert not any(group["fused"] for group in plain.param_groups)
+    batch = {"input_ids": torch.tensor([[2, 5, 6, 7, 3]]), "labels": torch.tensor([[-100, 1, 2, 0, -100]])}
+    for each, optimizer in ((model, fused), (twin, plain)):
+        for _ in range(3):
+            each(**batch).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    moved = [(a - b).abs().max().item() for a, b in zip(model.parameters(), twin.parameters())]
+    assert max(moved) < 1e-4  # each step moves weights by up to the learning rate, 1e-2
+    original = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3)
+    assert (model.bert.embeddings.word_embeddings.weight - original.bert.embeddings.word_embeddings.weight).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("device, precision, supports, installed, expected", [
+    ("cuda", "bf16", True, True, True),
+    ("cuda", "fp16", True, True, True),
+    ("cuda", None, True, True, False),  # flash-attention takes no float32
+    ("cuda", "bf16", False, True, False),  # the model has no flash-attention path
+    ("cuda", "bf16", True, False, False),  # flash-attn not installed
+    ("cpu", "bf16", True, True, False),  # CPU keeps the packed rows with a mask
+    ("mps", "bf16", True, True, False),
+])
+def test_flattened_rows_with_flash_attention_only_on_cuda_in_half_precision(device, precision, supports, installed,
+                                                                           expected):
+    from nerkit.varlen import varlen_plan
+
+    assert varlen_plan(device, precision, supports, installed) is expected
+
+
+def small_features(path, fixture_words=(("Peter", "Blackburn", "reported"), ("from", "Brussels"),
+                                        ("EU", "rejects", "German", "call", "to"))):
+    from nerkit.data import Split
+    from nerkit.tokenization import EncodingSettings, encode_split, load_fast_tokenizer
+
+    tokenizer = load_fast_tokenizer(path, {})
+    words = [list(w) for w in fixture_words]
+    split = Split("train", "mem", words, [["O"] * len(w) for w in words], [""] * len(words))
+    features = encode_split(split, tokenizer, {"O": 0}, EncodingSettings(max_length=32, stride=4))
+    return tokenizer, [features[i] for i in range(len(features))]
+
+
+@pytest.mark.parametrize("fixture, position_start", [("tiny_bert", 0), ("tiny_roberta", 2)])
+def test_flattened_row_keeps_each_example_to_itself(fixture, position_start, request):
+    """The one-row batch for flash-attention's variable-length kernel: its boundaries and restarting
+    position ids, read as a block-diagonal mask, give each example's padded logits."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    from nerkit.speed import padded_logits
+    from nerkit.varlen import FlatteningCollator
+
+    path = request.getfixturevalue(fixture)
+    tokenizer, features = small_features(path)
+    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=3).eval()
+    batch = FlatteningCollator(tokenizer.pad_token_id, position_start, False)(features)
+    lengths = [len(f["input_ids"]) for f in features]
+    assert batch["cu_seq_lens_q"].tolist() == [0, *np.cumsum(lengths)] and batch["max_length_q"] == max(lengths)
+    assert batch["labels"].tolist() == [sum((f["labels"] for f in features), [])]
+    segment = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    mask = (segment[:, None] == segment[None, :])[None, None]
+    with torch.no_grad():
+        flattened = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask).logits
+        reference = padded_logits(model, features, tokenizer.pad_token_id)
+    assert torch.allclose(flattened[0], torch.cat(reference), atol=1e-4)
+
+
+def test_without_flash_attention_training_keeps_the_masked_rows(tiny_bert, caplog):
+    """Asked for the flash-attention path where it cannot run (no flash-attn package, CPU), the model
+    keeps its attention and training its packed rows with a mask."""
+    from transformers import AutoModelForTokenClassification
+
+    from nerkit.speed import PackingCollator, choose_packing
+    from nerkit.varlen import varlen_packing
+
+    tokenizer, features = small_features(tiny_bert)
+    model = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3)
+    before = model.config._attn_implementation
+    assert varlen_packing(model, tokenizer, features, "cpu", "bf16") is None
+    assert model.config._attn_implementation == before
+    collator = choose_packing(model, tokenizer, features, True, False, "cpu", "bf16")
+    assert type(collator) is PackingCollator and model.config._attn_implementation == before
