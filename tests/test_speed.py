@@ -8,7 +8,8 @@ import pytest
 
 from nerkit.decoding import WordCollector, WordDecoder
 from nerkit.tokenization import NO_WORD
-from nerkit.viterbi import transition_rules, viterbi_path
+from nerkit.schemes import transition_rules
+from nerkit.viterbi import viterbi_path
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
@@ -40,7 +41,7 @@ def reference_decode(windows, words_per_example, decoding):
                     log_probs[position, 0] = 0.0
                 else:
                     log_probs[position] = word[1]
-            ids = viterbi_path(log_probs, *transition_rules(LABELS))
+            ids = viterbi_path(log_probs, *transition_rules(LABELS, "IOB2"))
             probabilities = [float(np.exp(log_probs[position, i])) for position, i in enumerate(ids)]
         tags.append([LABELS[i] for i in ids])
         scores.append(probabilities)
@@ -84,7 +85,7 @@ def test_vectorised_word_decoding_gives_exactly_the_per_word_results(decoding):
     collector = WordCollector(words_per_example, decoding)
     for example_id, word_ids, rows in windows:
         collector.add(example_id, word_ids, rows)
-    tags, scores, missing = collector.result(LABELS, "O")
+    tags, scores, missing = collector.result(LABELS, "O", "IOB2")
     assert (tags, scores) == reference_decode(windows, words_per_example, decoding)
     seen = {(example_id, word) for example_id, word_ids, _ in windows for word in word_ids if word != NO_WORD}
     assert missing == sum(words_per_example) - len(seen) > 0
@@ -108,7 +109,7 @@ def test_decoder_reads_dataset_columns_once_in_the_dataset_order():
     batch[1, 1], batch[1, 2] = (3, 0.7), (4, 0.6)  # example 2: B-LOC I-LOC
     batch[2, 1] = (0, 0.5)  # example 0: O
     decoder.add_batch(batch)
-    tags, _ = decoder.result(LABELS, "O", "validation")
+    tags, _ = decoder.result(LABELS, "O", "validation", "IOB2")
     assert tags == [["O"], ["B-PER", "I-PER"], ["B-LOC", "I-LOC"]]
 
 
@@ -122,7 +123,7 @@ def test_viterbi_over_many_examples_at_once_equals_one_at_a_time(labels):
     for length in generator.integers(0, 30, size=700):  # several chunks, lengths 0 to 29
         logits = generator.normal(0, 2, size=(length, len(labels)))
         examples.append((logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))).astype(np.float32))
-    rules = transition_rules(labels)
+    rules = transition_rules(labels, "IOB2")
     assert viterbi_paths(examples, *rules) == [viterbi_path(example, *rules) for example in examples]
 
 
