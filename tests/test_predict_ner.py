@@ -90,11 +90,12 @@ def test_standard_input_and_viterbi(trained_model):
     assert all(not tag.startswith("I-") or labels[i - 1][2:] == tag[2:] and i > 0 for i, tag in enumerate(labels))
 
 
-@pytest.mark.parametrize("content, message", [(None, "does not exist"), ('{"txt": 1}\n', "'text' string")])
+@pytest.mark.parametrize("content, message", [(None, "does not exist"), (b'{"txt": 1}\n', "'text' string"),
+                                              (b"caf\xe9 au lait\n", "is not UTF-8 text")])
 def test_bad_input_is_a_clear_error(trained_model, tmp_path, content, message):
     path = tmp_path / "input.jsonl"
     if content is not None:
-        path.write_text(content)
+        path.write_bytes(content)
     result = subprocess.run([sys.executable, os.path.join(ROOT, "predict_ner.py"), "--model", trained_model,
                              "--input", str(path)], capture_output=True, text=True, cwd=ROOT,
                             env=dict(os.environ, HF_HUB_OFFLINE="1"))
