@@ -133,7 +133,7 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
 
     training_args, precision = choose_precision(training_args, data_args)
     packer = choose_packing(model, tokenizer, features.get("train") if training_args.do_train else None,
-                            data_args.packing, data_args.pad_to_max_length, training_args.device.type,
+                            data_args.packing, data_args.pad_to_max_length, training_args.device,
                             "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else None)
     trainer = build_trainer(model, tokenizer, training_args, data_args, splits, features, label_list, settings,
                             packer)

@@ -206,7 +206,7 @@ def main(model_args=None, data_args=None, args=None, command=None):
     features = encode_splits(splits, tokenizer, config, settings, data_args, accelerator.main_process_first)
 
     packer = choose_packing(model, tokenizer, features["train"], data_args.packing, data_args.pad_to_max_length,
-                            accelerator.device.type, {"bf16": "bf16", "fp16": "fp16"}.get(accelerator.mixed_precision))
+                            accelerator.device, {"bf16": "bf16", "fp16": "fp16"}.get(accelerator.mixed_precision))
     loaders = make_dataloaders(features, tokenizer, settings, data_args, args, accelerator, packer)
     optimizer = make_optimizer(model, args, accelerator.device.type)
     model, optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders.values())

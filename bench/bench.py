@@ -1,22 +1,31 @@
 #!/usr/bin/env python
-"""Benchmark this suite's run_ner.py against the upstream recipe, side by side on this machine.
+"""Benchmark this suite against the upstream recipe, side by side on this machine, timed as a user times it.
 
-    python bench/bench.py                       # seeds 42, 1, 2; writes bench/RESULTS.md
-    python bench/bench.py --seeds 42 --epochs 1 --results /tmp/quick.md   # a quick look
+    python bench/bench.py                       # every row, seeds 42, 1, 2; updates bench/RESULTS.md
+    python bench/bench.py --seeds 42 --epochs 1 --limit 200 --results /tmp/quick.md   # a smoke test
+    python bench/bench.py --rows upstream nerkit --parts training     # a subset
 
 Training: the packaged MiniLM on the packaged WNUT-16 split (1,916 training sentences), 3 epochs, batch
-16, learning rate 5e-5, the same flags on both sides (the upstream README's command line). Each run is a
-separate process; training time is the `train_runtime` each side reports, peak memory the process's
-maximum resident set. Upstream also runs with its own best flags: length grouping, and bf16 where this
-CPU runs bf16 faster than fp32. Prediction: words per second of the suite's prediction path against
-`transformers.pipeline("token-classification")` on the same trained model and texts, documents longer than
-the model maximum included. Evaluation memory: peak memory of evaluating 1x and 8x the validation set.
+16, learning rate 5e-5, the same flags on every row (the upstream README's command line). Rows: the
+upstream recipe; upstream with its fastest flags (length grouping, plus --bf16 where this CPU runs bf16
+faster than fp32); this suite's run_ner.py; its run_ner_no_trainer.py (the Accelerate loop, which also
+evaluates after every epoch, as upstream's does). Each run is a separate process: "whole process" is its
+wall time measured from outside, as `time python ...` reports it; "training" is the `train_runtime` the
+run writes; peak memory is the process's maximum resident set. Prediction: words per second of
+`run_ner.py --do_predict` and of `predict_ner.py`'s tagger against `transformers.pipeline(
+"token-classification", aggregation_strategy="first")` on the same trained model and texts, documents
+longer than the model maximum included. Decoding: argmax against Viterbi on the trained models.
+Evaluation memory: peak memory of evaluating 1x and 8x the validation set.
+
+RESULTS.md keeps one section per machine kind (CPU model and core count, or GPU): a run replaces the
+section of its own machine kind and leaves the others.
 """
 
 import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -31,6 +40,9 @@ from nerkit.data import parse_conll, read_text  # noqa: E402
 from nerkit.speed import automatic_precision, bf16_pays_on_cpu  # noqa: E402
 
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+ROWS = {"upstream": "upstream recipe", "upstream-fastest": "upstream, fastest flags",
+        "nerkit": "nerkit run_ner.py", "nerkit-loop": "nerkit run_ner_no_trainer.py"}
+PARTS = ["training", "prediction", "decoding", "memory"]
 
 
 def main():
@@ -38,39 +50,72 @@ def main():
     os.makedirs(options.work, exist_ok=True)
     data = prepare_data(options.work)
     model = embedded.model_path()
-    common = ["--model_name_or_path", model, "--output_dir", "OUT", "--do_train", "--do_eval",
-              "--num_train_epochs", str(options.epochs), "--per_device_train_batch_size", "16",
-              "--learning_rate", "5e-5", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "True"]
-    json_files = ["--train_file", data["train.json"], "--validation_file", data["validation.json"]]
-    if options.limit:
-        json_files += ["--max_train_samples", str(options.limit)]
-    sides = {
-        "upstream": [os.path.join(ROOT, "bench", "upstream_run_ner.py"), *common, *json_files],
-        "upstream, length grouping": [os.path.join(ROOT, "bench", "upstream_run_ner.py"), *common, *json_files,
-                                      "--train_sampling_strategy", "group_by_length"],
-        "nerkit run_ner.py": [os.path.join(ROOT, "run_ner.py"), *common, *json_files],
-    }
     bf16_fast = bf16_pays_on_cpu()
-    if bf16_fast:
-        sides["upstream, length grouping + bf16"] = sides["upstream, length grouping"] + ["--bf16"]
+    sides = training_commands(options, data, model, bf16_fast)
     subtokens = count_subtokens(model, data["train.json"], options.limit) * options.epochs
     runs = {name: [train_run(command, seed, options.work, name) for seed in options.seeds]
             for name, command in sides.items()}
-    decoding = decoding_comparison([run["output_dir"] for run in runs["nerkit run_ner.py"]], data, options.work)
-    kept_model = runs["nerkit run_ner.py"][0]["output_dir"]
-    prediction = prediction_benchmark(kept_model, data, options.work)
-    memory = eval_memory(kept_model, data, options.work)
-    write_results(options, runs, subtokens, prediction, memory, bf16_fast, decoding)
+    trained = [run["output_dir"] for run in runs.get(ROWS["nerkit"], [])]
+    results = {"runs": runs, "subtokens": subtokens, "bf16_fast": bf16_fast, "sides": sides}
+    if trained and "prediction" in options.parts:
+        results["prediction"] = prediction_benchmark(trained[0], data, options.work)
+    if trained and "decoding" in options.parts:
+        results["decoding"] = decoding_comparison(trained, data, options.work)
+    if trained and "memory" in options.parts:
+        results["memory"] = eval_memory(trained[0], data, options.work)
+    section = results_section(options, results)
+    print("\n".join(section))
+    merge_results(options.results, machine_heading(), section)
 
 
 def parse_options():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--limit", type=int, help="train on this many sentences only (a smoke test)")
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS),
+                        help="training rows to run (prediction, decoding and memory need 'nerkit')")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=PARTS, help="what to measure")
     parser.add_argument("--work", default=os.path.join(ROOT, "bench", "out"))
     parser.add_argument("--results", default=os.path.join(ROOT, "bench", "RESULTS.md"))
-    parser.add_argument("--limit", type=int, help="train on this many sentences only (a smoke test)")
-    return parser.parse_args()
+    options = parser.parse_args()
+    if "training" not in options.parts:
+        options.rows = ["nerkit"]  # the other parts measure the model this row trains
+    return options
+
+
+def command_line(options):
+    """The bench.py command that reproduces this run."""
+    parts = ["python bench/bench.py", "--seeds", *map(str, options.seeds), "--epochs", str(options.epochs)]
+    if options.limit:
+        parts += ["--limit", str(options.limit)]
+    if options.rows != list(ROWS):
+        parts += ["--rows", *options.rows]
+    if options.parts != PARTS:
+        parts += ["--parts", *options.parts]
+    return " ".join(parts)
+
+
+def training_commands(options, data, model, bf16_fast):
+    """{row name: argv} for the rows asked for, with OUT where the output folder goes."""
+    common = ["--model_name_or_path", model, "--output_dir", "OUT", "--do_train", "--do_eval",
+              "--num_train_epochs", str(options.epochs), "--per_device_train_batch_size", "16",
+              "--learning_rate", "5e-5", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "True"]
+    files = ["--train_file", data["train.json"], "--validation_file", data["validation.json"]]
+    limit = ["--max_train_samples", str(options.limit)] if options.limit else []
+    upstream = [os.path.join(ROOT, "bench", "upstream_run_ner.py"), *common, *files, *limit]
+    fastest = ["--train_sampling_strategy", "group_by_length"] + (["--bf16"] if bf16_fast else [])
+    loop = [os.path.join(ROOT, "run_ner_no_trainer.py"), "--model_name_or_path", model, "--output_dir", "OUT",
+            "--num_train_epochs", str(options.epochs), "--per_device_train_batch_size", "16",
+            "--learning_rate", "5e-5", *files, *limit, "--overwrite_output_dir"]
+    commands = {
+        "upstream": upstream,
+        "upstream-fastest": upstream + fastest,
+        "nerkit": [os.path.join(ROOT, "run_ner.py"), *common, *files, *limit, "--overwrite_output_dir"],
+        "nerkit-loop": loop,
+    }
+    names = dict(ROWS, **{"upstream-fastest": f"{ROWS['upstream-fastest']} ({' '.join(fastest)})"})
+    return {names[key]: commands[key] for key in ROWS if key in options.rows}
 
 
 def prepare_data(folder):
@@ -97,24 +142,31 @@ def count_subtokens(model, path, limit=None):
     return sum(len(ids) for ids in tokenizer(words, is_split_into_words=True)["input_ids"])
 
 
-def train_run(command, seed, work, name):
-    output_dir = os.path.join(work, f"{name.split()[0].strip(',')}-{abs(hash(name)) % 10000}-seed{seed}")
-    argv = [output_dir if arg == "OUT" else arg for arg in command] + ["--seed", str(seed)]
-    if os.path.basename(command[0]) == "run_ner.py":
-        argv.append("--overwrite_output_dir")
+def timed_process(argv, work):
+    """Run `python argv` as a user would; (completed process, wall seconds from outside, peak MB)."""
     peak = os.path.join(work, "peak.txt")
+    started = time.perf_counter()
     result = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", peak, sys.executable, *argv], env=ENV, cwd=ROOT,
                             capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    with open(peak) as handle:
+        peak_mb = int(handle.read().split()[-1]) / 1024
+    return result, seconds, peak_mb
+
+
+def train_run(command, seed, work, name):
+    output_dir = os.path.join(work, f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')[:40]}-seed{seed}")
+    argv = [output_dir if arg == "OUT" else arg for arg in command] + ["--seed", str(seed)]
+    result, seconds, peak_mb = timed_process(argv, work)
     if result.returncode != 0:
         raise SystemExit(f"{name} (seed {seed}) failed:\n{result.stderr[-3000:]}")
     with open(os.path.join(output_dir, "train_results.json")) as handle:
         train = json.load(handle)
     with open(os.path.join(output_dir, "eval_results.json")) as handle:
         evaluation = json.load(handle)
-    with open(peak) as handle:
-        peak_kb = int(handle.read().split()[-1])
-    print(f"{name} seed {seed}: {train['train_runtime']:.1f} s, F1 {evaluation['eval_f1']:.4f}", flush=True)
-    return {"seconds": train["train_runtime"], "f1": evaluation["eval_f1"], "peak_mb": peak_kb / 1024,
+    print(f"{name} seed {seed}: whole process {seconds:.1f} s, training {train['train_runtime']:.1f} s, "
+          f"F1 {evaluation['eval_f1']:.4f}", flush=True)
+    return {"whole": seconds, "seconds": train["train_runtime"], "f1": evaluation["eval_f1"], "peak_mb": peak_mb,
             "output_dir": output_dir}
 
 
@@ -128,14 +180,15 @@ def prediction_texts(data):
 
 
 def prediction_benchmark(model_dir, data, work):
-    """Words per second: run_ner.py's prediction path and the pipeline, each timed after loading."""
+    """Words per second after loading: run_ner.py --do_predict, predict_ner.py's tagger, the pipeline."""
     sentences, documents = prediction_texts(data)
     texts = sentences + documents
     words = sum(len(t) for t in texts)
     ours_seconds, ours_tags = time_ours(model_dir, texts, work)
+    tagger_seconds = time_tagger(model_dir, texts)
     pipe_seconds, agreement = time_pipeline(model_dir, texts, ours_tags)
     return {"words": words, "texts": len(texts), "long": len(documents), "ours": words / ours_seconds,
-            "pipeline": words / pipe_seconds, "agreement": agreement}
+            "tagger": words / tagger_seconds, "pipeline": words / pipe_seconds, "agreement": agreement}
 
 
 def time_ours(model_dir, texts, work):
@@ -173,6 +226,21 @@ def time_tokenizing(model_dir, texts):
     return time.perf_counter() - started
 
 
+def time_tagger(model_dir, texts):
+    """predict_ner.py's Tagger on the pre-split texts (its defaults: Viterbi, batch 8), after loading."""
+    import torch
+
+    sys.path.insert(0, ROOT)
+    from predict_ner import Tagger
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    tagger = Tagger(model_dir, None, 64, 8, "viterbi")
+    tagger.tag(texts[:8])  # warm-up, as for the pipeline's first batch
+    started = time.perf_counter()
+    tagger.tag(texts)
+    return time.perf_counter() - started
+
+
 def time_pipeline(model_dir, texts, our_tags):
     """The pipeline on the same words joined by spaces (stride for the long documents); returns its time
     and the share of short texts whose entities (type and words) match ours."""
@@ -182,6 +250,7 @@ def time_pipeline(model_dir, texts, our_tags):
     torch.set_num_threads(os.cpu_count() or 1)
     tagger = pipeline("token-classification", model=model_dir, aggregation_strategy="first", stride=128)
     strings = [" ".join(tokens) for tokens in texts]
+    tagger(strings[:8], batch_size=8)  # warm-up
     started = time.perf_counter()
     found = tagger(strings, batch_size=8)
     seconds = time.perf_counter() - started
@@ -225,31 +294,37 @@ def eval_memory(model_dir, data, work):
         with open(path, "w", encoding="utf-8") as handle:
             handle.writelines(lines * copies)
         output_dir = tempfile.mkdtemp(dir=work)
-        peak = os.path.join(work, "peak.txt")
-        subprocess.run(["/usr/bin/time", "-f", "%M", "-o", peak, sys.executable, os.path.join(ROOT, "run_ner.py"),
-                        "--model_name_or_path", model_dir, "--validation_file", path, "--do_eval", "--output_dir",
-                        output_dir, "--report_to", "none", "--disable_tqdm", "True"], env=ENV, cwd=ROOT,
-                       check=True, capture_output=True)
-        with open(peak) as handle:
-            peaks[copies] = int(handle.read().split()[-1]) / 1024
+        result, _, peaks[copies] = timed_process([os.path.join(ROOT, "run_ner.py"), "--model_name_or_path", model_dir,
+                                                  "--validation_file", path, "--do_eval", "--output_dir", output_dir,
+                                                  "--report_to", "none", "--disable_tqdm", "True"], work)
+        if result.returncode != 0:
+            raise SystemExit(result.stderr[-3000:])
     return peaks
 
 
 def summary(runs):
-    seconds = [run["seconds"] for run in runs]
     f1 = [run["f1"] for run in runs]
-    return {"seconds": statistics.mean(seconds), "f1": statistics.mean(f1), "f1_min": min(f1), "f1_max": max(f1),
-            "peak_mb": max(run["peak_mb"] for run in runs), "all_f1": f1, "all_seconds": seconds}
+    return {"whole": statistics.mean(run["whole"] for run in runs),
+            "seconds": statistics.mean(run["seconds"] for run in runs), "f1": statistics.mean(f1),
+            "f1_min": min(f1), "f1_max": max(f1), "peak_mb": max(run["peak_mb"] for run in runs), "all_f1": f1}
 
 
-def machine():
+def machine_heading():
+    """The machine kind: GPU name, or CPU model and core count."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}"
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def software():
     import torch
     import transformers
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
-    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, torch {torch.__version__}, "
-            f"transformers {transformers.__version__}")
+    return f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}"
 
 
 def suite_precision():
@@ -257,70 +332,128 @@ def suite_precision():
     return f"{'fp32' if mixed_precision == 'no' else mixed_precision} ({reason})"
 
 
-def write_results(options, runs, subtokens, prediction, memory, bf16_fast, decoding):
-    stats = {name: summary(side) for name, side in runs.items()}
-    base = stats["upstream"]["seconds"]
-    ours = stats["nerkit run_ner.py"]
-    best_upstream = min((s["seconds"], name) for name, s in stats.items() if name.startswith("upstream"))
+def results_section(options, results):
+    """The lines of this machine kind's section of RESULTS.md."""
+    bf16_fast = results["bf16_fast"]
     lines = [
-        "# Benchmark results",
+        f"## {machine_heading()}",
         "",
-        f"Machine: {machine()}. bf16 matrix multiply {'faster' if bf16_fast else 'slower'} than fp32 here "
-        f"(measured), so upstream's bf16 run {'is included' if bf16_fast else 'is left out'}; this suite's "
-        f"automatic choice: {suite_precision()}.",
+        f"{software()}. bf16 matrix multiply measured {'faster' if bf16_fast else 'slower'} than fp32 on this CPU "
+        f"(`nerkit.speed.bf16_pays_on_cpu`), so upstream's fastest flags here are "
+        f"{'length grouping with --bf16' if bf16_fast else 'length grouping alone (bf16 is slower here)'}; this "
+        f"suite's automatic choice: {suite_precision()}.",
         "",
-        f"Command: `python bench/bench.py --seeds {' '.join(map(str, options.seeds))} --epochs {options.epochs}`"
-        f" ({time.strftime('%Y-%m-%d')}).",
+        f"Command: `{command_line(options)}` ({time.strftime('%Y-%m-%d')}).",
         "",
-        f"Training: packaged MiniLM, WNUT-16 ({options.limit or 1916:,} training sentences, "
-        f"{subtokens // options.epochs:,} sub-tokens an epoch), {options.epochs} epochs, batch 16, learning rate "
-        f"5e-5, seeds {', '.join(map(str, options.seeds))}.",
+    ]
+    if results["runs"]:
+        lines += training_lines(options, results)
+    if "prediction" in results:
+        lines += prediction_lines(results["prediction"])
+    if "decoding" in results:
+        lines += decoding_lines(options, results["decoding"])
+    if "memory" in results:
+        memory = results["memory"]
+        lines += ["### Evaluation memory", "",
+                  f"Peak memory of `run_ner.py --do_eval`: {memory[1]:,.0f} MB for the validation set, "
+                  f"{memory[8]:,.0f} MB for eight times as many sentences.", ""]
+    return lines
+
+
+def training_lines(options, results):
+    stats = {name: summary(runs) for name, runs in results["runs"].items()}
+    subtokens, epochs = results["subtokens"], options.epochs
+    base = stats.get(ROWS["upstream"])
+    lines = [
+        "### Training",
         "",
-        "| side | training time (s) | sub-tokens/s | peak memory (MB) | eval F1 mean | F1 min-max | speed-up |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"Packaged MiniLM, WNUT-16 ({options.limit or 1916:,} training sentences, {subtokens // epochs:,} "
+        f"sub-tokens an epoch), {epochs} epoch{'s' if epochs > 1 else ''}, batch 16, learning rate 5e-5, seeds "
+        f"{', '.join(map(str, options.seeds))}; means over the seeds. Whole process: wall time of the command "
+        "measured from outside (`time python ...`); training: the `train_runtime` it writes (the Accelerate "
+        "loop's includes its evaluation after each epoch).",
+        "",
+        "| run | whole process (s) | training (s) | sub-tokens/s (training) | peak memory (MB) | eval F1 mean | "
+        "F1 min-max | speed-up (whole process) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, s in stats.items():
-        lines.append(f"| {name} | {s['seconds']:.1f} | {subtokens / s['seconds']:,.0f} | {s['peak_mb']:,.0f} | "
-                     f"{s['f1']:.4f} | {s['f1_min']:.4f}-{s['f1_max']:.4f} | {base / s['seconds']:.2f}x |")
-    lines += [
-        "",
-        f"Speed-up of this suite over the upstream recipe: {base / ours['seconds']:.2f}x; over upstream's fastest "
-        f"variant here ({best_upstream[1]}): {best_upstream[0] / ours['seconds']:.2f}x. F1 difference of the means: "
-        f"{ours['f1'] - stats['upstream']['f1']:+.4f}.",
-        "",
-        "Per-seed F1: " + "; ".join(f"{name}: {', '.join(f'{v:.4f}' for v in s['all_f1'])}" for name, s in stats.items()),
-        "",
-        "## Prediction",
+        speedup = f"{base['whole'] / s['whole']:.2f}x" if base else "-"
+        lines.append(f"| {name} | {s['whole']:.1f} | {s['seconds']:.1f} | {subtokens / s['seconds']:,.0f} | "
+                     f"{s['peak_mb']:,.0f} | {s['f1']:.4f} | {s['f1_min']:.4f}-{s['f1_max']:.4f} | {speedup} |")
+    lines += ["", "Per-seed F1: " + "; ".join(f"{name}: {', '.join(f'{v:.4f}' for v in s['all_f1'])}"
+                                              for name, s in stats.items()), ""]
+    lines += comparison_lines(stats)
+    return lines
+
+
+def comparison_lines(stats):
+    ours, loop = stats.get(ROWS["nerkit"]), stats.get(ROWS["nerkit-loop"])
+    base = stats.get(ROWS["upstream"])
+    fastest = next((s for name, s in stats.items() if name.startswith(ROWS["upstream-fastest"])), None)
+    lines = []
+    if ours and base:
+        lines.append(f"run_ner.py against the upstream recipe: {base['whole'] / ours['whole']:.2f}x the whole "
+                     f"process, F1 {ours['f1'] - base['f1']:+.4f}.")
+    if ours and fastest:
+        lines.append(f"Against upstream's fastest flags: {fastest['whole'] / ours['whole']:.2f}x, F1 "
+                     f"{ours['f1'] - fastest['f1']:+.4f}.")
+    if ours and loop:
+        lines.append(f"run_ner_no_trainer.py takes {loop['whole'] / ours['whole']:.2f}x run_ner.py's whole "
+                     "process.")
+    return lines + [""] if lines else []
+
+
+def prediction_lines(prediction):
+    return [
+        "### Prediction",
         "",
         f"{prediction['texts']} texts ({prediction['words']:,} words; {prediction['long']} of them documents of "
-        "about 1,200 words, longer than the model maximum), after loading:",
+        "about 1,200 words, longer than the model maximum), words per second after loading:",
         "",
-        "| predictor | words/s |",
-        "| --- | --- |",
-        f"| run_ner.py --do_predict (tokenization, windows, batches, word decoding) | {prediction['ours']:,.0f} |",
-        f"| transformers pipeline, aggregation first, stride 128, batch 8 | {prediction['pipeline']:,.0f} |",
+        "| predictor | words/s | against the pipeline |",
+        "| --- | --- | --- |",
+        f"| run_ner.py --do_predict (tokenization, windows, batches, Viterbi word decoding) | "
+        f"{prediction['ours']:,.0f} | {prediction['ours'] / prediction['pipeline']:.2f}x |",
+        f"| predict_ner.py (its Tagger on the same words, batch 8, Viterbi) | {prediction['tagger']:,.0f} | "
+        f"{prediction['tagger'] / prediction['pipeline']:.2f}x |",
+        f"| transformers pipeline, aggregation first, stride 128, batch 8 | {prediction['pipeline']:,.0f} | 1.00x |",
         "",
-        f"Ratio: {prediction['ours'] / prediction['pipeline']:.2f}x. Short texts whose entities agree with the "
-        f"pipeline's: {prediction['agreement']:.1%}.",
+        f"Short texts whose entities agree with the pipeline's: {prediction['agreement']:.1%}.",
         "",
-        "## Decoding",
+    ]
+
+
+def decoding_lines(options, decoding):
+    return [
+        "### Decoding",
         "",
-        "Validation F1 of the suite's three trained models (the training runs above) decoded both ways:",
+        "Validation F1 of run_ner.py's trained models (the training runs above) decoded both ways:",
         "",
         "| decoding | " + " | ".join(f"seed {seed}" for seed in options.seeds) + " | mean |",
         "| --- | " + " | ".join("---" for _ in options.seeds) + " | --- |",
         *[f"| {name} | " + " | ".join(f"{value:.4f}" for value in values) + f" | {statistics.mean(values):.4f} |"
           for name, values in decoding.items()],
         "",
-        "## Evaluation memory",
-        "",
-        f"Peak memory of `run_ner.py --do_eval`: {memory[1]:,.0f} MB for the 239 validation sentences, "
-        f"{memory[8]:,.0f} MB for eight times as many.",
-        "",
     ]
-    with open(options.results, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines))
-    print("\n".join(lines))
+
+
+def merge_results(path, heading, section):
+    """Write `section` into RESULTS.md in place of the section with the same machine heading (or at the
+    end), keeping every other machine's section as it is."""
+    title = "# Benchmark results\n\nOne section per machine kind; `python bench/bench.py` rewrites its own.\n\n"
+    text = open(path, encoding="utf-8").read() if os.path.isfile(path) else title
+    parts = re.split(r"(?m)^(?=## )", text)
+    head, sections = parts[0], parts[1:]
+    new = "\n".join(section).rstrip("\n") + "\n\n"
+    for index, old in enumerate(sections):
+        if old.splitlines()[0] == f"## {heading}":
+            sections[index] = new
+            break
+    else:
+        sections.append(new)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(head + "".join(sections).rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":

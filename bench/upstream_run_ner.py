@@ -6,7 +6,7 @@ JSON files through `datasets.load_dataset("json")`, labels sorted from the train
 alignment with truncation at the model maximum, `DataCollatorForTokenClassification` (dynamic padding,
 random batches), `Trainer` with its default AdamW and linear schedule, and the seqeval scores that
 `evaluate.load("seqeval")` computes, in-process (the machine is offline) over positions whose label is
-not -100. It writes train_results.json and eval_results.json like the upstream script.
+not -100. Like the upstream script it saves the model and writes train_results.json and eval_results.json.
 
     python bench/upstream_run_ner.py --model_name_or_path M --train_file train.json \
         --validation_file validation.json --output_dir OUT --do_train --do_eval [TrainingArguments...]
@@ -67,9 +67,9 @@ def main():
     recipe, training_args = HfArgumentParser((RecipeArguments, TrainingArguments)).parse_args_into_dataclasses()
     set_seed(training_args.seed)
     raw = load_dataset("json", data_files={"train": recipe.train_file, "validation": recipe.validation_file})
+    label_list = sorted({tag for tags in raw["train"]["ner_tags"] for tag in tags})  # upstream: before selecting
     if recipe.max_train_samples is not None:
         raw["train"] = raw["train"].select(range(min(recipe.max_train_samples, len(raw["train"]))))
-    label_list = sorted({tag for tags in raw["train"]["ner_tags"] for tag in tags})
     label_to_id = {label: i for i, label in enumerate(label_list)}
     config = AutoConfig.from_pretrained(recipe.model_name_or_path, num_labels=len(label_list),
                                         id2label=dict(enumerate(label_list)), label2id=label_to_id)
@@ -82,7 +82,9 @@ def main():
                       data_collator=DataCollatorForTokenClassification(tokenizer),
                       compute_metrics=seqeval_scores(label_list))
     result = trainer.train()
+    trainer.save_model()  # as upstream: the model and the tokenizer, part of the time a user waits for
     trainer.save_metrics("train", dict(result.metrics, train_samples=len(encoded["train"])))
+    trainer.save_state()
     trainer.save_metrics("eval", trainer.evaluate())
 
 

@@ -214,13 +214,15 @@ def encode_split(split, tokenizer, label2id, settings, num_proc=None):
         desc=f"Tokenizing {split.name}",
         new_fingerprint=uuid.uuid4().hex,  # in memory, never cached: skip hashing the whole tokenizer
     )
+    if EXAMPLE_LENGTH not in features.column_names:  # no examples at all
+        return features
     log_lengths(split.name, len(examples), len(features), longest_example(features), settings.max_length)
     return features.remove_columns(EXAMPLE_LENGTH)
 
 
 def longest_example(features):
-    """The longest example in sub-tokens, special tokens included (0 for no examples), read from the
-    encoding itself: nothing is tokenized twice to find it."""
+    """The longest example in sub-tokens, special tokens included, read from the encoding itself: nothing
+    is tokenized twice to find it."""
     import pyarrow.compute
 
     return pyarrow.compute.max(features.data.column(EXAMPLE_LENGTH)).as_py() or 0

@@ -59,11 +59,11 @@ def uses_varlen_attention(model, device_type, precision):
     return varlen_plan(device_type, precision, supports, supports and is_flash_attn_2_available())
 
 
-def varlen_packing(model, tokenizer, sample, device_type, precision):
-    """Switch the model to flash-attention 2 on `device_type` and return a `FlatteningCollator` that
-    reproduces its padded outputs, or put the model's attention back and return None."""
+def varlen_packing(model, tokenizer, sample, device, precision):
+    """Switch the model to flash-attention 2 on `device` and return a `FlatteningCollator` that reproduces
+    its padded outputs, or put the model's attention back and return None."""
     previous = model.config._attn_implementation
-    model.to(device_type)  # the check runs where training will; the Trainer and accelerate move it anyway
+    model.to(device)  # the check runs where training will; the Trainer and accelerate move it there anyway
     try:
         model.set_attn_implementation(FLASH)
         collator = packing_collator(model, tokenizer, sample, FlatteningCollator, precision)
