@@ -9,7 +9,9 @@ Training: the packaged MiniLM on the packaged WNUT-16 split (1,916 training sent
 16, learning rate 5e-5, the same flags on every row (the upstream README's command line). Rows: the
 upstream recipe; upstream with its fastest flags (length grouping, plus --bf16 where this CPU runs bf16
 faster than fp32); this suite's run_ner.py; its run_ner_no_trainer.py (the Accelerate loop, which also
-evaluates after every epoch, as upstream's does). Each run is a separate process: "whole process" is its
+evaluates after every epoch, as upstream's does, and is given the Trainer's `--max_grad_norm 1.0`, as its
+upstream default is no clipping, so both scripts do the same training). Each run is a separate process:
+"whole process" is its
 wall time measured from outside, as `time python ...` reports it; "training" is the `train_runtime` the
 run writes; peak memory is the process's maximum resident set. Prediction: words per second of
 `run_ner.py --do_predict` and of `predict_ner.py`'s tagger against `transformers.pipeline(
@@ -107,7 +109,8 @@ def training_commands(options, data, model, bf16_fast):
     fastest = ["--train_sampling_strategy", "group_by_length"] + (["--bf16"] if bf16_fast else [])
     loop = [os.path.join(ROOT, "run_ner_no_trainer.py"), "--model_name_or_path", model, "--output_dir", "OUT",
             "--num_train_epochs", str(options.epochs), "--per_device_train_batch_size", "16",
-            "--learning_rate", "5e-5", *files, *limit, "--overwrite_output_dir"]
+            "--learning_rate", "5e-5", *files, *limit, "--overwrite_output_dir",
+            "--max_grad_norm", "1.0"]  # the Trainer's clipping: the loop does run_ner.py's training
     commands = {
         "upstream": upstream,
         "upstream-fastest": upstream + fastest,
