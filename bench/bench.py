@@ -11,9 +11,8 @@ upstream recipe; upstream with its fastest flags (length grouping, plus --bf16 w
 faster than fp32); this suite's run_ner.py; its run_ner_no_trainer.py (the Accelerate loop, which also
 evaluates after every epoch, as upstream's does, and is given the Trainer's `--max_grad_norm 1.0`, as its
 upstream default is no clipping, so both scripts do the same training). Each run is a separate process:
-"whole process" is its
-wall time measured from outside, as `time python ...` reports it; "training" is the `train_runtime` the
-run writes; peak memory is the process's maximum resident set. Prediction: words per second of
+"whole process" is its wall time measured from outside, as `time python ...` reports it; "training" is
+the `train_runtime` the run writes; peak memory is the process's maximum resident set. Prediction: words per second of
 `run_ner.py --do_predict` and of `predict_ner.py`'s tagger against `transformers.pipeline(
 "token-classification", aggregation_strategy="first")` on the same trained model and texts, documents
 longer than the model maximum included. Decoding: argmax against Viterbi on the trained models.
