@@ -15,8 +15,8 @@ seed. Each run is a separate process: "whole process" is its wall time measured 
 python ...` reports it; "training" is the `train_runtime` the run writes; peak memory is the process's
 maximum resident set. Prediction: words per second of `run_ner.py --do_predict` and of `predict_ner.py`'s
 tagger against `transformers.pipeline("token-classification", aggregation_strategy="first")` on the same
-trained model and texts, documents longer than the model maximum included. Decoding: argmax against Viterbi on the trained models.
-Evaluation memory: peak memory of evaluating 1x and 8x the validation set.
+trained model and texts, documents longer than the model maximum included. Decoding: argmax against
+Viterbi on the trained models. Evaluation memory: peak memory of evaluating 1x and 8x the validation set.
 
 RESULTS.md keeps one section per machine kind (CPU model and core count, or GPU): a run replaces the
 section of its own machine kind and leaves the others.
@@ -59,7 +59,7 @@ def main():
         for name, command in sides.items():
             runs[name].append(train_run(command, seed, options.work, name))
     trained = [run["output_dir"] for run in runs.get(ROWS["nerkit"], [])]
-    results = {"runs": runs, "subtokens": subtokens, "bf16_fast": bf16_fast, "sides": sides}
+    results = {"runs": runs, "subtokens": subtokens, "bf16_fast": bf16_fast}
     if trained and "prediction" in options.parts:
         results["prediction"] = prediction_benchmark(trained[0], data, options.work)
     if trained and "decoding" in options.parts:
@@ -101,22 +101,21 @@ def command_line(options):
 
 def training_commands(options, data, model, bf16_fast):
     """{row name: argv} for the rows asked for, with OUT where the output folder goes."""
-    common = ["--model_name_or_path", model, "--output_dir", "OUT", "--do_train", "--do_eval",
-              "--num_train_epochs", str(options.epochs), "--per_device_train_batch_size", "16",
-              "--learning_rate", "5e-5", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "True"]
-    files = ["--train_file", data["train.json"], "--validation_file", data["validation.json"]]
-    limit = ["--max_train_samples", str(options.limit)] if options.limit else []
-    upstream = [os.path.join(ROOT, "bench", "upstream_run_ner.py"), *common, *files, *limit]
+    training = ["--model_name_or_path", model, "--output_dir", "OUT", "--num_train_epochs", str(options.epochs),
+                "--per_device_train_batch_size", "16", "--learning_rate", "5e-5",
+                "--train_file", data["train.json"], "--validation_file", data["validation.json"]]
+    training += ["--max_train_samples", str(options.limit)] if options.limit else []
+    trainer = training + ["--do_train", "--do_eval", "--save_strategy", "no", "--report_to", "none",
+                          "--disable_tqdm", "True"]
+    upstream = [os.path.join(ROOT, "bench", "upstream_run_ner.py"), *trainer]
     fastest = ["--train_sampling_strategy", "group_by_length"] + (["--bf16"] if bf16_fast else [])
-    loop = [os.path.join(ROOT, "run_ner_no_trainer.py"), "--model_name_or_path", model, "--output_dir", "OUT",
-            "--num_train_epochs", str(options.epochs), "--per_device_train_batch_size", "16",
-            "--learning_rate", "5e-5", *files, *limit, "--overwrite_output_dir",
-            "--max_grad_norm", "1.0"]  # the Trainer's clipping: the loop does run_ner.py's training
     commands = {
         "upstream": upstream,
         "upstream-fastest": upstream + fastest,
-        "nerkit": [os.path.join(ROOT, "run_ner.py"), *common, *files, *limit, "--overwrite_output_dir"],
-        "nerkit-loop": loop,
+        "nerkit": [os.path.join(ROOT, "run_ner.py"), *trainer, "--overwrite_output_dir"],
+        # the Trainer's clipping, which the loop leaves out by default: both scripts do the same training
+        "nerkit-loop": [os.path.join(ROOT, "run_ner_no_trainer.py"), *training, "--overwrite_output_dir",
+                        "--max_grad_norm", "1.0"],
     }
     names = dict(ROWS, **{"upstream-fastest": f"{ROWS['upstream-fastest']} ({' '.join(fastest)})"})
     return {names[key]: commands[key] for key in ROWS if key in options.rows}
@@ -310,7 +309,8 @@ def summary(runs):
     f1 = [run["f1"] for run in runs]
     return {"whole": statistics.mean(run["whole"] for run in runs),
             "seconds": statistics.mean(run["seconds"] for run in runs), "f1": statistics.mean(f1),
-            "f1_min": min(f1), "f1_max": max(f1), "peak_mb": max(run["peak_mb"] for run in runs), "all_f1": f1}
+            "f1_min": min(f1), "f1_max": max(f1), "peak_mb": max(run["peak_mb"] for run in runs), "all_f1": f1,
+            "all_whole": [run["whole"] for run in runs]}
 
 
 def machine_heading():
@@ -389,8 +389,7 @@ def training_lines(options, results):
     lines += ["", "Per-seed F1: " + "; ".join(f"{name}: {', '.join(f'{v:.4f}' for v in s['all_f1'])}"
                                               for name, s in stats.items()), "",
               "Per-seed whole process (s): " + "; ".join(
-                  name + ": " + ", ".join(f"{run['whole']:.1f}" for run in runs)
-                  for name, runs in results["runs"].items()), ""]
+                  name + ": " + ", ".join(f"{v:.1f}" for v in s["all_whole"]) for name, s in stats.items()), ""]
     lines += comparison_lines(stats)
     return lines
 
