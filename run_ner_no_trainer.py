@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, DistributedType, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedType, broadcast_object_list, set_seed
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -234,7 +234,18 @@ def make_accelerator(args, data_args):
     accelerator = fresh_accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
                                     dataloader_config=loader_config, mixed_precision=precision.mixed_precision,
                                     **({"cpu": True} if on_cpu else {}), **tracking)
+    # Without a data seed the seedable sampler takes torch's initial seed, which without --seed differs from
+    # process to process: each would shuffle its own way, and an epoch would train some examples on both
+    # processes and others on neither. All take one seed (prepare() reads it, so setting it here is in time).
+    loader_config.data_seed = shared_seed(args.seed)
     return accelerator, precision
+
+
+def shared_seed(seed):
+    """`seed`, or without one process 0's random initial seed, the same on every process."""
+    if seed is not None:
+        return seed
+    return broadcast_object_list([torch.random.initial_seed()])[0]
 
 
 def check_arguments(model_args, data_args, args):

@@ -15,5 +15,6 @@ def exit_on_user_error(function, *args, **kwargs):
     try:
         return function(*args, **kwargs)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        # one write, so that the messages of several processes stopping together do not run into each other
+        sys.stderr.write(f"error: {error}\n")
         sys.exit(2)

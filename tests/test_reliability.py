@@ -1,5 +1,6 @@
 """Interrupted runs resume exactly, several processes score exactly, nothing leaks, bad losses stop."""
 
+import json
 import os
 import re
 import signal
@@ -138,6 +139,40 @@ def test_two_process_training_on_cpu(tiny_bert, data, tmp_path):
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".tmp-")]
 
 
+SHUFFLE_PROBE = """
+import sys
+import torch
+from torch.utils.data import DataLoader
+import run_ner_no_trainer as loop
+
+model_args, data_args, args, _ = loop.parse_command_line(sys.argv[1:])
+accelerator, _ = loop.make_accelerator(args, data_args)
+# shuffled as make_dataloaders does: a generator of its own
+loader = accelerator.prepare(DataLoader(list(range(16)), shuffle=True, batch_size=1,
+                                        generator=torch.Generator().manual_seed(0)))
+for epoch in range(2):
+    print("seen", accelerator.process_index, epoch, [int(batch) for batch in loader])
+"""
+
+
+@pytest.mark.parametrize("seed", [[], ["--seed", "7"]], ids=["no seed", "seed"])
+def test_loop_processes_share_one_shuffle(tmp_path, seed):
+    """Each process of the loop trains on its own share of every epoch's examples, with or without --seed."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(SHUFFLE_PROBE)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    argv = ["--model_name_or_path", "unused", "--train_file", "unused.json", "--output_dir", str(tmp_path), *seed]
+    result = subprocess.run([*torchrun, str(probe), *argv], env=dict(ENV, PYTHONPATH=ROOT), cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = {}
+    for process, epoch, batches in re.findall(r"seen (\d) (\d) (\[.*\])", result.stdout):
+        seen.setdefault(epoch, []).append(json.loads(batches))
+    for shares in seen.values():
+        assert len(shares) == 2 and sorted(shares[0] + shares[1]) == list(range(16))
+    assert seen["0"] != seen["1"]  # and a new order each epoch
+
+
 def test_same_seed_same_scores_and_predictions(tiny_bert, data, tmp_path):
     runs = []
     for name in ("first", "second"):
@@ -255,7 +290,7 @@ def test_nan_loss_on_one_of_two_processes_stops_both(one_word_breaks, tmp_path, 
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--monitor-interval", "5"]
     result = subprocess.run(command(script, *argv, launcher=torchrun), env=ENV, cwd=ROOT, capture_output=True,
                             text=True, timeout=600)
-    assert result.returncode != 0
+    assert result.returncode != 0, result.stderr[-6000:] + "\nSTDOUT\n" + result.stdout[-6000:]
     stops = re.findall(r"error: The training loss became nan at optimizer step (\d+)", result.stderr)
     assert len(stops) == 2 and stops[0] == stops[1], result.stderr[-3000:]  # both processes, the same step
 
