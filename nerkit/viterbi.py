@@ -49,21 +49,23 @@ def viterbi_paths(examples, allowed, first, last, chunk=256):
 
 
 def _chunk_paths(log_probs, lengths, transition, first, last):
-    """Best paths of [examples, positions, labels] log-probabilities; example e has lengths[e] positions."""
+    """Best paths of [examples, positions, labels] log-probabilities; example e has lengths[e] positions,
+    in ascending order. Each position steps only the examples that reach it (a suffix of the chunk), so a
+    long document among short sentences costs its own words, not its length times the chunk."""
     count, positions, _ = log_probs.shape
+    reaching = np.searchsorted(lengths, np.arange(positions), side="right")  # first example longer than p
     score = log_probs[:, 0] + np.where(first, 0.0, -1e9)
     back = np.zeros(log_probs.shape, dtype=np.int64)
     for position in range(1, positions):
-        candidates = score[:, :, None] + transition
-        back[:, position] = candidates.argmax(axis=1)
-        going = (lengths > position)[:, None]
-        score = np.where(going, candidates.max(axis=1) + log_probs[:, position], score)
+        going = reaching[position]
+        candidates = score[going:, :, None] + transition
+        back[going:, position] = candidates.argmax(axis=1)
+        score[going:] = candidates.max(axis=1) + log_probs[going:, position]
     best = (score + np.where(last, 0.0, -1e9)).argmax(axis=1)
-    path, current, examples = np.zeros((count, positions), dtype=np.int64), best.copy(), np.arange(count)
+    path, current = np.zeros((count, positions), dtype=np.int64), best.copy()
     for position in range(positions - 1, 0, -1):
-        current = np.where(lengths - 1 == position, best, current)  # an example's path ends here
-        inside = lengths - 1 >= position
-        path[inside, position] = current[inside]
-        current = np.where(inside, back[examples, position, current], current)
-    path[:, 0] = np.where(lengths == 1, best, current)
+        inside = reaching[position]  # examples from here on have this position; those ending here start at best
+        path[inside:, position] = current[inside:]
+        current[inside:] = back[np.arange(inside, count), position, current[inside:]]
+    path[:, 0] = current
     return [path[e, :lengths[e]].tolist() for e in range(count)]
