@@ -290,7 +290,7 @@ def test_nan_loss_on_one_of_two_processes_stops_both(one_word_breaks, tmp_path, 
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--monitor-interval", "5"]
     result = subprocess.run(command(script, *argv, launcher=torchrun), env=ENV, cwd=ROOT, capture_output=True,
                             text=True, timeout=600)
-    assert result.returncode != 0, result.stderr[-6000:] + "\nSTDOUT\n" + result.stdout[-6000:]
+    assert result.returncode != 0, result.stdout[-3000:]  # the log says how far training went
     stops = re.findall(r"error: The training loss became nan at optimizer step (\d+)", result.stderr)
     assert len(stops) == 2 and stops[0] == stops[1], result.stderr[-3000:]  # both processes, the same step
 
