@@ -1,6 +1,5 @@
 """Interrupted runs resume exactly, several processes score exactly, nothing leaks, bad losses stop."""
 
-import json
 import os
 import re
 import signal
@@ -140,6 +139,8 @@ def test_two_process_training_on_cpu(tiny_bert, data, tmp_path):
 
 
 SHUFFLE_PROBE = """
+import json
+import os
 import sys
 import torch
 from torch.utils.data import DataLoader
@@ -150,8 +151,10 @@ accelerator, _ = loop.make_accelerator(args, data_args)
 # shuffled as make_dataloaders does: a generator of its own
 loader = accelerator.prepare(DataLoader(list(range(16)), shuffle=True, batch_size=1,
                                         generator=torch.Generator().manual_seed(0)))
-for epoch in range(2):
-    print("seen", accelerator.process_index, epoch, [int(batch) for batch in loader])
+seen = [[int(batch) for batch in loader] for epoch in range(2)]
+# a file per process: lines printed by two processes into one pipe can run into each other
+with open(os.path.join(args.output_dir, f"seen-{accelerator.process_index}.json"), "w") as handle:
+    json.dump(seen, handle)
 """
 
 
@@ -165,12 +168,10 @@ def test_loop_processes_share_one_shuffle(tmp_path, seed):
     result = subprocess.run([*torchrun, str(probe), *argv], env=dict(ENV, PYTHONPATH=ROOT), cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    seen = {}
-    for process, epoch, batches in re.findall(r"seen (\d) (\d) (\[.*\])", result.stdout):
-        seen.setdefault(epoch, []).append(json.loads(batches))
-    for shares in seen.values():
-        assert len(shares) == 2 and sorted(shares[0] + shares[1]) == list(range(16))
-    assert seen["0"] != seen["1"]  # and a new order each epoch
+    first, second = (read_json(tmp_path / f"seen-{process}.json") for process in (0, 1))
+    for epoch in (0, 1):
+        assert sorted(first[epoch] + second[epoch]) == list(range(16))
+    assert first[0] != first[1]  # and a new order each epoch
 
 
 def test_same_seed_same_scores_and_predictions(tiny_bert, data, tmp_path):
