@@ -5,8 +5,6 @@ import json
 import os
 import tempfile
 
-from seqeval.metrics.sequence_labeling import get_entities
-
 
 def write_atomic(path, text):
     """Write `text` to `path` whole or not at all."""
@@ -35,6 +33,10 @@ def predictions_text(tags_per_example):
 def prediction_record(tokens, predicted, scores, gold=None):
     """One line of predictions.jsonl: the words, gold labels when known, predicted labels with the
     probability of each, and the predicted entities as word spans (`end` exclusive)."""
+    # imported here: seqeval brings scikit-learn (1.4 s), which `python -m nerkit.embedded` (run.sh calls it
+    # twice before training) does not need
+    from seqeval.metrics.sequence_labeling import get_entities
+
     record = {"tokens": tokens}
     if gold is not None:
         record["labels"] = gold
