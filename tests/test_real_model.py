@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import run_ner
+from conftest import ROOT
 
 embedded = pytest.importorskip("nerkit.embedded")
 
@@ -37,14 +38,13 @@ def test_run_sh_ends_with_its_best_evaluated_checkpoint(tmp_path):
     """run.sh as a user runs it, shortened by extra flags (256 tweets, 3 epochs of 32 steps, validation
     every 16 steps): it writes scores and predictions, and the final validation scores are those of the
     evaluation with the best F1, whichever step that was."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     output = tmp_path / "out"
     env = dict(os.environ, OUTPUT_DIR=str(output), DATA_DIR=str(tmp_path / "data"),
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     shortened = ["--max_train_samples", "256", "--max_eval_samples", "80", "--max_predict_samples", "16",
                  "--eval_steps", "16", "--save_steps", "16", "--logging_steps", "16", "--learning_rate", "3e-4",
                  "--seed", "3"]
-    run = subprocess.run(["bash", "run.sh", *shortened], cwd=root, env=env, capture_output=True, text=True)
+    run = subprocess.run(["bash", "run.sh", *shortened], cwd=ROOT, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-4000:]
     with open(output / "trainer_state.json", encoding="utf-8") as handle:
         state = json.load(handle)
