@@ -6,8 +6,8 @@ model on disk or on the hub), through the same windows and word decoding as eval
     echo "Peter Blackburn reported from Brussels" | python predict_ner.py --model output/wnut16-minilm
 
 Input: a text file with one document per line, a JSON Lines file with a `text` field (or a `tokens` field
-of pre-split words), or standard input. Output: JSON Lines, one object per input line (a blank line gives
-a document without entities) with `entities` (`type`, `start`, `end` as character offsets so that
+of pre-split words), a CoNLL or CoNLL-U file (its words, one sentence a document), or standard input.
+Output: JSON Lines, one object per input line or sentence (a blank line gives a document without entities) with `entities` (`type`, `start`, `end` as character offsets so that
 text[start:end] is the entity, `text`, `score`), and with --words the words, their labels and
 probabilities. The training scripts' spellings --model_name_or_path, --max_seq_length and
 --per_device_eval_batch_size are accepted for --model, --max_length and --batch_size.
@@ -20,16 +20,20 @@ import os
 import re
 import sys
 
-from nerkit.data import Split
+from nerkit.arguments import BriefErrors, at_least, file_in_the_way
+from nerkit.data import Split, parse_conll, parse_conllu
 from nerkit.errors import UserError, exit_on_user_error
 from nerkit.labels import outside_label
 from nerkit.outputs import write_atomic
+from nerkit.schemes import entity_spans
 from nerkit.tokenization import EncodingSettings, encode_split, load_fast_tokenizer, window_length
 
 logger = logging.getLogger("predict_ner")
 
 # A word is a run of letters and digits, or one other visible character: "John's" -> John ' s.
 WORD = re.compile(r"\w+|[^\w\s]")
+FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".conll": "conll", ".iob": "conll", ".bio": "conll",
+           ".conllu": "conllu", ".txt": "text"}  # --format auto, by extension; anything else is text
 
 
 def main(options):
@@ -37,7 +41,10 @@ def main(options):
 
     from nerkit.progress import interactive
 
+    import datasets
+
     logging.basicConfig(format="%(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    datasets.disable_progress_bars()  # the tagger's own bar is the one that means something
     if not interactive():
         transformers_logging.disable_progress_bar()
     documents = read_documents(options.input, options.format)
@@ -50,14 +57,19 @@ def main(options):
     write_records(records, options.output)
 
 
+class OptionParser(BriefErrors, argparse.ArgumentParser):
+    """A mistyped flag or value gets one paragraph, not the usage first (see nerkit.arguments.BriefErrors)."""
+
+
 def parse_options(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OptionParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", "--model_name_or_path", dest="model", required=True,
                         help="a trained token-classification folder or hub id")
     parser.add_argument("--input", default="-", help="text or JSON Lines file; '-' (default) reads standard input")
     parser.add_argument("--output", default="-", help="JSON Lines file; '-' (default) writes standard output")
-    parser.add_argument("--format", choices=["auto", "text", "jsonl"], default="auto",
-                        help="input format; auto: .jsonl/.json files are JSON Lines, everything else text")
+    parser.add_argument("--format", choices=["auto", "text", "jsonl", "conll", "conllu"], default="auto",
+                        help="input format; auto: .jsonl/.json files are JSON Lines, .conll/.iob/.bio CoNLL "
+                             "columns (the words of the first), .conllu CoNLL-U, everything else text")
     parser.add_argument("--split", choices=["words", "whitespace"], default="words",
                         help="how raw text becomes words: 'words' (letters and digits, each other character "
                              "alone, like CoNLL tokenization) or 'whitespace'")
@@ -69,7 +81,25 @@ def parse_options(argv):
     parser.add_argument("--batch_size", "--per_device_eval_batch_size", dest="batch_size", type=int, default=8,
                         help="windows per batch (a long document has several)")
     parser.add_argument("--words", action="store_true", help="also write words, labels and probabilities")
-    return parser.parse_args(argv)
+    options = parser.parse_args(argv)
+    check_options(options)
+    return options
+
+
+def check_options(options):
+    """Values refused before the model loads: otherwise they fail after it, or once every document is tagged."""
+    at_least("--batch_size", options.batch_size, 1)
+    at_least("--stride", options.stride, 0, "sub-tokens")  # the training scripts' rule
+    if options.output == "-":
+        return
+    if os.path.isdir(options.output):
+        raise UserError(f"--output {options.output} is a folder. Give the path of a file to write, for example "
+                        f"{os.path.join(options.output, 'entities.jsonl')}, or leave --output out to write to "
+                        "standard output.")
+    blocker = file_in_the_way(os.path.dirname(os.path.abspath(options.output)))
+    if blocker is not None:
+        raise UserError(f"--output {options.output} cannot be written: {blocker} is a file, not a folder. Give "
+                        "another --output.")
 
 
 def read_documents(path, kind):
@@ -88,10 +118,27 @@ def read_documents(path, kind):
     except UnicodeDecodeError as error:
         raise UserError(f"{'Standard input' if path == '-' else path} is not UTF-8 text ({error.reason} at byte "
                         f"{error.start}); save it as UTF-8.") from None
-    if kind == "jsonl" or (kind == "auto" and path.endswith((".jsonl", ".json"))):
+    name = "standard input" if path == "-" else path
+    kind = FORMATS.get(os.path.splitext(path)[1].lower(), "text") if kind == "auto" else kind
+    if kind in ("conll", "conllu"):
+        parse = parse_conll if kind == "conll" else parse_conllu
+        return [{"tokens": record["tokens"]} for record in parse(name, "\n".join(lines))[0]]
+    if kind == "jsonl":
         return [json_document(line, path, number) if line.strip() else {"text": ""}
                 for number, line in enumerate(lines, start=1)]
+    if looks_like_conll(lines):
+        raise UserError(f"{name} looks like a CoNLL column file (a word and its tags on each line, separated by "
+                        "tabs), which would be tagged line by line as text. Pass --format conll to tag its words "
+                        "sentence by sentence, or --format text to tag each line as it is.")
     return [{"text": line} for line in lines]
+
+
+def looks_like_conll(lines):
+    """Whether every non-blank line (of the first 50) is a tab-separated row of the same width, with a
+    single word in its first cell: the shape of a CoNLL file, not of prose."""
+    rows = [line.split("\t") for line in lines[:50] if line.strip()]
+    return bool(rows) and len({len(row) for row in rows}) == 1 and len(rows[0]) > 1 and all(
+        row[0].strip() and len(row[0].split()) == 1 for row in rows)
 
 
 def input_lines(text):
@@ -107,7 +154,8 @@ def json_document(line, path, number):
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
-        raise UserError(f"{path}, line {number}: not valid JSON ({error.msg}).") from None
+        raise UserError(f"{path}, line {number}: not valid JSON ({error.msg}). The input is read as JSON Lines: one "
+                        "object per line, such as {\"text\": \"...\"}, not one JSON array.") from None
     if isinstance(record, dict) and isinstance(record.get("text"), str):
         return {"text": record["text"]}
     if isinstance(record, dict) and isinstance(record.get("tokens"), list) and all(
@@ -144,7 +192,13 @@ class Tagger:
         config = load_pretrained(AutoConfig, model_name)
         # the window is checked before any weights load
         self.settings = EncodingSettings(window_length(self.tokenizer, config, max_length, "--max_length"), stride)
-        model = load_pretrained(AutoModelForTokenClassification, model_name, config=config)
+        model, loading = load_pretrained(AutoModelForTokenClassification, model_name, config=config,
+                                         output_loading_info=True)
+        if loading["missing_keys"]:
+            # a base or masked-LM checkpoint: its token classifier would be random, its labels LABEL_0, ...
+            raise UserError(f"'{model_name}' is not a trained token-classification model: it has no weights for "
+                            f"{', '.join(sorted(loading['missing_keys'])[:4])}. Fine-tune it first (run_ner.py) and "
+                            "tag with the folder that writes.")
         self.label_list = [model.config.id2label[i] for i in range(model.config.num_labels)]
         self.scheme = model_scheme(model.config)  # the scheme it was trained in, so Viterbi keeps to it
         precision = inference_precision()
@@ -190,11 +244,9 @@ def load_pretrained(auto_class, name, **kwargs):
 
 def document_record(document, words, offsets, tags, probabilities, with_words):
     """One output line: the document's entities with character offsets (and its words)."""
-    from seqeval.metrics.sequence_labeling import get_entities
-
     text = document["text"]
     entities = []
-    for kind, first, last in get_entities(tags):
+    for kind, first, last in entity_spans(tags):
         start, end = offsets[first][0], offsets[last][1]
         score = sum(probabilities[first:last + 1]) / (last - first + 1)
         entities.append({"type": kind, "start": start, "end": end, "text": text[start:end], "score": round(score, 6)})

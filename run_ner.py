@@ -27,12 +27,18 @@ from transformers import (
 )
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from nerkit.arguments import DataTrainingArguments, ModelArguments, launcher_defaults, parse_arguments
+from nerkit.arguments import (
+    DataTrainingArguments,
+    ModelArguments,
+    check_run_arguments,
+    launcher_defaults,
+    parse_arguments,
+)
 from nerkit.datacheck import check_data
 from nerkit.decoding import WordDecoder, reduce_logits
 from nerkit.errors import UserError, exit_on_user_error
 from nerkit.labels import outside_label
-from nerkit.metrics import EntityScorer
+from nerkit.metrics import EntityScorer, entity_type
 from nerkit.modeling import load_model
 from nerkit.outputs import save_results, timing_metrics, write_predictions
 from nerkit.progress import interactive, score_table, use_short_lines
@@ -113,11 +119,11 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
         model_args, data_args, training_args, command = parse_command_line(sys.argv[1:])
     setup_logging("run_ner", training_args.should_log)
     logger.info("Running on %d process(es), device %s.", training_args.world_size, training_args.device)
+    check_arguments(data_args, training_args)
     if data_args.check_data:
         check_data(model_args, data_args, training_args.output_dir, data_args.max_seq_length, "--max_seq_length",
                    training_args.should_save)
         return
-    check_arguments(data_args, training_args)
     keep_token_out_of_files(training_args)
     checkpoint = checkpoint_to_resume(training_args, data_args)
     set_seed(training_args.seed)
@@ -127,7 +133,7 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
     tokenizer, config, label_list, head_reused = load_tokenizer_and_labels(model_args, data_args, splits, declared)
     check_metric_name(training_args, label_list, data_args)
     settings = encoding_settings(tokenizer, config, label_list, data_args, data_args.max_seq_length)
-    model = load_model(model_args, config, head_reused)
+    model = load_model(model_args, config, head_reused, training_args.do_train)
     features = encode_splits(splits, tokenizer, config, settings, data_args,
                              lambda: training_args.main_process_first(desc="tokenizing"))
 
@@ -148,15 +154,17 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
 
 
 def check_arguments(data_args, training_args):
-    """Flag combinations that would otherwise fail after minutes of training."""
+    """Flag values and combinations that would otherwise fail after the model loads or minutes of training;
+    the rules run_ner_no_trainer.py shares (nerkit.arguments.check_run_arguments) apply to --check_data too."""
+    check_run_arguments(data_args, training_args)
+    if data_args.check_data:
+        return
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise UserError("Nothing to do: add --do_train, --do_eval and/or --do_predict.")
     if data_args.early_stopping_patience is not None:
         if not training_args.load_best_model_at_end or training_args.eval_strategy == "no":
             raise UserError("--early_stopping_patience needs --load_best_model_at_end and an --eval_strategy "
                             "(epoch or steps) with the same --save_strategy, and --metric_for_best_model f1.")
-    if training_args.output_dir is None:
-        raise UserError("Give --output_dir: the folder for the model, the scores and the predictions.")
 
 
 def keep_token_out_of_files(training_args):
@@ -176,13 +184,21 @@ def last_complete_checkpoint(output_dir):
         if prefix == PREFIX_CHECKPOINT_DIR and number.isdigit():
             numbered.append((int(number), os.path.join(output_dir, name)))
     for _, path in sorted(numbered, reverse=True):
-        try:
-            with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as handle:
-                json.load(handle)
+        if complete_checkpoint(path):
             return path
-        except (OSError, ValueError):
-            logger.warning("Skipping the incomplete checkpoint %s.", path)
+        logger.warning("Skipping the incomplete checkpoint %s.", path)
     return None
+
+
+def complete_checkpoint(path):
+    """Whether `path` is a checkpoint the Trainer finished writing: its trainer_state.json, written last,
+    is whole."""
+    try:
+        with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as handle:
+            json.load(handle)
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def checkpoint_to_resume(training_args, data_args):
@@ -192,9 +208,15 @@ def checkpoint_to_resume(training_args, data_args):
     --overwrite_output_dir says so.
     """
     if training_args.resume_from_checkpoint:
-        if not os.path.isdir(training_args.resume_from_checkpoint):
-            raise UserError(f"--resume_from_checkpoint {training_args.resume_from_checkpoint} is not a folder.")
-        return training_args.resume_from_checkpoint
+        path = training_args.resume_from_checkpoint
+        if not os.path.isdir(path):
+            raise UserError(f"--resume_from_checkpoint {path} is not a folder.")
+        if not complete_checkpoint(path):
+            raise UserError(f"--resume_from_checkpoint {path} is not a complete checkpoint written by the Trainer "
+                            "(a checkpoint-N folder with its trainer_state.json). Give one of the checkpoint-N "
+                            "folders in an output folder, or leave the flag out: the newest one in --output_dir is "
+                            "resumed from by itself.")
+        return path
     output_dir = training_args.output_dir
     if not training_args.do_train or not os.path.isdir(output_dir) or data_args.overwrite_output_dir:
         return None
@@ -239,7 +261,7 @@ def check_metric_name(training_args, label_list, data_args):
     known = {"loss", "precision", "recall", "f1", "accuracy"}
     if data_args.return_entity_level_metrics:
         known |= {f"overall_{key}" for key in ("precision", "recall", "f1", "accuracy")}
-        types = {label.split("-", 1)[-1] for label in label_list if label != "O"}
+        types = {entity_type(label) for label in label_list} - {None}
         known |= {f"{kind}_{key}" for kind in types for key in ("precision", "recall", "f1", "number")}
     if name not in known:
         raise UserError(f"--metric_for_best_model {training_args.metric_for_best_model} is not a score evaluation "

@@ -33,7 +33,7 @@ from transformers.trainer_pt_utils import get_parameter_names
 from transformers.trainer_utils import load_sharded_checkpoint
 from transformers.utils import SAFE_WEIGHTS_NAME
 
-from nerkit.arguments import DataTrainingArguments, ModelArguments, parse_arguments
+from nerkit.arguments import DataTrainingArguments, ModelArguments, at_least, check_run_arguments, parse_arguments
 from nerkit.datacheck import check_data
 from nerkit.decoding import forward_batches
 from nerkit.errors import UserError, exit_on_user_error
@@ -133,11 +133,9 @@ class LoopArguments:
     )
 
     def __post_init__(self):
-        if self.checkpointing_steps not in (None, "epoch") and not str(self.checkpointing_steps).isdigit():
-            raise ValueError(f"--checkpointing_steps must be a number of steps or 'epoch', got "
-                             f"{self.checkpointing_steps}.")
-        if self.gradient_accumulation_steps < 1:
-            raise ValueError("--gradient_accumulation_steps must be 1 or more.")
+        steps = self.checkpointing_steps
+        if steps not in (None, "epoch") and not (str(steps).isdigit() and int(steps) > 0):
+            raise ValueError(f"--checkpointing_steps must be a number of steps (1 or more) or 'epoch', got {steps}.")
 
 
 @dataclass
@@ -184,11 +182,11 @@ def main(model_args=None, data_args=None, args=None, command=None):
     reaches the caller; `cli` turns it into a message and exit status 2."""
     if model_args is None and data_args is None and args is None:
         model_args, data_args, args, command = parse_command_line(sys.argv[1:])
+    check_arguments(model_args, data_args, args)
     accelerator, precision = make_accelerator(args, data_args)
     setup_logging("run_ner_no_trainer", accelerator.is_local_main_process, other_level=logging.ERROR)
     logger.info("Running on %d process(es), device %s.", accelerator.num_processes, accelerator.device)
     log_precision(accelerator, precision, "Training")
-    check_arguments(model_args, data_args, args)
     if data_args.check_data:
         check_data(model_args, data_args, args.output_dir, args.max_length, "--max_length", accelerator.is_main_process)
         return
@@ -249,8 +247,10 @@ def shared_seed(seed):
 
 
 def check_arguments(model_args, data_args, args):
-    if args.output_dir is None:
-        raise UserError("Give --output_dir: the folder for the model, the scores and the predictions.")
+    """Flag values and combinations that would otherwise fail after the model loads or after training; the
+    rules run_ner.py shares are in nerkit.arguments.check_run_arguments."""
+    check_run_arguments(data_args, args)
+    at_least("--max_train_steps", args.max_train_steps, 1)  # 0 would silently mean "not given"
     if model_args.model_name_or_path is None and model_args.model_type is None:
         raise UserError("Give --model_name_or_path, or --model_type (with --tokenizer_name) to train from scratch.")
     if data_args.max_seq_length is not None:

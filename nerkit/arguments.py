@@ -229,18 +229,81 @@ class DataTrainingArguments:
             )
         if self.task_name:
             self.task_name = self.task_name.lower()
-        if self.stride < 0:
-            raise ValueError(f"--stride must be 0 or more sub-tokens, got {self.stride}.")
+        at_least("--stride", self.stride, 0, "sub-tokens")
+
+
+class BriefErrors:
+    """argparse answers a mistyped flag or value with its whole usage (about 140 lines for run_ner.py) and
+    the error last; here the error alone, as a `UserError` (one paragraph, exit status 2)."""
+
+    def error(self, message):
+        raise UserError(f"{message[:1].upper()}{message[1:]}. Run with --help to see all flags.")
+
+
+class ArgumentParser(BriefErrors, HfArgumentParser):
+    pass
+
+
+def at_least(flag, value, minimum, unit="", advice=""):
+    """Refuse a numeric flag below `minimum` (None, a flag not given, passes)."""
+    if value is not None and value < minimum:
+        raise UserError(f"{flag} must be {minimum} or more{' ' + unit if unit else ''}, got {value}.{advice}")
+
+
+def check_run_arguments(data_args, args):
+    """What both training scripts refuse before anything is read, loaded or written (with
+    --overwrite_output_dir the earlier run's results are removed before training: a bad flag must stop
+    the run first). `args` is TrainingArguments or run_ner_no_trainer's LoopArguments: the fields checked
+    here have the same names in both."""
+    check_output_dir(args.output_dir)
+    if data_args.dataset_name and (data_args.train_file or data_args.validation_file or data_args.test_file):
+        given = [flag for flag in ("--train_file", "--validation_file", "--test_file") if getattr(data_args, flag[2:])]
+        raise UserError(f"--dataset_name {data_args.dataset_name} and {'/'.join(given)} both name data, and only the "
+                        f"dataset would be read. Drop --dataset_name to use your files, or drop {'/'.join(given)} "
+                        "to use the dataset.")
+    # Limits of 0 would leave empty splits that fail deep inside tokenization or training.
+    for flag in ("--max_train_samples", "--max_eval_samples", "--max_predict_samples"):
+        at_least(flag, getattr(data_args, flag[2:]), 1, "examples", " Leave it out to use every example.")
+    for flag in ("--per_device_train_batch_size", "--per_device_eval_batch_size", "--gradient_accumulation_steps"):
+        at_least(flag, getattr(args, flag[2:]), 1)
+    at_least("--num_train_epochs", args.num_train_epochs, 0)  # 0 evaluates and predicts without training
+    if not args.learning_rate > 0:  # also NaN
+        raise UserError(f"--learning_rate must be more than 0, got {args.learning_rate}.")
+
+
+def check_output_dir(output_dir):
+    """--output_dir must be a folder, or a path where one can be made: a file there (or in a parent's place)
+    would fail only when the first file is written, after the model is loaded or trained."""
+    if output_dir is None:
+        raise UserError("Give --output_dir: the folder for the model, the scores and the predictions.")
+    blocker = file_in_the_way(output_dir)
+    if blocker == os.path.abspath(output_dir):
+        raise UserError(f"--output_dir {output_dir} is a file, not a folder. Give the path of a folder (new or "
+                        "existing) for the model, the scores and the predictions.")
+    if blocker is not None:
+        raise UserError(f"--output_dir {output_dir} cannot be created: {blocker} is a file, not a folder. Give "
+                        "another --output_dir.")
+
+
+def file_in_the_way(path):
+    """The nearest existing part of `path` (itself, else a parent) when it is not a folder, else None."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+    return None if os.path.isdir(path) else path
 
 
 def parse_arguments(dataclass_types, argv, defaults=None):
     """Parse `argv` into the dataclasses; a single `.json` argument is read as the whole configuration.
     `defaults` ({field: typed value}) fill fields that neither form names.
 
-    Invalid values (a `__post_init__` ValueError, an unknown key in the JSON file) become a `UserError`.
-    Unknown command-line flags are reported by argparse itself (usage line, exit status 2).
+    Invalid values (a `__post_init__` ValueError, an unknown key in the JSON file, a value argparse cannot
+    read, an unknown flag) become a `UserError`.
     """
-    parser = HfArgumentParser(dataclass_types)
+    parser = ArgumentParser(dataclass_types)
     defaults = defaults or {}
     try:
         if len(argv) == 1 and argv[0].endswith(".json"):
@@ -253,6 +316,10 @@ def parse_arguments(dataclass_types, argv, defaults=None):
         named = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
         extra = [item for key, value in defaults.items() if f"--{key}" not in named
                  for item in (f"--{key}", str(value))]
+        # unknown flags first: building the dataclasses may already refuse a value the flag was meant to set
+        unknown = parser.parse_known_args([*argv, *extra])[1]
+        if unknown:
+            raise UserError(f"Unknown argument(s): {' '.join(unknown)}. Run with --help to see all flags.")
         return parser.parse_args_into_dataclasses(args=[*argv, *extra])
     except json.JSONDecodeError as error:
         raise UserError(f"The configuration file {argv[0]} is not valid JSON: {error}.") from None

@@ -122,6 +122,9 @@ def file_format_of(path, forced="auto"):
 
 def read_file(path, forced_format="auto", columns=None):
     """Read one local file into `Records`."""
+    if os.path.isdir(path):
+        raise UserError(f"The data file {path} is a folder, not a file. Give the file itself to --train_file, "
+                        "--validation_file or --test_file (a saved dataset folder goes to --dataset_name).")
     if not os.path.isfile(path):
         raise UserError(f"The data file {path} does not exist. Check the path given to --train_file, "
                         "--validation_file or --test_file.")
@@ -145,7 +148,8 @@ def read_file(path, forced_format="auto", columns=None):
     rows, locations = parse_json_records(path, text) if kind == "json" else parse_csv_records(path, text)
     if not rows:
         raise UserError(f"The data file {path} holds no examples.")
-    return Records(path, rows, locations, list(rows[0]))
+    # the columns of every row, not the first's only: a first example without tags must not hide them
+    return Records(path, rows, locations, list(dict.fromkeys(key for row in rows for key in row)))
 
 
 def check_content_matches(path, text, kind):
@@ -270,7 +274,7 @@ def parse_conll(path, text, text_index=0, label_index=-1):
     """CoNLL/IOB column files: token first and tag last (or the columns at the given indexes), columns
     separated by a tab or spaces, a blank line between sentences, -DOCSTART- lines skipped."""
     records, locations = [], []
-    tokens, tags, start, width = [], [], None, None
+    tokens, tags, start, width, width_line = [], [], None, None, None
     lines = text.split("\n") + [""]
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -282,10 +286,11 @@ def parse_conll(path, text, text_index=0, label_index=-1):
         cells = line.strip().split("\t") if "\t" in line else line.split()
         if cells[0] == "-DOCSTART-":
             continue
-        width = width or len(cells)
+        width, width_line = (width, width_line) if width else (len(cells), number)
         if len(cells) != width:
-            raise UserError(f"{path}, line {number}: {len(cells)} column(s) where the lines before have {width}. "
-                            "Every token line needs the same columns: the token and, in a labelled file, its tag.")
+            raise UserError(f"{path}, line {number}: {len(cells)} column(s) where line {width_line} (the file's first "
+                            f"token line) has {width}. Every token line needs the same columns: the token and, in a "
+                            "labelled file, its tag.")
         for index, flag in ((text_index, "--text_column_name"), (label_index, "--label_column_name")):
             if width > 1 and not -width <= index < width:
                 raise UserError(f"{path}, line {number}: {flag} {index} is out of range for {width} columns.")
@@ -551,6 +556,8 @@ def tags_as_strings(tags, words, names, column, where):
     for position, tag in enumerate(tags):
         if isinstance(tag, bool) or not isinstance(tag, (str, int)):
             raise UserError(f"{where}: tag {position} is {tag!r}; tags must be strings or integer ids.")
+        if isinstance(tag, str) and names is not None and tag.isdigit() and tag not in names:
+            tag = int(tag)  # an id written as text (a CoNLL column), named by --label_list
         if isinstance(tag, str):
             strings.append(tag)
         elif names is None:
@@ -562,6 +569,12 @@ def tags_as_strings(tags, words, names, column, where):
                             f"(ids 0 to {len(names) - 1}).")
         else:
             strings.append(names[tag])
+        if not strings[-1].strip() or len(strings[-1].split()) > 1:
+            # predictions.txt writes a line's labels separated by spaces: a tag with a space in it would read
+            # as two labels, and an empty one as none
+            raise UserError(f"{where}, word {position}: the tag {strings[-1]!r} is empty or holds whitespace. A "
+                            "tag is one word such as B-PER (in a CoNLL file, separate its columns all by tabs or "
+                            "all by spaces).")
     return strings
 
 
@@ -571,6 +584,9 @@ def read_label_names(value):
         return None
     if os.path.isfile(value):
         names = [line.strip() for line in read_text(value).split("\n") if line.strip()]
+    elif "," not in value and (os.sep in value or os.path.splitext(value)[1] in (".txt", ".lst", ".labels")):
+        raise UserError(f"The --label_list file {value} does not exist. Give the path of a file with one label "
+                        "name per line, or the names themselves: O,B-PER,I-PER,...")
     else:
         names = [name.strip() for name in value.split(",") if name.strip()]
     if len(set(names)) != len(names):

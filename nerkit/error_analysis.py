@@ -26,13 +26,12 @@ seqeval's true positives. The matching here is a few lines on seqeval's own enti
 correct == seqeval's true positives in either metric mode by construction.
 """
 
-import warnings
 from collections import Counter, namedtuple
 
-from seqeval.metrics.sequence_labeling import get_entities
 from seqeval.scheme import Entities
 
 from .metrics import strict_scheme
+from .schemes import entity_spans as lenient_spans
 
 CATEGORIES = ("correct", "wrong_type", "wrong_boundary", "wrong_boundary_and_type", "missed", "spurious")
 GOLD_CATEGORIES = CATEGORIES[:5]  # each gold entity is in one of these
@@ -52,9 +51,7 @@ def entity_spans(tag_lists, label_list, mode="default", scheme=None):
     if seqeval_scheme is not None:
         return [[Span(entity.tag, entity.start, entity.end) for entity in sentence]
                 for sentence in Entities(tag_lists, seqeval_scheme).entities]
-    with warnings.catch_warnings():  # get_entities warns about each L-/U- tag; the scores have said so once
-        warnings.simplefilter("ignore", UserWarning)
-        return [[Span(kind, start, end + 1) for kind, start, end in get_entities(list(tags))] for tags in tag_lists]
+    return [[Span(kind, start, end + 1) for kind, start, end in lenient_spans(tags)] for tags in tag_lists]
 
 
 def overlaps(first, second):

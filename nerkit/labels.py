@@ -41,11 +41,12 @@ def model_label_list(config):
     return names
 
 
-def choose_label_list(data_labels, model_labels, ignore_mismatched_sizes, model_name):
+def choose_label_list(data_labels, model_labels, ignore_mismatched_sizes, model_name, training=True):
     """Reconcile the data's labels with a pretrained head. Returns (label list, whether the head is reused).
 
     A head that knows every label of the data is reused in its own order, so its weights keep their
-    meaning. Otherwise the head must be trained anew, which the user has to ask for.
+    meaning. Otherwise, when training, the head must be trained anew, which the user has to ask for; a run
+    that only evaluates or predicts keeps the head, and the tags it cannot predict count as missed.
     """
     if model_labels is None:
         return data_labels, False
@@ -53,8 +54,17 @@ def choose_label_list(data_labels, model_labels, ignore_mismatched_sizes, model_
         if data_labels is not None and set(data_labels) != set(model_labels):
             logger.info("The model knows labels the data does not use; keeping all %d of them.", len(model_labels))
         return list(model_labels), True
+    missing = sorted(set(data_labels) - set(model_labels))
+    if not training:
+        if ignore_mismatched_sizes:
+            raise UserError(f"--ignore_mismatched_sizes would replace the head of {model_name} with a new one, but "
+                            "this run does not train it (no --do_train), so it would predict at random. Drop the "
+                            "flag to score the model as it is, or add --do_train with training data.")
+        logger.warning("The model %s was fine-tuned for the labels %s; the data also has %s, which it cannot "
+                       "predict: they count as missed entities in the scores and are left out of the loss.",
+                       model_name, ", ".join(model_labels), ", ".join(missing))
+        return list(model_labels), True
     if not ignore_mismatched_sizes:
-        missing = sorted(set(data_labels) - set(model_labels))
         raise UserError(
             f"The model {model_name} was fine-tuned for the labels {', '.join(model_labels)}, but the data also "
             f"has {', '.join(missing)}. Its classification head cannot predict these. Add "

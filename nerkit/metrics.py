@@ -10,7 +10,7 @@ from seqeval.metrics import accuracy_score, classification_report
 from seqeval.scheme import BILOU, IOB1, IOB2, IOBES
 
 from .errors import UserError
-from .schemes import PREFIXES, outside_scheme, scheme_from_names
+from .schemes import PREFIXES, iobes_spelling, outside_scheme, scheme_from_names
 
 # The schemes seqeval's strict mode reads entities by; "none" (POS tags) has no entities to check.
 STRICT_SCHEMES = {"IOB1": IOB1, "IOB2": IOB2, "IOBES": IOBES, "BILOU": BILOU}
@@ -43,16 +43,25 @@ def strict_scheme(label_list, mode, scheme=None):
     return STRICT_SCHEMES[scheme]
 
 
+def entity_type(label):
+    """The entity type seqeval names a label's per-type scores by: the part after the one-letter prefix
+    and its dash ("B-PER" -> "PER"); a label without one loses its first letter ("DT" -> "T"), as seqeval
+    reads it. None for "O"."""
+    return None if label == "O" else label[1:].split("-", 1)[-1] or "_"
+
+
 def entity_scores(gold, predicted, label_list, mode="default", entity_level=False, scheme=None):
     """Scores of word-level tag sequences, with the upstream key names.
 
     Always: precision, recall, f1, accuracy (overall). With `entity_level` also <TYPE>_precision/recall/f1/
     number and overall_precision/recall/f1/accuracy. `mode="strict"` checks entities against `scheme`, the
     run's tagging scheme (seqeval strict mode; the label names decide when it is not given); the default is
-    seqeval's lenient conlleval-style matching, which reads IOB1 and IOB2 alike.
+    seqeval's lenient conlleval-style matching, which reads IOB1 and IOB2 alike (and BILOU as IOBES).
     """
     seqeval_scheme = strict_scheme(label_list, mode, scheme)
     options = {} if seqeval_scheme is None else {"mode": "strict", "scheme": seqeval_scheme}
+    if seqeval_scheme is None:  # the lenient reader gets BILOU tags in the letters it knows (nerkit.schemes)
+        gold, predicted = [iobes_spelling(tags) for tags in gold], [iobes_spelling(tags) for tags in predicted]
     with warnings.catch_warnings():  # numpy warns about the macro average when there is no entity at all
         warnings.simplefilter("ignore", RuntimeWarning)
         report = classification_report(gold, predicted, output_dict=True, zero_division=0, **options)

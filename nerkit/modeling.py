@@ -33,8 +33,9 @@ def set_labels(config, label_list, scheme):
     config.tagging_scheme = scheme
 
 
-def load_model(model_args, config, head_reused):
-    """The token-classification model; a head trained for other labels is replaced by a new one."""
+def load_model(model_args, config, head_reused, training=True):
+    """The token-classification model; a head trained for other labels is replaced by a new one. `training`:
+    whether the run trains it (the log says whether new weights stay random)."""
     from transformers import AutoModelForTokenClassification
 
     if model_args.model_name_or_path is None:
@@ -57,7 +58,7 @@ def load_model(model_args, config, head_reused):
                         "new head for the data's labels.") from None
     except (OSError, ValueError) as error:
         raise UserError(f"Could not load the model '{model_args.model_name_or_path}': {error}") from None
-    log_loading(model_args.model_name_or_path, loading)
+    log_loading(model_args.model_name_or_path, loading, training)
     if not head_reused and model_args.ignore_mismatched_sizes:
         reset_head(model)
     return model
@@ -79,12 +80,15 @@ def without_load_report():
         library_logger.removeFilter(not_the_report)
 
 
-def log_loading(name, loading):
+def log_loading(name, loading, training=True):
     """What loading the checkpoint did, in plain lines: transformers' own report is a table with terminal
     colour codes, which logs should not hold."""
     new = sorted(loading["missing_keys"]) + sorted(key for key, *_ in loading["mismatched_keys"])
-    if new:
+    if new and training:
         logger.info("New weights, initialised at random and trained here: %s.", listed(new))
+    elif new:
+        logger.warning("New weights, initialised at random and not trained (no --do_train): %s. The scores are "
+                       "those of an untrained head.", listed(new))
     if loading["unexpected_keys"]:
         logger.info("Weights of %s that the token classifier does not use: %s.", name,
                     listed(sorted(loading["unexpected_keys"])))

@@ -3,16 +3,24 @@ writing never leaves a truncated file that looks finished."""
 
 import json
 import os
-import tempfile
+import stat
+import uuid
+
+from .schemes import entity_spans
 
 
 def write_atomic(path, text):
-    """Write `text` to `path` whole or not at all."""
+    """Write `text` to `path` whole or not at all, with the mode open() would give it: the existing file's,
+    else 0666 less the umask."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    temporary = os.path.join(folder, f".tmp-{uuid.uuid4().hex[:12]}-{os.path.basename(path)}")
+    # Not tempfile.mkstemp: its files are 0600 whatever the umask. O_EXCL never takes over an existing file.
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            if os.path.isfile(path):
+                os.chmod(temporary, stat.S_IMODE(os.stat(path).st_mode))
             stream.write(text)
         os.replace(temporary, path)
     except BaseException:
@@ -33,10 +41,6 @@ def predictions_text(tags_per_example):
 def prediction_record(tokens, predicted, scores, gold=None):
     """One line of predictions.jsonl: the words, gold labels when known, predicted labels with the
     probability of each, and the predicted entities as word spans (`end` exclusive)."""
-    # imported here: seqeval brings scikit-learn (1.4 s), which `python -m nerkit.embedded` (run.sh calls it
-    # twice before training) does not need
-    from seqeval.metrics.sequence_labeling import get_entities
-
     record = {"tokens": tokens}
     if gold is not None:
         record["labels"] = gold
@@ -44,7 +48,7 @@ def prediction_record(tokens, predicted, scores, gold=None):
     record["scores"] = [round(score, 6) for score in scores]
     record["entities"] = [
         {"type": kind, "start": start, "end": end + 1, "text": " ".join(tokens[start:end + 1])}
-        for kind, start, end in get_entities(predicted)
+        for kind, start, end in entity_spans(predicted)
     ]
     return record
 

@@ -167,3 +167,23 @@ def outside_scheme(label_list, scheme):
     """Labels other than O that the scheme gives no meaning to (all of them for "none")."""
     own = PREFIXES.get(scheme, "")
     return [label for label in label_list if label != "O" and split_label(label)[0] not in tuple(own)]
+
+
+# seqeval's lenient reader (get_entities, the default metric mode) knows the prefixes B, I, E and S but not
+# BILOU's L and U: it reads "U-LOC U-LOC" as one entity and "B-LOC L-LOC U-LOC" as one. BILOU tags are given
+# to it in their IOBES spelling, the same entities in letters it knows.
+IOBES_SPELLING = {"L": "E", "U": "S"}
+
+
+def iobes_spelling(tags):
+    """One tag sequence with L-X written E-X and U-X written S-X; every other tag as it is."""
+    return [IOBES_SPELLING[tag[0]] + tag[1:] if tag[:2] in ("L-", "U-") and len(tag) > 2 else tag for tag in tags]
+
+
+def entity_spans(tags):
+    """(type, first word, last word) of each entity of one tag sequence, read as the default metric mode
+    reads it (seqeval's lenient reader, BILOU included)."""
+    # imported here: seqeval brings scikit-learn (1.4 s), which `python -m nerkit.embedded` does not need
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    return get_entities(iobes_spelling(list(tags)))

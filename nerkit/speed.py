@@ -170,7 +170,7 @@ def choose_packing(model, tokenizer, train_features, enabled, pad_to_max_length,
 
     if not enabled or pad_to_max_length or train_features is None:
         return None
-    sample = [train_features[i] for i in range(min(8, len(train_features)))]
+    sample = packing_sample(train_features)
     if uses_varlen_attention(model, torch.device(device).type, precision):
         collator = varlen_packing(model, tokenizer, sample, device, precision)
         if collator is not None:
@@ -181,6 +181,26 @@ def choose_packing(model, tokenizer, train_features, enabled, pad_to_max_length,
     else:
         logger.info("Training on padding-free batches (packed rows with block-diagonal attention).")
     return collator
+
+
+def packing_sample(features, count=8):
+    """The features the packing check runs on: the first few and the longest few. Some models attend
+    differently to long inputs (ModernBERT's sliding window, bucketed relative positions) and agree with
+    packed rows only on short ones, so a sample of short examples alone could pass a model that packing
+    would change."""
+    lengths = input_lengths(features)
+    longest = set(sorted(range(len(lengths)), key=lengths.__getitem__)[-(count // 2):])
+    first = [i for i in range(len(lengths)) if i not in longest][:count - len(longest)]
+    return [features[i] for i in sorted(longest.union(first))]
+
+
+def input_lengths(features):
+    """Sub-tokens of each feature; from the Arrow column for a `datasets.Dataset` (no row is decoded)."""
+    if hasattr(features, "with_format"):
+        import pyarrow.compute
+
+        return pyarrow.compute.list_value_length(features.with_format("arrow")[:]["input_ids"]).to_pylist()
+    return [len(feature["input_ids"]) for feature in features]
 
 
 def fused_adamw(device_type):

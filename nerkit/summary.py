@@ -6,9 +6,8 @@ import logging
 from collections import Counter
 
 import numpy as np
-from seqeval.metrics.sequence_labeling import get_entities
 
-from .schemes import RULES_IN_WORDS, broken, flatten, split_label, transition_rules
+from .schemes import RULES_IN_WORDS, broken, entity_spans, flatten, split_label, transition_rules
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +28,7 @@ def scheme_breaks(tag_lists, label_list, scheme):
 def entity_counts(tag_lists):
     counts = Counter()
     for tags in tag_lists:
-        counts.update(kind for kind, _, _ in get_entities(tags))
+        counts.update(kind for kind, _, _ in entity_spans(tags))
     return counts
 
 

@@ -6,6 +6,7 @@ word of every example is trained on, predicted and scored; nothing is truncated 
 
 import json
 import logging
+import os
 import uuid
 from dataclasses import dataclass
 
@@ -23,11 +24,21 @@ def load_fast_tokenizer(name_or_path, hub_kwargs):
     """Load a fast tokenizer, checked before any weights load; byte-level BPE gets add_prefix_space=True."""
     from transformers import AutoTokenizer
 
+    if name_or_path.startswith(("/", "./", "../", "~")) and not os.path.exists(os.path.expanduser(name_or_path)):
+        # a path, not a hub id: the hub's complaint about repository names would only confuse
+        raise UserError(f"The folder {name_or_path} does not exist. Check the model or tokenizer named by "
+                        "--model_name_or_path or --tokenizer_name.")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **hub_kwargs)
     except (OSError, ValueError) as error:
-        raise UserError(f"Could not load a tokenizer from '{name_or_path}': {error}. Check --model_name_or_path "
-                        "or --tokenizer_name; when offline, give a local folder.") from None
+        raise UserError(f"Could not load a tokenizer from '{name_or_path}': {str(error).rstrip('.')}. Check "
+                        "--model_name_or_path or --tokenizer_name; when offline, give a local folder.") from None
+    if len(tokenizer.get_vocab()) <= len(set(tokenizer.all_special_tokens)):
+        # transformers builds an empty tokenizer of the config's class for a folder with no tokenizer files:
+        # every word would become the unknown token, and training would run on nothing
+        raise UserError(f"'{name_or_path}' holds no tokenizer: the tokenizer built for it knows only its special "
+                        "tokens. Copy the tokenizer files (tokenizer.json, or vocab.txt and the like) of the model "
+                        "it was trained from into that folder, or name them with --tokenizer_name.")
     if not getattr(tokenizer, "is_fast", False):
         raise UserError(f"The tokenizer of '{name_or_path}' ({type(tokenizer).__name__}) is not a fast "
                         "tokenizer. Word alignment needs the word_ids of a fast (Rust `tokenizers`) tokenizer: "
@@ -45,7 +56,34 @@ def load_fast_tokenizer(name_or_path, hub_kwargs):
         logger.info("Padding batches on the right (the tokenizer of '%s' pads on the %s): word labels are read "
                     "at the tokenizer's own positions.", name_or_path, tokenizer.padding_side)
         tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        pad_with_existing_token(tokenizer, name_or_path)
     return tokenizer
+
+
+def pad_with_existing_token(tokenizer, name_or_path):
+    """Give a tokenizer without a padding token (GPT-2 and other decoder models) one of its own tokens to pad
+    with, as is usual for them: a declared special token, else a padding token its vocabulary holds without
+    declaring it. Padded positions are masked out of attention and carry no label, so which token fills them
+    changes nothing; the tokenizer saved with the model keeps the choice. An ordinary word is never used:
+    declared special, it would be cut out of the words that contain it."""
+    vocabulary = tokenizer.get_vocab()
+    roles = [(role.replace("_", " "), getattr(tokenizer, role, None))
+             for role in ("eos_token", "unk_token", "sep_token", "cls_token", "bos_token")]
+    roles += [("undeclared padding token", token) for token in PAD_SPELLINGS if token in vocabulary]
+    for role, token in roles:
+        if token is not None:
+            tokenizer.pad_token = token
+            logger.info("The tokenizer of '%s' has no padding token; batches are padded with its %s %r (masked "
+                        "out, so the results do not depend on it).", name_or_path, role, token)
+            return
+    raise UserError(f"The tokenizer of '{name_or_path}' has no padding token, and no end-of-text, unknown or other "
+                    "special token to pad with. Save the tokenizer with one (tokenizer.pad_token = ...; "
+                    "tokenizer.save_pretrained(folder)) and load it from that folder (--tokenizer_name in the "
+                    "training scripts).")
+
+
+PAD_SPELLINGS = ("[PAD]", "<pad>", "<|pad|>", "<PAD>")
 
 
 def _pre_tokenizer_nodes(tokenizer):
@@ -86,8 +124,11 @@ def window_length(tokenizer, config, requested, flag="--max_seq_length"):
     if requested > limit:
         logger.warning("%s %d is more than the model's maximum %d; using %d.", flag, requested, limit, limit)
         return limit
-    if requested <= tokenizer.num_special_tokens_to_add() + 1:
-        raise UserError(f"{flag} {requested} leaves no room for words next to the special tokens; use at least 8.")
+    specials = tokenizer.num_special_tokens_to_add()
+    if requested <= specials + 1:
+        raise UserError(f"{flag} {requested} leaves no room for words next to the model's {specials} special "
+                        f"tokens: give at least {specials + 2} (a window that short holds a word or two; 128 or more "
+                        "is usual).")
     return requested
 
 
@@ -204,7 +245,9 @@ def encode_split(split, tokenizer, label2id, settings, num_proc=None):
 
     columns = {"tokens": split.tokens, "example_id": list(range(len(split.tokens)))}
     if split.tags is not None:
-        columns["tag_ids"] = [[label2id[tag] for tag in tags] for tags in split.tags]
+        # a tag the model has no label for (only in a run that scores a fine-tuned model) is left out of the
+        # loss; the scores read the tags themselves and count it as missed
+        columns["tag_ids"] = [[label2id.get(tag, IGNORE_INDEX) for tag in tags] for tags in split.tags]
     examples = datasets.Dataset.from_dict(columns)
     features = examples.map(
         partial(encode_batch, tokenizer=tokenizer, settings=settings),

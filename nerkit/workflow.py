@@ -99,11 +99,13 @@ def load_tokenizer_and_labels(model_args, data_args, splits, declared):
         raise UserError("No labelled data and no label names in the model's config: give labelled training or "
                         "validation data, or a fine-tuned model.")
     label_list, head_reused = choose_label_list(data_labels, model_labels, model_args.ignore_mismatched_sizes,
-                                                model_args.model_name_or_path)
+                                                model_args.model_name_or_path, training="train" in splits)
     logger.info("%d labels: %s", len(label_list), ", ".join(label_list))
-    # A fine-tuned head keeps the scheme it was trained in, unless the training tags say otherwise.
-    scheme, source = decide_scheme(splits, label_list, saved_scheme(config) if head_reused else None)
-    log_summary(splits, label_list, scheme, source)
+    # A fine-tuned head keeps the scheme it was trained in, unless the training tags say otherwise; the data's
+    # tags are read with any the head does not know (a run that only scores may have them).
+    known = label_list + sorted(set(data_labels or ()) - set(label_list))
+    scheme, source = decide_scheme(splits, known, saved_scheme(config) if head_reused else None)
+    log_summary(splits, known, scheme, source)
     if data_args.metric_mode == "strict":
         check_strict_mode(label_list, scheme, source)
     set_labels(config, label_list, scheme)

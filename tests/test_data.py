@@ -77,6 +77,20 @@ def test_integer_tags_need_names(tmp_path):
     assert as_pairs(splits["train"]) == ROWS and declared == NAMES
 
 
+def test_integer_tags_of_a_conll_file_are_named_by_the_label_list(tmp_path):
+    path = tmp_path / "train.conll"
+    path.write_text("".join(f"{word}\t{NAMES.index(tag)}\n" for word, tag in zip(*ROWS[0])) + "\n")
+    splits, _ = read(train_file=str(path), label_list=",".join(NAMES))
+    assert as_pairs(splits["train"]) == ROWS[:1]
+
+
+def test_a_conll_file_whose_first_line_lacks_its_tag_names_that_line(tmp_path):
+    path = tmp_path / "train.conll"
+    path.write_text("EU\nrejects\tO\n")
+    with pytest.raises(UserError, match="line 2: 2 column.* where line 1 .* has 1"):
+        read(train_file=str(path))
+
+
 def classlabel_dataset():
     features = Features({"tokens": List(Value("string")), "ner_tags": List(ClassLabel(names=NAMES))})
     columns = {"tokens": [t for t, _ in ROWS], "ner_tags": [[NAMES.index(x) for x in g] for _, g in ROWS]}
@@ -107,6 +121,8 @@ def test_saved_dataset_folder(tmp_path):
         ('{"tokens": ["a"], "ner_tags": ["O"]}\n{"tokens": ["a"],\n', "line 2: not valid JSON"),
         ('{"tokens": "a b", "ner_tags": ["O", "O"]}\n', "must hold a list"),
         ("\n\n", "is empty"),
+        ('{"tokens": ["a", "b"], "ner_tags": ["O", ""]}\n', "line 1, word 1: the tag '' is empty"),
+        ('{"tokens": ["a", "b"], "ner_tags": ["B ORG", "O"]}\n', "line 1, word 0: the tag 'B ORG' is empty or holds"),
     ],
 )
 def test_bad_json_lines_name_the_line(tmp_path, content, message):
@@ -124,6 +140,29 @@ def test_missing_file_and_unknown_extension(tmp_path):
     other.write_text("x")
     with pytest.raises(UserError, match="extension"):
         read(train_file=str(other))
+
+
+def test_a_tag_column_split_by_a_space_inside_a_tab_separated_line_is_refused(tmp_path):
+    """`EU<TAB>NNP B-ORG` would give the tag "NNP B-ORG", written as two labels in predictions.txt."""
+    path = tmp_path / "mixed.conll"
+    path.write_text("EU\tNNP B-ORG\nrejects\tVBZ O\n")
+    with pytest.raises(UserError, match="the tag 'NNP B-ORG' is empty or holds whitespace"):
+        read(train_file=str(path))
+
+
+def test_columns_come_from_every_row_not_the_first_only(tmp_path):
+    path = tmp_path / "train.json"
+    path.write_text('{"tokens": ["EU", "rejects"]}\n{"tokens": ["John"], "ner_tags": ["B-PER"]}\n')
+    with pytest.raises(UserError, match="line 1: the 'ner_tags' column must hold a list"):
+        read(train_file=str(path))
+
+
+def test_a_label_list_file_that_does_not_exist_is_named(tmp_path):
+    from nerkit.data import read_label_names
+
+    with pytest.raises(UserError, match="--label_list file .*labels.txt does not exist"):
+        read_label_names(str(tmp_path / "labels.txt"))
+    assert read_label_names("O,B-PER,I-PER") == ["O", "B-PER", "I-PER"]
 
 
 def test_named_column_must_exist(tmp_path):

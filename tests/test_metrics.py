@@ -3,7 +3,7 @@ import pytest
 
 from nerkit.decoding import WordCollector, WordDecoder
 from nerkit.errors import UserError
-from nerkit.metrics import entity_scores
+from nerkit.metrics import entity_scores, entity_type
 from nerkit.tokenization import NO_WORD
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
@@ -31,6 +31,35 @@ def test_default_mode_is_lenient_and_strict_mode_follows_the_scheme():
     gold, pred = [["B-PER", "I-PER", "O"]], [["I-PER", "I-PER", "O"]]
     assert entity_scores(gold, pred, LABELS)["f1"] == 1.0  # conlleval: I- starts an entity
     assert entity_scores(gold, pred, LABELS, mode="strict")["f1"] == 0.0  # IOB2: it does not
+
+
+def test_bilou_entities_are_counted_alike_in_both_modes():
+    """seqeval's lenient reader does not know L- and U-: on its own it reads "U-LOC U-LOC" as one entity.
+    Both modes, the outputs and predict_ner.py read four LOC and two PER entities here."""
+    from nerkit.outputs import prediction_record
+    from nerkit.schemes import entity_spans
+
+    labels = ["O", "B-LOC", "I-LOC", "L-LOC", "U-LOC", "B-PER", "I-PER", "L-PER", "U-PER"]
+    gold = [["U-LOC", "U-LOC", "O", "B-LOC", "L-LOC", "U-LOC"], ["B-PER", "L-PER", "U-PER"]]
+    pred = [["U-LOC", "U-LOC", "O", "B-LOC", "L-LOC", "O"], ["B-PER", "L-PER", "U-PER"]]
+    for mode in ("default", "strict"):
+        scores = entity_scores(gold, pred, labels, mode=mode, entity_level=True, scheme="BILOU")
+        assert (scores["LOC_number"], scores["PER_number"]) == (4, 2)
+        assert scores["precision"] == 1.0 and scores["recall"] == pytest.approx(5 / 6)
+    assert entity_spans(gold[0]) == [("LOC", 0, 0), ("LOC", 1, 1), ("LOC", 3, 4), ("LOC", 5, 5)]
+    record = prediction_record(["Paris", "Berlin", "and", "New", "York", "Tokyo"], gold[0], [1.0] * 6)
+    assert [entity["text"] for entity in record["entities"]] == ["Paris", "Berlin", "New York", "Tokyo"]
+
+
+@pytest.mark.filterwarnings("ignore:.*seems not to be NE tag")
+def test_entity_type_names_the_per_type_keys_seqeval_reports():
+    """--metric_for_best_model is checked against these names before training: POS tags such as DT are
+    reported by seqeval under its own reading of them (T), not under the tag."""
+    labels = ["O", "B-PER", "I-PER", "DT", "NN", "VBD"]
+    tags = [["B-PER", "I-PER", "DT", "NN", "VBD", "O"]]
+    scores = entity_scores(tags, tags, labels, entity_level=True)
+    reported = {key[:-len("_f1")] for key in scores if key.endswith("_f1") and key != "overall_f1"}
+    assert reported == {entity_type(label) for label in labels} - {None} == {"PER", "T", "N", "BD"}
 
 
 def test_no_entities_at_all_scores_zero_without_failing():

@@ -132,3 +132,53 @@ def test_windows_line_ends(trained_model, tmp_path):
                                                 str(output)]))
     records = [json.loads(line) for line in output.read_text(encoding="utf-8").split("\n") if line]
     assert [record["text"] for record in records] == [TEXTS[0], "", TEXTS[1]]
+
+
+def test_conll_input_is_tagged_sentence_by_sentence(trained_model, tmp_path):
+    """A CoNLL file's words (first column), one output line per sentence; the same words as JSON Lines
+    `tokens` give the same output. A CoNLL file named .txt would be tagged line by line as text: refused."""
+    rows = []
+    for words, tags in SENTENCES[:3]:
+        rows += [f"{word}\t{tag}" for word, tag in zip(words.split(), tags.split())] + [""]
+    records = predict(trained_model, tmp_path, ["-DOCSTART-\tO", "", *rows], "--words", name="test.conll")
+    assert [record["words"] for record in records] == [words.split() for words, _ in SENTENCES[:3]]
+    tokens = [json.dumps({"tokens": words.split()}) for words, _ in SENTENCES[:3]]
+    assert predict(trained_model, tmp_path, tokens, "--words", name="input.jsonl") == records
+    source = tmp_path / "test.txt"
+    source.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "predict_ner.py"), "--model", trained_model,
+                             "--input", str(source)], capture_output=True, text=True, cwd=ROOT,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 2 and "--format conll" in result.stderr and "Traceback" not in result.stderr
+    assert predict(trained_model, tmp_path, rows, "--format", "conll", name="test.txt") == [
+        {key: record[key] for key in ("text", "entities")} for record in records]
+
+
+def test_a_model_whose_tokenizer_has_no_padding_token(tmp_path):
+    """GPT-2's tokenizer has no padding token: batches of texts of different lengths are padded with its
+    end-of-text token, and every word gets a label."""
+    from tiny_models import build_tiny_gpt2
+
+    model = build_tiny_gpt2(tmp_path / "gpt2", labels=["O", "B-PER", "I-PER"])
+    records = predict(model, tmp_path, TEXTS, "--words", "--batch_size", "4")
+    assert [len(record["labels"]) for record in records] == [len(text.split()) for text in TEXTS]
+    assert {label for record in records for label in record["labels"]} <= {"O", "B-PER", "I-PER"}
+
+
+def test_a_log_written_to_a_pipe_has_no_progress_bars(trained_model, tmp_path):
+    source = tmp_path / "input.txt"
+    source.write_text("\n".join(TEXTS * 30) + "\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "predict_ner.py"), "--model", trained_model,
+                             "--input", str(source)], capture_output=True, text=True, cwd=ROOT,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == len(TEXTS) * 30
+    assert "%|" not in result.stderr and "\r" not in result.stderr, result.stderr[-2000:]
+
+
+def test_a_model_without_a_trained_classifier_is_refused(tiny_bert):
+    """A masked-LM checkpoint would tag with a random head and labels LABEL_0, LABEL_1, ..."""
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "predict_ner.py"), "--model", tiny_bert],
+                            input="EU rejects German call\n", capture_output=True, text=True, cwd=ROOT,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 2 and "not a trained token-classification model" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""

@@ -10,7 +10,7 @@ import pytest
 
 import run_ner
 from conftest import ROOT, examples, write_jsonl
-from tiny_models import build_tiny_bert
+from tiny_models import build_tiny_bert, build_tiny_gpt2
 
 COMMON = ["--report_to", "none", "--per_device_train_batch_size", "8", "--learning_rate", "5e-3",
           "--save_strategy", "no", "--seed", "7"]
@@ -69,6 +69,21 @@ def test_config_holds_the_real_label_names(trained):
 def test_predictions_have_one_label_per_word_for_an_unlabelled_test_file(trained):
     words = [tokens for tokens, _ in examples(5, offset=2)]
     assert [len(line) for line in predictions(trained)] == [len(w) for w in words]
+
+
+def test_a_model_whose_tokenizer_has_no_padding_token_trains_and_predicts(ner_files, tmp_path):
+    """GPT-2's tokenizer has no padding token: batches are padded with its end-of-text token, every word
+    of the test file is predicted, and the saved tokenizer keeps the padding token for later use."""
+    from transformers import AutoTokenizer
+
+    model = build_tiny_gpt2(tmp_path / "gpt2")
+    files = {split: ner_files[split] for split in ("train", "validation", "test")}
+    output_dir = run(model, tmp_path / "out", "--do_train", "--do_eval", "--do_predict", "--max_steps", "3",
+                     files=files)
+    assert [len(line) for line in predictions(output_dir)] == [len(w) for w, _ in examples(5, offset=2)]
+    assert "eval_f1" in read_json(os.path.join(output_dir, "all_results.json"))
+    saved = AutoTokenizer.from_pretrained(output_dir)
+    assert saved.pad_token == saved.eos_token == "<|endoftext|>"
 
 
 def test_output_folder_loads_in_a_pipeline_with_real_entity_types(trained):
@@ -167,6 +182,21 @@ def test_pretrained_head_with_other_labels_needs_the_flag(ner_files, tmp_path):
     run(model, tmp_path / "o2", "--do_train", "--num_train_epochs", "1", "--ignore_mismatched_sizes",
         files={"train": ner_files["train"]})
     assert "B-LOC" in read_json(os.path.join(tmp_path / "o2", "config.json"))["label2id"]
+
+
+def test_scoring_a_fine_tuned_model_on_data_with_a_tag_it_lacks(trained, tmp_path):
+    """Without training, the model's head is kept: a gold tag it has no label for is scored as missed,
+    never dropped, and --ignore_mismatched_sizes (a new head nobody would train) is refused."""
+    rows = examples(5, offset=1)
+    rows[0][1][-1] = "B-DATE"  # a one-word DATE entity on the last word (".")
+    validation = write_jsonl(tmp_path / "validation.json", rows)
+    output = run(str(trained), tmp_path / "o", "--do_eval", "--return_entity_level_metrics",
+                 files={"validation": validation})
+    results = read_json(os.path.join(output, "eval_results.json"))
+    assert results["eval_DATE_number"] == 1 and results["eval_DATE_recall"] == 0.0
+    result = run_script("--model_name_or_path", str(trained), "--validation_file", validation, "--do_eval",
+                        "--ignore_mismatched_sizes", "--output_dir", str(tmp_path / "o2"), "--report_to", "none")
+    assert result.returncode == 2 and "does not train it" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_best_model_by_f1_and_early_stopping(tiny_bert, ner_files, tmp_path):

@@ -190,6 +190,34 @@ def test_packing_check_accepts_models_whose_packed_rows_give_the_padded_outputs(
     assert collator is not None and collator.position_start == position_start
 
 
+def test_packing_check_sees_the_long_examples_where_a_model_attends_differently(tiny_bert):
+    """ModernBERT's local layers attend within a sliding window, which packed rows with a block mask do
+    not keep: packed and padded outputs differ only on examples longer than half the window. With the
+    short examples first, a check on the first eight would pass; the check also takes the longest ones,
+    so the model trains on padded batches. A BERT on the same features still packs."""
+    from transformers import AutoModelForTokenClassification, ModernBertConfig, ModernBertForTokenClassification
+
+    from nerkit.data import Split
+    from nerkit.speed import choose_packing, packing_sample
+    from nerkit.tokenization import EncodingSettings, encode_split, load_fast_tokenizer
+
+    tokenizer = load_fast_tokenizer(tiny_bert, {})
+    words = [["EU", "rejects"]] * 8 + [("John Smith works at Acme Corporation in New York " * 2).split()] * 2
+    split = Split("train", "mem", words, [["O"] * len(w) for w in words], [""] * len(words))
+    features = encode_split(split, tokenizer, {"O": 0}, EncodingSettings(max_length=64, stride=8))
+    assert max(len(features[i]["input_ids"]) for i in range(8)) < 8 < len(features[9]["input_ids"])
+    assert len(packing_sample(features)) == 8 and len(packing_sample(features)[-1]["input_ids"]) > 8
+    config = ModernBertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, local_attention=8, global_attn_every_n_layers=2,
+                              max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id, num_labels=3)
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    sliding = ModernBertForTokenClassification(config)
+    assert choose_packing(sliding, tokenizer, features, True, False) is None
+    plain = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3)
+    assert choose_packing(plain, tokenizer, features, True, False) is not None
+
+
 def test_accelerate_loop_uses_the_fused_adamw_and_it_updates_as_the_foreach_one(tiny_bert):
     """run_ner_no_trainer.py builds AdamW with the fused kernel on CPU (as the Trainer's default), and a
     step with it moves the weights as the foreach AdamW does, up to float rounding."""

@@ -90,8 +90,41 @@ def test_wordpiece_tokenizer_is_left_alone(tiny_bert):
 
 
 def test_missing_tokenizer_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="Could not load a tokenizer"):
+    with pytest.raises(UserError, match=r"The folder .*nothing-here does not exist"):
         load_fast_tokenizer(str(tmp_path / "nothing-here"), {})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="Could not load a tokenizer"):
+        load_fast_tokenizer(str(tmp_path / "empty"), {})
+
+
+def test_a_tokenizer_without_a_padding_token_pads_with_its_end_token(tmp_path):
+    from tiny_models import build_tiny_gpt2
+
+    tokenizer = load_fast_tokenizer(build_tiny_gpt2(tmp_path / "gpt2"), {})
+    assert tokenizer.pad_token == tokenizer.eos_token == "<|endoftext|>"
+    batch = tokenizer([["John", "Smith"], ["Mary", "visited", "New", "York"]], is_split_into_words=True,
+                      padding=True)
+    assert batch["attention_mask"][0][-1] == 0  # the shorter example was padded, on the right
+
+
+def test_a_model_folder_without_tokenizer_files_is_refused(tiny_bert, tmp_path):
+    """transformers builds an empty tokenizer for such a folder, which would turn every word into [UNK]."""
+    import shutil
+
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(f"{tiny_bert}/{name}", tmp_path / name)
+    with pytest.raises(UserError, match="holds no tokenizer"):
+        load_fast_tokenizer(str(tmp_path), {})
+
+
+def test_a_tokenizer_with_no_token_to_pad_with_is_refused(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    backend = Tokenizer(models.WordLevel({"john": 0, "smith": 1, "[X]": 2}, unk_token="[X]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend).save_pretrained(tmp_path / "bare")
+    with pytest.raises(UserError, match="no padding token, and no end-of-text"):
+        load_fast_tokenizer(str(tmp_path / "bare"), {})
 
 
 def test_window_length_defaults_to_the_model_maximum_and_clamps(tiny_bert):

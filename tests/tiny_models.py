@@ -1,5 +1,5 @@
-"""Tiny random checkpoints for tests: a BERT with a WordPiece vocabulary and a RoBERTa with a byte-level
-BPE vocabulary, trained in a second with `tokenizers` on a few sentences and saved like a hub folder.
+"""Tiny random checkpoints for tests: a BERT with a WordPiece vocabulary, a RoBERTa with a byte-level
+BPE vocabulary and a GPT-2 whose tokenizer has no padding token, trained in a second with `tokenizers` on a few sentences and saved like a hub folder.
 Nothing is downloaded and no weights are committed."""
 
 from pathlib import Path
@@ -10,6 +10,10 @@ from transformers import (
     BertForMaskedLM,
     BertForTokenClassification,
     BertTokenizer,
+    GPT2Config,
+    GPT2ForTokenClassification,
+    GPT2LMHeadModel,
+    GPT2Tokenizer,
     RobertaConfig,
     RobertaForMaskedLM,
     RobertaForTokenClassification,
@@ -77,6 +81,20 @@ def build_tiny_roberta(path, labels=None, seed=0):
         eos_token_id=2, **_label_kwargs(labels),
     )
     return _save(RobertaForTokenClassification if labels else RobertaForMaskedLM, config, fast, path, seed)
+
+
+def build_tiny_gpt2(path, labels=None, seed=0):
+    """Save a 2-layer GPT-2 with a byte-level BPE vocabulary and, as GPT-2's own, no padding token."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.decoder = decoders.ByteLevel()
+    fast = GPT2Tokenizer(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                         unk_token="<|endoftext|>", model_max_length=MAX_LENGTH)
+    config = GPT2Config(vocab_size=tok.get_vocab_size(), n_embd=32, n_layer=2, n_head=2, n_positions=MAX_LENGTH,
+                        bos_token_id=0, eos_token_id=0, **_label_kwargs(labels))
+    return _save(GPT2ForTokenClassification if labels else GPT2LMHeadModel, config, fast, path, seed)
 
 
 def _label_kwargs(labels):

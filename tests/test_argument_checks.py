@@ -1,0 +1,215 @@
+"""Flag values and paths that failed with a traceback, most after the model had loaded: each is now refused
+before any weights load and before the output folder is touched, as one paragraph naming the flag, with
+exit status 2 and no traceback."""
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+import predict_ner
+import run_ner
+import run_ner_no_trainer
+from conftest import ROOT
+from nerkit.errors import UserError
+from nerkit.outputs import write_atomic
+
+SCRIPTS = {"run_ner.py": run_ner, "run_ner_no_trainer.py": run_ner_no_trainer}
+
+
+@pytest.fixture
+def no_weights(monkeypatch):
+    """Fail the test if a training script loads model weights."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("model weights were loaded before the input was refused")
+
+    for module in SCRIPTS.values():
+        monkeypatch.setattr(module, "load_model", refuse)
+
+
+def command(script, *argv):
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *argv], capture_output=True, text=True,
+                          cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+
+
+def training_argv(script, model, ner_files, output_dir, *flags):
+    argv = ["--model_name_or_path", model, "--train_file", ner_files["train"], "--validation_file",
+            ner_files["validation"], "--output_dir", str(output_dir), *flags]
+    if script == "run_ner.py":
+        argv += ["--test_file", ner_files["test"], "--do_train", "--do_eval", "--do_predict", "--report_to", "none"]
+    return argv
+
+
+def refused(script, argv):
+    with pytest.raises(UserError) as error:
+        SCRIPTS[script].cli(argv)
+    return str(error.value)
+
+
+def folder_contents(folder):
+    return {name: open(os.path.join(folder, name), encoding="utf-8").read() for name in sorted(os.listdir(folder))}
+
+
+BAD_NUMBERS = [
+    ("--per_device_train_batch_size", "0"),
+    ("--per_device_eval_batch_size", "0"),
+    ("--gradient_accumulation_steps", "0"),
+    ("--max_train_samples", "0"),
+    ("--max_eval_samples", "0"),
+    ("--max_predict_samples", "0"),
+    ("--learning_rate", "-1"),
+    ("--learning_rate", "0"),
+    ("--num_train_epochs", "-1"),
+]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("flag, value", BAD_NUMBERS)
+def test_bad_numbers_are_refused_before_the_earlier_results_are_touched(script, flag, value, tiny_bert, ner_files,
+                                                                        tmp_path, no_weights):
+    """With --overwrite_output_dir a run removes the earlier run's results before training: a bad flag must
+    stop it first."""
+    output = tmp_path / "out"
+    output.mkdir()
+    for name in ("train_results.json", "eval_results.json", "all_results.json"):
+        (output / name).write_text('{"f1": 0.5}\n', encoding="utf-8")
+    before = folder_contents(output)
+    message = refused(script, training_argv(script, tiny_bert, ner_files, output, "--overwrite_output_dir",
+                                            flag, value))
+    assert message.startswith(f"{flag} must be") and value in message
+    assert folder_contents(output) == before
+
+
+@pytest.mark.parametrize("flag, value, rule", [("--checkpointing_steps", "0", "1 or more"),
+                                               ("--max_train_steps", "0", "1 or more")])
+def test_the_loops_own_step_counts_are_refused(flag, value, rule, tiny_bert, ner_files, tmp_path, no_weights):
+    message = refused("run_ner_no_trainer.py", training_argv("run_ner_no_trainer.py", tiny_bert, ner_files,
+                                                             tmp_path / "out", flag, value))
+    assert flag in message and rule in message and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_bad_number_on_the_command_line_exits_2_in_one_paragraph(script, tiny_bert, ner_files, tmp_path):
+    result = command(script, *training_argv(script, tiny_bert, ner_files, tmp_path / "out",
+                                            "--per_device_train_batch_size", "0"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr == "error: --per_device_train_batch_size must be 1 or more, got 0.\n"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("check_data", [False, True])
+def test_output_dir_that_is_a_file_is_refused(script, check_data, tiny_bert, ner_files, tmp_path, no_weights):
+    existing = tmp_path / "results"
+    existing.write_text("keep me\n", encoding="utf-8")
+    flags = ["--check_data"] if check_data else []
+    message = refused(script, training_argv(script, tiny_bert, ner_files, existing, *flags))
+    assert f"--output_dir {existing} is a file, not a folder" in message
+    message = refused(script, training_argv(script, tiny_bert, ner_files, existing / "run", *flags))
+    assert f"{existing} is a file, not a folder" in message and "--output_dir" in message
+    assert existing.read_text(encoding="utf-8") == "keep me\n"
+
+
+def test_resume_from_a_folder_that_is_not_a_checkpoint_is_refused(tiny_bert, ner_files, tmp_path, no_weights):
+    folder = tmp_path / "not-a-checkpoint"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("x\n", encoding="utf-8")
+    message = refused("run_ner.py", training_argv("run_ner.py", tiny_bert, ner_files, tmp_path / "out",
+                                                  "--resume_from_checkpoint", str(folder)))
+    assert f"--resume_from_checkpoint {folder} is not a complete checkpoint" in message
+    assert "trainer_state.json" in message and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_folder_given_as_data_file_is_called_a_folder(script, tiny_bert, ner_files, tmp_path, no_weights):
+    argv = training_argv(script, tiny_bert, ner_files, tmp_path / "out")
+    argv[argv.index("--train_file") + 1] = str(tmp_path)
+    message = refused(script, argv)
+    assert f"The data file {tmp_path} is a folder, not a file" in message and "--train_file" in message
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_dataset_name_with_data_files_is_refused(script, tiny_bert, ner_files, tmp_path, no_weights):
+    message = refused(script, training_argv(script, tiny_bert, ner_files, tmp_path / "out",
+                                            "--dataset_name", "conll2003"))
+    assert "--dataset_name conll2003 and --train_file/--validation_file" in message
+    assert "Drop --dataset_name" in message and not (tmp_path / "out").exists()
+
+
+ARGPARSE_ERRORS = [  # (training scripts' flags, predict_ner.py's flags, expected in the message)
+    (["--num_train_epochs", "abc"], ["--batch_size", "abc"], "invalid"),
+    (["--file_format", "bogus"], ["--format", "bogus"], "invalid choice: 'bogus'"),
+    (["--no_such_flag", "1"], ["--no_such_flag", "1"], "--no_such_flag 1"),
+]
+
+
+@pytest.mark.parametrize("script", [*SCRIPTS, "predict_ner.py"])
+@pytest.mark.parametrize("training_flags, predict_flags, expected", ARGPARSE_ERRORS)
+def test_argparse_errors_are_one_paragraph(script, training_flags, predict_flags, expected, tiny_bert, ner_files,
+                                           tmp_path):
+    with pytest.raises(UserError) as error:
+        if script == "predict_ner.py":
+            predict_ner.parse_options(["--model", tiny_bert, *predict_flags])
+        else:
+            SCRIPTS[script].cli(training_argv(script, tiny_bert, ner_files, tmp_path / "out", *training_flags))
+    message = str(error.value)
+    flag = predict_flags[0] if script == "predict_ner.py" else training_flags[0]
+    assert flag in message and expected in message and "usage:" not in message and "\n" not in message
+    assert message.endswith("Run with --help to see all flags.")
+
+
+@pytest.mark.parametrize("script", [*SCRIPTS, "predict_ner.py"])
+def test_argparse_error_on_the_command_line_exits_2_without_the_usage(script, tiny_bert, ner_files, tmp_path):
+    if script == "predict_ner.py":
+        result = command(script, "--model", tiny_bert, "--batch_size", "abc")
+    else:
+        result = command(script, *training_argv(script, tiny_bert, ner_files, tmp_path / "out",
+                                                "--num_train_epochs", "abc"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: Argument --") and "invalid" in result.stderr
+    assert result.stderr.endswith("Run with --help to see all flags.\n") and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch_size", "0"], "--batch_size must be 1 or more, got 0."),
+    (["--per_device_eval_batch_size", "-2"], "--batch_size must be 1 or more, got -2."),
+    (["--stride", "-3"], "--stride must be 0 or more sub-tokens, got -3."),  # the training scripts' rule
+])
+def test_predict_ner_refuses_bad_numbers(flags, message):
+    with pytest.raises(UserError, match=message):
+        predict_ner.parse_options(["--model", "m", *flags])
+
+
+def test_predict_ner_refuses_an_output_folder(tiny_bert, tmp_path):
+    source = tmp_path / "input.txt"
+    source.write_text("Peter Blackburn reported from Brussels\n", encoding="utf-8")
+    result = command("predict_ner.py", "--model", tiny_bert, "--input", str(source), "--output", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: --output {tmp_path} is a folder") and "Traceback" not in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["input.txt"]
+    with pytest.raises(UserError, match=f"{source} is a file, not a folder"):
+        predict_ner.parse_options(["--model", "m", "--output", str(source / "entities.jsonl")])
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_written_files_get_the_mode_open_gives(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        write_atomic(str(tmp_path / "new.json"), "{}\n")
+        with open(tmp_path / "reference.json", "w", encoding="utf-8") as handle:
+            handle.write("{}\n")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE(os.stat(tmp_path / "new.json").st_mode)
+    assert mode == 0o666 & ~umask == stat.S_IMODE(os.stat(tmp_path / "reference.json").st_mode)
+
+
+def test_rewritten_files_keep_their_mode(tmp_path):
+    path = tmp_path / "all_results.json"
+    path.write_text("{}\n", encoding="utf-8")
+    os.chmod(path, 0o640)
+    write_atomic(str(path), '{"f1": 1.0}\n')
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640 and path.read_text(encoding="utf-8") == '{"f1": 1.0}\n'
+    assert os.listdir(tmp_path) == ["all_results.json"]
