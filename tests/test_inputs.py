@@ -159,10 +159,34 @@ BAD_CASES = [
 ]
 
 
+def refused(monkeypatch, *argv):
+    """The `UserError` run_ner.py raises in-process for `argv` (what the command line prints as one
+    paragraph with exit status 2: see the command-line test below), failing if weights load first."""
+    import run_ner
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("model weights were loaded before the input was refused")
+
+    monkeypatch.setattr(run_ner, "load_model", no_weights)
+    with pytest.raises(UserError) as error:
+        run_ner.cli(["--report_to", "none", *argv])
+    return str(error.value)
+
+
 @pytest.mark.parametrize("name, content, message", BAD_CASES)
-def test_bad_input_exits_2_naming_file_and_line(tiny_bert, tmp_path, name, content, message):
+def test_bad_input_is_refused_naming_file_and_line(tiny_bert, tmp_path, monkeypatch, name, content, message):
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    output = tmp_path / "out"
+    error = refused(monkeypatch, "--model_name_or_path", tiny_bert, "--train_file", str(path), "--do_train",
+                    "--output_dir", str(output))
+    assert message in error and str(path) in error and not output.exists()
+
+
+def test_bad_input_on_the_command_line_exits_2_without_a_traceback(tiny_bert, tmp_path):
+    name, content, message = BAD_CASES[0]
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
     output = tmp_path / "out"
     result = run_script("--model_name_or_path", tiny_bert, "--train_file", str(path), "--do_train",
                         "--output_dir", str(output), "--report_to", "none")
@@ -171,16 +195,16 @@ def test_bad_input_exits_2_naming_file_and_line(tiny_bert, tmp_path, name, conte
     assert "Traceback" not in result.stderr and not output.exists()
 
 
-def test_label_id_out_of_range_with_names(tiny_bert, tmp_path):
+def test_label_id_out_of_range_with_names(tiny_bert, tmp_path, monkeypatch):
     path = write_jsonl(tmp_path / "train.json", [(["a", "b"], [0, 12])])
-    result = run_script("--model_name_or_path", tiny_bert, "--train_file", path, "--do_train", "--label_list",
-                        ",".join(NAMES), "--output_dir", str(tmp_path / "out"))
-    assert result.returncode == 2 and "tag id 12 is out of range" in result.stderr and "line 1" in result.stderr
+    error = refused(monkeypatch, "--model_name_or_path", tiny_bert, "--train_file", path, "--do_train",
+                    "--label_list", ",".join(NAMES), "--output_dir", str(tmp_path / "out"))
+    assert "tag id 12 is out of range" in error and "line 1" in error
 
 
-def test_missing_split_for_do_predict_leaves_an_existing_folder_untouched(tiny_bert, ner_files, tmp_path):
+def test_missing_split_for_do_predict_leaves_an_existing_folder_untouched(tiny_bert, ner_files, tmp_path,
+                                                                           monkeypatch):
     (tmp_path / "keep.txt").write_text("x")
-    result = run_script("--model_name_or_path", tiny_bert, "--train_file", ner_files["train"], "--do_predict",
-                        "--output_dir", str(tmp_path))
-    assert result.returncode == 2 and "--do_predict needs a test split" in result.stderr
-    assert os.listdir(tmp_path) == ["keep.txt"]
+    error = refused(monkeypatch, "--model_name_or_path", tiny_bert, "--train_file", ner_files["train"],
+                    "--do_predict", "--output_dir", str(tmp_path))
+    assert "--do_predict needs a test split" in error and os.listdir(tmp_path) == ["keep.txt"]
