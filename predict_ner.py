@@ -7,9 +7,9 @@ model on disk or on the hub), through the same windows and word decoding as eval
 
 Input: a text file with one document per line, a JSON Lines file with a `text` field (or a `tokens` field
 of pre-split words), a CoNLL or CoNLL-U file (its words, one sentence a document), or standard input.
-Output: JSON Lines, one object per input line or sentence (a blank line gives a document without entities) with `entities` (`type`, `start`, `end` as character offsets so that
-text[start:end] is the entity, `text`, `score`), and with --words the words, their labels and
-probabilities. The training scripts' spellings --model_name_or_path, --max_seq_length and
+Output: JSON Lines, one object per input line or sentence (a blank line gives a document without
+entities) with `entities` (`type`, `start`, `end` as character offsets so that text[start:end] is the
+entity, `text`, `score`), and with --words the words, their labels and probabilities. The training scripts' spellings --model_name_or_path, --max_seq_length and
 --per_device_eval_batch_size are accepted for --model, --max_length and --batch_size.
 """
 
@@ -37,11 +37,10 @@ FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".conll": "conll", ".iob": "conl
 
 
 def main(options):
+    import datasets
     from transformers.utils import logging as transformers_logging
 
     from nerkit.progress import interactive
-
-    import datasets
 
     logging.basicConfig(format="%(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     datasets.disable_progress_bars()  # the tagger's own bar is the one that means something
@@ -103,8 +102,9 @@ def check_options(options):
 
 
 def read_documents(path, kind):
-    """One document per input line, as a dict: {"text": str} or {"tokens": [...]} (pre-split words, text
-    joined by spaces); a blank line is an empty document, so output line N answers input line N."""
+    """One document per input line (per sentence of a CoNLL or CoNLL-U file), as a dict: {"text": str} or
+    {"tokens": [...]} (pre-split words, text joined by spaces); a blank line is an empty document, so output
+    line N answers input line N."""
     if path != "-" and not os.path.isfile(path):
         raise UserError(f"The input file {path} does not exist.")
     # Bytes, decoded here: text-mode reading would also turn a lone "\r" inside a line into a line break.
@@ -113,16 +113,18 @@ def read_documents(path, kind):
     else:
         with open(path, "rb") as handle:
             data = handle.read()
-    try:
-        lines = input_lines(data.decode("utf-8-sig"))
-    except UnicodeDecodeError as error:
-        raise UserError(f"{'Standard input' if path == '-' else path} is not UTF-8 text ({error.reason} at byte "
-                        f"{error.start}); save it as UTF-8.") from None
     name = "standard input" if path == "-" else path
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{name[:1].upper()}{name[1:]} is not UTF-8 text ({error.reason} at byte {error.start}); "
+                        "save it as UTF-8.") from None
     kind = FORMATS.get(os.path.splitext(path)[1].lower(), "text") if kind == "auto" else kind
     if kind in ("conll", "conllu"):
         parse = parse_conll if kind == "conll" else parse_conllu
-        return [{"tokens": record["tokens"]} for record in parse(name, "\n".join(lines))[0]]
+        # Windows line ends read as the training scripts read them (nerkit.data.read_text)
+        return [{"tokens": record["tokens"]} for record in parse(name, text.replace("\r\n", "\n"))[0]]
+    lines = input_lines(text)
     if kind == "jsonl":
         return [json_document(line, path, number) if line.strip() else {"text": ""}
                 for number, line in enumerate(lines, start=1)]

@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100  # label of positions the loss and the metrics skip (special tokens, padding)
 NO_WORD = -1  # word id stored for special tokens (Arrow columns hold ints, not None)
 UNBOUNDED = 1_000_000  # tokenizers without a known maximum report a huge model_max_length
+PAD_SPELLINGS = ("[PAD]", "<pad>", "<|pad|>", "<PAD>")  # undeclared padding tokens a vocabulary may hold
 EXAMPLE_LENGTH = "example_length"  # while encoding only: sub-tokens of each feature's whole example
 
 
@@ -81,9 +82,6 @@ def pad_with_existing_token(tokenizer, name_or_path):
                     "special token to pad with. Save the tokenizer with one (tokenizer.pad_token = ...; "
                     "tokenizer.save_pretrained(folder)) and load it from that folder (--tokenizer_name in the "
                     "training scripts).")
-
-
-PAD_SPELLINGS = ("[PAD]", "<pad>", "<|pad|>", "<PAD>")
 
 
 def _pre_tokenizer_nodes(tokenizer):
