@@ -48,7 +48,8 @@ def main(options):
         transformers_logging.disable_progress_bar()
     documents = read_documents(options.input, options.format)
     words, offsets = zip(*(split_words(document, options.split) for document in documents)) if documents else ((), ())
-    tagger = Tagger(options.model, options.max_length, options.stride, options.batch_size, options.decoding)
+    tagger = Tagger(options.model, options.max_length, options.stride, options.batch_size, options.decoding,
+                    int8=options.int8)
     tags, probabilities = tagger.tag(list(words))
     records = [document_record(document, doc_words, doc_offsets, doc_tags, doc_probabilities, options.words)
                for document, doc_words, doc_offsets, doc_tags, doc_probabilities
@@ -80,6 +81,9 @@ def parse_options(argv):
     parser.add_argument("--batch_size", "--per_device_eval_batch_size", dest="batch_size", type=int, default=8,
                         help="windows per batch (a long document has several)")
     parser.add_argument("--words", action="store_true", help="also write words, labels and probabilities")
+    parser.add_argument("--int8", action="store_true",
+                        help="CPU only: run the model's linear layers in int8 (dynamic quantization), faster on "
+                             "most CPUs; a few words may get other labels than in fp32")
     options = parser.parse_args(argv)
     check_options(options)
     return options
@@ -184,12 +188,15 @@ def split_words(document, how):
 class Tagger:
     """A model ready to tag lists of words: windows, batches sorted by length, word decoding."""
 
-    def __init__(self, model_name, max_length, stride, batch_size, decoding):
+    def __init__(self, model_name, max_length, stride, batch_size, decoding, int8=False):
         from transformers import AutoConfig, AutoModelForTokenClassification
 
         from nerkit.schemes import model_scheme
-        from nerkit.speed import fresh_accelerator, inference_precision, log_precision
+        from nerkit.speed import (check_int8_possible, fresh_accelerator, inference_precision, int8_linear_layers,
+                                  log_precision)
 
+        if int8:
+            check_int8_possible()
         self.tokenizer = load_fast_tokenizer(model_name, {})
         config = load_pretrained(AutoConfig, model_name)
         # the window is checked before any weights load
@@ -203,9 +210,13 @@ class Tagger:
                             "tag with the folder that writes.")
         self.label_list = [model.config.id2label[i] for i in range(model.config.num_labels)]
         self.scheme = model_scheme(model.config)  # the scheme it was trained in, so Viterbi keeps to it
-        precision = inference_precision()
-        self.accelerator = fresh_accelerator(mixed_precision=precision.mixed_precision)
-        log_precision(self.accelerator, precision, "Tagging")
+        if int8:  # instead of the automatic precision: int8 linear layers, fp32 around them
+            self.accelerator = fresh_accelerator(cpu=True)
+            model = int8_linear_layers(model.eval())
+        else:
+            precision = inference_precision()
+            self.accelerator = fresh_accelerator(mixed_precision=precision.mixed_precision)
+            log_precision(self.accelerator, precision, "Tagging")
         self.model = self.accelerator.prepare(model.eval())
         self.batch_size, self.decoding = batch_size, decoding
 
@@ -217,15 +228,16 @@ class Tagger:
 
         from nerkit.decoding import WordDecoder, collect_words, forward_batches
         from nerkit.progress import interactive
-        from nerkit.workflow import longest_first
+        from nerkit.workflow import inference_batching, longest_first
 
         if not words:
             return [], []
         empty = [i for i, doc in enumerate(words) if not doc]
         split = Split("input", "input", [doc or ["."] for doc in words], None, [""] * len(words))
         features = longest_first(encode_split(split, self.tokenizer, {}, self.settings))
-        loader = DataLoader(features.remove_columns(["word_ids", "example_id"]), batch_size=self.batch_size,
-                            collate_fn=DataCollatorForTokenClassification(self.tokenizer))
+        loader = DataLoader(features.remove_columns(["word_ids", "example_id"]),
+                            collate_fn=DataCollatorForTokenClassification(self.tokenizer),
+                            **inference_batching(features, self.batch_size, self.accelerator.num_processes))
         loader = self.accelerator.prepare(loader)
         batches = tqdm(forward_batches(self.model, loader), total=len(loader),
                        disable=len(loader) < 20 or not interactive(), desc="Tagging")

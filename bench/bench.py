@@ -62,6 +62,7 @@ def main():
     results = {"runs": runs, "subtokens": subtokens, "bf16_fast": bf16_fast}
     if trained and "prediction" in options.parts:
         results["prediction"] = prediction_benchmark(trained[0], data, options.work)
+        results["int8"] = int8_comparison(trained, data)
     if trained and "decoding" in options.parts:
         results["decoding"] = decoding_comparison(trained, data, options.work)
     if trained and "memory" in options.parts:
@@ -183,17 +184,18 @@ def prediction_texts(data):
 
 
 def prediction_benchmark(model_dir, data, work, rounds=3):
-    """Words per second after loading: run_ner.py --do_predict, predict_ner.py's tagger, the pipeline. The
-    three take turns for `rounds` rounds and each keeps its fastest, so a slow spell of the machine during
-    one of them does not decide the ratio."""
+    """Words per second after loading: run_ner.py --do_predict, predict_ner.py's tagger (and with --int8), the
+    pipeline. They take turns for `rounds` rounds and each keeps its fastest, so a slow spell of the machine
+    during one of them does not decide the ratio."""
     sentences, documents = prediction_texts(data)
     texts = sentences + documents
     words = sum(len(t) for t in texts)
-    times = {"ours": [], "tagger": [], "pipeline": []}
+    times = {"ours": [], "tagger": [], "tagger_int8": [], "pipeline": []}
     for _ in range(rounds):
         seconds, ours_tags = time_ours(model_dir, texts, work)
         times["ours"].append(seconds)
         times["tagger"].append(time_tagger(model_dir, texts))
+        times["tagger_int8"].append(time_tagger(model_dir, texts, int8=True))
         seconds, agreement = time_pipeline(model_dir, texts, ours_tags)
         times["pipeline"].append(seconds)
     return {"words": words, "texts": len(texts), "long": len(documents), "rounds": rounds, "agreement": agreement,
@@ -235,15 +237,14 @@ def time_tokenizing(model_dir, texts):
     return time.perf_counter() - started
 
 
-def time_tagger(model_dir, texts):
+def time_tagger(model_dir, texts, int8=False):
     """predict_ner.py's Tagger on the pre-split texts (its defaults: Viterbi, batch 8), after loading."""
     import torch
 
-    sys.path.insert(0, ROOT)
     from predict_ner import Tagger
 
     torch.set_num_threads(os.cpu_count() or 1)
-    tagger = Tagger(model_dir, None, 64, 8, "viterbi")
+    tagger = Tagger(model_dir, None, 64, 8, "viterbi", int8=int8)
     tagger.tag(texts[:8])  # warm-up, as for the pipeline's first batch
     started = time.perf_counter()
     tagger.tag(texts)
@@ -270,6 +271,26 @@ def time_pipeline(model_dir, texts, our_tags):
         ours = sorted((kind, "".join(texts[i][s:e + 1]).lower()) for kind, s, e in entities(our_tags[i]))
         same += theirs == ours
     return seconds, same / max(len(short), 1)
+
+
+def int8_comparison(model_dirs, data):
+    """Validation F1 of predict_ner.py's tagger in its automatic precision and with --int8, on each trained
+    model, and the share of words whose label --int8 keeps."""
+    from seqeval.metrics import f1_score
+
+    from predict_ner import Tagger
+
+    rows, _ = parse_conll(data["validation.conll"], read_text(data["validation.conll"]))
+    words, gold = [row["tokens"] for row in rows], [row["tags"] for row in rows]
+    scores, same = {"default": [], "int8": []}, []
+    for model_dir in model_dirs:
+        labels = {name: Tagger(model_dir, None, 64, 8, "viterbi", int8=name == "int8").tag(words)[0]
+                  for name in scores}
+        for name in scores:
+            scores[name].append(f1_score(gold, labels[name]))
+        pairs = [(a, b) for doc_a, doc_b in zip(labels["default"], labels["int8"]) for a, b in zip(doc_a, doc_b)]
+        same.append(sum(a == b for a, b in pairs) / len(pairs))
+    return {**scores, "same": same}
 
 
 def entities(tags):
@@ -359,7 +380,7 @@ def results_section(options, results):
     if results["runs"]:
         lines += training_lines(options, results)
     if "prediction" in results:
-        lines += prediction_lines(results["prediction"])
+        lines += prediction_lines(results["prediction"], results["int8"])
     if "decoding" in results:
         lines += decoding_lines(options, results["decoding"])
     if "memory" in results:
@@ -417,13 +438,14 @@ def comparison_lines(stats):
     return lines + [""] if lines else []
 
 
-def prediction_lines(prediction):
+def prediction_lines(prediction, int8):
+    mean = statistics.mean
     return [
         "### Prediction",
         "",
         f"{prediction['texts']} texts ({prediction['words']:,} words; {prediction['long']} of them documents of "
         "about 1,200 words, longer than the model maximum), words per second after loading, the fastest of "
-        f"{prediction['rounds']} rounds in which the three take turns:",
+        f"{prediction['rounds']} rounds in which the four take turns:",
         "",
         "| predictor | words/s | against the pipeline |",
         "| --- | --- | --- |",
@@ -431,9 +453,16 @@ def prediction_lines(prediction):
         f"{prediction['ours']:,.0f} | {prediction['ours'] / prediction['pipeline']:.2f}x |",
         f"| predict_ner.py (its Tagger on the same words, batch 8, Viterbi) | {prediction['tagger']:,.0f} | "
         f"{prediction['tagger'] / prediction['pipeline']:.2f}x |",
+        f"| predict_ner.py --int8 (linear layers in int8) | {prediction['tagger_int8']:,.0f} | "
+        f"{prediction['tagger_int8'] / prediction['pipeline']:.2f}x |",
         f"| transformers pipeline, aggregation first, stride 128, batch 8 | {prediction['pipeline']:,.0f} | 1.00x |",
         "",
         f"Short texts whose entities agree with the pipeline's: {prediction['agreement']:.1%}.",
+        "",
+        f"--int8 on the validation set, each of run_ner.py's trained models: F1 {mean(int8['int8']):.4f} against "
+        f"{mean(int8['default']):.4f} in the automatic precision (per model: "
+        f"{', '.join(f'{a:.4f}/{b:.4f}' for a, b in zip(int8['int8'], int8['default']))}); words keeping their "
+        f"label: {mean(int8['same']):.2%}.",
         "",
     ]
 

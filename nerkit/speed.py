@@ -11,6 +11,9 @@ Mixed precision is decided once for a run by `decide_precision`: what the comman
 or `accelerate launch`'s configuration); otherwise the automatic choice is bf16 on CUDA GPUs that support it
 and on CPUs with bf16 matrix instructions (AMX-BF16 or AVX512-BF16; on other CPUs bf16 is emulated and
 several times slower), fp32 elsewhere. `NERKIT_AUTO_PRECISION=bf16|fp32` forces the automatic choice.
+
+predict_ner.py --int8 (CPU only, never automatic, as it changes some labels) runs the linear layers on int8
+weights and activations instead (`int8_linear_layers`).
 """
 
 import logging
@@ -364,3 +367,48 @@ def log_precision(accelerator, precision, task):
     else:
         logger.info("%s in %s (the accelerator's setting; %s gave %s).", task, name, precision.reason,
                     precision.mixed_precision)
+
+
+def check_int8_possible():
+    """Refuse --int8 before any weights load where it cannot run: torch's dynamically quantized linear
+    layers are CPU kernels, and a precision named by `accelerate launch` would be a second, conflicting
+    choice of arithmetic."""
+    device = accelerator_type()
+    if device is not None:
+        hide = ", or hide it (CUDA_VISIBLE_DEVICES=) to tag on the CPU in int8" if device == "cuda" else ""
+        raise UserError(f"--int8 tags on the CPU (torch's int8 linear layers have no {device} kernels), but this "
+                        f"machine would tag on its {device} device. Drop --int8 to tag there{hide}.")
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if launched != "no":
+        raise UserError(f"--int8 and accelerate launch's mixed precision ({launched}) both choose the arithmetic. "
+                        "Drop --int8, or launch with --mixed_precision no.")
+    try:
+        from torch.ao.quantization import quantize_dynamic
+    except ImportError:
+        quantize_dynamic = None
+    if quantize_dynamic is None:
+        raise UserError(f"--int8 needs torch.ao.quantization.quantize_dynamic, which torch {torch.__version__} "
+                        "does not have. Drop --int8, or install a torch that has it (2.13 does).")
+    if torch.backends.quantized.engine == "none":
+        raise UserError(f"This torch build ({torch.__version__}) has no quantized CPU engine "
+                        f"(torch.backends.quantized.supported_engines: {torch.backends.quantized.supported_engines}), "
+                        "so --int8 cannot run. Drop --int8.")
+
+
+def int8_linear_layers(model):
+    """`model` (in eval mode) with every nn.Linear swapped for torch's dynamically quantized one: int8
+    weights with a scale per output channel, each batch's activations quantized on the fly, int32
+    accumulation; attention products, layer norms, embeddings and the softmax stay fp32. Faster on CPUs
+    with fast int8 multiply-add, and not automatic: a few words change labels (measured in bench/RESULTS.md)."""
+    import warnings
+
+    from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():  # torch marks the module deprecated in favour of torchao, whose CPU path
+        warnings.simplefilter("ignore")  # measured 20x slower than fp32 in eager mode (torchao 0.18)
+        quantized = quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+    count = sum(isinstance(module, Int8Linear) for module in quantized.modules())
+    logger.info("Tagging with %d linear layers in int8 (--int8: weights per output channel, activations per "
+                "batch; the rest of the model in fp32).", count)
+    return quantized

@@ -143,6 +143,29 @@ def longest_first(features):
         return lengths.sort("length", reverse=True).remove_columns("length")
 
 
+def inference_batching(features, batch_size, num_processes):
+    """DataLoader arguments for features sorted longest first: in one process, `length_batches`; several
+    processes keep batches of `batch_size`, which accelerate deals out to them in turn."""
+    if num_processes > 1:
+        return {"batch_size": batch_size}
+    from .speed import input_lengths
+
+    return {"batch_sampler": length_batches(input_lengths(features), batch_size)}
+
+
+def length_batches(lengths, batch_size):
+    """Consecutive batches of at most `batch_size` indices, each also ending where the next length is
+    under half the batch's first: in features sorted longest first, short sentences are then not padded to
+    the windows of a long document (on WNUT-16 test sentences with three 1,200-word documents, one such
+    batch padded 2,000 sub-tokens, 13% of the tagging time)."""
+    batches = []
+    for index, length in enumerate(lengths):
+        if not batches or len(batches[-1]) == batch_size or 2 * length < lengths[batches[-1][0]]:
+            batches.append([])
+        batches[-1].append(index)
+    return batches
+
+
 def decode_and_score(batches, accelerator, split, features, label_list, data_args, scheme):
     """Words and scores of a split from (loss, logits) batches in dataloader order; `scheme` is the
     model's tagging scheme (nerkit.schemes.model_scheme), for Viterbi decoding and strict scoring.

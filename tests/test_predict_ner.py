@@ -2,10 +2,12 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
+import torch
 
 import predict_ner
 from conftest import ROOT, SENTENCES
@@ -182,3 +184,65 @@ def test_a_model_without_a_trained_classifier_is_refused(tiny_bert):
                             env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert result.returncode == 2 and "not a trained token-classification model" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_int8_tags_through_quantized_linear_layers_with_the_same_entities(trained_model, tmp_path, monkeypatch):
+    from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
+
+    calls = []
+    original = predict_ner.Tagger.__init__
+
+    def watch(tagger, *args, **kwargs):  # record what really runs: which layers, how often
+        original(tagger, *args, **kwargs)
+        modules = list(tagger.model.modules())
+        calls.append([type(module).__name__ for module in modules if isinstance(module, torch.nn.Linear)])
+        for module in modules:
+            if isinstance(module, Int8Linear):
+                module.register_forward_hook(lambda module, inputs, output: calls.append(output.dtype))
+
+    monkeypatch.setattr(predict_ner.Tagger, "__init__", watch)
+    fp32 = predict(trained_model, tmp_path, TEXTS, "--words")
+    int8 = predict(trained_model, tmp_path, TEXTS, "--words", "--int8")
+    assert calls[0] and calls[1] == []  # fp32: plain linear layers; int8: none left
+    assert calls[2:] and set(calls[2:]) == {torch.float32}  # quantized layers ran, their outputs fp32
+    labels = [(a["labels"], b["labels"]) for a, b in zip(fp32, int8)]
+    same = sum(x == y for a, b in labels for x, y in zip(a, b)) / sum(len(a) for a, _ in labels)
+    assert same >= 0.9, labels
+    assert any(entity["text"] == "John Smith" and entity["type"] == "PER" for entity in int8[0]["entities"])
+
+
+@pytest.mark.parametrize("device, precision, message", [
+    ("cuda", "no", "--int8 tags on the CPU"), (None, "bf16", "accelerate launch's mixed precision (bf16)")])
+def test_int8_is_refused_where_it_cannot_run(trained_model, monkeypatch, device, precision, message):
+    from nerkit import speed
+    from nerkit.errors import UserError
+
+    monkeypatch.setattr(speed, "accelerator_type", lambda: device)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", precision)
+    monkeypatch.setattr(predict_ner, "load_fast_tokenizer", lambda *args: pytest.fail("loaded before refusing"))
+    with pytest.raises(UserError, match=re.escape(message)):
+        predict_ner.Tagger(trained_model, None, 64, 8, "viterbi", int8=True)
+
+
+def test_length_batches_end_where_lengths_halve():
+    from nerkit.workflow import length_batches
+
+    lengths = [512, 512, 510, 406, 91, 75, 62, 61, 58, 40, 30, 29, 14, 3]
+    batches = length_batches(lengths, 4)
+    assert [index for batch in batches for index in batch] == list(range(len(lengths)))  # every one, in order
+    assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12], [13]]
+    assert length_batches([], 8) == [] and length_batches([5] * 9, 8) == [list(range(8)), [8]]
+
+
+def test_short_texts_are_not_padded_to_a_long_documents_windows(trained_model, monkeypatch):
+    widths = []
+    tagger = predict_ner.Tagger(trained_model, 32, 8, 8, "viterbi")
+    tagger.model.register_forward_pre_hook(
+        lambda module, args, kwargs: widths.append(kwargs["attention_mask"].sum(1).tolist()), with_kwargs=True)
+    document = " ".join(TEXTS * 6).split()  # windows of 32 sub-tokens
+    words = [document, *[text.split() for text in TEXTS]]
+    tags, _ = tagger.tag(words)
+    assert any(max(batch) == 32 for batch in widths)
+    assert all(2 * min(batch) >= max(batch) for batch in widths), widths  # no batch of windows and sentences
+    alone = [tagger.tag([text])[0][0] for text in words]  # the labels do not depend on the batching
+    assert tags == alone
