@@ -409,6 +409,6 @@ def int8_linear_layers(model):
         warnings.simplefilter("ignore")  # measured 20x slower than fp32 in eager mode (torchao 0.18)
         quantized = quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
     count = sum(isinstance(module, Int8Linear) for module in quantized.modules())
-    logger.info("Tagging with %d linear layers in int8 (--int8: weights per output channel, activations per "
-                "batch; the rest of the model in fp32).", count)
+    logger.info("Tagging with %d linear layer%s in int8 (--int8: weights per output channel, activations per "
+                "batch; the rest of the model in fp32).", count, "" if count == 1 else "s")
     return quantized

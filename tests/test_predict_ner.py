@@ -11,6 +11,7 @@ import torch
 
 import predict_ner
 from conftest import ROOT, SENTENCES
+from nerkit import speed
 from test_run_ner import run
 
 TEXTS = [words for words, _ in SENTENCES]
@@ -202,6 +203,7 @@ def test_int8_tags_through_quantized_linear_layers_with_the_same_entities(traine
 
     monkeypatch.setattr(predict_ner.Tagger, "__init__", watch)
     fp32 = predict(trained_model, tmp_path, TEXTS, "--words")
+    monkeypatch.setattr(speed, "accelerator_type", lambda: None)  # on a machine with a GPU too
     int8 = predict(trained_model, tmp_path, TEXTS, "--words", "--int8")
     assert calls[0] and calls[1] == []  # fp32: plain linear layers; int8: none left
     assert calls[2:] and set(calls[2:]) == {torch.float32}  # quantized layers ran, their outputs fp32
@@ -214,7 +216,6 @@ def test_int8_tags_through_quantized_linear_layers_with_the_same_entities(traine
 @pytest.mark.parametrize("device, precision, message", [
     ("cuda", "no", "--int8 tags on the CPU"), (None, "bf16", "accelerate launch's mixed precision (bf16)")])
 def test_int8_is_refused_where_it_cannot_run(trained_model, monkeypatch, device, precision, message):
-    from nerkit import speed
     from nerkit.errors import UserError
 
     monkeypatch.setattr(speed, "accelerator_type", lambda: device)
