@@ -14,8 +14,9 @@ upstream default is no clipping, so both scripts do the same training). The rows
 seed. Each run is a separate process: "whole process" is its wall time measured from outside, as `time
 python ...` reports it; "training" is the `train_runtime` the run writes; peak memory is the process's
 maximum resident set. Prediction: words per second of `run_ner.py --do_predict` and of `predict_ner.py`'s
-tagger against `transformers.pipeline("token-classification", aggregation_strategy="first")` on the same
-trained model and texts, documents longer than the model maximum included. Decoding: argmax against
+tagger (also with --int8) against `transformers.pipeline("token-classification", aggregation_strategy="first")`
+on the same trained model and texts, documents longer than the model maximum included, and the validation
+F1 of every trained model with and without --int8. Decoding: argmax against
 Viterbi on the trained models. Evaluation memory: peak memory of evaluating 1x and 8x the validation set.
 
 RESULTS.md keeps one section per machine kind (CPU model and core count, or GPU): a run replaces the
@@ -175,7 +176,8 @@ def train_run(command, seed, work, name):
 
 
 def prediction_texts(data):
-    """The test sentences plus ten documents of 60 sentences each (about 1,200 words, past 512 sub-tokens)."""
+    """The test sentences plus documents of 60 of them each (about 1,200 words, past 512 sub-tokens), at most
+    ten: three from the WNUT-16 test split."""
     rows, _ = parse_conll(data["test.conll"], read_text(data["test.conll"]))
     sentences = [row["tokens"] for row in rows]
     documents = [sum(sentences[i:i + 60], []) for i in range(0, 600, 60) if i + 60 <= len(sentences)] or \
