@@ -157,7 +157,7 @@ def length_batches(lengths, batch_size):
     """Consecutive batches of at most `batch_size` indices, each also ending where the next length is
     under half the batch's first: in features sorted longest first, short sentences are then not padded to
     the windows of a long document (on WNUT-16 test sentences with three 1,200-word documents, one such
-    batch padded 2,000 sub-tokens, 13% of the tagging time)."""
+    batch padded 2,000 sub-tokens, and the tagger was 6-11% slower in fp32, 15-18% with --int8)."""
     batches = []
     for index, length in enumerate(lengths):
         if not batches or len(batches[-1]) == batch_size or 2 * length < lengths[batches[-1][0]]:
