@@ -210,14 +210,15 @@ class Tagger:
                             "tag with the folder that writes.")
         self.label_list = [model.config.id2label[i] for i in range(model.config.num_labels)]
         self.scheme = model_scheme(model.config)  # the scheme it was trained in, so Viterbi keeps to it
+        model.eval()
         if int8:  # instead of the automatic precision: int8 linear layers, fp32 around them
             self.accelerator = fresh_accelerator(cpu=True)
-            model = int8_linear_layers(model.eval())
+            model = int8_linear_layers(model)
         else:
             precision = inference_precision()
             self.accelerator = fresh_accelerator(mixed_precision=precision.mixed_precision)
             log_precision(self.accelerator, precision, "Tagging")
-        self.model = self.accelerator.prepare(model.eval())
+        self.model = self.accelerator.prepare(model)
         self.batch_size, self.decoding = batch_size, decoding
 
     def tag(self, words):
