@@ -49,7 +49,14 @@ from nerkit.report import (
     write_model_card,
 )
 from nerkit.schemes import model_scheme
-from nerkit.speed import choose_packing, decide_precision, fresh_accelerator, fused_adamw, log_precision
+from nerkit.speed import (
+    choose_packing,
+    decide_precision,
+    fresh_accelerator,
+    fused_adamw,
+    keep_freed_memory,
+    log_precision,
+)
 from nerkit.workflow import (
     check_finite_loss,
     decode_and_score,
@@ -190,6 +197,7 @@ def main(model_args=None, data_args=None, args=None, command=None):
     if data_args.check_data:
         check_data(model_args, data_args, args.output_dir, args.max_length, "--max_length", accelerator.is_main_process)
         return
+    keep_freed_memory(accelerator.device.type)
     resume = checkpoint_to_resume(args, data_args)
     if args.seed is not None:
         set_seed(args.seed)

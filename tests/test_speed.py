@@ -1,7 +1,11 @@
 """The speed work changes no result: vectorised word decoding, columns read once, tokenizing once, and
 the choice of optimizer and attention kernels."""
 
+import ctypes
+import os
+import platform
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +14,7 @@ from nerkit.decoding import WordCollector, WordDecoder
 from nerkit.tokenization import NO_WORD
 from nerkit.schemes import transition_rules
 from nerkit.viterbi import viterbi_path
+from test_predict_ner import trained_model  # noqa: F401 (a fixture)
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
@@ -320,3 +325,116 @@ def test_without_flash_attention_training_keeps_the_masked_rows(tiny_bert, caplo
     assert model.config._attn_implementation == before
     collator = choose_packing(model, tokenizer, features, True, False, "cpu", "bf16")
     assert type(collator) is PackingCollator and model.config._attn_implementation == before
+
+
+FAULTS_OF_A_TRAINING_STEP = """
+import json, resource, sys, torch
+from nerkit.speed import keep_freed_memory
+kept = keep_freed_memory(sys.argv[1])
+def step():  # what a training step does with its largest tensors: allocate, fill, free
+    for _ in range(3):
+        torch.ones(16 * 1024 * 1024)  # 64 MB, past glibc's largest threshold for mapped blocks
+for _ in range(4):  # glibc's heap settles (a freed block split by small ones is not reused at once)
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    step()
+print(json.dumps({"kept": kept, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+"""
+
+
+def faults_of_steps(device_type, **variables):
+    import json
+    import subprocess
+
+    environ = {name: value for name, value in os.environ.items()
+               if not name.startswith("MALLOC_") and name not in ("LD_PRELOAD", "GLIBC_TUNABLES",
+                                                                   "NERKIT_KEEP_FREED_MEMORY")}
+    result = subprocess.run([sys.executable, "-c", FAULTS_OF_A_TRAINING_STEP, device_type], capture_output=True,
+                            text=True, env={**environ, **variables}, cwd=os.path.dirname(os.path.dirname(__file__)),
+                            check=True)
+    return json.loads(result.stdout)
+
+
+def test_freed_memory_is_reused_without_page_faults_on_the_cpu():
+    """glibc would map each 64 MB tensor afresh and fault in every page again; kept, the memory is reused.
+    Only where glibc is the allocator (Linux)."""
+    glibc()
+    plain = faults_of_steps("cpu", NERKIT_KEEP_FREED_MEMORY="0")
+    kept = faults_of_steps("cpu")
+    assert not plain["kept"] and kept["kept"]
+    assert kept["faults"] * 10 < plain["faults"], (plain, kept)
+
+
+@pytest.mark.parametrize("variables", [{"MALLOC_ARENA_MAX": "2"}, {"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"},
+                                       {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"},
+                                       {"NERKIT_KEEP_FREED_MEMORY": "off"}])
+def test_an_allocator_setting_of_the_users_is_left_alone(variables, caplog):
+    from nerkit.speed import allocator_chosen_by_user, keep_freed_memory
+
+    assert allocator_chosen_by_user(variables)
+    with caplog.at_level("INFO", logger="nerkit.speed"):
+        assert not keep_freed_memory("cpu", variables)
+        assert not keep_freed_memory("cuda", {})  # a GPU run's tensors are not glibc's
+    assert not caplog.records
+    assert not allocator_chosen_by_user({"LD_PRELOAD": "", "PATH": "/usr/bin"})
+
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def glibc():
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's allocator only")
+    libc = ctypes.CDLL("libc.so.6")
+    if not hasattr(libc, "mallinfo2"):
+        pytest.skip("glibc before 2.33 has no mallinfo2")
+    libc.mallinfo2.restype = MallInfo2
+    return libc
+
+
+def maps_large_tensors(libc):
+    """Whether glibc gives a new large tensor a mapped block of its own, which it unmaps when freed. The
+    tensor is larger than all the free memory of the heap (which would serve it either way), and empty:
+    no page of it is touched."""
+    import torch
+
+    before = libc.mallinfo2()
+    tensor = torch.empty((before.fordblks + 64 * 1024 * 1024) // 4)
+    mapped = libc.mallinfo2().hblkhd - before.hblkhd >= tensor.numel() * 4
+    del tensor
+    return mapped
+
+
+@pytest.mark.parametrize("script", ["run_ner", "run_ner_no_trainer", "predict_ner"])
+def test_each_script_keeps_freed_memory_on_the_cpu(script, tiny_bert, ner_files, trained_model, tmp_path, caplog,
+                                                    monkeypatch):
+    import logging
+
+    import torch
+
+    import predict_ner
+    from test_precision import run_loop
+    from test_predict_ner import TEXTS
+    from test_run_ner import run
+
+    libc = glibc()
+    if torch.cuda.is_available():
+        pytest.skip("the scripts would run on the GPU")
+    for name in [name for name in os.environ if name.startswith("MALLOC_")] + ["LD_PRELOAD", "GLIBC_TUNABLES",
+                                                                               "NERKIT_KEEP_FREED_MEMORY"]:
+        monkeypatch.delenv(name, raising=False)
+    libc.mallopt(-4, 65536)  # glibc's defaults, whatever an earlier run in this process set
+    libc.mallopt(-1, 128 * 1024)
+    assert maps_large_tensors(libc)
+    with caplog.at_level(logging.INFO, logger="nerkit"):
+        if script == "run_ner":
+            run(tiny_bert, tmp_path / "o", "--do_train", "--max_steps", "1", files={"train": ner_files["train"]})
+        elif script == "run_ner_no_trainer":
+            run_loop(tiny_bert, tmp_path / "o", {"train": ner_files["train"]}, "--max_train_steps", "1")
+        else:
+            predict_ner.Tagger(trained_model, None, 64, 8, "viterbi").tag([text.split() for text in TEXTS])
+    assert not maps_large_tensors(libc)
+    assert "Memory that tensors free is kept for reuse" in caplog.text
