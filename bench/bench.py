@@ -255,7 +255,9 @@ def time_tagger(model_dir, texts, int8=False):
 
 def time_pipeline(model_dir, texts, our_tags):
     """The pipeline on the same words joined by spaces (stride for the long documents); returns its time
-    and the share of short texts whose entities (type and words) match ours."""
+    and the share of short texts whose entities (type and words) match ours. It runs in this process after
+    the tagger, so with the allocator settings the tagger made (nerkit.speed.keep_freed_memory), which made
+    it about 2% faster on the AMD EPYC of RESULTS.md: if anything, the ratio to it is understated."""
     import torch
     from transformers import pipeline
 
