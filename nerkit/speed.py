@@ -5,7 +5,9 @@ each attending only to itself (a block-diagonal attention mask) with its own pos
 loss and the gradients are those of the padded batch; only the padding (64% extra sub-tokens on WNUT-16)
 is not computed. Whether a model computes packed rows exactly as separate ones is checked on the model
 itself before training (absolute, RoBERTa-style or no position ids); when it does not, or the model takes
-no position ids or 4D masks, training uses ordinary padded batches.
+no position ids or 4D masks, training uses ordinary padded batches. On the CPU, and on GPUs with
+flash-attention 2, the examples go in a single row instead, kept apart by their boundaries (nerkit.varlen);
+the packed rows are where that is not possible.
 
 Mixed precision is decided once for a run by `decide_precision`: what the command names wins (--fp16/--bf16,
 or `accelerate launch`'s configuration); otherwise the automatic choice is bf16 on CUDA GPUs that support it
@@ -158,7 +160,8 @@ def _reproduces(model, collator, samples, reference, tolerance):
     try:
         logits = model(**{key: value.to(model.device) if torch.is_tensor(value) else value
                           for key, value in batch.items()}).logits
-    except (TypeError, ValueError, RuntimeError):  # no position_ids argument, no 4D masks, ...
+    except (TypeError, ValueError, RuntimeError, IndexError):  # no position_ids argument, no 4D masks, positions
+        # past the model's table, ...
         return False
     lengths = [len(s["input_ids"]) for s in samples]
     for row, members in enumerate(collator.rows(lengths)):
@@ -174,14 +177,21 @@ def _reproduces(model, collator, samples, reference, tolerance):
 def choose_packing(model, tokenizer, train_features, enabled, pad_to_max_length, device="cpu", precision=None):
     """The packing collator for training, or None (with the reason logged). On CUDA with flash-attention 2
     and half precision, examples are laid end to end in one row and its variable-length kernel keeps them
-    apart (nerkit.varlen); elsewhere, packed rows with a block-diagonal mask. `device`: where training runs."""
-    from .varlen import uses_varlen_attention, varlen_packing
+    apart; on the CPU, one row too, with attention per bucket of similar lengths (both nerkit.varlen);
+    elsewhere, or where the model does not reproduce its padded outputs that way, packed rows with a
+    block-diagonal mask. `device`: where training runs."""
+    from .varlen import bucketed_packing, uses_varlen_attention, varlen_packing
 
     if not enabled or pad_to_max_length or train_features is None:
         return None
     sample = packing_sample(train_features)
-    if uses_varlen_attention(model, torch.device(device).type, precision):
+    device_type = torch.device(device).type
+    if uses_varlen_attention(model, device_type, precision):
         collator = varlen_packing(model, tokenizer, sample, device, precision)
+        if collator is not None:
+            return collator
+    if device_type == "cpu":
+        collator = bucketed_packing(model, tokenizer, sample)
         if collator is not None:
             return collator
     collator = packing_collator(model, tokenizer, sample)

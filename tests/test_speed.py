@@ -311,8 +311,8 @@ def test_flattened_row_keeps_each_example_to_itself(fixture, position_start, req
 
 
 def test_without_flash_attention_training_keeps_the_masked_rows(tiny_bert, caplog):
-    """Asked for the flash-attention path where it cannot run (no flash-attn package, CPU), the model
-    keeps its attention and training its packed rows with a mask."""
+    """Asked for the flash-attention path where it cannot run (no flash-attn package), the model keeps its
+    attention; off the CPU, training keeps its packed rows with a mask."""
     from transformers import AutoModelForTokenClassification
 
     from nerkit.speed import PackingCollator, choose_packing
@@ -323,8 +323,89 @@ def test_without_flash_attention_training_keeps_the_masked_rows(tiny_bert, caplo
     before = model.config._attn_implementation
     assert varlen_packing(model, tokenizer, features, "cpu", "bf16") is None
     assert model.config._attn_implementation == before
-    collator = choose_packing(model, tokenizer, features, True, False, "cpu", "bf16")
+    collator = choose_packing(model, tokenizer, features, True, False, "cuda", "bf16")
     assert type(collator) is PackingCollator and model.config._attn_implementation == before
+
+
+WORDS_OF_MANY_LENGTHS = [("EU",), ("Peter", "Blackburn"), ("EU", "rejects", "German", "call", "to", "boycott"),
+                         ("the meeting in Brussels was reported by Peter Blackburn " * 3).split(),
+                         ("from", "Brussels"), ("Germany", "'s", "representative", "to", "the", "European", "Union")]
+
+
+def test_bucket_plan_groups_examples_where_lengths_halve_and_puts_every_sub_token_back():
+    import torch
+
+    from nerkit.varlen import bucket_plan
+
+    lengths = [3, 40, 7, 21, 6, 12, 30]
+    bounds = torch.tensor([0, *np.cumsum(lengths)], dtype=torch.int32)
+    gather, buckets, scatter = bucket_plan(bounds)
+    # longest first: 40, 30, 21 | 12, 7, 6 | 3 (a bucket ends where the next is under half its longest)
+    assert [(count, width) for count, width, _ in buckets] == [(3, 40), (3, 12), (1, 3)]
+    assert buckets[-1][2] is None  # one example alone needs no mask
+    total = sum(lengths)
+    row = torch.arange(total + 1)
+    assert torch.equal(row[gather][scatter], torch.arange(total))  # each sub-token comes back to its place
+    first = gather[:40 * 3].view(3, 40)
+    assert torch.equal(buckets[0][2][:, 0, 0, :], first < total)  # the mask marks the real sub-tokens
+    assert first[0, :40].tolist() == list(range(3, 43))  # the longest example, in its own order
+
+
+@pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_roberta"])
+def test_bucketed_attention_gives_the_padded_outputs_and_gradients(fixture, request):
+    """On the CPU, training lays each batch in one row and computes attention per bucket of similar
+    lengths. Logits and every gradient equal those of the padded batch; evaluation's padded batches,
+    afterwards, still get their padding masked."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    from nerkit.speed import choose_packing, padded_logits
+    from nerkit.varlen import BUCKETED, FlatteningCollator
+
+    path = request.getfixturevalue(fixture)
+    tokenizer, features = small_features(path, WORDS_OF_MANY_LENGTHS)
+    torch.manual_seed(0)
+    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=3)
+    reference_model = AutoModelForTokenClassification.from_pretrained(path, num_labels=3)
+    reference_model.load_state_dict(model.state_dict())
+    collator = choose_packing(model, tokenizer, features, True, False, "cpu")
+    assert type(collator) is FlatteningCollator and model.config._attn_implementation == BUCKETED
+    model.eval(), reference_model.eval()  # no dropout: the two must agree exactly
+
+    batch = collator(features)
+    labels = batch.pop("labels")
+    logits = model(**batch).logits[0]
+    loss = torch.nn.functional.cross_entropy(logits, labels[0], ignore_index=-100, reduction="sum")
+    loss.backward()
+    reference = torch.cat(padded_logits(reference_model, features, tokenizer.pad_token_id))
+    reference_loss = torch.nn.functional.cross_entropy(reference, labels[0], ignore_index=-100, reduction="sum")
+    reference_loss.backward()
+    assert torch.allclose(logits, reference, atol=1e-5)
+    for (name, parameter), other in zip(model.named_parameters(), reference_model.parameters()):
+        assert torch.allclose(parameter.grad, other.grad, atol=1e-5), name
+    with torch.no_grad():  # evaluation: padded batches through the same model
+        evaluated = torch.cat(padded_logits(model, features, tokenizer.pad_token_id))
+    assert torch.allclose(evaluated, reference, atol=1e-5)
+
+
+def test_training_computes_attention_per_bucket(tiny_bert, ner_files, tmp_path, monkeypatch):
+    """run_ner.py on the CPU: the Trainer's batches are single rows, and attention runs on buckets as wide
+    as their longest example, not over the row."""
+    from nerkit import varlen
+    from test_run_ner import run
+
+    widths, rows = [], []
+    original = varlen.bucketed_attention
+
+    def watched(module, query, key, value, attention_mask, **kwargs):
+        if kwargs.get("cu_seq_lens_q") is not None:
+            rows.append(query.shape[2])
+            widths.extend(width for _, width, _ in varlen.LastPlan.of(kwargs["cu_seq_lens_q"])[1])
+        return original(module, query, key, value, attention_mask, **kwargs)
+
+    monkeypatch.setattr(varlen, "bucketed_attention", watched)
+    run(tiny_bert, tmp_path / "o", "--do_train", "--max_steps", "2", files={"train": ner_files["train"]})
+    assert rows and widths and max(widths) < min(rows)
 
 
 FAULTS_OF_A_TRAINING_STEP = """
