@@ -70,19 +70,26 @@ def uses_varlen_attention(model, device_type, precision):
 def varlen_packing(model, tokenizer, sample, device, precision):
     """Switch the model to flash-attention 2 on `device` and return a `FlatteningCollator` that reproduces
     its padded outputs, or put the model's attention back and return None."""
-    previous = model.config._attn_implementation
     model.to(device)  # the check runs where training will; the Trainer and accelerate move it there anyway
+    return one_row_with(model, tokenizer, sample, FLASH, precision, "flash-attention 2",
+                        "kept apart by flash-attention 2's variable-length kernel")
+
+
+def one_row_with(model, tokenizer, sample, implementation, precision, name, how):
+    """Switch the model's attention to `implementation` and return a `FlatteningCollator` that reproduces
+    its padded outputs (logging `how` the examples are kept apart), or put its attention back and return
+    None."""
+    previous = model.config._attn_implementation
     try:
-        model.set_attn_implementation(FLASH)
+        model.set_attn_implementation(implementation)
         collator = packing_collator(model, tokenizer, sample, FlatteningCollator, precision)
-    except (ImportError, ValueError, RuntimeError) as error:
-        logger.info("flash-attention 2 is not usable here (%s).", error)
+    except (ImportError, ValueError, RuntimeError, KeyError) as error:
+        logger.info("%s is not usable for this model here (%s).", name, error)
         collator = None
     if collator is None:
         model.set_attn_implementation(previous)
         return None
-    logger.info("Training on padding-free batches: each batch in one row, kept apart by flash-attention 2's "
-                "variable-length kernel.")
+    logger.info("Training on padding-free batches: each batch in one row, %s.", how)
     return collator
 
 
@@ -166,20 +173,9 @@ def bucketed_packing(model, tokenizer, sample):
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    previous = model.config._attn_implementation
-    if previous != "sdpa":
+    if model.config._attn_implementation != "sdpa":
         return None
     AttentionInterface.register(BUCKETED, bucketed_attention)
     AttentionMaskInterface.register(BUCKETED, sdpa_mask)  # padded batches (evaluation) keep SDPA's masks
-    try:
-        model.set_attn_implementation(BUCKETED)
-        collator = packing_collator(model, tokenizer, sample, FlatteningCollator)
-    except (ImportError, ValueError, RuntimeError, KeyError) as error:
-        logger.info("Attention by length buckets is not usable for this model (%s).", error)
-        collator = None
-    if collator is None:
-        model.set_attn_implementation(previous)
-        return None
-    logger.info("Training on padding-free batches: each batch in one row, attention computed per bucket of "
-                "examples of similar length.")
-    return collator
+    return one_row_with(model, tokenizer, sample, BUCKETED, None, "Attention by length buckets",
+                        "attention computed per bucket of examples of similar length")
