@@ -19,8 +19,13 @@ on the same trained model and texts, documents longer than the model maximum inc
 F1 of every trained model with and without --int8. Decoding: argmax against
 Viterbi on the trained models. Evaluation memory: peak memory of evaluating 1x and 8x the validation set.
 
-RESULTS.md keeps one section per machine kind (CPU model and core count, or GPU): a run replaces the
-section of its own machine kind and leaves the others.
+Training throughput (`--parts throughput`, only when named): one epoch of the upstream recipe and of
+run_ner.py, the same command line, for the packaged MiniLM and a BERT-base-sized model with random
+weights; real sub-tokens a second and the linear layers' FLOP/s against the device's measured
+matrix-multiply peak (bf16 where it is fast, `--bf16` on both command lines).
+
+RESULTS.md keeps one section per machine kind (CPU model and core count, or GPU): a run replaces, in the
+section of its own machine kind, the subsections it measured, and leaves the rest and the other sections.
 """
 
 import argparse
@@ -45,6 +50,7 @@ ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_P
 ROWS = {"upstream": "upstream recipe", "upstream-fastest": "upstream, fastest flags",
         "nerkit": "nerkit run_ner.py", "nerkit-loop": "nerkit run_ner_no_trainer.py"}
 PARTS = ["training", "prediction", "decoding", "memory"]
+ON_REQUEST = ["throughput"]  # not in the default run: it also trains a BERT-base-sized model
 
 
 def main():
@@ -68,6 +74,9 @@ def main():
         results["decoding"] = decoding_comparison(trained, data, options.work)
     if trained and "memory" in options.parts:
         results["memory"] = eval_memory(trained[0], data, options.work)
+    if "throughput" in options.parts:
+        models = {"packaged MiniLM": model, "BERT-base-sized, random weights": base_sized_model(options.work)}
+        results["throughput"] = throughput_benchmark(options, data, models)
     section = results_section(options, results)
     print("\n".join(section))
     merge_results(options.results, machine_heading(), section)
@@ -80,12 +89,13 @@ def parse_options():
     parser.add_argument("--limit", type=int, help="train on this many sentences only (a smoke test)")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS),
                         help="training rows to run (prediction, decoding and memory need 'nerkit')")
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=PARTS, help="what to measure")
+    parser.add_argument("--parts", nargs="+", choices=PARTS + ON_REQUEST, default=PARTS,
+                        help="what to measure (throughput only when named)")
     parser.add_argument("--work", default=os.path.join(ROOT, "bench", "out"))
     parser.add_argument("--results", default=os.path.join(ROOT, "bench", "RESULTS.md"))
     options = parser.parse_args()
-    if "training" not in options.parts:
-        options.rows = ["nerkit"]  # the other parts measure the model this row trains
+    if "training" not in options.parts:  # prediction, decoding and memory measure the model this row trains
+        options.rows = ["nerkit"] if set(options.parts) & {"prediction", "decoding", "memory"} else []
     return options
 
 
@@ -94,7 +104,7 @@ def command_line(options):
     parts = ["python bench/bench.py", "--seeds", *map(str, options.seeds), "--epochs", str(options.epochs)]
     if options.limit:
         parts += ["--limit", str(options.limit)]
-    if options.rows != list(ROWS):
+    if options.rows != list(ROWS) and "training" in options.parts:
         parts += ["--rows", *options.rows]
     if options.parts != PARTS:
         parts += ["--parts", *options.parts]
@@ -378,8 +388,6 @@ def results_section(options, results):
         f"{'length grouping with --bf16' if bf16_fast else 'length grouping alone (bf16 is slower here)'}; this "
         f"suite's automatic choice: {suite_precision()}.",
         "",
-        f"Command: `{command_line(options)}` ({time.strftime('%Y-%m-%d')}).",
-        "",
     ]
     if results["runs"]:
         lines += training_lines(options, results)
@@ -387,12 +395,15 @@ def results_section(options, results):
         lines += prediction_lines(results["prediction"], results["int8"])
     if "decoding" in results:
         lines += decoding_lines(options, results["decoding"])
+    if "throughput" in results:
+        lines += throughput_lines(options, results["throughput"])
     if "memory" in results:
         memory = results["memory"]
         lines += ["### Evaluation memory", "",
                   f"Peak memory of `run_ner.py --do_eval`: {memory[1]:,.0f} MB for the validation set, "
                   f"{memory[8]:,.0f} MB for eight times as many sentences.", ""]
-    return lines
+    command = f"Command: `{command_line(options)}` ({time.strftime('%Y-%m-%d')})."
+    return [part for line in lines for part in ([line, "", command] if line.startswith("### ") else [line])]
 
 
 def training_lines(options, results):
@@ -485,22 +496,139 @@ def decoding_lines(options, decoding):
     ]
 
 
+def base_sized_model(work):
+    """A BERT-base-sized model (12 layers, hidden 768, BertConfig's defaults) with random weights and the
+    packaged MiniLM's tokenizer, saved once under `work`: throughput needs the shapes, not trained weights."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    path = os.path.join(work, "bert-base-sized")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        tokenizer = AutoTokenizer.from_pretrained(embedded.model_path())
+        torch.manual_seed(0)
+        BertModel(BertConfig(vocab_size=len(tokenizer)), add_pooling_layer=False).save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    return path
+
+
+def throughput_precision():
+    """(device, torch dtype name, extra flags): bf16 where the device runs it fast (`--bf16` on the command
+    line of both rows, as a user of upstream would pass it), otherwise fp32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", ("bfloat16", ["--bf16"]) if torch.cuda.is_bf16_supported() else ("float32", [])
+    return "cpu", ("bfloat16", ["--bf16", "--use_cpu"]) if bf16_pays_on_cpu() else ("float32", [])
+
+
+def matmul_peak(device, dtype_name, size=None, repeats=None):
+    """The device's measured matrix-multiply rate in FLOP/s: the fastest of a few square products."""
+    import torch
+
+    size = size or (8192 if device == "cuda" else 4096)
+    repeats = repeats or (20 if device == "cuda" else 3)
+    a, b = (torch.randn(size, size, device=device, dtype=getattr(torch, dtype_name)) for _ in range(2))
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first one warms up
+        if device == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - started)
+    return 2 * size ** 3 / best
+
+
+def linear_flops_per_subtoken(model, labels):
+    """Training FLOPs a sub-token spends in the model's linear layers: 2 forward and 4 backward per weight
+    (attention's own products and the embeddings are left out, so the share of the peak is a lower bound)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    config = AutoConfig.from_pretrained(model, num_labels=labels)
+    with torch.device("meta"):
+        classifier = AutoModelForTokenClassification.from_config(config)
+    return 6 * sum(module.weight.numel() for module in classifier.modules() if isinstance(module, torch.nn.Linear))
+
+
+def training_labels(path):
+    with open(path, encoding="utf-8") as handle:
+        return len({tag for line in handle for tag in json.loads(line)["ner_tags"]})
+
+
+def throughput_benchmark(options, data, models, peak=None):
+    """For each of `models` ({name: path}): the upstream recipe and run_ner.py with the same command line, one
+    epoch each (seed: the first of --seeds), taking turns. Returns the device, precision, its measured
+    matrix-multiply peak and per run the real sub-tokens trained a second (from `train_runtime`) and the
+    linear layers' FLOP/s."""
+    device, (dtype, flags) = throughput_precision()
+    peak = peak or matmul_peak(device, dtype)
+    labels = training_labels(data["train.json"])
+    one_epoch = argparse.Namespace(**dict(vars(options), epochs=1, rows=["upstream", "nerkit"]))
+    rows = []
+    for label, model in models.items():
+        subtokens = count_subtokens(model, data["train.json"], options.limit)
+        flops = linear_flops_per_subtoken(model, labels)
+        for name, command in training_commands(one_epoch, data, model, False).items():
+            run = train_run(command + flags, options.seeds[0], options.work, f"{name} {label}")
+            rate = subtokens / run["seconds"]
+            rows.append({"model": label, "run": name, "subtokens_per_s": rate, "flops": rate * flops})
+    return {"device": device, "dtype": dtype, "flags": flags, "peak": peak, "rows": rows}
+
+
+def throughput_lines(options, throughput):
+    precision = f"{throughput['dtype']} ({' '.join(throughput['flags'])} on both command lines)" \
+        if throughput["flags"] else throughput["dtype"]
+    lines = [
+        "### Training throughput",
+        "",
+        f"One epoch of WNUT-16 ({options.limit or 1916:,} training sentences), batch 16, seed {options.seeds[0]}, "
+        f"device {throughput['device']}, {precision}. Sub-tokens a second: the epoch's real sub-tokens over "
+        "`train_runtime`. Linear layers' rate: 6 FLOPs per weight of the linear layers for each sub-token "
+        "(attention's products left out), against this device's measured matrix-multiply peak of "
+        f"{throughput['peak'] / 1e12:.2f} TFLOP/s ({throughput['dtype']}, the fastest of a few square products).",
+        "",
+        "| model | run | sub-tokens/s | linear layers (TFLOP/s) | share of the measured peak |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in throughput["rows"]:
+        lines.append(f"| {row['model']} | {row['run']} | {row['subtokens_per_s']:,.0f} | {row['flops'] / 1e12:.3f} | "
+                     f"{row['flops'] / throughput['peak']:.1%} |")
+    return lines + [""]
+
+
 def merge_results(path, heading, section):
-    """Write `section` into RESULTS.md in place of the section with the same machine heading (or at the
-    end), keeping every other machine's section as it is."""
-    title = "# Benchmark results\n\nOne section per machine kind; `python bench/bench.py` rewrites its own.\n\n"
+    """Write `section` into RESULTS.md: in the section with the same machine heading, its header and the
+    subsections (`### ...`) it measured replace theirs, and the subsections of other runs stay (a run of
+    some parts does not erase the others); a machine kind without a section gets one at the end. Every
+    other machine's section stays as it is."""
+    title = ("# Benchmark results\n\nOne section per machine kind; `python bench/bench.py` rewrites, in its own, the "
+             "parts it measured.\n\n")
     text = open(path, encoding="utf-8").read() if os.path.isfile(path) else title
     parts = re.split(r"(?m)^(?=## )", text)
-    head, sections = parts[0], parts[1:]
+    head, sections = parts[0], [old.rstrip("\n") + "\n\n" for old in parts[1:]]
     new = "\n".join(section).rstrip("\n") + "\n\n"
     for index, old in enumerate(sections):
         if old.splitlines()[0] == f"## {heading}":
-            sections[index] = new
+            sections[index] = merge_subsections(old, new)
             break
     else:
         sections.append(new)
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(head + "".join(sections).rstrip("\n") + "\n")
+
+
+def merge_subsections(old, new):
+    """The new section's header, then the old section's subsections with those the new one has replaced
+    in place, then the new one's others."""
+    def split(text):
+        head, *chunks = re.split(r"(?m)^(?=### )", text)
+        return head, {chunk.splitlines()[0]: chunk.rstrip("\n") + "\n\n" for chunk in chunks}
+
+    _, old_parts = split(old)
+    new_head, new_parts = split(new)
+    return new_head + "".join({**old_parts, **new_parts}.values())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,72 @@
+"""bench/bench.py's training throughput part: what it counts and how it reports it (never how fast)."""
+
+import argparse
+import importlib.util
+import json
+import os
+
+import pytest
+
+from tiny_models import build_tiny_bert
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_script", os.path.join(ROOT, "bench", "bench.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_linear_flops_count_every_linear_weight_of_the_token_classifier(bench, tiny_bert):
+    hidden, intermediate, layers, labels = 32, 64, 2, 5  # tiny_bert's shape
+    per_layer = 4 * hidden * hidden + 2 * hidden * intermediate  # query, key, value, output; the feed-forward pair
+    assert bench.linear_flops_per_subtoken(tiny_bert, labels) == 6 * (layers * per_layer + hidden * labels)
+
+
+def test_throughput_rows_are_the_epochs_sub_tokens_over_each_runs_train_runtime(bench, tiny_bert, ner_files,
+                                                                             tmp_path):
+    data = {"train.json": ner_files["train"], "validation.json": ner_files["validation"]}
+    options = argparse.Namespace(seeds=[42], epochs=3, limit=None, rows=["nerkit"], parts=["throughput"],
+                                 work=str(tmp_path))
+    other = build_tiny_bert(tmp_path / "other-bert", seed=1)
+    result = bench.throughput_benchmark(options, data, {"tiny": tiny_bert, "other": other}, peak=1e12)
+
+    assert [(row["model"], row["run"]) for row in result["rows"]] == [
+        ("tiny", "upstream recipe"), ("tiny", "nerkit run_ner.py"),
+        ("other", "upstream recipe"), ("other", "nerkit run_ner.py")]
+    subtokens = bench.count_subtokens(tiny_bert, ner_files["train"])
+    flops = bench.linear_flops_per_subtoken(tiny_bert, bench.training_labels(ner_files["train"]))
+    for row in result["rows"][:2]:
+        slug = f"{row['run']} {row['model']}".lower().replace(" ", "-").replace(".", "-").replace("_", "-")
+        with open(tmp_path / f"{slug}-seed42" / "train_results.json") as handle:
+            train = json.load(handle)
+        assert train["epoch"] == 1  # one epoch, whatever --epochs says
+        assert row["subtokens_per_s"] == pytest.approx(subtokens / train["train_runtime"])
+        assert row["flops"] == pytest.approx(row["subtokens_per_s"] * flops)
+    lines = bench.throughput_lines(options, result)
+    table = [line for line in lines if line.startswith("| tiny |")]
+    assert len(table) == 2 and table[0].endswith(f"{result['rows'][0]['flops'] / 1e12:.1%} |")
+
+
+def test_matmul_peak_is_a_rate_of_the_product_it_times(bench):
+    rate = bench.matmul_peak("cpu", "float32", size=128, repeats=2)
+    assert 1e6 < rate < 1e15
+
+
+def test_a_run_of_some_parts_replaces_only_its_own_subsections(bench, tmp_path):
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Benchmark results\n\nintro\n\n"
+                    "## CPU A, 2 cores\n\nold header\n\n### Training\n\nold training\n\n### Prediction\n\nold prediction\n\n"
+                    "## GPU B\n\n### Training\n\nB's training\n")
+    bench.merge_results(str(path), "CPU A, 2 cores", ["## CPU A, 2 cores", "", "new header", "", "### Training", "",
+                                                      "new training", "", "### Training throughput", "", "new rate"])
+    assert path.read_text() == ("# Benchmark results\n\nintro\n\n"
+                                "## CPU A, 2 cores\n\nnew header\n\n### Training\n\nnew training\n\n"
+                                "### Prediction\n\nold prediction\n\n### Training throughput\n\nnew rate\n\n"
+                                "## GPU B\n\n### Training\n\nB's training\n")
+    bench.merge_results(str(path), "GPU C", ["## GPU C", "", "### Training", "", "C's training"])
+    assert path.read_text().endswith("## GPU B\n\n### Training\n\nB's training\n\n## GPU C\n\n### Training\n\n"
+                                     "C's training\n")
