@@ -76,7 +76,7 @@ def main():
         results["memory"] = eval_memory(trained[0], data, options.work)
     if "throughput" in options.parts:
         models = {"packaged MiniLM": model, "BERT-base-sized, random weights": base_sized_model(options.work)}
-        results["throughput"] = throughput_benchmark(options, data, models)
+        results["throughput"] = throughput_benchmark(options, data, models, bf16_fast)
     section = results_section(options, results)
     print("\n".join(section))
     merge_results(options.results, machine_heading(), section)
@@ -511,14 +511,17 @@ def base_sized_model(work):
     return path
 
 
-def throughput_precision():
-    """(device, torch dtype name, extra flags): bf16 where the device runs it fast (`--bf16` on the command
-    line of both rows, as a user of upstream would pass it), otherwise fp32."""
+def throughput_precision(bf16_fast_cpu):
+    """(device, torch dtype name, extra flags): bf16 where the device runs it fast (a GPU with bf16, or this
+    CPU when `bf16_fast_cpu`, main's measurement), with `--bf16` on the command line of both rows as a user
+    of upstream would pass it; otherwise fp32."""
     import torch
 
     if torch.cuda.is_available():
-        return "cuda", ("bfloat16", ["--bf16"]) if torch.cuda.is_bf16_supported() else ("float32", [])
-    return "cpu", ("bfloat16", ["--bf16", "--use_cpu"]) if bf16_pays_on_cpu() else ("float32", [])
+        bf16, device, flags = torch.cuda.is_bf16_supported(), "cuda", ["--bf16"]
+    else:
+        bf16, device, flags = bf16_fast_cpu, "cpu", ["--bf16", "--use_cpu"]
+    return (device, "bfloat16", flags) if bf16 else (device, "float32", [])
 
 
 def matmul_peak(device, dtype_name, size=None, repeats=None):
@@ -527,15 +530,14 @@ def matmul_peak(device, dtype_name, size=None, repeats=None):
 
     size = size or (8192 if device == "cuda" else 4096)
     repeats = repeats or (20 if device == "cuda" else 3)
+    synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     a, b = (torch.randn(size, size, device=device, dtype=getattr(torch, dtype_name)) for _ in range(2))
     best = float("inf")
     for _ in range(repeats + 1):  # the first one warms up
-        if device == "cuda":
-            torch.cuda.synchronize()
+        synchronize()
         started = time.perf_counter()
         a @ b
-        if device == "cuda":
-            torch.cuda.synchronize()
+        synchronize()
         best = min(best, time.perf_counter() - started)
     return 2 * size ** 3 / best
 
@@ -557,12 +559,12 @@ def training_labels(path):
         return len({tag for line in handle for tag in json.loads(line)["ner_tags"]})
 
 
-def throughput_benchmark(options, data, models, peak=None):
+def throughput_benchmark(options, data, models, bf16_fast_cpu, peak=None):
     """For each of `models` ({name: path}): the upstream recipe and run_ner.py with the same command line, one
     epoch each (seed: the first of --seeds), taking turns. Returns the device, precision, its measured
     matrix-multiply peak and per run the real sub-tokens trained a second (from `train_runtime`) and the
-    linear layers' FLOP/s."""
-    device, (dtype, flags) = throughput_precision()
+    linear layers' FLOP/s, and where the run wrote its results."""
+    device, dtype, flags = throughput_precision(bf16_fast_cpu)
     peak = peak or matmul_peak(device, dtype)
     labels = training_labels(data["train.json"])
     one_epoch = argparse.Namespace(**dict(vars(options), epochs=1, rows=["upstream", "nerkit"]))
@@ -573,7 +575,8 @@ def throughput_benchmark(options, data, models, peak=None):
         for name, command in training_commands(one_epoch, data, model, False).items():
             run = train_run(command + flags, options.seeds[0], options.work, f"{name} {label}")
             rate = subtokens / run["seconds"]
-            rows.append({"model": label, "run": name, "subtokens_per_s": rate, "flops": rate * flops})
+            rows.append({"model": label, "run": name, "subtokens_per_s": rate, "flops": rate * flops,
+                         "output_dir": run["output_dir"]})
     return {"device": device, "dtype": dtype, "flags": flags, "peak": peak, "rows": rows}
 
 

@@ -13,7 +13,7 @@ back to packed rows with a mask.
 On the CPU the same one-row batches go through `bucketed_attention` (for models on PyTorch's SDPA): the
 linear layers see only real sub-tokens, and attention, its softmax and its dropout run per bucket of
 examples of similar length, each bucket padded to its longest, instead of over packed rows of 64 with a
-block-diagonal mask. On the AMD EPYC of bench/RESULTS.md, 3 epochs of MiniLM on WNUT-16 took 5-7% less
+block-diagonal mask. On the AMD EPYC of bench/RESULTS.md, 3 epochs of MiniLM on WNUT-16 took 5-6% less
 time than with the packed rows, taking turns twice. The model is checked the same way, and falls back to
 the packed rows.
 """
