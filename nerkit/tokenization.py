@@ -113,10 +113,17 @@ def set_prefix_space(tokenizer):
 
 
 def window_length(tokenizer, config, requested, flag="--max_seq_length"):
-    """The window in sub-tokens: `requested` (the script's `flag`), else the model's maximum; never above."""
+    """The window in sub-tokens: `requested` (the script's `flag`), else the model's maximum; never above.
+    The maximum is the tokenizer's, or where it has none the model's position table (at most 512); a
+    tokenizer that claims more than the table holds is held to the table."""
     limit = tokenizer.model_max_length if tokenizer.model_max_length < UNBOUNDED else None
+    capacity = position_capacity(config)
     if limit is None:
-        limit = min(getattr(config, "max_position_embeddings", 512) or 512, 512)
+        limit = min(capacity or 512, 512)
+    elif capacity is not None and capacity < limit:
+        logger.warning("The tokenizer allows %d sub-tokens but the model has positions for %d; windows hold %d.",
+                       limit, capacity, capacity)
+        limit = capacity
     if requested is None:
         return limit
     if requested > limit:
@@ -128,6 +135,36 @@ def window_length(tokenizer, config, requested, flag="--max_seq_length"):
                         f"tokens: give at least {specials + 2} (a window that short holds a word or two; 128 or more "
                         "is usual).")
     return requested
+
+
+def position_capacity(config):
+    """Sub-tokens the model's table of absolute positions holds, or None where it has none. Models that
+    number positions the fairseq way (RoBERTa, XLM-R, CamemBERT, Longformer, MPNet, ...) start after the
+    padding token's id, so their table of 514 holds 512 sub-tokens."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if not positions or getattr(config, "position_embedding_type", "absolute") != "absolute" or \
+            not getattr(config, "position_biased_input", True):  # DeBERTa-v3: relative positions only
+        return None
+    return positions - (config.pad_token_id + 1 if numbers_positions_after_padding(config) else 0)
+
+
+def numbers_positions_after_padding(config):
+    """Whether the model's code numbers positions from pad_token_id + 1 (transformers' modeling module for
+    it defines `create_position_ids_from_input_ids`); False for a model transformers does not ship."""
+    import importlib
+
+    from transformers.models.auto.configuration_auto import model_type_to_module_name
+
+    if getattr(config, "pad_token_id", None) is None or not getattr(config, "model_type", None):
+        return False
+    name = model_type_to_module_name(config.model_type)
+    try:
+        module = importlib.import_module(f"transformers.models.{name}.modeling_{name}")
+    except ImportError:
+        return False
+    marker = "create_position_ids_from_input_ids"
+    return hasattr(module, marker) or any(isinstance(value, type) and marker in vars(value)
+                                          for value in vars(module).values())
 
 
 def align_labels(word_ids, word_label_ids, inside_ids=None):

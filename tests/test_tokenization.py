@@ -134,6 +134,42 @@ def test_window_length_defaults_to_the_model_maximum_and_clamps(tiny_bert):
     assert window_length(tokenizer, None, 1000) == 64
 
 
+def test_window_length_without_a_tokenizer_maximum_keeps_to_the_position_table(tiny_bert, tiny_roberta, caplog):
+    from transformers import AutoConfig
+
+    from nerkit.tokenization import UNBOUNDED
+
+    # RoBERTa numbers positions after its padding id (1): a table of 66 holds 64 sub-tokens, and the model
+    # fails past them
+    roberta = load_fast_tokenizer(tiny_roberta, {})
+    roberta.model_max_length = UNBOUNDED * 1000
+    config = AutoConfig.from_pretrained(tiny_roberta)
+    assert config.max_position_embeddings == 66
+    assert window_length(roberta, config, None) == 64
+    assert window_length(roberta, config, 100) == 64
+    # a tokenizer that claims more than the table holds is held to it, and says so
+    bert = load_fast_tokenizer(tiny_bert, {})
+    bert.model_max_length = 512
+    with caplog.at_level("WARNING"):
+        assert window_length(bert, AutoConfig.from_pretrained(tiny_bert), None) == 64
+    assert "allows 512 sub-tokens but the model has positions for 64" in caplog.text
+
+
+def test_windows_of_the_full_length_fit_a_roberta_model(tiny_roberta):
+    import torch
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    from nerkit.tokenization import UNBOUNDED
+
+    tokenizer = load_fast_tokenizer(tiny_roberta, {})
+    tokenizer.model_max_length = UNBOUNDED * 1000
+    config = AutoConfig.from_pretrained(tiny_roberta)
+    length = window_length(tokenizer, config, None)
+    model = AutoModelForTokenClassification.from_pretrained(tiny_roberta, num_labels=3)
+    input_ids = torch.full((1, length), 5)
+    assert model(input_ids=input_ids).logits.shape == (1, length, 3)
+
+
 def test_long_example_is_split_into_windows_that_keep_every_word(tiny_bert):
     tokenizer = load_fast_tokenizer(tiny_bert, {})
     words = ("the unbelievably long meeting in Brussels was reported by Peter Blackburn " * 8).split()
