@@ -123,7 +123,8 @@ def read_documents(path, kind):
     except UnicodeDecodeError as error:
         raise UserError(f"{name[:1].upper()}{name[1:]} is not UTF-8 text ({error.reason} at byte {error.start}); "
                         "save it as UTF-8.") from None
-    kind = FORMATS.get(os.path.splitext(path)[1].lower(), "text") if kind == "auto" else kind
+    guessed = kind == "auto"
+    kind = FORMATS.get(os.path.splitext(path)[1].lower(), "text") if guessed else kind
     if kind in ("conll", "conllu"):
         parse = parse_conll if kind == "conll" else parse_conllu
         # Windows line ends read as the training scripts read them (nerkit.data.read_text)
@@ -132,7 +133,7 @@ def read_documents(path, kind):
     if kind == "jsonl":
         return [json_document(line, path, number) if line.strip() else {"text": ""}
                 for number, line in enumerate(lines, start=1)]
-    if looks_like_conll(lines):
+    if guessed and looks_like_conll(lines):  # --format text says to tag the lines as they are
         raise UserError(f"{name} looks like a CoNLL column file (a word and its tags on each line, separated by "
                         "tabs), which would be tagged line by line as text. Pass --format conll to tag its words "
                         "sentence by sentence, or --format text to tag each line as it is.")

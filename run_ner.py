@@ -40,7 +40,7 @@ from nerkit.errors import UserError, exit_on_user_error
 from nerkit.labels import outside_label
 from nerkit.metrics import EntityScorer, entity_type
 from nerkit.modeling import load_model
-from nerkit.outputs import save_results, timing_metrics, write_predictions
+from nerkit.outputs import clear_earlier_run, save_results, timing_metrics, write_predictions
 from nerkit.progress import interactive, score_table, use_short_lines
 from nerkit.report import (
     command_line,
@@ -185,16 +185,18 @@ def keep_token_out_of_files(training_args):
 def last_complete_checkpoint(output_dir):
     """The newest checkpoint-N whose trainer_state.json (the Trainer writes it last) is whole, or None: a
     run killed while saving leaves a half-written folder that must not be resumed from."""
-    numbered = []
-    for name in os.listdir(output_dir):
-        prefix, _, number = name.partition("-")
-        if prefix == PREFIX_CHECKPOINT_DIR and number.isdigit():
-            numbered.append((int(number), os.path.join(output_dir, name)))
+    numbered = [(int(name.partition("-")[2]), os.path.join(output_dir, name))
+                for name in os.listdir(output_dir) if is_checkpoint_name(name)]
     for _, path in sorted(numbered, reverse=True):
         if complete_checkpoint(path):
             return path
         logger.warning("Skipping the incomplete checkpoint %s.", path)
     return None
+
+
+def is_checkpoint_name(name):
+    prefix, _, number = name.partition("-")
+    return prefix == PREFIX_CHECKPOINT_DIR and number.isdigit()
 
 
 def complete_checkpoint(path):
@@ -223,6 +225,8 @@ def checkpoint_to_resume(training_args, data_args):
                             "(a checkpoint-N folder with its trainer_state.json). Give one of the checkpoint-N "
                             "folders in an output folder, or leave the flag out: the newest one in --output_dir is "
                             "resumed from by itself.")
+        if training_args.do_train:
+            check_trains_on(path, training_args)
         return path
     output_dir = training_args.output_dir
     if not training_args.do_train or not os.path.isdir(output_dir) or data_args.overwrite_output_dir:
@@ -249,14 +253,34 @@ def finished_training(output_dir, checkpoint):
     if the run died before writing it."""
     if os.path.isfile(os.path.join(output_dir, "train_results.json")):
         return "train_results.json is there"
-    if checkpoint is None:
+    if checkpoint is None or not training_ended(trainer_state(checkpoint)):
         return None
+    return f"{os.path.basename(checkpoint)} is its last step"
+
+
+def check_trains_on(checkpoint, training_args):
+    """An explicit --resume_from_checkpoint whose run ended (its last step, an early stop, or a whole output
+    folder) would train no step unless this run is longer, and would write a train_loss of 0.0."""
+    state = trainer_state(checkpoint)
+    longer = training_args.max_steps > state.get("global_step", 0) if training_args.max_steps > 0 else \
+        training_args.num_train_epochs > state.get("num_train_epochs", 0)
+    if training_ended(state) and not longer:
+        raise UserError(f"--resume_from_checkpoint {checkpoint}: {os.path.basename(os.path.normpath(checkpoint))} is "
+                        f"the last step of a finished run ({state.get('global_step')} steps), so resuming it would "
+                        "train nothing. To train on, raise --num_train_epochs (or --max_steps) above that run's; to "
+                        "evaluate or predict with its model, leave out --do_train and give the folder as "
+                        "--model_name_or_path.")
+
+
+def trainer_state(checkpoint):
     with open(os.path.join(checkpoint, "trainer_state.json"), encoding="utf-8") as handle:
-        state = json.load(handle)
+        return json.load(handle)
+
+
+def training_ended(state):
+    """Whether a Trainer state was saved when training stopped: at its last step, or by early stopping."""
     control = state.get("stateful_callbacks", {}).get("TrainerControl", {}).get("args", {})
-    if state.get("global_step", 0) >= state.get("max_steps", 0) > 0 or control.get("should_training_stop"):
-        return f"{os.path.basename(checkpoint)} is its last step"
-    return None
+    return state.get("global_step", 0) >= state.get("max_steps", 0) > 0 or bool(control.get("should_training_stop"))
 
 
 def check_metric_name(training_args, label_list, data_args):
@@ -328,7 +352,7 @@ def build_trainer(model, tokenizer, training_args, data_args, splits, features, 
 
 def train(trainer, checkpoint, num_examples):
     if checkpoint is None and trainer.is_world_process_zero():
-        remove_earlier_results(trainer.args.output_dir)
+        clear_earlier_run(trainer.args.output_dir, is_checkpoint_name)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()  # the tokenizer and the config with the real label names come along
     metrics = dict(result.metrics, train_samples=num_examples)
@@ -339,17 +363,6 @@ def train(trainer, checkpoint, num_examples):
             dict(entry, step=entry.get("step", 0)) for entry in trainer.state.log_history
             if "loss" in entry or "eval_f1" in entry])
     trainer.save_state()
-
-
-def remove_earlier_results(output_dir):
-    """A fresh start (--overwrite_output_dir) drops the result files of the run that was there: they would
-    otherwise mark a new run killed midway as finished, and leave stale keys in all_results.json."""
-    names = [f"{name}_results.json" for name in ("train", "eval", "predict", "all")]
-    removed = [name for name in names if os.path.isfile(os.path.join(output_dir, name))]
-    for name in removed:
-        os.remove(os.path.join(output_dir, name))
-    if removed:
-        logger.info("Removed the earlier run's %s from %s.", ", ".join(removed), output_dir)
 
 
 def evaluate(trainer, split):

@@ -38,7 +38,7 @@ from nerkit.datacheck import check_data
 from nerkit.decoding import forward_batches
 from nerkit.errors import UserError, exit_on_user_error
 from nerkit.modeling import load_model
-from nerkit.outputs import save_results, timing_metrics, write_json, write_predictions
+from nerkit.outputs import clear_earlier_run, save_results, timing_metrics, write_json, write_predictions
 from nerkit.progress import interactive, progress_line
 from nerkit.report import (
     command_line,
@@ -130,8 +130,9 @@ class LoopArguments:
                                         "in output_dir."}
     )
     with_tracking: bool = field(default=False, metadata={"help": "Log loss, learning rate and scores to a tracker."})
-    report_to: str = field(default="all", metadata={"help": "Tracker for --with_tracking: tensorboard, wandb, "
-                                                            "comet_ml, clearml, all..."})
+    report_to: str = field(default="all", metadata={"help": "Trackers for --with_tracking, separated by commas: "
+                                                            "tensorboard, wandb, comet_ml, mlflow, ...; all (every "
+                                                            "one installed) or none."})
     load_best_model_at_end: bool = field(
         default=False,
         metadata={"help": "Save (and predict with) the model of the epoch with the best validation F1 instead of "
@@ -193,7 +194,7 @@ def main(model_args=None, data_args=None, args=None, command=None):
     accelerator, precision = make_accelerator(args, data_args)
     setup_logging("run_ner_no_trainer", accelerator.is_local_main_process, other_level=logging.ERROR)
     logger.info("Running on %d process(es), device %s.", accelerator.num_processes, accelerator.device)
-    log_precision(accelerator, precision, "Training")
+    log_precision(accelerator, precision, "Training" if trains(args) else "Inference")
     if data_args.check_data:
         check_data(model_args, data_args, args.output_dir, args.max_length, "--max_length", accelerator.is_main_process)
         return
@@ -202,7 +203,7 @@ def main(model_args=None, data_args=None, args=None, command=None):
     if args.seed is not None:
         set_seed(args.seed)
 
-    splits, declared = read_data(data_args, model_args, {"train": "training"}, scored=SCORED)
+    splits, declared = read_data(data_args, model_args, {"train": "training"} if trains(args) else {}, scored=SCORED)
     if args.debug:
         splits = {name: split.select(100) for name, split in splits.items()}
     check_keeping_best(accelerator, args, splits)
@@ -211,13 +212,13 @@ def main(model_args=None, data_args=None, args=None, command=None):
     model = load_model(model_args, config, head_reused)
     features = encode_splits(splits, tokenizer, config, settings, data_args, accelerator.main_process_first)
 
-    packer = choose_packing(model, tokenizer, features["train"], data_args.packing, data_args.pad_to_max_length,
+    packer = choose_packing(model, tokenizer, features.get("train"), data_args.packing, data_args.pad_to_max_length,
                             accelerator.device, {"bf16": "bf16", "fp16": "fp16"}.get(accelerator.mixed_precision))
     loaders = make_dataloaders(features, tokenizer, settings, data_args, args, accelerator, packer)
-    optimizer = make_optimizer(model, args, accelerator.device.type)
+    optimizer = make_optimizer(model, args, accelerator.device.type, trains(args))
     model, optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders.values())
     loaders = dict(zip(loaders, prepared))
-    max_steps, epochs = training_length(len(loaders["train"]), args)
+    max_steps, epochs = training_length(len(loaders["train"]), args) if trains(args) else (0, 0)
     scheduler = accelerator.prepare(make_scheduler(optimizer, args, max_steps, accelerator.num_processes))
     if args.with_tracking:
         accelerator.init_trackers("ner_no_trainer", tracked_config(model_args, data_args, args))
@@ -230,7 +231,8 @@ def main(model_args=None, data_args=None, args=None, command=None):
 
 def make_accelerator(args, data_args):
     """The run's Accelerator, with the precision nerkit.speed.decide_precision chooses (and the reason)."""
-    tracking = {"log_with": args.report_to, "project_dir": args.output_dir} if args.with_tracking else {}
+    log_with = trackers(args.report_to) if args.with_tracking else None
+    tracking = {"log_with": log_with, "project_dir": args.output_dir} if log_with else {}
     # A seedable sampler shuffles by (seed, epoch) alone, so a resumed epoch sees the same order.
     loader_config = DataLoaderConfiguration(use_seedable_sampler=True)
     # Under torchrun without CUDA, accelerate 1.15 sets up no distributed state unless asked for the CPU.
@@ -247,11 +249,38 @@ def make_accelerator(args, data_args):
     return accelerator, precision
 
 
+def trackers(report_to):
+    """--report_to as accelerate's `log_with`: "all" (every tracker installed), names separated by commas, or
+    "none" (nothing tracked, as in run_ner.py). An unknown or uninstalled tracker is a UserError."""
+    from accelerate.tracking import get_available_trackers
+    from accelerate.utils import LoggerType
+
+    names = [name.strip() for name in report_to.split(",") if name.strip()]
+    if not names or names == ["none"]:
+        return None
+    if "all" in names:
+        return "all"
+    known, installed = {str(kind) for kind in LoggerType} - {"all"}, {str(kind) for kind in get_available_trackers()}
+    for name in names:
+        if name not in known:
+            raise UserError(f"--report_to {report_to}: {name!r} is not a tracker accelerate knows; give one or more "
+                            f"of {', '.join(sorted(known))} (separated by commas), all, or none.")
+        if name not in installed:
+            raise UserError(f"--report_to {report_to}: {name} is not installed here; install it (pip install {name}), "
+                            "or give a tracker that is (--report_to all uses every one installed) or none.")
+    return names
+
+
 def shared_seed(seed):
     """`seed`, or without one process 0's random initial seed, the same on every process."""
     if seed is not None:
         return seed
     return broadcast_object_list([torch.random.initial_seed()])[0]
+
+
+def trains(args):
+    """Whether the run trains: --num_train_epochs 0 (without --max_train_steps) only evaluates and predicts."""
+    return bool(args.max_train_steps or args.num_train_epochs)
 
 
 def check_arguments(model_args, data_args, args):
@@ -298,10 +327,10 @@ def checkpoint_to_resume(args, data_args):
                             "written by this script (step_N or epoch_N with loop_state.json).")
         return args.resume_from_checkpoint
     if os.path.isdir(output_dir) and os.listdir(output_dir) and not data_args.overwrite_output_dir:
-        hint = " It holds checkpoints: add --resume_from_checkpoint latest to continue," if checkpoints_in(
+        hint = " It holds checkpoints: add --resume_from_checkpoint latest to continue." if checkpoints_in(
             output_dir) else ""
-        raise UserError(f"The output folder {output_dir} already exists and is not empty.{hint} Choose another "
-                        "--output_dir, or add --overwrite_output_dir to train into it.")
+        raise UserError(f"The output folder {output_dir} already exists and is not empty.{hint} Otherwise choose "
+                        "another --output_dir, or add --overwrite_output_dir to train into it from the start.")
     return None
 
 
@@ -335,7 +364,7 @@ def make_dataloaders(features, tokenizer, settings, data_args, args, accelerator
     return loaders
 
 
-def make_optimizer(model, args, device_type):
+def make_optimizer(model, args, device_type, training=True):
     """AdamW without weight decay on biases and normalisation weights; its fused kernel where torch has
     one for the device, as the Trainer's default (see nerkit.speed.fused_adamw)."""
     decay = set(get_parameter_names(model, [torch.nn.LayerNorm], ["bias", "layernorm", "rmsnorm", "norm"]))
@@ -344,7 +373,8 @@ def make_optimizer(model, args, device_type):
         {"params": [p for n, p in model.named_parameters() if n not in decay], "weight_decay": 0.0},
     ]
     fused = fused_adamw(device_type)
-    logger.info("Optimizer: AdamW%s.", " (fused kernel)" if fused else "")
+    if training:
+        logger.info("Optimizer: AdamW%s.", " (fused kernel)" if fused else "")
     return torch.optim.AdamW(groups, lr=args.learning_rate, fused=fused or None)
 
 
@@ -380,9 +410,11 @@ def tracked_config(model_args, data_args, args):
 def train(run, max_steps, epochs, resume):
     """The loop: accumulate, step, checkpoint; evaluate every epoch. Returns the LoopState and the validation
     word labels of the kept epoch (None when that epoch was scored before this process resumed)."""
-    state, skip_batches = restore(run, resume) if resume else (LoopState(), 0)
+    state, skip_batches = restore(run, resume, max_steps) if resume else (LoopState(), 0)
     if max_steps == 0:  # --num_train_epochs 0: evaluate (and predict) the model as it is
         return state, end_of_epoch(run, state, None)
+    if resume is None and run.accelerator.is_main_process:
+        clear_earlier_run(run.args.output_dir, lambda name: CHECKPOINT_NAME.match(name) is not None)
     progress = tqdm(range(max_steps), initial=state.completed_steps,
                     disable=not (run.accelerator.is_local_main_process and interactive()))
     started, kept_tags = time.time(), None
@@ -526,13 +558,19 @@ def save_checkpoint(accelerator, output_dir, name, state, started):
     accelerator.wait_for_everyone()
 
 
-def restore(run, path):
-    """Load a checkpoint; returns (LoopState, batches of the current epoch already trained on)."""
-    logger.info("Resuming from %s", path)
-    run.accelerator.load_state(path)
+def restore(run, path, max_steps):
+    """Load a checkpoint; returns (LoopState, batches of the current epoch already trained on). One that
+    completed this run's `max_steps` would train nothing: refused."""
     with open(os.path.join(path, LOOP_STATE), encoding="utf-8") as handle:
         saved = json.load(handle)
     state = LoopState(**{key: value for key, value in saved.items() if key in LoopState.__dataclass_fields__})
+    if max_steps and state.completed_steps >= max_steps:
+        raise UserError(f"--resume_from_checkpoint: {path} has completed {state.completed_steps} optimizer steps, and "
+                        f"this run has {max_steps}, so resuming it would train nothing. To train on, raise "
+                        "--num_train_epochs (or --max_train_steps); to evaluate or predict with the trained model, "
+                        "give its output folder as --model_name_or_path with --num_train_epochs 0.")
+    logger.info("Resuming from %s", path)
+    run.accelerator.load_state(path)
     if run.args.load_best_model_at_end and state.best_epoch is not None and \
             not os.path.isfile(os.path.join(run.args.output_dir, "config.json")):
         raise UserError(f"--load_best_model_at_end: the model of the best epoch so far was saved in the output folder "
@@ -571,7 +609,8 @@ def final_results(run, state):
     """(train results, eval results) with upstream's meaning: the last epoch's training loss and evaluation,
     `epoch` the epochs trained; with --load_best_model_at_end also the saved epoch's scores as best_*."""
     last = state.history[-1] if state.history else {}
-    epochs = state.completed_steps / steps_per_epoch(len(run.loaders["train"]), run.args)
+    epochs = state.completed_steps / steps_per_epoch(len(run.loaders["train"]), run.args) if state.completed_steps \
+        else 0.0
     train_results = {}
     if state.completed_steps:
         examples = len(run.splits["train"].tokens)

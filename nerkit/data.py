@@ -533,6 +533,9 @@ def as_list(value, column, where):
                 return list(parsed)
         raise UserError(f"{where}: the '{column}' cell is not a valid list: {value[:80]!r}. Write it as a JSON "
                         "list (\"[\"\"EU\"\", \"\"rejects\"\"]\" in CSV) or a Python list.")
+    if value is None:  # a JSON line without the key, or a null (datasets fills a missing key with None)
+        raise UserError(f"{where}: this example has no '{column}' (the key is missing or null), which the other "
+                        f"examples have. Give it a '{column}' list, or remove the example.")
     raise UserError(f"{where}: the '{column}' column must hold a list per example, got "
                     f"{type(value).__name__} {str(value)[:80]!r}. Name the right column with --text_column_name "
                     "or --label_column_name.")

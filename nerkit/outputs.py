@@ -2,11 +2,16 @@
 writing never leaves a truncated file that looks finished."""
 
 import json
+import logging
 import os
+import shutil
 import stat
 import uuid
 
 from .schemes import entity_spans
+
+logger = logging.getLogger(__name__)
+RESULT_FILES = tuple(f"{name}_results.json" for name in ("train", "eval", "predict", "all"))
 
 
 def write_atomic(path, text):
@@ -86,3 +91,23 @@ def timing_metrics(prefix, seconds, examples, steps):
     return {f"{prefix}_runtime": round(seconds, 4), f"{prefix}_samples": examples,
             f"{prefix}_samples_per_second": round(examples / seconds, 3),
             f"{prefix}_steps_per_second": round(steps / seconds, 3)}
+
+
+def clear_earlier_run(output_dir, is_checkpoint):
+    """A fresh start (--overwrite_output_dir) drops what the run that was there left to be picked up: its
+    result files, which would mark a new run killed midway as finished and leave stale keys in
+    all_results.json, and its checkpoint folders (names for which `is_checkpoint` is true), which a resume
+    would take for this run's and checkpoint rotation would keep over this run's newer ones."""
+    if not os.path.isdir(output_dir):
+        return
+    removed = []
+    for name in sorted(os.listdir(output_dir)):
+        path = os.path.join(output_dir, name)
+        if name in RESULT_FILES and os.path.isfile(path):
+            os.remove(path)
+            removed.append(name)
+        elif is_checkpoint(name) and os.path.isdir(path):
+            shutil.rmtree(path)
+            removed.append(name + "/")
+    if removed:
+        logger.info("Starting afresh: removed the earlier run's %s from %s.", ", ".join(removed), output_dir)

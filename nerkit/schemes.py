@@ -11,6 +11,7 @@ IOBES. Labels outside the chosen scheme (that stray E-X, or an unprefixed tag su
 everywhere: no label is ever made unreachable.
 """
 
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -173,6 +174,9 @@ def outside_scheme(label_list, scheme):
 # BILOU's L and U: it reads "U-LOC U-LOC" as one entity and "B-LOC L-LOC U-LOC" as one. BILOU tags are given
 # to it in their IOBES spelling, the same entities in letters it knows.
 IOBES_SPELLING = {"L": "E", "U": "S"}
+# It also warns once per entity whose tag has no prefix it knows: tens of lines a run on plain tags (POS,
+# chunk labels without B-/I-), which the run's summary already names as a tagging scheme of their own.
+warnings.filterwarnings("ignore", message=r".* seems not to be NE tag\.$", category=UserWarning)
 
 
 def iobes_spelling(tags):

@@ -120,6 +120,7 @@ def test_saved_dataset_folder(tmp_path):
         ('{"tokens": ["a"], "ner_tags": ["O"]}\n{"tokens": ["a", ""], "ner_tags": ["O", "O"]}\n', "line 2: word 1"),
         ('{"tokens": ["a"], "ner_tags": ["O"]}\n{"tokens": ["a"],\n', "line 2: not valid JSON"),
         ('{"tokens": "a b", "ner_tags": ["O", "O"]}\n', "must hold a list"),
+        ('{"tokens": ["a"], "ner_tags": ["O"]}\n{"tokens": ["b"]}\n', "line 2: this example has no 'ner_tags'"),
         ("\n\n", "is empty"),
         ('{"tokens": ["a", "b"], "ner_tags": ["O", ""]}\n', "line 1, word 1: the tag '' is empty"),
         ('{"tokens": ["a", "b"], "ner_tags": ["B ORG", "O"]}\n', "line 1, word 0: the tag 'B ORG' is empty or holds"),

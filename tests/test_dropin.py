@@ -97,11 +97,19 @@ def test_running_a_finished_command_again_is_refused_and_keeps_its_results(tiny_
     with pytest.raises(UserError, match="checkpoint-10 is its last step"):
         run_ner.cli(args)
     # --overwrite_output_dir trains again from the start (a resumed finished run would report train_loss 0.0),
-    # and the earlier run's results go: no stale predict_ keys in all_results.json
-    run_ner.cli(finished_run_args(tiny_bert, sample, tmp_path, "--overwrite_output_dir"))
+    # and the earlier run's results and checkpoints go: no stale predict_ keys in all_results.json, and no
+    # checkpoint-10 of the 2-epoch run left beside this 1-epoch run's, for a resume to take as its own
+    run_ner.cli(finished_run_args(tiny_bert, sample, tmp_path, "--overwrite_output_dir", "--num_train_epochs", "1"))
     assert read_json(tmp_path / "train_results.json")["train_loss"] > 0
     assert not (tmp_path / "predict_results.json").exists()
     assert not any(key.startswith("predict_") for key in read_json(tmp_path / "all_results.json"))
+    assert sorted(path.name for path in tmp_path.glob("checkpoint-*")) == ["checkpoint-5"]
+    # resuming a checkpoint that ended its run trains nothing: refused, the results kept
+    before = (tmp_path / "all_results.json").read_text()
+    with pytest.raises(UserError, match="checkpoint-5 is the last step of a finished run"):
+        run_ner.cli(finished_run_args(tiny_bert, sample, tmp_path / "again", "--num_train_epochs", "1",
+                                      "--resume_from_checkpoint", str(tmp_path / "checkpoint-5")))
+    assert (tmp_path / "all_results.json").read_text() == before and not (tmp_path / "again").exists()
 
 
 def test_the_log_of_a_run_has_one_short_line_per_epoch_and_no_bars(tiny_bert, sample, tmp_path):

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForTokenClassification
 
 import run_ner_no_trainer
+from nerkit.errors import UserError
 from nerkit.modeling import load_model
 from conftest import ROOT, examples
 from test_run_ner import predictions, read_json, run, write_rows
@@ -94,6 +95,14 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tiny_bert, files, tmp_path)
     run_loop(tiny_bert, late, *common, "--resume_from_checkpoint", "latest", files=files)
     assert read_json(late / "train_results.json")["train_loss"] == pytest.approx(
         read_json(whole / "train_results.json")["train_loss"], rel=1e-5)
+    # a checkpoint that completed the run's steps would train nothing and report the old model as trained
+    with pytest.raises(UserError, match="has completed 12 optimizer steps, and this run has 12"):
+        run_loop(tiny_bert, tmp_path / "done", *common, "--max_train_steps", "12", "--resume_from_checkpoint",
+                 str(whole / "step_12"), files=files)
+    # a fresh start in the folder removes the earlier run's checkpoints, so none is resumed as this run's
+    run_loop(tiny_bert, whole, "--num_train_epochs", "1", "--checkpointing_steps", "4", "--overwrite_output_dir",
+             files=files)
+    assert sorted(path.name for path in whole.glob("step_*")) == ["step_4"]
 
 
 def test_non_empty_output_dir_needs_resume_or_overwrite(tiny_bert, files, tmp_path):
@@ -183,9 +192,9 @@ def test_results_and_model_are_the_last_epochs_as_upstream(tiny_bert, files, tmp
     # the saved model is the last epoch's, and eval_* are its scores
     assert same_weights(weights(output), weights(output / "epoch_1"))
     assert not same_weights(weights(output), weights(output / "epoch_0"))
+    # --num_train_epochs 0 evaluates the trained model as it is, with no training data needed
     again = read_json(run_loop(str(output), tmp_path / "again", "--num_train_epochs", "0",
-                               files={"train": files["train"], "validation": files["validation"]})
-                      / "eval_results.json")
+                               files={"validation": files["validation"]}) / "eval_results.json")
     assert results["eval_f1"] == again["eval_f1"]
     assert results["eval_loss"] == pytest.approx(again["eval_loss"], rel=1e-5)
 
@@ -259,3 +268,12 @@ def test_early_stopping_needs_load_best_model_at_end(tiny_bert, files, tmp_path)
                     files["validation"], "--output_dir", str(tmp_path / "o"), "--early_stopping_patience", "2")
     assert result.returncode == 2 and "--load_best_model_at_end" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_report_to_none_tracks_nothing_and_an_unknown_tracker_is_refused(tiny_bert, files, tmp_path):
+    run_loop(tiny_bert, tmp_path / "none", "--num_train_epochs", "1", "--with_tracking", "--report_to", "none",
+             files=files)
+    assert (tmp_path / "none" / "all_results.json").is_file() and not (tmp_path / "none" / "ner_no_trainer").exists()
+    with pytest.raises(UserError, match="'tensorbored' is not a tracker accelerate knows"):
+        run_loop(tiny_bert, tmp_path / "typo", "--with_tracking", "--report_to", "tensorbored", files=files)
+    assert not (tmp_path / "typo").exists()

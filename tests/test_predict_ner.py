@@ -247,3 +247,14 @@ def test_short_texts_are_not_padded_to_a_long_documents_windows(trained_model, m
     assert all(2 * min(batch) >= max(batch) for batch in widths), widths  # no batch of windows and sentences
     alone = [tagger.tag([text])[0][0] for text in words]  # the labels do not depend on the batching
     assert tags == alone
+
+
+def test_a_tab_separated_text_file_is_refused_as_conll_unless_format_text_says_so(tmp_path):
+    from nerkit.errors import UserError
+
+    path = tmp_path / "tabs.txt"
+    path.write_text("John\tB-PER\nlives\tO\n")
+    with pytest.raises(UserError, match="looks like a CoNLL column file"):
+        predict_ner.read_documents(str(path), "auto")
+    assert predict_ner.read_documents(str(path), "text") == [{"text": "John\tB-PER"}, {"text": "lives\tO"}]
+    assert predict_ner.read_documents(str(path), "conll") == [{"tokens": ["John", "lives"]}]
