@@ -42,7 +42,11 @@ def main(options):
 
     from nerkit.progress import interactive
 
-    logging.basicConfig(format="%(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    # INFO for this tool and nerkit only: the libraries' INFO lines (accelerate's about gathering batches
+    # of no fixed length, which the tagger does on purpose) are not news to its user
+    logging.basicConfig(format="%(levelname)s - %(name)s - %(message)s")
+    for name in ("predict_ner", "nerkit"):
+        logging.getLogger(name).setLevel(logging.INFO)
     datasets.disable_progress_bars()  # the tagger's own bar is the one that means something
     if not interactive():
         transformers_logging.disable_progress_bar()
