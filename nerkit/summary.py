@@ -7,7 +7,7 @@ from collections import Counter
 
 import numpy as np
 
-from .schemes import RULES_IN_WORDS, broken, entity_spans, flatten, split_label, transition_rules
+from .schemes import PREFIXES, RULES_IN_WORDS, broken, entity_spans, flatten, split_label, transition_rules
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,25 @@ def break_warning(split, label_list, scheme):
             "in its own way; check the data.")
 
 
+def foreign_prefix_warning(split, scheme):
+    """A warning text for tags whose prefix the scheme does not have (E-X or S-X among IOB2 tags: data that
+    mixes schemes, which no scheme's breaks reveal, since such labels are free in the scheme); None when
+    there are none."""
+    if scheme == "none" or not split.tags:
+        return None
+    own = set(PREFIXES[scheme])
+    places = [(index, position) for index, tags in enumerate(split.tags) for position, tag in enumerate(tags)
+              if split_label(tag)[0] not in own | {None}]
+    if not places:
+        return None
+    prefixes = Counter(split_label(split.tags[index][position])[0] + "-" for index, position in places)
+    shown = "; ".join(split.where_word(index, position) for index, position in places[:SHOWN_BREAKS])
+    return (f"{split.name}: {len(places)} tags have a prefix the {scheme} scheme does not use "
+            f"({', '.join(f'{prefix}X {count}' for prefix, count in prefixes.most_common())}), first at {shown}. "
+            "The data may mix tagging schemes: decoding leaves such labels free and seqeval's default mode reads "
+            "them in its own way; write every file in one scheme.")
+
+
 def log_summary(splits, label_list, scheme, source):
     for split in splits.values():
         logger.info(describe(split))
@@ -64,6 +83,6 @@ def log_summary(splits, label_list, scheme, source):
                        "from %s), so Viterbi decoding allows every sequence, as argmax does; check the data.",
                        source)
     for split in splits.values():
-        warning = break_warning(split, label_list, scheme)
-        if warning:
-            logger.warning(warning)
+        for warning in (break_warning(split, label_list, scheme), foreign_prefix_warning(split, scheme)):
+            if warning:
+                logger.warning(warning)

@@ -179,3 +179,19 @@ def test_entity_tags_that_fit_no_scheme_are_warned_about(tiny_bert, caplog):
     log_summary({"train": split("train", mixed)}, labels, scheme, source)
     assert "Tagging scheme none, decided from the training tags" in caplog.text
     assert "no tagging scheme fits them" in caplog.text
+
+
+def test_data_that_mixes_iob2_and_iobes_is_warned_about(caplog):
+    # the IOB2 half leaves B-X entities open, so IOBES does not fit; in IOB2, E-X and S-X are free labels,
+    # so no tag breaks it: only their prefixes tell
+    mixed = IOB2_TAGS * 3 + IOBES_TAGS * 3
+    labels = labels_of(mixed)
+    scheme, source = decide_scheme({"train": split("train", mixed)}, labels)
+    caplog.set_level(logging.INFO)
+    log_summary({"train": split("train", mixed)}, labels, scheme, source)
+    assert scheme == "IOB2"
+    assert "train: 15 tags have a prefix the IOB2 scheme does not use (S-X 9, E-X 6)" in caplog.text
+    assert "may mix tagging schemes" in caplog.text
+    caplog.clear()
+    log_summary({"train": split("train", IOBES_TAGS)}, labels_of(IOBES_TAGS), "IOBES", source)
+    assert "does not use" not in caplog.text
