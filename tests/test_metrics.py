@@ -100,3 +100,16 @@ def test_decoder_reads_padded_batches_in_feature_order():
     tags, scores = decoder.result(LABELS, "O", "validation", "IOB2")
     assert tags == [["B-PER", "I-PER"], ["B-LOC"]]
     assert scores == [[pytest.approx(0.9), pytest.approx(0.7)], [pytest.approx(0.8)]]
+
+
+def test_the_score_table_has_a_gold_count_column_only_with_per_type_scores():
+    from nerkit.progress import score_table
+
+    overall = {"eval_precision": 0.5, "eval_recall": 0.25, "eval_f1": 1 / 3, "eval_accuracy": 0.9, "eval_loss": 0.4}
+    table = score_table(overall, "eval").splitlines()
+    assert table[0].split() == ["precision", "recall", "f1"]
+    assert table[1].split() == ["overall", "0.5000", "0.2500", "0.3333"]
+    per_type = dict(overall, eval_PER_precision=0.5, eval_PER_recall=0.25, eval_PER_f1=1 / 3, eval_PER_number=4)
+    table = score_table(per_type, "eval").splitlines()
+    assert table[0].split() == ["precision", "recall", "f1", "number"]
+    assert table[1].split()[-1] == "4" and table[2].split()[-1] == "4"
