@@ -18,7 +18,7 @@ from .error_analysis import entity_spans
 from .errors import UserError
 from .schemes import RULES_IN_WORDS, decide_scheme, scheme_from_tags
 from .outputs import write_json
-from .summary import entity_counts, scheme_breaks
+from .summary import entity_counts, foreign_prefixes, scheme_breaks
 from .tokenization import example_windows, load_fast_tokenizer, window_length, word_lengths_from_ids
 
 logger = logging.getLogger(__name__)
@@ -214,7 +214,8 @@ def run_scheme(splits):
 
 
 def scheme_break_report(splits):
-    """Per labelled split: tags that break the run's scheme (I-X after O in IOB2, ...), count and places."""
+    """Per labelled split: tags that break the run's scheme (I-X after O in IOB2, ...), count and places,
+    and tags whose prefix the scheme does not have (E-X in IOB2 data), count per prefix and places."""
     scheme, label_list = run_scheme(splits)
     found = {}
     for name, split in splits.items():
@@ -222,7 +223,10 @@ def scheme_break_report(splits):
             continue
         places = [split.where_word(index, position) for index, position in scheme_breaks(split.tags, label_list,
                                                                                           scheme)]
-        found[name] = {"count": len(places), "first": places[:SHOWN_PLACES]}
+        foreign, prefixes = foreign_prefixes(split.tags, scheme) if scheme != "none" else ([], {})
+        found[name] = {"count": len(places), "first": places[:SHOWN_PLACES],
+                       "outside_scheme": {"count": len(foreign), "prefixes": dict(prefixes),
+                                          "first": [split.where_word(*place) for place in foreign[:SHOWN_PLACES]]}}
     return found
 
 
@@ -288,6 +292,11 @@ def finding_lines(report):
         lines.append(f"scheme breaks in {name}: " + (f"{found['count']:,} (the run's scheme is {report['scheme']}: "
                      f"{RULES_IN_WORDS[report['scheme']]}), first at {'; '.join(found['first'])}"
                      if found["count"] else "none"))
+        outside = found["outside_scheme"]
+        if outside["count"]:
+            lines.append(f"tags outside the {report['scheme']} scheme in {name} (mixed schemes?): "
+                         f"{outside['count']:,} ({', '.join(f'{p} {n}' for p, n in outside['prefixes'].items())}), "
+                         f"first at {'; '.join(outside['first'])}")
     if not any(split["empty_words"]["count"] for split in report["splits"].values()):
         lines.append("words the tokenizer turns into nothing: none")
     return lines

@@ -54,21 +54,27 @@ def break_warning(split, label_list, scheme):
             "in its own way; check the data.")
 
 
+def foreign_prefixes(tag_lists, scheme):
+    """(example, position) of every tag whose prefix the scheme does not have (E-X or S-X among IOB2 tags:
+    data that mixes schemes, which no break reveals, since such labels are free in the scheme), and the
+    count of each such prefix."""
+    own = set(PREFIXES.get(scheme, "")) | {None}
+    places = [(index, position) for index, tags in enumerate(tag_lists) for position, tag in enumerate(tags)
+              if split_label(tag)[0] not in own]
+    counts = Counter(split_label(tag_lists[index][position])[0] + "-X" for index, position in places)
+    return places, counts
+
+
 def foreign_prefix_warning(split, scheme):
-    """A warning text for tags whose prefix the scheme does not have (E-X or S-X among IOB2 tags: data that
-    mixes schemes, which no scheme's breaks reveal, since such labels are free in the scheme); None when
-    there are none."""
+    """A warning text for tags whose prefix the scheme does not have; None when there are none."""
     if scheme == "none" or not split.tags:
         return None
-    own = set(PREFIXES[scheme])
-    places = [(index, position) for index, tags in enumerate(split.tags) for position, tag in enumerate(tags)
-              if split_label(tag)[0] not in own | {None}]
+    places, counts = foreign_prefixes(split.tags, scheme)
     if not places:
         return None
-    prefixes = Counter(split_label(split.tags[index][position])[0] + "-" for index, position in places)
     shown = "; ".join(split.where_word(index, position) for index, position in places[:SHOWN_BREAKS])
     return (f"{split.name}: {len(places)} tags have a prefix the {scheme} scheme does not use "
-            f"({', '.join(f'{prefix}X {count}' for prefix, count in prefixes.most_common())}), first at {shown}. "
+            f"({', '.join(f'{prefix} {count}' for prefix, count in counts.most_common())}), first at {shown}. "
             "The data may mix tagging schemes: decoding leaves such labels free and seqeval's default mode reads "
             "them in its own way; write every file in one scheme.")
 

@@ -78,8 +78,22 @@ def test_inconsistent_annotation_labels_and_breaks(report):
     assert report["inconsistent_annotations"] == {
         "count": 1, "forms": [{"text": "Paris", "occurrences": 4, "labels": [["LOC", 2], ["O", 1], ["ORG", 1]]}]}
     assert report["labels_not_in_train"] == {"validation": ["B-MISC", "I-PER"], "test": []}
-    assert report["scheme_breaks"] == {"train": {"count": 1, "first": ["train.json, line 4, word 1"]},
-                                       "validation": {"count": 0, "first": []}, "test": {"count": 0, "first": []}}
+    none_outside = {"count": 0, "prefixes": {}, "first": []}
+    assert report["scheme_breaks"] == {
+        "train": {"count": 1, "first": ["train.json, line 4, word 1"], "outside_scheme": none_outside},
+        "validation": {"count": 0, "first": [], "outside_scheme": none_outside},
+        "test": {"count": 0, "first": [], "outside_scheme": none_outside}}
+
+
+def test_tags_outside_the_scheme_are_found_where_no_break_shows_them():
+    rows = [("Anna Lee met Bob", "B-PER I-PER O B-PER", [1] * 4)] * 4 + [("Anna Lee met Bob", "B-PER E-PER O S-PER",
+                                                                            [1] * 4)]
+    found = data_report({"train": split("train", rows)}, {"train": [row[2] for row in rows]}, PLAN)
+    assert found["scheme"] == "IOB2" and found["scheme_breaks"]["train"]["count"] == 0
+    assert found["scheme_breaks"]["train"]["outside_scheme"] == {
+        "count": 2, "prefixes": {"E-X": 1, "S-X": 1}, "first": ["train.json, line 5, word 1", "train.json, line 5, word 3"]}
+    assert any(line.startswith("tags outside the IOB2 scheme in train (mixed schemes?): 2 (E-X 1, S-X 1)")
+               for line in report_text(found).splitlines())
 
 
 def test_an_occurrence_inside_a_longer_entity_is_not_inconsistent():
