@@ -194,7 +194,8 @@ def main(model_args=None, data_args=None, args=None, command=None):
     accelerator, precision = make_accelerator(args, data_args)
     setup_logging("run_ner_no_trainer", accelerator.is_local_main_process, other_level=logging.ERROR)
     logger.info("Running on %d process(es), device %s.", accelerator.num_processes, accelerator.device)
-    log_precision(accelerator, precision, "Training" if trains(args) else "Inference")
+    training = trains(args)
+    log_precision(accelerator, precision, "Training" if training else "Inference")
     if data_args.check_data:
         check_data(model_args, data_args, args.output_dir, args.max_length, "--max_length", accelerator.is_main_process)
         return
@@ -203,7 +204,7 @@ def main(model_args=None, data_args=None, args=None, command=None):
     if args.seed is not None:
         set_seed(args.seed)
 
-    splits, declared = read_data(data_args, model_args, {"train": "training"} if trains(args) else {}, scored=SCORED)
+    splits, declared = read_data(data_args, model_args, {"train": "training"} if training else {}, scored=SCORED)
     if args.debug:
         splits = {name: split.select(100) for name, split in splits.items()}
     check_keeping_best(accelerator, args, splits)
@@ -215,10 +216,10 @@ def main(model_args=None, data_args=None, args=None, command=None):
     packer = choose_packing(model, tokenizer, features.get("train"), data_args.packing, data_args.pad_to_max_length,
                             accelerator.device, {"bf16": "bf16", "fp16": "fp16"}.get(accelerator.mixed_precision))
     loaders = make_dataloaders(features, tokenizer, settings, data_args, args, accelerator, packer)
-    optimizer = make_optimizer(model, args, accelerator.device.type, trains(args))
+    optimizer = make_optimizer(model, args, accelerator.device.type, training)
     model, optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders.values())
     loaders = dict(zip(loaders, prepared))
-    max_steps, epochs = training_length(len(loaders["train"]), args) if trains(args) else (0, 0)
+    max_steps, epochs = training_length(len(loaders["train"]), args) if training else (0, 0)
     scheduler = accelerator.prepare(make_scheduler(optimizer, args, max_steps, accelerator.num_processes))
     if args.with_tracking:
         accelerator.init_trackers("ner_no_trainer", tracked_config(model_args, data_args, args))

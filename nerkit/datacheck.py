@@ -223,7 +223,7 @@ def scheme_break_report(splits):
             continue
         places = [split.where_word(index, position) for index, position in scheme_breaks(split.tags, label_list,
                                                                                           scheme)]
-        foreign, prefixes = foreign_prefixes(split.tags, scheme) if scheme != "none" else ([], {})
+        foreign, prefixes = foreign_prefixes(split.tags, scheme)
         found[name] = {"count": len(places), "first": places[:SHOWN_PLACES],
                        "outside_scheme": {"count": len(foreign), "prefixes": dict(prefixes),
                                           "first": [split.where_word(*place) for place in foreign[:SHOWN_PLACES]]}}

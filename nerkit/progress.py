@@ -42,8 +42,8 @@ def score_table(metrics, prefix):
     types = sorted(key[len(prefix) + 1:-len("_number")] for key in metrics
                    if key.startswith(f"{prefix}_") and key.endswith("_number"))
     width = max([len(kind) for kind in types] + [len("overall")])
-    rows = [f"{'':<{width}}  precision  recall      f1" + ("  number" if types else "")]  # gold counts come
-    # with the per-type scores only
+    # gold counts come with the per-type scores only
+    rows = [f"{'':<{width}}  precision  recall      f1" + ("  number" if types else "")]
     for kind in types:
         rows.append(score_row(kind.ljust(width), metrics, f"{prefix}_{kind}", metrics[f"{prefix}_{kind}_number"]))
     if f"{prefix}_f1" in metrics:

@@ -7,7 +7,7 @@ from collections import Counter
 
 import numpy as np
 
-from .schemes import PREFIXES, RULES_IN_WORDS, broken, entity_spans, flatten, split_label, transition_rules
+from .schemes import RULES_IN_WORDS, broken, entity_spans, flatten, outside_scheme, split_label, transition_rules
 
 logger = logging.getLogger(__name__)
 
@@ -57,19 +57,20 @@ def break_warning(split, label_list, scheme):
 def foreign_prefixes(tag_lists, scheme):
     """(example, position) of every tag whose prefix the scheme does not have (E-X or S-X among IOB2 tags:
     data that mixes schemes, which no break reveals, since such labels are free in the scheme), and the
-    count of each such prefix."""
-    own = set(PREFIXES.get(scheme, "")) | {None}
+    count of each such prefix; none for the scheme "none", which has no prefixes."""
+    if scheme == "none":
+        return [], Counter()
+    labels = {tag for tags in tag_lists for tag in tags}
+    foreign = {label for label in outside_scheme(labels, scheme) if split_label(label)[0]}  # unprefixed: not mixed
     places = [(index, position) for index, tags in enumerate(tag_lists) for position, tag in enumerate(tags)
-              if split_label(tag)[0] not in own]
+              if tag in foreign]
     counts = Counter(split_label(tag_lists[index][position])[0] + "-X" for index, position in places)
     return places, counts
 
 
 def foreign_prefix_warning(split, scheme):
     """A warning text for tags whose prefix the scheme does not have; None when there are none."""
-    if scheme == "none" or not split.tags:
-        return None
-    places, counts = foreign_prefixes(split.tags, scheme)
+    places, counts = foreign_prefixes(split.tags or (), scheme)
     if not places:
         return None
     shown = "; ".join(split.where_word(index, position) for index, position in places[:SHOWN_BREAKS])
