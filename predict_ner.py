@@ -23,6 +23,7 @@ import sys
 from nerkit.arguments import BriefErrors, at_least, file_in_the_way
 from nerkit.data import Split, parse_conll, parse_conllu
 from nerkit.errors import UserError, exit_on_user_error
+from nerkit.hub import hub_names, offline_unless_reachable
 from nerkit.labels import outside_label
 from nerkit.outputs import write_atomic
 from nerkit.schemes import entity_spans
@@ -51,6 +52,7 @@ def main(options):
     if not interactive():
         transformers_logging.disable_progress_bar()
     documents = read_documents(options.input, options.format)
+    offline_unless_reachable(hub_names(options.model))
     words, offsets = zip(*(split_words(document, options.split) for document in documents)) if documents else ((), ())
     tagger = Tagger(options.model, options.max_length, options.stride, options.batch_size, options.decoding,
                     int8=options.int8)

@@ -1,0 +1,74 @@
+"""Whether a run may use the Hugging Face Hub, decided once, before anything loads.
+
+A model or dataset named by its hub id is fetched from the hub, or from the local cache when the hub is
+out of reach. Without a network, huggingface_hub retries each file's request five times, 2 to 8 s apart,
+for each of the tokenizer, the config and the weights: close to a minute of warnings before a model that
+sits in the cache loads, or before the run says it cannot find one that does not. One request answered
+or not tells the same thing at once; when it goes unanswered the run goes on as with HF_HUB_OFFLINE=1.
+"""
+
+import logging
+import os
+
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def hub_names(*names):
+    """The names among `names` that would be looked up on the hub: given, and not a local path."""
+    return [name for name in names if name and not os.path.exists(os.path.expanduser(name))]
+
+
+def offline_unless_reachable(names, pushes=False):
+    """Ask the hub once whether it answers, when `names` (see `hub_names`) or `pushes` (--push_to_hub) need it.
+    When it does not, put huggingface_hub, transformers and datasets in offline mode for this process, so
+    that the names are read from the local cache only, and say so; a push is then a `UserError`, before
+    any weights load, instead of a failure after training."""
+    from huggingface_hub import constants
+
+    if not names and not pushes:
+        return
+    if constants.is_offline_mode():
+        why = "HF_HUB_OFFLINE is set"
+    else:
+        failure = unanswered(constants.ENDPOINT, constants.HF_HUB_ETAG_TIMEOUT)
+        if failure is None:
+            return
+        why = f"{constants.ENDPOINT} does not answer ({failure})"
+        go_offline()
+        if names:
+            logger.warning("The Hugging Face Hub cannot be reached: %s. Reading %s from the local cache only, as "
+                           "with HF_HUB_OFFLINE=1.", why, ", ".join(f"'{name}'" for name in names))
+    if pushes:
+        raise UserError(f"--push_to_hub needs the Hugging Face Hub, and {why}. Train without --push_to_hub (the "
+                        "model is saved in --output_dir) and upload that folder later, e.g. with `hf upload "
+                        "<repo id> <output_dir>`.")
+
+
+def unanswered(endpoint, timeout):
+    """None when `endpoint` answers one HEAD request (any status: a 404 is an answer), through the hub
+    client's own session, so its proxy settings apply; else what went wrong, in a few words."""
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(endpoint, timeout=timeout)
+    except Exception as error:  # the HTTP client's own connection, proxy and timeout errors: no answer
+        return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return None
+
+
+def go_offline():
+    """Offline mode for this process: huggingface_hub and transformers ask `constants.is_offline_mode()` at
+    each request; datasets copied the setting into its config when it was imported."""
+    import datasets
+    from huggingface_hub import constants
+
+    constants.HF_HUB_OFFLINE = True
+    datasets.config.HF_HUB_OFFLINE = True
+
+
+def run_hub_names(model_args, data_args):
+    """What run_ner.py and run_ner_no_trainer.py would look up on the hub (see `hub_names`)."""
+    return hub_names(model_args.model_name_or_path, model_args.config_name, model_args.tokenizer_name,
+                     data_args.dataset_name)

@@ -1,0 +1,99 @@
+"""A hub that does not answer: models named by hub id come from the local cache at once, and a push is refused
+before anything loads."""
+
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from conftest import ROOT, examples, write_jsonl
+from nerkit.hub import hub_names, unanswered
+from tiny_models import build_tiny_bert
+
+REPO = "nerkit-tests/tiny-tagger"
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+def closed_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def unreachable_hub(cache):
+    """The environment of a machine whose hub does not answer, without HF_HUB_OFFLINE."""
+    env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    return dict(env, HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}", HF_HUB_CACHE=str(cache))
+
+
+@pytest.fixture(scope="module")
+def cached_tagger(tmp_path_factory):
+    """A token-classification model that exists only in a hub cache, under REPO, as a download leaves it."""
+    cache = tmp_path_factory.mktemp("hub-cache")
+    repo = cache / f"models--{REPO.replace('/', '--')}"
+    build_tiny_bert(repo / "snapshots" / REVISION, labels=["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(REVISION)
+    return cache
+
+
+@pytest.fixture()
+def answering_server():
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_any_answer_counts_and_silence_is_named(answering_server, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the tests' own setting (conftest)
+    assert unanswered(answering_server, timeout=5) is None  # a 404 is still an answer
+    failure = unanswered(f"http://127.0.0.1:{closed_port()}", timeout=5)
+    assert failure and "Connect" in failure
+
+
+def test_only_names_that_are_not_local_paths_go_to_the_hub(tmp_path):
+    assert hub_names("bert-base-cased", str(tmp_path), None, "") == ["bert-base-cased"]
+
+
+def test_a_cached_model_tags_at_once_when_the_hub_does_not_answer(cached_tagger, tmp_path):
+    source = tmp_path / "input.txt"
+    source.write_text("John Smith lives in Paris .\n", encoding="utf-8")
+    output = tmp_path / "out.jsonl"
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "predict_ner.py"), "--model", REPO, "--input",
+                             str(source), "--output", str(output), "--words"], capture_output=True, text=True, cwd=ROOT,
+                            env=unreachable_hub(cached_tagger))
+    assert result.returncode == 0, result.stderr[-2000:]
+    logged = result.stdout + result.stderr
+    assert "Hugging Face Hub cannot be reached" in logged and REPO in logged
+    assert "Retry" not in logged  # huggingface_hub's backoff never started
+    assert len(json.loads(output.read_text())["labels"]) == 6
+
+
+@pytest.mark.parametrize("script", ["run_ner.py", "run_ner_no_trainer.py"])
+def test_a_push_is_refused_before_anything_loads(script, tiny_bert, tmp_path):
+    train = write_jsonl(tmp_path / "train.json", examples(8))
+    output_dir = tmp_path / "out"
+    flags = ["--do_train"] if script == "run_ner.py" else []
+    result = subprocess.run([sys.executable, os.path.join(ROOT, script), "--model_name_or_path", tiny_bert,
+                             "--train_file", train, "--output_dir", str(output_dir), "--push_to_hub", *flags],
+                            capture_output=True, text=True, cwd=ROOT, env=unreachable_hub(tmp_path / "cache"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "--push_to_hub needs the Hugging Face Hub" in result.stderr and "does not answer" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not output_dir.exists()
