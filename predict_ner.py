@@ -42,6 +42,7 @@ def main(options):
     from transformers.utils import logging as transformers_logging
 
     from nerkit.progress import interactive
+    from nerkit.workflow import library_messages_once
 
     # INFO for this tool and nerkit only: the libraries' INFO lines (accelerate's about gathering batches
     # of no fixed length, which the tagger does on purpose) are not news to its user
@@ -49,6 +50,7 @@ def main(options):
     for name in ("predict_ner", "nerkit"):
         logging.getLogger(name).setLevel(logging.INFO)
     datasets.disable_progress_bars()  # the tagger's own bar is the one that means something
+    library_messages_once()
     if not interactive():
         transformers_logging.disable_progress_bar()
     documents = read_documents(options.input, options.format)
@@ -204,7 +206,7 @@ class Tagger:
 
         if int8:
             check_int8_possible()
-        self.tokenizer = load_fast_tokenizer(model_name, {})
+        self.tokenizer = load_fast_tokenizer(model_name, {}, "--model")
         config = load_pretrained(AutoConfig, model_name)
         # the window is checked before any weights load
         self.settings = EncodingSettings(window_length(self.tokenizer, config, max_length, "--max_length"), stride)
@@ -259,8 +261,11 @@ class Tagger:
 
 
 def load_pretrained(auto_class, name, **kwargs):
+    from nerkit.modeling import without_load_report
+
     try:
-        return auto_class.from_pretrained(name, **kwargs)
+        with without_load_report():  # a table in terminal colours; the Tagger says what matters plainly
+            return auto_class.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as error:
         raise UserError(f"Could not load a token-classification model from '{name}': {error}") from None
 

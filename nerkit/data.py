@@ -37,6 +37,13 @@ class Split:
     tags: list | None
     locations: list
     line_per_word: bool = False  # CoNLL files: word i of an example is on its first line + i
+    # Every tag of the split as read, kept by `select`: the label list covers the whole split, as upstream's
+    # covers the whole train split, also when --max_*_samples keeps fewer examples.
+    tag_set: frozenset | None = None
+
+    def __post_init__(self):
+        if self.tag_set is None and self.tags is not None:
+            self.tag_set = frozenset(tag for tags in self.tags for tag in tags)
 
     def where(self, index):
         """Where example `index` is, for messages: 'data/train.json, line 7'."""
@@ -53,7 +60,8 @@ class Split:
         if count is None or count >= len(self.tokens):
             return self
         tags = None if self.tags is None else self.tags[:count]
-        return Split(self.name, self.source, self.tokens[:count], tags, self.locations[:count], self.line_per_word)
+        return Split(self.name, self.source, self.tokens[:count], tags, self.locations[:count], self.line_per_word,
+                     self.tag_set)
 
 
 @dataclass

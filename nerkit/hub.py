@@ -15,31 +15,38 @@ from .errors import UserError
 logger = logging.getLogger(__name__)
 
 
+# Spellings that name a local path, never a hub id: a folder that does not exist is not looked for online.
+LOCAL_SPELLINGS = ("/", "./", "../", "~")
+
+
 def hub_names(*names):
-    """The names among `names` that would be looked up on the hub: given, and not a local path."""
-    return [name for name in names if name and not os.path.exists(os.path.expanduser(name))]
+    """The names among `names` that would be looked up on the hub (given, not a local path, and not spelled
+    as one), each once."""
+    found = [name for name in names if name and not name.startswith(LOCAL_SPELLINGS)
+             and not os.path.exists(os.path.expanduser(name))]
+    return list(dict.fromkeys(found))
 
 
 def offline_unless_reachable(names, pushes=False):
     """Ask the hub once whether it answers, when `names` (see `hub_names`) or `pushes` (--push_to_hub) need it.
-    When it does not, put huggingface_hub, transformers and datasets in offline mode for this process, so
-    that the names are read from the local cache only, and say so; a push is then a `UserError`, before
-    any weights load, instead of a failure after training."""
+    When it does not, a push is a `UserError`, before any weights load, instead of a failure after training;
+    otherwise huggingface_hub, transformers and datasets go offline for this process, so that the names are
+    read from the local cache only, and the log says so."""
     from huggingface_hub import constants
 
     if not names and not pushes:
         return
     if constants.is_offline_mode():
-        why = "HF_HUB_OFFLINE is set"
+        why = "offline mode is set (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)"
     else:
         failure = unanswered(constants.ENDPOINT, constants.HF_HUB_ETAG_TIMEOUT)
         if failure is None:
             return
         why = f"{constants.ENDPOINT} does not answer ({failure})"
-        go_offline()
-        if names:
+        if not pushes:
             logger.warning("The Hugging Face Hub cannot be reached: %s. Reading %s from the local cache only, as "
                            "with HF_HUB_OFFLINE=1.", why, ", ".join(f"'{name}'" for name in names))
+        go_offline()
     if pushes:
         raise UserError(f"--push_to_hub needs the Hugging Face Hub, and {why}. Train without --push_to_hub (the "
                         "model is saved in --output_dir) and upload that folder later, e.g. with `hf upload "
@@ -47,15 +54,17 @@ def offline_unless_reachable(names, pushes=False):
 
 
 def unanswered(endpoint, timeout):
-    """None when `endpoint` answers one HEAD request (any status: a 404 is an answer), through the hub
-    client's own session, so its proxy settings apply; else what went wrong, in a few words."""
+    """None when `endpoint` answers one HEAD request through the hub client's own session (so its proxy
+    settings apply); else what went wrong, in a few words. A client error status (a 404 from a mirror) is
+    an answer; a server error is not: in an outage huggingface_hub would retry every file for minutes
+    before it fell back to the cache."""
     from huggingface_hub.utils import get_session
 
     try:
-        get_session().head(endpoint, timeout=timeout)
+        status = get_session().head(endpoint, timeout=timeout).status_code
     except Exception as error:  # the HTTP client's own connection, proxy and timeout errors: no answer
         return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    return None
+    return f"HTTP {status}" if status >= 500 else None
 
 
 def go_offline():

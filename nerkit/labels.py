@@ -15,11 +15,11 @@ OPENING_PREFIXES = ("B-", "S-", "U-")
 
 def data_label_list(splits, declared=None):
     """The `ClassLabel` (or --label_list) names when the data declares them, else the sorted union of the
-    tags of every split given: a tag seen only in validation or test must not crash anything."""
+    tags of every split given (each whole, before --max_*_samples): a tag seen only in validation or test
+    must not crash anything."""
     seen = set()
     for split in splits.values():
-        for tags in split.tags or ():
-            seen.update(tags)
+        seen.update(split.tag_set or ())
     if declared:
         unknown = sorted(seen - set(declared))
         if unknown:

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 
 from .errors import UserError
+from .hub import LOCAL_SPELLINGS
 
 logger = logging.getLogger(__name__)
 
@@ -21,19 +22,21 @@ PAD_SPELLINGS = ("[PAD]", "<pad>", "<|pad|>", "<PAD>")  # undeclared padding tok
 EXAMPLE_LENGTH = "example_length"  # while encoding only: sub-tokens of each feature's whole example
 
 
-def load_fast_tokenizer(name_or_path, hub_kwargs):
-    """Load a fast tokenizer, checked before any weights load; byte-level BPE gets add_prefix_space=True."""
+def load_fast_tokenizer(name_or_path, hub_kwargs, flags="--model_name_or_path or --tokenizer_name"):
+    """Load a fast tokenizer, checked before any weights load; byte-level BPE gets add_prefix_space=True.
+    `flags` names where the name came from, in messages."""
     from transformers import AutoTokenizer
 
-    if name_or_path.startswith(("/", "./", "../", "~")) and not os.path.exists(os.path.expanduser(name_or_path)):
+    local = os.path.exists(os.path.expanduser(name_or_path))
+    if name_or_path.startswith(LOCAL_SPELLINGS) and not local:
         # a path, not a hub id: the hub's complaint about repository names would only confuse
-        raise UserError(f"The folder {name_or_path} does not exist. Check the model or tokenizer named by "
-                        "--model_name_or_path or --tokenizer_name.")
+        raise UserError(f"The folder {name_or_path} does not exist. Check the model or tokenizer named by {flags}.")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **hub_kwargs)
     except (OSError, ValueError) as error:
-        raise UserError(f"Could not load a tokenizer from '{name_or_path}': {str(error).rstrip('.')}. Check "
-                        "--model_name_or_path or --tokenizer_name; when offline, give a local folder.") from None
+        nowhere = "" if local else " No local folder of that name exists either."
+        raise UserError(f"Could not load a tokenizer from '{name_or_path}': {str(error).rstrip('.')}.{nowhere} "
+                        f"Check {flags}; when offline, give a local folder.") from None
     if len(tokenizer.get_vocab()) <= len(set(tokenizer.all_special_tokens)):
         # transformers builds an empty tokenizer of the config's class for a folder with no tokenizer files:
         # every word would become the unknown token, and training would run on nothing

@@ -43,9 +43,20 @@ def setup_logging(script, main_process, other_level=logging.WARNING):
     warnings.filterwarnings("ignore", message=".*pin_memory.*no accelerator is found.*")
     datasets.utils.logging.set_verbosity_warning()
     datasets.disable_progress_bars()
+    library_messages_once()
     transformers.utils.logging.set_verbosity(logging.WARNING if main_process else max(other_level, logging.WARNING))
     if not interactive():
         transformers.utils.logging.disable_progress_bar()
+
+
+def library_messages_once():
+    """datasets and huggingface_hub print through their own handler and also pass each message on to the root
+    logger, which the scripts configure: every warning came out twice. Their own handler alone keeps it once."""
+    import datasets
+    import huggingface_hub
+
+    datasets.utils.logging.disable_propagation()
+    huggingface_hub.utils.logging.disable_propagation()
 
 SPLIT_FILES = {"train": "--train_file", "validation": "--validation_file", "test": "--test_file"}
 

@@ -1,6 +1,7 @@
 """A hub that does not answer: models named by hub id come from the local cache at once, and a push is refused
 before anything loads."""
 
+import contextlib
 import http.server
 import json
 import os
@@ -42,11 +43,12 @@ def cached_tagger(tmp_path_factory):
     return cache
 
 
-@pytest.fixture()
-def answering_server():
+@contextlib.contextmanager
+def endpoint_answering(status):
+    """A local endpoint whose every HEAD gets `status`."""
     class Answer(http.server.BaseHTTPRequestHandler):
         def do_HEAD(self):
-            self.send_response(404)
+            self.send_response(status)
             self.end_headers()
 
         def log_message(self, *args):
@@ -54,21 +56,27 @@ def answering_server():
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
 
 
-def test_any_answer_counts_and_silence_is_named(answering_server, monkeypatch):
+def test_a_client_error_is_an_answer_and_silence_or_a_server_error_is_not(monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the tests' own setting (conftest)
-    assert unanswered(answering_server, timeout=5) is None  # a 404 is still an answer
+    with endpoint_answering(404) as endpoint:
+        assert unanswered(endpoint, timeout=5) is None
+    with endpoint_answering(503) as endpoint:  # an outage: huggingface_hub would retry every file
+        assert unanswered(endpoint, timeout=5) == "HTTP 503"
     failure = unanswered(f"http://127.0.0.1:{closed_port()}", timeout=5)
     assert failure and "Connect" in failure
 
 
 def test_only_names_that_are_not_local_paths_go_to_the_hub(tmp_path):
-    assert hub_names("bert-base-cased", str(tmp_path), None, "") == ["bert-base-cased"]
+    assert hub_names("bert-base-cased", str(tmp_path), None, "", str(tmp_path / "missing"), "./gone",
+                     "bert-base-cased") == ["bert-base-cased"]
 
 
 def test_a_cached_model_tags_at_once_when_the_hub_does_not_answer(cached_tagger, tmp_path):
@@ -95,5 +103,16 @@ def test_a_push_is_refused_before_anything_loads(script, tiny_bert, tmp_path):
                             capture_output=True, text=True, cwd=ROOT, env=unreachable_hub(tmp_path / "cache"))
     assert result.returncode == 2, result.stderr[-2000:]
     assert "--push_to_hub needs the Hugging Face Hub" in result.stderr and "does not answer" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr and "cannot be reached" not in result.stdout  # the refusal alone
     assert not output_dir.exists()
+
+
+def test_a_library_warning_is_printed_once():
+    code = ("from nerkit.workflow import setup_logging\n"
+            "import datasets, huggingface_hub\n"
+            "setup_logging('run_ner', True)\n"
+            "datasets.utils.logging.get_logger('datasets.load').warning('datasets says so')\n"
+            "huggingface_hub.utils.logging.get_logger('huggingface_hub.utils._http').warning('the hub says so')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    printed = result.stdout + result.stderr
+    assert printed.count("datasets says so") == 1 and printed.count("the hub says so") == 1, printed

@@ -15,6 +15,10 @@ def test_label_list_is_the_sorted_union_of_every_split():
     assert data_label_list(splits) == ["B-LOC", "B-PER", "O"]
 
 
+def test_a_shortened_split_keeps_the_tags_of_the_whole():
+    assert data_label_list({"train": split("train", [["O"], ["B-PER"]]).select(1)}) == ["B-PER", "O"]
+
+
 def test_declared_names_keep_their_order_and_must_cover_the_data():
     splits = {"train": split("train", [["O", "B-PER"]])}
     assert data_label_list(splits, ["O", "B-PER", "I-PER"]) == ["O", "B-PER", "I-PER"]

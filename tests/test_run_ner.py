@@ -143,6 +143,13 @@ def test_label_seen_only_in_validation_does_not_crash(tiny_bert, tmp_path):
     assert "B-HERO" in read_json(os.path.join(output, "config.json"))["label2id"]
 
 
+def test_the_label_list_covers_the_whole_split_when_max_samples_keeps_fewer(tiny_bert, tmp_path):
+    files = {"train": write_jsonl(tmp_path / "train.json", examples(10))}  # B-MISC first in example 2
+    output = run(tiny_bert, tmp_path / "o", "--do_train", "--num_train_epochs", "1", "--max_train_samples", "2",
+                 files=files)
+    assert "B-MISC" in read_json(os.path.join(output, "config.json"))["label2id"]  # as upstream's list
+
+
 def test_label_all_tokens_scores_per_word(tiny_bert, ner_files, tmp_path):
     files = {"train": ner_files["train"], "validation": ner_files["validation"], "test": ner_files["labelled_test"]}
     output = run(tiny_bert, tmp_path, "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "1",
