@@ -141,9 +141,11 @@ def encode_splits(splits, tokenizer, config, settings, data_args, main_process_f
         features = {name: encode_split(split, tokenizer, config.label2id, settings,
                                        data_args.preprocessing_num_workers)
                     for name, split in splits.items()}
-    # Inference order does not change any result (words are collected by example id), so evaluation and
-    # prediction batches are drawn longest first and hold little padding.
-    return {name: split_features if name == "train" else longest_first(split_features)
+    # A split without tags is drawn longest first: its batches hold little padding, and the order changes no
+    # label (words are collected by example id). A tagged split keeps the data's order, for its loss: the
+    # Trainer's is a mean of batch means, so the batches decide it, and in the data's order it is upstream's
+    # figure for the same model (sorted, it came out 0.67 against upstream's 0.55 on upstream's own test data).
+    return {name: longest_first(split_features) if splits[name].tags is None else split_features
             for name, split_features in features.items()}
 
 

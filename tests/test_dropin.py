@@ -13,7 +13,7 @@ import torch
 
 import run_ner
 import run_ner_no_trainer
-from conftest import ROOT, examples
+from conftest import ROOT, examples, write_jsonl
 from nerkit.errors import UserError
 from test_run_ner import read_json, run_script
 
@@ -62,6 +62,26 @@ def test_upstream_example_test_passes(script, how, tiny_bert, sample, tmp_path):
     assert 0.0 <= results["eval_accuracy"] <= 1.0 and "eval_loss" in results and "train_loss" in results
     if script == "run_ner_no_trainer.py":
         assert (output_dir / "epoch_0").is_dir() and (output_dir / "ner_no_trainer").is_dir()
+
+
+def test_the_same_training_reports_upstreams_losses(tiny_bert, tmp_path):
+    """With padded batches (--no_packing) the Trainer trains exactly as upstream's recipe does; the losses it
+    reports must then be upstream's too. The eval loss is a mean of batch means, so it holds only if the
+    validation batches are upstream's: the data's order, not longest first."""
+    rows = examples(9) + [(["Halftime"], ["O"]), (["Paris"] * 30, ["B-LOC"] * 30)]  # lengths 1 to 30
+    data = write_jsonl(tmp_path / "data.json", rows)
+    flags = ["--model_name_or_path", tiny_bert, "--train_file", data, "--validation_file", data, "--do_train",
+             "--do_eval", *UPSTREAM_FLAGS["run_ner.py"].replace("--overwrite_output_dir ", "").split(), "--use_cpu",
+             "--report_to", "none", "--save_strategy", "no"]
+    losses = {}
+    for name, script in (("ours", "run_ner.py"), ("upstream", os.path.join("bench", "upstream_run_ner.py"))):
+        extra = ["--no_packing"] if name == "ours" else []
+        result = subprocess.run([sys.executable, script, *flags, "--output_dir", str(tmp_path / name), *extra],
+                                capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        losses[name] = (read_json(tmp_path / name / "train_results.json")["train_loss"],
+                        read_json(tmp_path / name / "eval_results.json")["eval_loss"])
+    assert losses["ours"] == pytest.approx(losses["upstream"], rel=1e-5)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
