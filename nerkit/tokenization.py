@@ -35,7 +35,9 @@ def load_fast_tokenizer(name_or_path, hub_kwargs, flags="--model_name_or_path or
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **hub_kwargs)
     except (OSError, ValueError) as error:
         nowhere = "" if local else " No local folder of that name exists either."
-        raise UserError(f"Could not load a tokenizer from '{name_or_path}': {str(error).rstrip('.')}.{nowhere} "
+        revision = hub_kwargs.get("revision") or "main"
+        at = "" if revision == "main" else f" at revision '{revision}' (--model_revision)"
+        raise UserError(f"Could not load a tokenizer from '{name_or_path}'{at}: {str(error).rstrip('.')}.{nowhere} "
                         f"Check {flags}; when offline, give a local folder.") from None
     if len(tokenizer.get_vocab()) <= len(set(tokenizer.all_special_tokens)):
         # transformers builds an empty tokenizer of the config's class for a folder with no tokenizer files:

@@ -58,6 +58,7 @@ def library_messages_once():
     datasets.utils.logging.disable_propagation()
     huggingface_hub.utils.logging.disable_propagation()
 
+
 SPLIT_FILES = {"train": "--train_file", "validation": "--validation_file", "test": "--test_file"}
 
 

@@ -93,8 +93,13 @@ def test_missing_tokenizer_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match=r"The folder .*nothing-here does not exist"):
         load_fast_tokenizer(str(tmp_path / "nothing-here"), {})
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="Could not load a tokenizer"):
+    with pytest.raises(UserError, match="Could not load a tokenizer") as refused:
         load_fast_tokenizer(str(tmp_path / "empty"), {})
+    assert "No local folder" not in str(refused.value)  # the folder is there, only its files are not
+    with pytest.raises(UserError) as refused:
+        load_fast_tokenizer("nerkit-tests/not-cached", {"revision": "v2.0"}, "--model")  # offline in the tests
+    for part in ("at revision 'v2.0'", "No local folder of that name exists", "Check --model;"):
+        assert part in str(refused.value)
 
 
 def test_a_tokenizer_without_a_padding_token_pads_with_its_end_token(tmp_path):
