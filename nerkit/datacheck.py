@@ -201,15 +201,14 @@ def labels_not_in_train(splits):
     train = splits.get("train")
     if train is None or train.tags is None:
         return {}
-    known = {tag for tags in train.tags for tag in tags}
-    return {name: sorted({tag for tags in splits[name].tags for tag in tags} - known)
+    return {name: sorted(splits[name].tag_set - train.tag_set)
             for name in EVALUATED if name in splits and splits[name].tags is not None}
 
 
 def run_scheme(splits):
     """(the run's tagging scheme, the labels of every split): the scheme training would decide (see
     nerkit.schemes.decide_scheme), which scheme breaks are counted against."""
-    label_list = sorted({tag for split in splits.values() for tags in split.tags or () for tag in tags})
+    label_list = sorted(set().union(*(split.tag_set or () for split in splits.values())))
     return decide_scheme(splits, label_list)[0], label_list
 
 
@@ -223,7 +222,7 @@ def scheme_break_report(splits):
             continue
         places = [split.where_word(index, position) for index, position in scheme_breaks(split.tags, label_list,
                                                                                           scheme)]
-        foreign, prefixes = foreign_prefixes(split.tags, scheme)
+        foreign, prefixes = foreign_prefixes(split, scheme)
         found[name] = {"count": len(places), "first": places[:SHOWN_PLACES],
                        "outside_scheme": {"count": len(foreign), "prefixes": dict(prefixes),
                                           "first": [split.where_word(*place) for place in foreign[:SHOWN_PLACES]]}}

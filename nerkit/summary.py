@@ -54,23 +54,25 @@ def break_warning(split, label_list, scheme):
             "in its own way; check the data.")
 
 
-def foreign_prefixes(tag_lists, scheme):
-    """(example, position) of every tag whose prefix the scheme does not have (E-X or S-X among IOB2 tags:
-    data that mixes schemes, which no break reveals, since such labels are free in the scheme), and the
-    count of each such prefix; none for the scheme "none", which has no prefixes."""
+def foreign_prefixes(split, scheme):
+    """(example, position) of every tag of a labelled split whose prefix the scheme does not have (E-X or S-X
+    among IOB2 tags: data that mixes schemes, which no break reveals, since such labels are free in the
+    scheme), and the count of each such prefix; none for the scheme "none", which has no prefixes."""
     if scheme == "none":
         return [], Counter()
-    labels = {tag for tags in tag_lists for tag in tags}
-    foreign = {label for label in outside_scheme(labels, scheme) if split_label(label)[0]}  # unprefixed: not mixed
-    places = [(index, position) for index, tags in enumerate(tag_lists) for position, tag in enumerate(tags)
+    # unprefixed labels are outside every scheme with prefixes, but do not mix schemes
+    foreign = {label for label in outside_scheme(split.tag_set, scheme) if split_label(label)[0]}
+    places = [(index, position) for index, tags in enumerate(split.tags) for position, tag in enumerate(tags)
               if tag in foreign]
-    counts = Counter(split_label(tag_lists[index][position])[0] + "-X" for index, position in places)
+    counts = Counter(split_label(split.tags[index][position])[0] + "-X" for index, position in places)
     return places, counts
 
 
 def foreign_prefix_warning(split, scheme):
     """A warning text for tags whose prefix the scheme does not have; None when there are none."""
-    places, counts = foreign_prefixes(split.tags or (), scheme)
+    if split.tags is None:
+        return None
+    places, counts = foreign_prefixes(split, scheme)
     if not places:
         return None
     shown = "; ".join(split.where_word(index, position) for index, position in places[:SHOWN_BREAKS])
