@@ -202,7 +202,7 @@ class Tagger:
 
         from nerkit.schemes import model_scheme
         from nerkit.speed import (check_int8_possible, fresh_accelerator, inference_precision, int8_linear_layers,
-                                  keep_freed_memory, log_precision)
+                                  log_precision, prepare_device)
 
         if int8:
             check_int8_possible()
@@ -227,7 +227,7 @@ class Tagger:
             precision = inference_precision()
             self.accelerator = fresh_accelerator(mixed_precision=precision.mixed_precision)
             log_precision(self.accelerator, precision, "Tagging")
-        keep_freed_memory(self.accelerator.device.type)
+        prepare_device(self.accelerator.device.type)
         self.model = self.accelerator.prepare(model)
         self.batch_size, self.decoding = batch_size, decoding
 

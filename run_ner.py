@@ -56,8 +56,8 @@ from nerkit.speed import (
     choose_packing,
     decide_precision,
     forget_other_precision,
-    keep_freed_memory,
     log_precision,
+    prepare_device,
 )
 from nerkit.workflow import (
     check_finite_loss,
@@ -134,7 +134,7 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
                    training_args.should_save)
         return
     keep_token_out_of_files(training_args)
-    keep_freed_memory(training_args.device.type)
+    prepare_device(training_args.device.type)
     checkpoint = checkpoint_to_resume(training_args, data_args)
     set_seed(training_args.seed)
 

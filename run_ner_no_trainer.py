@@ -55,8 +55,8 @@ from nerkit.speed import (
     decide_precision,
     fresh_accelerator,
     fused_adamw,
-    keep_freed_memory,
     log_precision,
+    prepare_device,
 )
 from nerkit.workflow import (
     check_finite_loss,
@@ -201,7 +201,7 @@ def main(model_args=None, data_args=None, args=None, command=None):
     if data_args.check_data:
         check_data(model_args, data_args, args.output_dir, args.max_length, "--max_length", accelerator.is_main_process)
         return
-    keep_freed_memory(accelerator.device.type)
+    prepare_device(accelerator.device.type)
     resume = checkpoint_to_resume(args, data_args)
     if args.seed is not None:
         set_seed(args.seed)

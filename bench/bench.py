@@ -44,7 +44,7 @@ sys.path.insert(0, ROOT)
 
 from nerkit import embedded  # noqa: E402
 from nerkit.data import parse_conll, read_text  # noqa: E402
-from nerkit.speed import automatic_precision, bf16_pays_on_cpu  # noqa: E402
+from nerkit.speed import automatic_precision, bf16_pays_on_cpu, cpu_bf16_instructions  # noqa: E402
 
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 ROWS = {"upstream": "upstream recipe", "upstream-fastest": "upstream, fastest flags",
@@ -58,7 +58,7 @@ def main():
     os.makedirs(options.work, exist_ok=True)
     data = prepare_data(options.work)
     model = embedded.model_path()
-    bf16_fast = bf16_pays_on_cpu()
+    bf16_fast = bf16_pays()
     sides = training_commands(options, data, model, bf16_fast)
     subtokens = count_subtokens(model, data["train.json"], options.limit) * options.epochs
     runs = {name: [] for name in sides}
@@ -69,7 +69,8 @@ def main():
     results = {"runs": runs, "subtokens": subtokens, "bf16_fast": bf16_fast}
     if trained and "prediction" in options.parts:
         results["prediction"] = prediction_benchmark(trained[0], data, options.work)
-        results["int8"] = int8_comparison(trained, data)
+        if int8_possible():
+            results["int8"] = int8_comparison(trained, data)
     if trained and "decoding" in options.parts:
         results["decoding"] = decoding_comparison(trained, data, options.work)
     if trained and "memory" in options.parts:
@@ -97,6 +98,23 @@ def parse_options():
     if "training" not in options.parts:  # prediction, decoding and memory measure the model this row trains
         options.rows = ["nerkit"] if set(options.parts) & {"prediction", "decoding", "memory"} else []
     return options
+
+
+def bf16_pays():
+    """Whether bf16 is the fast precision where the runs train: a GPU that supports it, or a CPU on which a
+    bf16 matrix multiply measures clearly faster than fp32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bf16_pays_on_cpu()
+
+
+def int8_possible():
+    """predict_ner.py --int8 tags on the CPU only; on a machine with an accelerator it refuses."""
+    from nerkit.speed import accelerator_type
+
+    return accelerator_type() is None
 
 
 def command_line(options):
@@ -202,12 +220,13 @@ def prediction_benchmark(model_dir, data, work, rounds=3):
     sentences, documents = prediction_texts(data)
     texts = sentences + documents
     words = sum(len(t) for t in texts)
-    times = {"ours": [], "tagger": [], "tagger_int8": [], "pipeline": []}
+    times = {"ours": [], "tagger": [], **({"tagger_int8": []} if int8_possible() else {}), "pipeline": []}
     for _ in range(rounds):
         seconds, ours_tags = time_ours(model_dir, texts, work)
         times["ours"].append(seconds)
         times["tagger"].append(time_tagger(model_dir, texts))
-        times["tagger_int8"].append(time_tagger(model_dir, texts, int8=True))
+        if "tagger_int8" in times:
+            times["tagger_int8"].append(time_tagger(model_dir, texts, int8=True))
         seconds, agreement = time_pipeline(model_dir, texts, ours_tags)
         times["pipeline"].append(seconds)
     return {"words": words, "texts": len(texts), "long": len(documents), "rounds": rounds, "agreement": agreement,
@@ -362,7 +381,10 @@ def machine_heading():
         return f"{torch.cuda.get_device_name(0)}"
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores"
+    # CPUs of one model name differ in their bf16 instructions (AMD EPYCs with and without AVX512-BF16 are both
+    # "AMD EPYC" here), and with them the automatic precision: each gets its own section
+    bf16 = "".join(f", {name}" for name in cpu_bf16_instructions())
+    return f"{cpu}, {os.cpu_count()} cores{bf16}"
 
 
 def software():
@@ -372,6 +394,20 @@ def software():
     return f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}"
 
 
+def precision_sentence(bf16_fast):
+    """What bf16 is worth on this machine, upstream's fastest flags that follow, and this suite's choice."""
+    import torch
+
+    if torch.cuda.is_available():
+        measured = f"This GPU {'supports' if bf16_fast else 'has no'} bf16"
+    else:
+        measured = (f"bf16 matrix multiply measured {'faster' if bf16_fast else 'slower'} than fp32 on this CPU "
+                    "(`nerkit.speed.bf16_pays_on_cpu`)")
+    fastest = 'length grouping with --bf16' if bf16_fast else 'length grouping alone (bf16 is slower here)'
+    return f"{measured}, so upstream's fastest flags here are {fastest}; this suite's automatic choice: " \
+        f"{suite_precision()}."
+
+
 def suite_precision():
     mixed_precision, reason = automatic_precision()
     return f"{'fp32' if mixed_precision == 'no' else mixed_precision} ({reason})"
@@ -379,20 +415,11 @@ def suite_precision():
 
 def results_section(options, results):
     """The lines of this machine kind's section of RESULTS.md."""
-    bf16_fast = results["bf16_fast"]
-    lines = [
-        f"## {machine_heading()}",
-        "",
-        f"{software()}. bf16 matrix multiply measured {'faster' if bf16_fast else 'slower'} than fp32 on this CPU "
-        f"(`nerkit.speed.bf16_pays_on_cpu`), so upstream's fastest flags here are "
-        f"{'length grouping with --bf16' if bf16_fast else 'length grouping alone (bf16 is slower here)'}; this "
-        f"suite's automatic choice: {suite_precision()}.",
-        "",
-    ]
+    lines = [f"## {machine_heading()}", "", f"{software()}. {precision_sentence(results['bf16_fast'])}", ""]
     if results["runs"]:
         lines += training_lines(options, results)
     if "prediction" in results:
-        lines += prediction_lines(results["prediction"], results["int8"])
+        lines += prediction_lines(results["prediction"], results.get("int8"))
     if "decoding" in results:
         lines += decoding_lines(options, results["decoding"])
     if "throughput" in results:
@@ -454,32 +481,38 @@ def comparison_lines(stats):
 
 
 def prediction_lines(prediction, int8):
-    mean = statistics.mean
-    return [
+    """The prediction subsection; `int8` (the --int8 comparison) is None where --int8 cannot run."""
+    mean, pipeline = statistics.mean, prediction["pipeline"]
+    lines = [
         "### Prediction",
         "",
         f"{prediction['texts']} texts ({prediction['words']:,} words; {prediction['long']} of them documents of "
         "about 1,200 words, longer than the model maximum), words per second after loading, the fastest of "
-        f"{prediction['rounds']} rounds in which the four take turns:",
+        f"{prediction['rounds']} rounds in which the predictors take turns:",
         "",
         "| predictor | words/s | against the pipeline |",
         "| --- | --- | --- |",
         f"| run_ner.py --do_predict (tokenization, windows, batches, Viterbi word decoding) | "
-        f"{prediction['ours']:,.0f} | {prediction['ours'] / prediction['pipeline']:.2f}x |",
+        f"{prediction['ours']:,.0f} | {prediction['ours'] / pipeline:.2f}x |",
         f"| predict_ner.py (its Tagger on the same words, batch 8, Viterbi) | {prediction['tagger']:,.0f} | "
-        f"{prediction['tagger'] / prediction['pipeline']:.2f}x |",
-        f"| predict_ner.py --int8 (linear layers in int8) | {prediction['tagger_int8']:,.0f} | "
-        f"{prediction['tagger_int8'] / prediction['pipeline']:.2f}x |",
-        f"| transformers pipeline, aggregation first, stride 128, batch 8 | {prediction['pipeline']:,.0f} | 1.00x |",
-        "",
-        f"Short texts whose entities agree with the pipeline's: {prediction['agreement']:.1%}.",
-        "",
-        f"--int8 on the validation set, each of run_ner.py's trained models: F1 {mean(int8['int8']):.4f} against "
-        f"{mean(int8['default']):.4f} in the automatic precision (per model: "
-        f"{', '.join(f'{a:.4f}/{b:.4f}' for a, b in zip(int8['int8'], int8['default']))}); words keeping their "
-        f"label: {mean(int8['same']):.2%}.",
-        "",
+        f"{prediction['tagger'] / pipeline:.2f}x |",
     ]
+    if "tagger_int8" in prediction:
+        lines.append(f"| predict_ner.py --int8 (linear layers in int8) | {prediction['tagger_int8']:,.0f} | "
+                     f"{prediction['tagger_int8'] / pipeline:.2f}x |")
+    lines += [f"| transformers pipeline, aggregation first, stride 128, batch 8 | {pipeline:,.0f} | 1.00x |", "",
+              f"Short texts whose entities agree with the pipeline's: {prediction['agreement']:.1%}.", ""]
+    if int8:
+        lines += [
+            f"--int8 on the validation set, each of run_ner.py's trained models: F1 {mean(int8['int8']):.4f} "
+            f"against {mean(int8['default']):.4f} in the automatic precision (per model: "
+            f"{', '.join(f'{a:.4f}/{b:.4f}' for a, b in zip(int8['int8'], int8['default']))}); words keeping "
+            f"their label: {mean(int8['same']):.2%}.",
+            "",
+        ]
+    else:
+        lines += ["--int8 is not measured here: it tags on the CPU only, and this machine has an accelerator.", ""]
+    return lines
 
 
 def decoding_lines(options, decoding):
@@ -511,17 +544,13 @@ def base_sized_model(work):
     return path
 
 
-def throughput_precision(bf16_fast_cpu):
-    """(device, torch dtype name, extra flags): bf16 where the device runs it fast (a GPU with bf16, or this
-    CPU when `bf16_fast_cpu`, main's measurement), with `--bf16` on the command line of both rows as a user
-    of upstream would pass it; otherwise fp32."""
+def throughput_precision(bf16_fast):
+    """(device, torch dtype name, extra flags): bf16 where the device runs it fast (`bf16_pays`), with `--bf16`
+    on the command line of both rows as a user of upstream would pass it; otherwise fp32."""
     import torch
 
-    if torch.cuda.is_available():
-        bf16, device, flags = torch.cuda.is_bf16_supported(), "cuda", ["--bf16"]
-    else:
-        bf16, device, flags = bf16_fast_cpu, "cpu", ["--bf16", "--use_cpu"]
-    return (device, "bfloat16", flags) if bf16 else (device, "float32", [])
+    device, flags = ("cuda", ["--bf16"]) if torch.cuda.is_available() else ("cpu", ["--bf16", "--use_cpu"])
+    return (device, "bfloat16", flags) if bf16_fast else (device, "float32", [])
 
 
 def matmul_peak(device, dtype_name, size=None, repeats=None):
@@ -559,12 +588,12 @@ def training_labels(path):
         return len({tag for line in handle for tag in json.loads(line)["ner_tags"]})
 
 
-def throughput_benchmark(options, data, models, bf16_fast_cpu, peak=None):
+def throughput_benchmark(options, data, models, bf16_fast, peak=None):
     """For each of `models` ({name: path}): the upstream recipe and run_ner.py with the same command line, one
     epoch each (seed: the first of --seeds), taking turns. Returns the device, precision, its measured
     matrix-multiply peak and per run the real sub-tokens trained a second (from `train_runtime`) and the
     linear layers' FLOP/s, and where the run wrote its results."""
-    device, dtype, flags = throughput_precision(bf16_fast_cpu)
+    device, dtype, flags = throughput_precision(bf16_fast)
     peak = peak or matmul_peak(device, dtype)
     labels = training_labels(data["train.json"])
     one_epoch = argparse.Namespace(**dict(vars(options), epochs=1, rows=["upstream", "nerkit"]))

@@ -15,7 +15,8 @@ and on CPUs with bf16 matrix instructions (AMX-BF16 or AVX512-BF16; on other CPU
 several times slower), fp32 elsewhere. `NERKIT_AUTO_PRECISION=bf16|fp32` forces the automatic choice.
 
 On the CPU under glibc, memory that tensors free is kept for the next step rather than returned to the
-system and faulted in again (`keep_freed_memory`).
+system and faulted in again (`keep_freed_memory`). On CUDA, cuDNN is left out of the attention kernels, as it
+plans afresh for every new batch shape (`leave_out_cudnn_attention`).
 
 predict_ner.py --int8 (CPU only, never automatic, as it changes some labels) runs the linear layers on int8
 weights and activations instead (`int8_linear_layers`).
@@ -252,6 +253,40 @@ def keep_freed_memory(device_type, environ=os.environ):
                     "in again (glibc: no separately mapped blocks, up to 1 GiB kept); %s=0 turns this off.",
                     KEEP_MEMORY_VARIABLE)
     return kept
+
+
+KEEP_CUDNN_VARIABLE, TORCH_CUDNN_VARIABLE = "NERKIT_CUDNN_ATTENTION", "TORCH_CUDNN_SDPA_DEPRIORITIZED"
+
+
+def leave_out_cudnn_attention(device_type, environ=os.environ):
+    """On CUDA, take cuDNN out of the attention kernels PyTorch's SDPA chooses from (flash, memory-efficient
+    and math remain). On Hopper and newer GPUs torch tries cuDNN first for half-precision attention, and
+    cuDNN builds an execution plan for every new shape of batch before caching it. Batches of sentences
+    change shape at nearly every step, in training (random batches, packed rows) and in evaluation alike,
+    so the plans are built again and again. On an H100 (torch 2.11) the first masked bf16 attention of a new
+    shape (forward and backward, batch 16, MiniLM's heads) took 347 ms with cuDNN against 1.2 ms without,
+    and one epoch of MiniLM on WNUT-16 trained in 12.2 s against 3.3 s (bench/RESULTS.md). The attention
+    is the same function; only rounding and the dropout draws differ. A choice of the user's is left alone:
+    NERKIT_CUDNN_ATTENTION=1 keeps cuDNN, TORCH_CUDNN_SDPA_DEPRIORITIZED (torch's own setting) set either
+    way, or cuDNN attention already turned off. Returns whether cuDNN was taken out."""
+    if device_type != "cuda" or not hasattr(torch.backends.cuda, "enable_cudnn_sdp"):
+        return False
+    if environ.get(KEEP_CUDNN_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    if environ.get(TORCH_CUDNN_VARIABLE, "").strip():  # torch's own ordering, chosen by the user
+        return False
+    if not torch.backends.cuda.cudnn_sdp_enabled():
+        return False
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    logger.info("cuDNN attention is left out (it builds a plan for every new batch shape, and batch shapes change "
+                "at nearly every step); NERKIT_CUDNN_ATTENTION=1 keeps it.")
+    return True
+
+
+def prepare_device(device_type):
+    """What a run changes in its own process for the device it computes on, once, before any model work."""
+    keep_freed_memory(device_type)
+    leave_out_cudnn_attention(device_type)
 
 
 def allocator_chosen_by_user(environ):

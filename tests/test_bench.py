@@ -70,3 +70,39 @@ def test_a_run_of_some_parts_replaces_only_its_own_subsections(bench, tmp_path):
     bench.merge_results(str(path), "GPU C", ["## GPU C", "", "### Training", "", "C's training"])
     assert path.read_text().endswith("## GPU B\n\n### Training\n\nB's training\n\n## GPU C\n\n### Training\n\n"
                                      "C's training\n")
+
+
+def test_each_cpu_kind_gets_its_own_section_by_its_bf16_instructions(bench, monkeypatch):
+    """Two AMD EPYCs, one with AVX512-BF16 and one without, are both "AMD EPYC": their figures must not mix."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(bench, "cpu_bf16_instructions", lambda: [])
+    plain = bench.machine_heading()
+    monkeypatch.setattr(bench, "cpu_bf16_instructions", lambda: ["AVX512-BF16"])
+    assert bench.machine_heading() == f"{plain}, AVX512-BF16"
+    assert plain.endswith(f"{os.cpu_count()} cores")
+
+
+def test_prediction_lines_leave_out_int8_where_it_cannot_run(bench):
+    prediction = {"texts": 3, "words": 30, "long": 1, "rounds": 3, "agreement": 1.0, "ours": 20.0, "tagger": 30.0,
+                  "pipeline": 10.0}
+    lines = bench.prediction_lines(prediction, None)  # a machine with an accelerator: no --int8 measured
+    assert not any("--int8 (linear layers" in line for line in lines)
+    assert any(line.startswith("--int8 is not measured here") for line in lines)
+    assert "| predict_ner.py (its Tagger on the same words, batch 8, Viterbi) | 30 | 3.00x |" in lines
+
+    int8 = {"int8": [0.5], "default": [0.52], "same": [0.99]}
+    lines = bench.prediction_lines(dict(prediction, tagger_int8=40.0), int8)
+    assert "| predict_ner.py --int8 (linear layers in int8) | 40 | 4.00x |" in lines
+    assert any(line.startswith("--int8 on the validation set") for line in lines)
+
+
+def test_bf16_throughput_rows_name_the_flags_a_user_of_upstream_would_pass(bench, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench.throughput_precision(True) == ("cpu", "bfloat16", ["--bf16", "--use_cpu"])
+    assert bench.throughput_precision(False) == ("cpu", "float32", [])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert bench.throughput_precision(True) == ("cuda", "bfloat16", ["--bf16"])

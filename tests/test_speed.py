@@ -519,3 +519,35 @@ def test_each_script_keeps_freed_memory_on_the_cpu(script, tiny_bert, ner_files,
             predict_ner.Tagger(trained_model, None, 64, 8, "viterbi").tag([text.split() for text in TEXTS])
     assert not maps_large_tensors(libc)
     assert "Memory that tensors free is kept for reuse" in caplog.text
+
+
+@pytest.fixture
+def cudnn_attention_restored():
+    import torch
+
+    enabled = torch.backends.cuda.cudnn_sdp_enabled()
+    torch.backends.cuda.enable_cudnn_sdp(True)
+    yield
+    torch.backends.cuda.enable_cudnn_sdp(enabled)
+
+
+def test_cudnn_attention_is_left_out_on_cuda_unless_the_user_chose(cudnn_attention_restored, caplog):
+    """cuDNN plans every new batch shape afresh (bench/RESULTS.md, H100): a CUDA run takes it out of SDPA's
+    choices, once, and says so; the CPU, and a user's own setting, are left alone."""
+    import torch
+
+    from nerkit.speed import leave_out_cudnn_attention, prepare_device
+
+    with caplog.at_level("INFO", logger="nerkit.speed"):
+        assert not leave_out_cudnn_attention("cpu", {})
+        for variables in ({"NERKIT_CUDNN_ATTENTION": "1"}, {"TORCH_CUDNN_SDPA_DEPRIORITIZED": "0"}):
+            assert not leave_out_cudnn_attention("cuda", variables)
+        assert torch.backends.cuda.cudnn_sdp_enabled() and not caplog.records
+        assert leave_out_cudnn_attention("cuda", {"NERKIT_CUDNN_ATTENTION": "0"})
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert not leave_out_cudnn_attention("cuda", {})  # already out: nothing more to do or say
+    assert [record.getMessage().split(" (")[0] for record in caplog.records] == ["cuDNN attention is left out"]
+
+    torch.backends.cuda.enable_cudnn_sdp(True)
+    prepare_device("cuda")  # what the three scripts call once the device is known
+    assert not torch.backends.cuda.cudnn_sdp_enabled()
