@@ -138,7 +138,7 @@ def training_commands(options, data, model, bf16_fast):
     trainer = training + ["--do_train", "--do_eval", "--save_strategy", "no", "--report_to", "none",
                           "--disable_tqdm", "True"]
     upstream = [os.path.join(ROOT, "bench", "upstream_run_ner.py"), *trainer]
-    fastest = ["--train_sampling_strategy", "group_by_length"] + (["--bf16"] if bf16_fast else [])
+    fastest = ["--train_sampling_strategy", "group_by_length"] + (bf16_flags() if bf16_fast else [])
     commands = {
         "upstream": upstream,
         "upstream-fastest": upstream + fastest,
@@ -549,8 +549,15 @@ def throughput_precision(bf16_fast):
     on the command line of both rows as a user of upstream would pass it; otherwise fp32."""
     import torch
 
-    device, flags = ("cuda", ["--bf16"]) if torch.cuda.is_available() else ("cpu", ["--bf16", "--use_cpu"])
-    return (device, "bfloat16", flags) if bf16_fast else (device, "float32", [])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return (device, "bfloat16", bf16_flags()) if bf16_fast else (device, "float32", [])
+
+
+def bf16_flags():
+    """bf16 on a command line of upstream's: the Trainer takes --bf16 on a CPU only with --use_cpu."""
+    import torch
+
+    return ["--bf16"] if torch.cuda.is_available() else ["--bf16", "--use_cpu"]
 
 
 def matmul_peak(device, dtype_name, size=None, repeats=None):

@@ -260,15 +260,16 @@ KEEP_CUDNN_VARIABLE, TORCH_CUDNN_VARIABLE = "NERKIT_CUDNN_ATTENTION", "TORCH_CUD
 
 def leave_out_cudnn_attention(device_type, environ=os.environ):
     """On CUDA, take cuDNN out of the attention kernels PyTorch's SDPA chooses from (flash, memory-efficient
-    and math remain). On Hopper and newer GPUs torch tries cuDNN first for half-precision attention, and
-    cuDNN builds an execution plan for every new shape of batch before caching it. Batches of sentences
-    change shape at nearly every step, in training (random batches, packed rows) and in evaluation alike,
-    so the plans are built again and again. On an H100 (torch 2.11) the first masked bf16 attention of a new
-    shape (forward and backward, batch 16, MiniLM's heads) took 347 ms with cuDNN against 1.2 ms without,
-    and one epoch of MiniLM on WNUT-16 trained in 12.2 s against 3.3 s (bench/RESULTS.md). The attention
-    is the same function; only rounding and the dropout draws differ. A choice of the user's is left alone:
-    NERKIT_CUDNN_ATTENTION=1 keeps cuDNN, TORCH_CUDNN_SDPA_DEPRIORITIZED (torch's own setting) set either
-    way, or cuDNN attention already turned off. Returns whether cuDNN was taken out."""
+    and math remain). On Hopper and newer GPUs recent torch (2.11 measured) tries cuDNN first for
+    half-precision attention, and cuDNN builds an execution plan for every new shape of batch before caching
+    it. Batches of sentences change shape at nearly every step, in training (random batches, packed rows)
+    and in evaluation alike, so the plans are built again and again. On an H100 (torch 2.11) the first
+    masked bf16 attention of a new shape (forward and backward, batch 16, MiniLM's heads) took 347 ms with
+    cuDNN against 1.2 ms without, and one epoch of MiniLM on WNUT-16 trained in 12.2 s against 3.3 s
+    (bench/RESULTS.md). The attention is the same function; only rounding and the dropout draws differ. A
+    choice of the user's is left alone: NERKIT_CUDNN_ATTENTION=1 keeps cuDNN, TORCH_CUDNN_SDPA_DEPRIORITIZED
+    (torch's own setting) set either way, or cuDNN attention already turned off. Returns whether cuDNN was
+    taken out."""
     if device_type != "cuda" or not hasattr(torch.backends.cuda, "enable_cudnn_sdp"):
         return False
     if environ.get(KEEP_CUDNN_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on"):

@@ -106,3 +106,19 @@ def test_bf16_throughput_rows_name_the_flags_a_user_of_upstream_would_pass(bench
     assert bench.throughput_precision(False) == ("cpu", "float32", [])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert bench.throughput_precision(True) == ("cuda", "bfloat16", ["--bf16"])
+
+
+def test_upstreams_fastest_flags_take_bf16_on_a_cpu_as_its_trainer_needs(bench, monkeypatch, tmp_path):
+    """The Trainer refuses --bf16 on a machine without a GPU unless --use_cpu comes with it."""
+    import torch
+    from transformers import HfArgumentParser, TrainingArguments
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    options = argparse.Namespace(seeds=[42], epochs=1, limit=None, rows=["upstream-fastest"])
+    data = {"train.json": "t.json", "validation.json": "v.json"}
+    (name, argv), = bench.training_commands(options, data, "model", True).items()
+    flags = argv[argv.index("--num_train_epochs"):]
+    assert "--bf16" in flags and "--use_cpu" in flags and "group_by_length" in name
+    trainer_flags = [flag for flag in flags[flags.index("--do_train"):]] + ["--output_dir", str(tmp_path)]
+    arguments, = HfArgumentParser(TrainingArguments).parse_args_into_dataclasses(trainer_flags)
+    assert arguments.bf16 and arguments.use_cpu
