@@ -7,10 +7,11 @@
 
 Training: the packaged MiniLM on the packaged WNUT-16 split (1,916 training sentences), 3 epochs, batch
 16, learning rate 5e-5, the same flags on every row (the upstream README's command line). Rows: the
-upstream recipe; upstream with its fastest flags (length grouping, plus --bf16 where this CPU runs bf16
-faster than fp32); this suite's run_ner.py; its run_ner_no_trainer.py (the Accelerate loop, which also
-evaluates after every epoch, as upstream's does, and is given the Trainer's `--max_grad_norm 1.0`, as its
-upstream default is no clipping, so both scripts do the same training). The rows take turns, seed by
+upstream recipe; upstream with its fastest flags (length grouping, plus --bf16 where bf16 pays: a GPU
+with bf16, or a CPU that runs it faster than fp32, with --use_cpu as its Trainer needs there); this
+suite's run_ner.py; its run_ner_no_trainer.py (the Accelerate loop, which also evaluates after every
+epoch, as upstream's does, and is given the Trainer's `--max_grad_norm 1.0`, as its upstream default is
+no clipping, so both scripts do the same training). The rows take turns, seed by
 seed. Each run is a separate process: "whole process" is its wall time measured from outside, as `time
 python ...` reports it; "training" is the `train_runtime` the run writes; peak memory is the process's
 maximum resident set. Prediction: words per second of `run_ner.py --do_predict` and of `predict_ner.py`'s
