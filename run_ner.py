@@ -37,7 +37,7 @@ from nerkit.arguments import (
 from nerkit.datacheck import check_data
 from nerkit.decoding import WordDecoder, reduce_logits
 from nerkit.errors import UserError, exit_on_user_error
-from nerkit.hub import offline_unless_reachable, run_hub_names
+from nerkit.hub import check_hub_for_training
 from nerkit.labels import outside_label
 from nerkit.metrics import EntityScorer, entity_type
 from nerkit.modeling import load_model
@@ -127,8 +127,7 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
     setup_logging("run_ner", training_args.should_log)
     logger.info("Running on %d process(es), device %s.", training_args.world_size, training_args.device)
     check_arguments(data_args, training_args)
-    pushes = training_args.push_to_hub and not data_args.check_data
-    offline_unless_reachable(run_hub_names(model_args, data_args), pushes=pushes)
+    check_hub_for_training(model_args, data_args, training_args.push_to_hub)
     if data_args.check_data:
         check_data(model_args, data_args, training_args.output_dir, data_args.max_seq_length, "--max_seq_length",
                    training_args.should_save)

@@ -37,7 +37,7 @@ from nerkit.arguments import DataTrainingArguments, ModelArguments, at_least, ch
 from nerkit.datacheck import check_data
 from nerkit.decoding import forward_batches
 from nerkit.errors import UserError, exit_on_user_error
-from nerkit.hub import offline_unless_reachable, run_hub_names
+from nerkit.hub import check_hub_for_training
 from nerkit.modeling import load_model
 from nerkit.outputs import clear_earlier_run, save_results, timing_metrics, write_json, write_predictions
 from nerkit.progress import interactive, progress_line
@@ -197,7 +197,7 @@ def main(model_args=None, data_args=None, args=None, command=None):
     logger.info("Running on %d process(es), device %s.", accelerator.num_processes, accelerator.device)
     training = trains(args)
     log_precision(accelerator, precision, "Training" if training else "Inference")
-    offline_unless_reachable(run_hub_names(model_args, data_args), pushes=args.push_to_hub and not data_args.check_data)
+    check_hub_for_training(model_args, data_args, args.push_to_hub)
     if data_args.check_data:
         check_data(model_args, data_args, args.output_dir, args.max_length, "--max_length", accelerator.is_main_process)
         return

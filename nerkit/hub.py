@@ -19,11 +19,15 @@ logger = logging.getLogger(__name__)
 LOCAL_SPELLINGS = ("/", "./", "../", "~")
 
 
+def exists_locally(name):
+    """Whether `name` is a file or folder here (`~` expanded)."""
+    return os.path.exists(os.path.expanduser(name))
+
+
 def hub_names(*names):
     """The names among `names` that would be looked up on the hub (given, not a local path, and not spelled
     as one), each once."""
-    found = [name for name in names if name and not name.startswith(LOCAL_SPELLINGS)
-             and not os.path.exists(os.path.expanduser(name))]
+    found = [name for name in names if name and not name.startswith(LOCAL_SPELLINGS) and not exists_locally(name)]
     return list(dict.fromkeys(found))
 
 
@@ -77,7 +81,9 @@ def go_offline():
     datasets.config.HF_HUB_OFFLINE = True
 
 
-def run_hub_names(model_args, data_args):
-    """What run_ner.py and run_ner_no_trainer.py would look up on the hub (see `hub_names`)."""
-    return hub_names(model_args.model_name_or_path, model_args.config_name, model_args.tokenizer_name,
-                     data_args.dataset_name)
+def check_hub_for_training(model_args, data_args, push_to_hub):
+    """`offline_unless_reachable` for run_ner.py and run_ner_no_trainer.py: the names they would look up on
+    the hub, and --push_to_hub unless the run only checks its data (--check_data pushes nothing)."""
+    names = hub_names(model_args.model_name_or_path, model_args.config_name, model_args.tokenizer_name,
+                      data_args.dataset_name)
+    offline_unless_reachable(names, pushes=push_to_hub and not data_args.check_data)

@@ -6,12 +6,11 @@ word of every example is trained on, predicted and scored; nothing is truncated 
 
 import json
 import logging
-import os
 import uuid
 from dataclasses import dataclass
 
 from .errors import UserError
-from .hub import LOCAL_SPELLINGS
+from .hub import LOCAL_SPELLINGS, exists_locally
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +26,7 @@ def load_fast_tokenizer(name_or_path, hub_kwargs, flags="--model_name_or_path or
     `flags` names where the name came from, in messages."""
     from transformers import AutoTokenizer
 
-    local = os.path.exists(os.path.expanduser(name_or_path))
+    local = exists_locally(name_or_path)
     if name_or_path.startswith(LOCAL_SPELLINGS) and not local:
         # a path, not a hub id: the hub's complaint about repository names would only confuse
         raise UserError(f"The folder {name_or_path} does not exist. Check the model or tokenizer named by {flags}.")
