@@ -18,6 +18,7 @@ import sys
 import time
 from functools import partial
 
+from torch.utils.data import DataLoader
 from transformers import (
     DataCollatorForTokenClassification,
     EarlyStoppingCallback,
@@ -64,6 +65,7 @@ from nerkit.workflow import (
     decode_and_score,
     encode_splits,
     encoding_settings,
+    inference_batching,
     load_tokenizer_and_labels,
     read_data,
     setup_logging,
@@ -98,7 +100,15 @@ class NerTrainer(Trainer):
         return self._keeping_every_batch(super().get_eval_dataloader, eval_dataset)
 
     def get_test_dataloader(self, test_dataset):
-        return self._keeping_every_batch(super().get_test_dataloader, test_dataset)
+        batching = inference_batching(test_dataset, self.args.eval_batch_size, self.args.world_size)
+        if "batch_sampler" not in batching:
+            return self._keeping_every_batch(super().get_test_dataloader, test_dataset)
+        # an unlabelled split, longest first: batched as predict_ner.py's tagger batches, so short sentences
+        # are not padded to a long document's windows (the Trainer's sampler takes no batch sampler)
+        dataset = self._remove_unused_columns(test_dataset, description="test")
+        return self.accelerator.prepare(DataLoader(dataset, collate_fn=self.data_collator, **batching,
+                                                   num_workers=self.args.dataloader_num_workers,
+                                                   pin_memory=self.args.dataloader_pin_memory))
 
     def _keeping_every_batch(self, make_loader, dataset):
         """--dataloader_drop_last is for training: evaluation and prediction read every window, or words

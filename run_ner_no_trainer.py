@@ -63,6 +63,7 @@ from nerkit.workflow import (
     decode_and_score,
     encode_splits,
     encoding_settings,
+    inference_batching,
     load_tokenizer_and_labels,
     read_data,
     setup_logging,
@@ -361,9 +362,11 @@ def make_dataloaders(features, tokenizer, settings, data_args, args, accelerator
         # A generator of its own keeps iteration from drawing on the global RNG that dropout uses, so a
         # resumed run (which starts its iterator after restoring that RNG) continues exactly.
         generator = torch.Generator().manual_seed(args.seed or 0)
-        loaders[name] = DataLoader(split_features.remove_columns(NOT_INPUTS), shuffle=training,
-                                   collate_fn=packer if training and packer else collator, batch_size=batch_size,
-                                   generator=generator)
+        batching = {"batch_size": batch_size, "shuffle": True} if training else \
+            inference_batching(split_features, batch_size, accelerator.num_processes)
+        loaders[name] = DataLoader(split_features.remove_columns(NOT_INPUTS),
+                                   collate_fn=packer if training and packer else collator, generator=generator,
+                                   **batching)
     return loaders
 
 

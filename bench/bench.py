@@ -16,7 +16,8 @@ seed. Each run is a separate process: "whole process" is its wall time measured 
 python ...` reports it; "training" is the `train_runtime` the run writes; peak memory is the process's
 maximum resident set. Prediction: words per second of `run_ner.py --do_predict` and of `predict_ner.py`'s
 tagger (also with --int8) against `transformers.pipeline("token-classification", aggregation_strategy="first")`
-on the same trained model and texts, documents longer than the model maximum included, and the validation
+on the same trained model and texts, documents longer than the model maximum included, each after loading and
+a warm-up batch (run_ner.py through bench/warm_predict.py), and the validation
 F1 of every trained model with and without --int8. Decoding: argmax against
 Viterbi on the trained models. Evaluation memory: peak memory of evaluating 1x and 8x the validation set.
 
@@ -231,18 +232,22 @@ def prediction_benchmark(model_dir, data, work, rounds=3):
         seconds, agreement = time_pipeline(model_dir, texts, ours_tags)
         times["pipeline"].append(seconds)
     return {"words": words, "texts": len(texts), "long": len(documents), "rounds": rounds, "agreement": agreement,
+            "batch": predictor_batch_size(),
             **{name: words / min(seconds) for name, seconds in times.items()}}
 
 
 def time_ours(model_dir, texts, work):
-    """run_ner.py --do_predict on the texts; its predict_runtime plus the tokenization it does first."""
-    path = os.path.join(work, "predict.jsonl")
-    with open(path, "w", encoding="utf-8") as handle:
-        for tokens in texts:
-            handle.write(json.dumps({"tokens": tokens}) + "\n")
+    """run_ner.py --do_predict on the texts, after a warm-up on the first eight in the same process
+    (bench/warm_predict.py), in batches of the tagger's default size on this device: its predict_runtime plus
+    the tokenization it does first."""
+    paths = [os.path.join(work, name) for name in ("predict-warm-up.jsonl", "predict.jsonl")]
+    for path, some in zip(paths, (texts[:8], texts)):
+        with open(path, "w", encoding="utf-8") as handle:
+            for tokens in some:
+                handle.write(json.dumps({"tokens": tokens}) + "\n")
     output_dir = tempfile.mkdtemp(dir=work)
-    command = [sys.executable, os.path.join(ROOT, "run_ner.py"), "--model_name_or_path", model_dir, "--test_file",
-               path, "--do_predict", "--output_dir", output_dir, "--report_to", "none", "--disable_tqdm", "True"]
+    command = [sys.executable, os.path.join(ROOT, "bench", "warm_predict.py"), model_dir, *paths, output_dir,
+               str(predictor_batch_size())]
     result = subprocess.run(command, env=ENV, cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(result.stderr[-3000:])
@@ -270,17 +275,28 @@ def time_tokenizing(model_dir, texts):
 
 
 def time_tagger(model_dir, texts, int8=False):
-    """predict_ner.py's Tagger on the pre-split texts (its defaults: Viterbi, batch 8), after loading."""
+    """predict_ner.py's Tagger on the pre-split texts (its defaults: Viterbi, the device's batch size), after
+    loading and a warm-up batch."""
     import torch
 
     from predict_ner import Tagger
 
     torch.set_num_threads(os.cpu_count() or 1)
-    tagger = Tagger(model_dir, None, 64, 8, "viterbi", int8=int8)
+    tagger = Tagger(model_dir, None, 64, None, "viterbi", int8=int8)
     tagger.tag(texts[:8])  # warm-up, as for the pipeline's first batch
     started = time.perf_counter()
     tagger.tag(texts)
     return time.perf_counter() - started
+
+
+def predictor_batch_size():
+    """The tagger's default batch size on this machine's device (nerkit.speed.inference_batch_size), which
+    run_ner.py (--per_device_eval_batch_size) and the pipeline are given too."""
+    import torch
+
+    from nerkit.speed import inference_batch_size
+
+    return inference_batch_size("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def time_pipeline(model_dir, texts, our_tags):
@@ -294,9 +310,9 @@ def time_pipeline(model_dir, texts, our_tags):
     torch.set_num_threads(os.cpu_count() or 1)
     tagger = pipeline("token-classification", model=model_dir, aggregation_strategy="first", stride=128)
     strings = [" ".join(tokens) for tokens in texts]
-    tagger(strings[:8], batch_size=8)  # warm-up
+    tagger(strings[:8], batch_size=predictor_batch_size())  # warm-up
     started = time.perf_counter()
-    found = tagger(strings, batch_size=8)
+    found = tagger(strings, batch_size=predictor_batch_size())
     seconds = time.perf_counter() - started
     same = 0
     short = [i for i, tokens in enumerate(texts) if len(tokens) < 100]
@@ -483,25 +499,26 @@ def comparison_lines(stats):
 
 def prediction_lines(prediction, int8):
     """The prediction subsection; `int8` (the --int8 comparison) is None where --int8 cannot run."""
-    mean, pipeline = statistics.mean, prediction["pipeline"]
+    mean, pipeline, batch = statistics.mean, prediction["pipeline"], prediction.get("batch", 8)
     lines = [
         "### Prediction",
         "",
         f"{prediction['texts']} texts ({prediction['words']:,} words; {prediction['long']} of them documents of "
-        "about 1,200 words, longer than the model maximum), words per second after loading, the fastest of "
+        "about 1,200 words, longer than the model maximum), words per second after loading and a warm-up batch "
+        "(for run_ner.py a first call of `run_ner.main()` on eight texts in the same process), the fastest of "
         f"{prediction['rounds']} rounds in which the predictors take turns:",
         "",
         "| predictor | words/s | against the pipeline |",
         "| --- | --- | --- |",
-        f"| run_ner.py --do_predict (tokenization, windows, batches, Viterbi word decoding) | "
+        f"| run_ner.py --do_predict (tokenization, windows, batch {batch}, Viterbi word decoding) | "
         f"{prediction['ours']:,.0f} | {prediction['ours'] / pipeline:.2f}x |",
-        f"| predict_ner.py (its Tagger on the same words, batch 8, Viterbi) | {prediction['tagger']:,.0f} | "
+        f"| predict_ner.py (its Tagger on the same words, batch {batch}, Viterbi) | {prediction['tagger']:,.0f} | "
         f"{prediction['tagger'] / pipeline:.2f}x |",
     ]
     if "tagger_int8" in prediction:
         lines.append(f"| predict_ner.py --int8 (linear layers in int8) | {prediction['tagger_int8']:,.0f} | "
                      f"{prediction['tagger_int8'] / pipeline:.2f}x |")
-    lines += [f"| transformers pipeline, aggregation first, stride 128, batch 8 | {pipeline:,.0f} | 1.00x |", "",
+    lines += [f"| transformers pipeline, aggregation first, stride 128, batch {batch} | {pipeline:,.0f} | 1.00x |", "",
               f"Short texts whose entities agree with the pipeline's: {prediction['agreement']:.1%}.", ""]
     if int8:
         lines += [

@@ -160,9 +160,11 @@ def longest_first(features):
 
 
 def inference_batching(features, batch_size, num_processes):
-    """DataLoader arguments for features sorted longest first: in one process, `length_batches`; several
-    processes keep batches of `batch_size`, which accelerate deals out to them in turn."""
-    if num_processes > 1:
+    """DataLoader arguments for an evaluation or prediction split. An unlabelled split comes longest first
+    (`encode_splits`, the tagger) and, in one process, is cut by `length_batches`; a labelled split keeps
+    batches of `batch_size` in the data's order (its reported loss is a mean of batch means, upstream's
+    figure), as do several processes, to which accelerate deals the batches out in turn."""
+    if num_processes > 1 or "labels" in features.column_names:
         return {"batch_size": batch_size}
     from .speed import input_lengths
 

@@ -122,3 +122,44 @@ def test_upstreams_fastest_flags_take_bf16_on_a_cpu_as_its_trainer_needs(bench, 
     trainer_flags = [flag for flag in flags[flags.index("--do_train"):]] + ["--output_dir", str(tmp_path)]
     arguments, = HfArgumentParser(TrainingArguments).parse_args_into_dataclasses(trainer_flags)
     assert arguments.bf16 and arguments.use_cpu
+
+
+def test_run_ner_is_timed_on_every_text_after_a_warm_up_call_in_the_same_process(bench, tiny_bert, ner_files,
+                                                                                 tmp_path, monkeypatch):
+    import math
+
+    from conftest import SENTENCES
+    from test_run_ner import predictions, read_json, run
+
+    model = str(run(tiny_bert, tmp_path / "model", "--do_train", "--num_train_epochs", "1",
+                    files={"train": ner_files["train"]}))
+    texts = [words.split() for words, _ in SENTENCES] * 4
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setattr(bench, "predictor_batch_size", lambda: 5)
+    seconds, tags = bench.time_ours(model, texts, str(work))
+    assert [len(labels) for labels in tags] == [len(words) for words in texts] and seconds > 0
+    (warm_up,) = [path for path in work.iterdir() if path.name.endswith("-warm-up")]
+    timed = work / warm_up.name[:-len("-warm-up")]
+    assert len(predictions(warm_up)) == 8 and predictions(timed) == tags
+    results = read_json(timed / "predict_results.json")
+    assert results["predict_runtime"] <= seconds
+    assert round(results["predict_runtime"] * results["predict_steps_per_second"]) == math.ceil(len(texts) / 5)
+
+
+def test_step_time_makes_the_same_batches_in_one_row_or_padded(tiny_bert, ner_files):
+    spec = importlib.util.spec_from_file_location("step_time", os.path.join(ROOT, "bench", "step_time.py"))
+    step_time = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(step_time)
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    rows, labels = step_time.features(ner_files["train"], tokenizer)
+    made = {mode: step_time.batches(mode, AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=labels),
+                                    tokenizer, rows, 2) for mode in step_time.MODES}  # a model each, as in its runs
+    real = {mode: [int((batch["labels"] != -100).sum()) for batch in batches] for mode, batches in made.items()}
+    assert real["ours"] == real["random"] and real["ours-grouped"] == real["grouped"]
+    assert [batch["input_ids"].shape[0] for batch in made["ours"]] == [1, 1]  # one row each
+    assert [batch["input_ids"].shape[0] for batch in made["grouped"]] == [16, 16]
+    widths = [batch["input_ids"].shape[1] for batch in made["grouped"]]
+    assert widths[0] >= widths[1] and sum(widths) * 16 < sum(b["input_ids"].numel() for b in made["random"])

@@ -258,3 +258,20 @@ def test_a_tab_separated_text_file_is_refused_as_conll_unless_format_text_says_s
         predict_ner.read_documents(str(path), "auto")
     assert predict_ner.read_documents(str(path), "text") == [{"text": "John\tB-PER"}, {"text": "lives\tO"}]
     assert predict_ner.read_documents(str(path), "conll") == [{"tokens": ["John", "lives"]}]
+
+
+def test_without_batch_size_the_tagger_takes_the_devices_default(trained_model, monkeypatch):
+    sizes = []
+    monkeypatch.setattr(speed, "inference_batch_size", lambda device_type: {"cpu": 3}.get(device_type, 99))
+    tagger = predict_ner.Tagger(trained_model, None, 64, None, "viterbi")
+    tagger.model.register_forward_pre_hook(lambda module, args, kwargs: sizes.append(len(kwargs["input_ids"])),
+                                           with_kwargs=True)
+    words = [text.split() for text in TEXTS] * 3
+    tags, _ = tagger.tag(words)
+    assert tagger.batch_size == 3 and max(sizes) == 3 and sum(sizes) == len(words)
+    assert tags == predict_ner.Tagger(trained_model, None, 64, 1, "viterbi").tag(words)[0]
+    assert predict_ner.parse_options(["--model", trained_model]).batch_size is None
+
+
+def test_the_default_batch_is_small_on_a_cpu_and_large_on_a_gpu():
+    assert speed.inference_batch_size("cpu") == 8 and speed.inference_batch_size("cuda") == 32

@@ -88,3 +88,38 @@ def test_evaluation_is_decoded_batch_by_batch(tiny_bert, ner_files, tmp_path, mo
         # for Viterbi to the 8 labels' log-probabilities, never more
         assert [flag for _, flag in calls] == [False, False, True]
         assert all(shape[0] <= 2 and shape[-1] == width for shape, _ in calls)
+
+
+def test_an_unlabelled_test_file_is_batched_by_length_in_both_scripts(tiny_bert, ner_files, tmp_path, monkeypatch):
+    """Short sentences share no batch with a long document's windows (predict_ner.py's rule), and every word is
+    still predicted."""
+    import run_ner_no_trainer
+    from test_no_trainer import run_loop
+
+    widths = {"trainer": [], "loop": []}
+    prediction_step, forward_batches = run_ner.NerTrainer.prediction_step, run_ner_no_trainer.forward_batches
+
+    def recording_step(self, model, inputs, *args, **kwargs):
+        widths["trainer"].append(inputs["attention_mask"].sum(1).tolist())
+        return prediction_step(self, model, inputs, *args, **kwargs)
+
+    def recording_batches(model, loader):
+        def recorded():
+            for batch in loader:
+                widths["loop"].append(batch["attention_mask"].sum(1).tolist())
+                yield batch
+        return forward_batches(model, recorded())
+
+    monkeypatch.setattr(run_ner.NerTrainer, "prediction_step", recording_step)
+    monkeypatch.setattr(run_ner_no_trainer, "forward_batches", recording_batches)
+    rows = [long_document()] + examples(12)
+    files = {"train": ner_files["train"], "test": write_jsonl(tmp_path / "test.json", rows, labelled=False)}
+    flags = ("--stride", "4", "--num_train_epochs", "1")
+    outputs = {"trainer": run(tiny_bert, tmp_path / "trainer", "--do_train", "--do_predict", "--max_seq_length", "64",
+                              *flags, files=files),
+               "loop": run_loop(tiny_bert, tmp_path / "loop", "--max_length", "64", *flags, files=files)}
+    for name, output in outputs.items():
+        batches = widths[name]
+        assert any(max(batch) == 64 for batch in batches), batches  # the document's windows
+        assert all(2 * min(batch) >= max(batch) for batch in batches), batches
+        assert [len(line) for line in predictions(output)] == [len(tokens) for tokens, _ in rows]
