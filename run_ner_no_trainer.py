@@ -605,8 +605,9 @@ def finish(run, tokenizer, state, kept_tags, origin):
     report(run, state, kept_tags, origin)
     if "test" in run.loaders:
         predict(run)
-    if args.with_tracking:
-        accelerator.end_training()
+    # trackers finish, and the process group is taken down before the interpreter exits, as torch asks of
+    # a run that created one (a rank of a two-process CPU run once died at the end with SIGABRT without it)
+    accelerator.end_training()
     if args.push_to_hub and accelerator.is_main_process:
         push(args)
 
