@@ -223,23 +223,23 @@ def prediction_benchmark(model_dir, data, work, rounds=3):
     texts = sentences + documents
     words = sum(len(t) for t in texts)
     times = {"ours": [], "tagger": [], **({"tagger_int8": []} if int8_possible() else {}), "pipeline": []}
+    batch = predictor_batch_size()
     for _ in range(rounds):
-        seconds, ours_tags = time_ours(model_dir, texts, work)
+        seconds, ours_tags = time_ours(model_dir, texts, work, batch)
         times["ours"].append(seconds)
         times["tagger"].append(time_tagger(model_dir, texts))
         if "tagger_int8" in times:
             times["tagger_int8"].append(time_tagger(model_dir, texts, int8=True))
-        seconds, agreement = time_pipeline(model_dir, texts, ours_tags)
+        seconds, agreement = time_pipeline(model_dir, texts, ours_tags, batch)
         times["pipeline"].append(seconds)
     return {"words": words, "texts": len(texts), "long": len(documents), "rounds": rounds, "agreement": agreement,
-            "batch": predictor_batch_size(),
+            "batch": batch,
             **{name: words / min(seconds) for name, seconds in times.items()}}
 
 
-def time_ours(model_dir, texts, work):
-    """run_ner.py --do_predict on the texts, after a warm-up on the first eight in the same process
-    (bench/warm_predict.py), in batches of the tagger's default size on this device: its predict_runtime plus
-    the tokenization it does first."""
+def time_ours(model_dir, texts, work, batch_size):
+    """run_ner.py --do_predict on the texts in batches of `batch_size`, after a warm-up on the first eight in
+    the same process (bench/warm_predict.py): its predict_runtime plus the tokenization it does first."""
     paths = [os.path.join(work, name) for name in ("predict-warm-up.jsonl", "predict.jsonl")]
     for path, some in zip(paths, (texts[:8], texts)):
         with open(path, "w", encoding="utf-8") as handle:
@@ -247,7 +247,7 @@ def time_ours(model_dir, texts, work):
                 handle.write(json.dumps({"tokens": tokens}) + "\n")
     output_dir = tempfile.mkdtemp(dir=work)
     command = [sys.executable, os.path.join(ROOT, "bench", "warm_predict.py"), model_dir, *paths, output_dir,
-               str(predictor_batch_size())]
+               str(batch_size)]
     result = subprocess.run(command, env=ENV, cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(result.stderr[-3000:])
@@ -292,14 +292,12 @@ def time_tagger(model_dir, texts, int8=False):
 def predictor_batch_size():
     """The tagger's default batch size on this machine's device (nerkit.speed.inference_batch_size), which
     run_ner.py (--per_device_eval_batch_size) and the pipeline are given too."""
-    import torch
+    from nerkit.speed import accelerator_type, inference_batch_size
 
-    from nerkit.speed import inference_batch_size
-
-    return inference_batch_size("cuda" if torch.cuda.is_available() else "cpu")
+    return inference_batch_size(accelerator_type() or "cpu")
 
 
-def time_pipeline(model_dir, texts, our_tags):
+def time_pipeline(model_dir, texts, our_tags, batch_size):
     """The pipeline on the same words joined by spaces (stride for the long documents); returns its time
     and the share of short texts whose entities (type and words) match ours. It runs in this process after
     the tagger, so with the allocator settings the tagger made (nerkit.speed.keep_freed_memory), which made
@@ -310,9 +308,9 @@ def time_pipeline(model_dir, texts, our_tags):
     torch.set_num_threads(os.cpu_count() or 1)
     tagger = pipeline("token-classification", model=model_dir, aggregation_strategy="first", stride=128)
     strings = [" ".join(tokens) for tokens in texts]
-    tagger(strings[:8], batch_size=predictor_batch_size())  # warm-up
+    tagger(strings[:8], batch_size=batch_size)  # warm-up
     started = time.perf_counter()
-    found = tagger(strings, batch_size=predictor_batch_size())
+    found = tagger(strings, batch_size=batch_size)
     seconds = time.perf_counter() - started
     same = 0
     short = [i for i, tokens in enumerate(texts) if len(tokens) < 100]

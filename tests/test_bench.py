@@ -125,7 +125,7 @@ def test_upstreams_fastest_flags_take_bf16_on_a_cpu_as_its_trainer_needs(bench, 
 
 
 def test_run_ner_is_timed_on_every_text_after_a_warm_up_call_in_the_same_process(bench, tiny_bert, ner_files,
-                                                                                 tmp_path, monkeypatch):
+                                                                                 tmp_path):
     import math
 
     from conftest import SENTENCES
@@ -136,8 +136,7 @@ def test_run_ner_is_timed_on_every_text_after_a_warm_up_call_in_the_same_process
     texts = [words.split() for words, _ in SENTENCES] * 4
     work = tmp_path / "work"
     work.mkdir()
-    monkeypatch.setattr(bench, "predictor_batch_size", lambda: 5)
-    seconds, tags = bench.time_ours(model, texts, str(work))
+    seconds, tags = bench.time_ours(model, texts, str(work), 5)
     assert [len(labels) for labels in tags] == [len(words) for words in texts] and seconds > 0
     (warm_up,) = [path for path in work.iterdir() if path.name.endswith("-warm-up")]
     timed = work / warm_up.name[:-len("-warm-up")]
