@@ -23,6 +23,7 @@ from transformers import (
     DataCollatorForTokenClassification,
     EarlyStoppingCallback,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
     set_seed,
 )
@@ -36,6 +37,7 @@ from nerkit.arguments import (
     parse_arguments,
 )
 from nerkit.datacheck import check_data
+from nerkit.embedding_rows import fold_rows, train_used_rows, trained_rows_of, why_whole_table, write_rows
 from nerkit.decoding import WordDecoder, reduce_logits
 from nerkit.errors import UserError, exit_on_user_error
 from nerkit.hub import check_hub_for_training
@@ -160,6 +162,8 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
     packer = choose_packing(model, tokenizer, features.get("train") if training_args.do_train else None,
                             data_args.packing, data_args.pad_to_max_length, training_args.device,
                             "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else None)
+    if training_args.do_train and data_args.train_used_embedding_rows:
+        choose_embedding_rows(model, tokenizer.pad_token_id, features["train"], training_args, checkpoint)
     trainer = build_trainer(model, tokenizer, training_args, data_args, splits, features, label_list, settings,
                             packer)
     log_precision(trainer.accelerator, precision, "Training" if training_args.do_train else "Inference")
@@ -325,6 +329,24 @@ def choose_precision(training_args, data_args):
     return training_args, precision
 
 
+def choose_embedding_rows(model, pad_token_id, train_features, training_args, checkpoint):
+    """Train only the word-embedding rows the training data uses, where that is the same training
+    (nerkit.embedding_rows)."""
+    sharded = bool(training_args.fsdp or training_args.deepspeed)
+    why_not = why_whole_table(model, training_args.optim, training_args.weight_decay, sharded)
+    train_used_rows(model, train_features, pad_token_id, why_not, checkpoint)
+
+
+class RecordTrainedRows(TrainerCallback):
+    """Each checkpoint records the word-embedding rows trained (its optimizer state has their shape)."""
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        rows = trained_rows_of(model)
+        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if rows is not None and state.is_world_process_zero and os.path.isdir(folder):
+            write_rows(folder, rows)
+
+
 def build_trainer(model, tokenizer, training_args, data_args, splits, features, label_list, settings, packer):
     evaluating = "validation" in splits and (training_args.do_eval or training_args.eval_strategy != "no")
     scorer = None
@@ -345,7 +367,7 @@ def build_trainer(model, tokenizer, training_args, data_args, splits, features, 
     # Trainer (5.23) hands batch_eval_metrics each rank's own shard only, so there the reduced predictions
     # of the whole set are gathered once instead ((id, probability) per sub-token, not logits).
     training_args.batch_eval_metrics = training_args.world_size == 1
-    callbacks = []
+    callbacks = [RecordTrainedRows()]
     if data_args.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(data_args.early_stopping_patience, data_args.early_stopping_threshold))
     return NerTrainer(
@@ -366,6 +388,7 @@ def train(trainer, checkpoint, num_examples):
     if checkpoint is None and trainer.is_world_process_zero():
         clear_earlier_run(trainer.args.output_dir, is_checkpoint_name)
     result = trainer.train(resume_from_checkpoint=checkpoint)
+    fold_rows(trainer.model)
     trainer.save_model()  # the tokenizer and the config with the real label names come along
     metrics = dict(result.metrics, train_samples=num_examples)
     trainer.log_metrics("train", metrics)

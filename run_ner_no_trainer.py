@@ -35,6 +35,7 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 
 from nerkit.arguments import DataTrainingArguments, ModelArguments, at_least, check_run_arguments, parse_arguments
 from nerkit.datacheck import check_data
+from nerkit.embedding_rows import fold_rows, train_used_rows, trained_rows_of, why_whole_table, write_rows
 from nerkit.decoding import forward_batches
 from nerkit.errors import UserError, exit_on_user_error
 from nerkit.hub import check_hub_for_training
@@ -218,6 +219,8 @@ def main(model_args=None, data_args=None, args=None, command=None):
 
     packer = choose_packing(model, tokenizer, features.get("train"), data_args.packing, data_args.pad_to_max_length,
                             accelerator.device, {"bf16": "bf16", "fp16": "fp16"}.get(accelerator.mixed_precision))
+    if training and data_args.train_used_embedding_rows:
+        choose_embedding_rows(model, tokenizer.pad_token_id, features["train"], args, accelerator, resume)
     loaders = make_dataloaders(features, tokenizer, settings, data_args, args, accelerator, packer)
     optimizer = make_optimizer(model, args, accelerator.device.type, training)
     model, optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders.values())
@@ -229,6 +232,7 @@ def main(model_args=None, data_args=None, args=None, command=None):
 
     run = Run(accelerator, model, optimizer, scheduler, loaders, splits, features, label_list, data_args, args)
     state, kept_tags = train(run, max_steps, epochs, resume)
+    fold_rows(accelerator.unwrap_model(run.model))
     base_model = model_args.model_name_or_path or f"a new {model_args.model_type} (trained from scratch)"
     finish(run, tokenizer, state, kept_tags, (base_model, command or command_line()))
 
@@ -370,6 +374,14 @@ def make_dataloaders(features, tokenizer, settings, data_args, args, accelerator
     return loaders
 
 
+def choose_embedding_rows(model, pad_token_id, train_features, args, accelerator, resume):
+    """Train only the word-embedding rows the training data uses, where that is the same training
+    (nerkit.embedding_rows): make_optimizer's AdamW, with --weight_decay 0 (the default)."""
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    why_not = why_whole_table(model, "adamw_torch", args.weight_decay, sharded)
+    train_used_rows(model, train_features, pad_token_id, why_not, resume)
+
+
 def make_optimizer(model, args, device_type, training=True):
     """AdamW without weight decay on biases and normalisation weights; its fused kernel where torch has
     one for the device, as the Trainer's default (see nerkit.speed.fused_adamw)."""
@@ -432,7 +444,7 @@ def train(run, max_steps, epochs, resume):
         if kept_epoch(state, run.args) == state.epoch:
             kept_tags = tags
         if run.args.checkpointing_steps == "epoch":
-            save_checkpoint(run.accelerator, run.args.output_dir, f"epoch_{epoch}", state, started)
+            save_checkpoint(run, f"epoch_{epoch}", state, started)
         if state.completed_steps >= max_steps or stop_early(state, run.data_args):
             break
     state.train_seconds += time.time() - started
@@ -468,7 +480,7 @@ def train_epoch(run, state, skip_batches, max_steps, progress, started):
                     state.completed_steps % int(args.checkpointing_steps) == 0:
                 state.epoch_loss = accelerator.reduce(loss_sum, reduction="mean").item()
                 state.epoch_batches = loss_count
-                save_checkpoint(accelerator, args.output_dir, f"step_{state.completed_steps}", state, started)
+                save_checkpoint(run, f"step_{state.completed_steps}", state, started)
             if state.completed_steps >= max_steps:
                 break
     state.epoch_loss, state.epoch_batches = 0.0, 0
@@ -553,14 +565,19 @@ def load_saved_weights(run):
                        result.unexpected_keys)
 
 
-def save_checkpoint(accelerator, output_dir, name, state, started):
-    """accelerate's state (model, optimizer, scheduler, RNG) plus our counters, in output_dir/name.
-    `started` is when this process began training: the time so far is stored for a resumed run's runtime."""
-    path = os.path.join(output_dir, name)
+def save_checkpoint(run, name, state, started):
+    """accelerate's state (model, optimizer, scheduler, RNG) plus our counters and the word-embedding rows
+    trained, in output_dir/name. `started` is when this process began training: the time so far is stored
+    for a resumed run's runtime."""
+    accelerator = run.accelerator
+    path = os.path.join(run.args.output_dir, name)
     accelerator.save_state(path)
     if accelerator.is_main_process:
         write_json(os.path.join(path, LOOP_STATE), asdict(state) | {
             "train_seconds": state.train_seconds + time.time() - started})
+        rows = trained_rows_of(accelerator.unwrap_model(run.model))
+        if rows is not None:
+            write_rows(path, rows)
     accelerator.wait_for_everyone()
 
 

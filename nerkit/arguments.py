@@ -198,7 +198,8 @@ class DataTrainingArguments:
                           "report (counts, windows, leakage, unseen entities, inconsistent annotation, scheme "
                           "breaks) and write data_report.json into output_dir, then stop (exit status 0)."},
     )
-    # Speed: the same work, done faster (see nerkit/speed.py). Both are on unless turned off.
+    # Speed: the same work, done faster (see nerkit/speed.py, nerkit/embedding_rows.py). All are on unless
+    # turned off.
     packing: bool = field(
         default=True,
         metadata={"help": "Train on padding-free batches: the examples of each random batch packed into rows "
@@ -209,6 +210,13 @@ class DataTrainingArguments:
         default=True,
         metadata={"help": "Use bf16 where the hardware does it well (GPUs with bf16, CPUs measured faster in "
                           "bf16) unless a precision is given. --no_auto_mixed_precision keeps fp32."},
+    )
+    train_used_embedding_rows: bool = field(
+        default=True,
+        metadata={"help": "Train only the word-embedding rows of tokens the training data uses, where that is "
+                          "the same training (torch's AdamW, no weight decay): the other rows get no gradient and "
+                          "would not move, but a whole table costs an optimizer step over every row. "
+                          "--no_train_used_embedding_rows trains the whole table."},
     )
     early_stopping_patience: int | None = field(
         default=None,
