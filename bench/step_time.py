@@ -2,11 +2,12 @@
 attention by length buckets, over random or over length-grouped batches, against padded batches, random
 (the upstream recipe) or length-grouped (upstream's `--train_sampling_strategy group_by_length`).
 
-    python bench/step_time.py ours|ours-grouped|grouped|random [--steps 40]
+    python bench/step_time.py ours|ours-grouped|grouped|random [--steps 40] [--used-rows]
 
 The packaged MiniLM on WNUT-16's training split, batch 16, bf16 autocast where the CPU has bf16
 instructions (nerkit.speed.automatic_precision), fused AdamW and clipping at 1.0 as the Trainer does;
-5 steps of warm-up, then `--steps` timed. Run the modes in turns, several rounds, and compare within one
+5 steps of warm-up, then `--steps` timed. `--used-rows` trains only the word-embedding rows the data uses,
+as the scripts do by default (nerkit.embedding_rows); without it the whole table trains. Run the modes in turns, several rounds, and compare within one
 sitting: bench/RESULTS.md has a reading.
 """
 
@@ -30,6 +31,7 @@ from transformers import (  # noqa: E402
 from bench import prepare_data  # noqa: E402
 from nerkit import embedded  # noqa: E402
 from nerkit.data import Split  # noqa: E402
+from nerkit.embedding_rows import TrainedRows, used_rows  # noqa: E402
 from nerkit.speed import automatic_precision  # noqa: E402
 from nerkit.tokenization import EncodingSettings, encode_split  # noqa: E402
 from nerkit.varlen import bucketed_packing  # noqa: E402
@@ -67,6 +69,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=MODES)
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--used-rows", action="store_true", help="train only the word-embedding rows the data uses")
     options = parser.parse_args()
     data = prepare_data(os.path.join(ROOT, "bench", "out"))
     tokenizer = AutoTokenizer.from_pretrained(embedded.model_path())
@@ -74,7 +77,10 @@ def main():
     torch.manual_seed(0)
     model = AutoModelForTokenClassification.from_pretrained(embedded.model_path(), num_labels=labels).train()
     steps = batches(options.mode, model, tokenizer, rows, WARM_UP + options.steps)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True)
+    if options.used_rows:
+        embedding = model.get_input_embeddings()
+        model.set_input_embeddings(TrainedRows(embedding, used_rows(rows, embedding, [tokenizer.pad_token_id])))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5, fused=True)
     bf16 = automatic_precision(use_cpu=True)[0] == "bf16"
     for index, batch in enumerate(steps):
         if index == WARM_UP:
@@ -87,7 +93,7 @@ def main():
         optimizer.zero_grad()
     seconds = time.perf_counter() - started
     positions = sum(batch["input_ids"].numel() for batch in steps[WARM_UP:])
-    print(f"{options.mode}: {seconds / options.steps * 1000:.1f} ms a step ({'bf16' if bf16 else 'fp32'}), "
+    print(f"{options.mode}{' (used rows)' if options.used_rows else ''}: {seconds / options.steps * 1000:.1f} ms a step ({'bf16' if bf16 else 'fp32'}), "
           f"{positions:,} positions in {options.steps} steps")
 
 

@@ -139,31 +139,39 @@ def train_used_rows(model, train_features, pad_token_id, why_not, checkpoint):
         logger.info("Training the whole word-embedding table: %s.", why_not)
         return
     embedding = model.get_input_embeddings()
+    rows = used_rows(train_features, embedding, [] if pad_token_id is None else [pad_token_id])
     if checkpoint is not None:
-        rows = read_rows(checkpoint, embedding.num_embeddings)
-        if rows is None:
+        recorded = read_rows(checkpoint, embedding.num_embeddings)
+        if recorded is None:
             logger.info("Training the whole word-embedding table, as the checkpoint %s did.", checkpoint)
             return
-    else:
-        rows = used_rows(train_features, embedding, [] if pad_token_id is None else [pad_token_id])
+        new = sorted(set(rows) - set(recorded))
+        if new:
+            logger.warning("The training data uses %d word-embedding rows that the checkpoint %s did not train "
+                           "(the data changed since it was written); they stay as they are, as its optimizer "
+                           "state covers only its own rows. Start afresh with --overwrite_output_dir to train "
+                           "them.", len(new), checkpoint)
+        rows = recorded
     if len(rows) >= embedding.num_embeddings:
         logger.info("Training the whole word-embedding table: the training data uses every row.")
         return
     model.set_input_embeddings(TrainedRows(embedding, rows))
-    logger.info("Training the %s of %s word-embedding rows that the training data uses; the others get no "
+    logger.info("Training the %s of %s word-embedding rows that the training data uses%s; the others get no "
                 "gradient, so AdamW without weight decay would not move them (--no_train_used_embedding_rows "
-                "trains the whole table).", f"{len(rows):,}", f"{embedding.num_embeddings:,}")
+                "trains the whole table).", f"{len(rows):,}", f"{embedding.num_embeddings:,}",
+                f" (as the checkpoint {checkpoint} recorded)" if checkpoint is not None else "")
 
 
 def fold_rows(model):
-    """Put an ordinary `nn.Embedding` with the trained rows back in the model, if `train_rows` swapped it."""
+    """Put an ordinary `nn.Embedding` with the trained rows back in the model, if `train_used_rows` swapped
+    it."""
     embedding = model.get_input_embeddings()
     if isinstance(embedding, TrainedRows):
         model.set_input_embeddings(embedding.folded())
 
 
 def trained_rows_of(model):
-    """The rows `train_rows` swapped in, as a list, or None."""
+    """The rows `train_used_rows` swapped in, as a list, or None."""
     embedding = model.get_input_embeddings()
     return embedding.rows.tolist() if isinstance(embedding, TrainedRows) else None
 

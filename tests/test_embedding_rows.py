@@ -13,6 +13,7 @@ from transformers import AutoModelForMaskedLM, AutoModelForTokenClassification, 
 
 from nerkit.embedding_rows import ROWS_FILE, TrainedRows, why_whole_table
 from test_no_trainer import run_loop
+from conftest import examples, write_jsonl
 from test_run_ner import run
 
 TABLE = "bert.embeddings.word_embeddings.weight"
@@ -141,3 +142,19 @@ def test_a_checkpoint_naming_rows_outside_the_table_is_refused(tiny_bert, ner_fi
     with pytest.raises(UserError, match="names rows outside the model's word-embedding table"):
         run(tiny_bert, tmp_path / "again", "--do_train", "--max_steps", "2", "--resume_from_checkpoint",
             str(checkpoint), files={"train": ner_files["train"]})
+
+
+def test_resuming_on_data_with_new_tokens_says_their_rows_stay_as_they_are(tiny_bert, ner_files, tmp_path, caplog):
+    """The checkpoint's optimizer state covers its own rows only: rows the changed data adds are not trained,
+    and the log says so."""
+    output = run(tiny_bert, tmp_path / "o", "--do_train", "--max_steps", "2", "--save_strategy", "steps",
+                 "--save_steps", "1", files={"train": ner_files["train"]})
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(output / "checkpoint-1", checkpoint)
+    tweet = "Tweets about the new iPhone spread quickly over the weekend !".split()
+    changed = write_jsonl(tmp_path / "changed.json", examples(40) + [(tweet, ["O"] * len(tweet))] * 8)
+    with caplog.at_level(logging.INFO, logger="nerkit.embedding_rows"):
+        run(tiny_bert, tmp_path / "again", "--do_train", "--max_steps", "2", "--resume_from_checkpoint",
+            str(checkpoint), files={"train": changed})
+    assert "word-embedding rows that the checkpoint" in caplog.text and "did not train" in caplog.text
+    assert f"(as the checkpoint {checkpoint} recorded)" in caplog.text
