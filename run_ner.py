@@ -37,8 +37,8 @@ from nerkit.arguments import (
     parse_arguments,
 )
 from nerkit.datacheck import check_data
-from nerkit.embedding_rows import fold_rows, train_used_rows, trained_rows_of, why_whole_table, write_rows
 from nerkit.decoding import WordDecoder, reduce_logits
+from nerkit.embedding_rows import fold_rows, train_used_rows, trained_rows_of, why_whole_table, write_rows
 from nerkit.errors import UserError, exit_on_user_error
 from nerkit.hub import check_hub_for_training
 from nerkit.labels import outside_label

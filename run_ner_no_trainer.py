@@ -35,8 +35,8 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 
 from nerkit.arguments import DataTrainingArguments, ModelArguments, at_least, check_run_arguments, parse_arguments
 from nerkit.datacheck import check_data
-from nerkit.embedding_rows import fold_rows, train_used_rows, trained_rows_of, why_whole_table, write_rows
 from nerkit.decoding import forward_batches
+from nerkit.embedding_rows import fold_rows, train_used_rows, trained_rows_of, why_whole_table, write_rows
 from nerkit.errors import UserError, exit_on_user_error
 from nerkit.hub import check_hub_for_training
 from nerkit.modeling import load_model
