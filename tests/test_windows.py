@@ -38,8 +38,10 @@ def test_entities_in_the_last_windows_are_predicted_and_counted(tiny_bert, tmp_p
 
 def test_short_examples_are_predicted_exactly_as_one_plain_forward_pass(tiny_bert, ner_files, tmp_path):
     files = {"train": ner_files["train"], "test": ner_files["test"]}
+    # fp32, as the plain forward pass below: on a CPU with bf16 instructions the automatic bf16 could flip a
+    # near-tie between the run's padded batch and the single example, which is not what this test is about
     output = run(tiny_bert, tmp_path, "--do_train", "--do_predict", "--num_train_epochs", "2", "--decoding", "argmax",
-                 files=files)
+                 "--no_auto_mixed_precision", files=files)
     tokenizer = AutoTokenizer.from_pretrained(output)
     model = AutoModelForTokenClassification.from_pretrained(output).eval()
     expected = []
