@@ -38,7 +38,7 @@ from nerkit.arguments import (
 )
 from nerkit.datacheck import check_data
 from nerkit.decoding import WordDecoder, reduce_logits
-from nerkit.embedding_rows import fold_rows, train_used_rows, trained_rows_of, why_whole_table, write_rows
+from nerkit.embedding_rows import fold_rows, record_rows, train_used_rows, why_whole_table
 from nerkit.errors import UserError, exit_on_user_error
 from nerkit.hub import check_hub_for_training
 from nerkit.labels import outside_label
@@ -341,10 +341,9 @@ class RecordTrainedRows(TrainerCallback):
     """Each checkpoint records the word-embedding rows trained (its optimizer state has their shape)."""
 
     def on_save(self, args, state, control, model=None, **kwargs):
-        rows = trained_rows_of(model)
         folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-        if rows is not None and state.is_world_process_zero and os.path.isdir(folder):
-            write_rows(folder, rows)
+        if state.is_world_process_zero and os.path.isdir(folder):
+            record_rows(folder, model)
 
 
 def build_trainer(model, tokenizer, training_args, data_args, splits, features, label_list, settings, packer):

@@ -36,7 +36,7 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 from nerkit.arguments import DataTrainingArguments, ModelArguments, at_least, check_run_arguments, parse_arguments
 from nerkit.datacheck import check_data
 from nerkit.decoding import forward_batches
-from nerkit.embedding_rows import fold_rows, train_used_rows, trained_rows_of, why_whole_table, write_rows
+from nerkit.embedding_rows import fold_rows, record_rows, train_used_rows, why_whole_table
 from nerkit.errors import UserError, exit_on_user_error
 from nerkit.hub import check_hub_for_training
 from nerkit.modeling import load_model
@@ -575,9 +575,7 @@ def save_checkpoint(run, name, state, started):
     if accelerator.is_main_process:
         write_json(os.path.join(path, LOOP_STATE), asdict(state) | {
             "train_seconds": state.train_seconds + time.time() - started})
-        rows = trained_rows_of(accelerator.unwrap_model(run.model))
-        if rows is not None:
-            write_rows(path, rows)
+        record_rows(path, accelerator.unwrap_model(run.model))
     accelerator.wait_for_everyone()
 
 

@@ -31,7 +31,7 @@ from transformers import (  # noqa: E402
 from bench import prepare_data  # noqa: E402
 from nerkit import embedded  # noqa: E402
 from nerkit.data import Split  # noqa: E402
-from nerkit.embedding_rows import TrainedRows, used_rows  # noqa: E402
+from nerkit.embedding_rows import train_used_rows  # noqa: E402
 from nerkit.speed import automatic_precision  # noqa: E402
 from nerkit.tokenization import EncodingSettings, encode_split  # noqa: E402
 from nerkit.varlen import bucketed_packing  # noqa: E402
@@ -78,8 +78,7 @@ def main():
     model = AutoModelForTokenClassification.from_pretrained(embedded.model_path(), num_labels=labels).train()
     steps = batches(options.mode, model, tokenizer, rows, WARM_UP + options.steps)
     if options.used_rows:
-        embedding = model.get_input_embeddings()
-        model.set_input_embeddings(TrainedRows(embedding, used_rows(rows, embedding, [tokenizer.pad_token_id])))
+        train_used_rows(model, rows, tokenizer.pad_token_id, None, None)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5, fused=True)
     bf16 = automatic_precision(use_cpu=True)[0] == "bf16"
     for index, batch in enumerate(steps):

@@ -170,16 +170,13 @@ def fold_rows(model):
         model.set_input_embeddings(embedding.folded())
 
 
-def trained_rows_of(model):
-    """The rows `train_used_rows` swapped in, as a list, or None."""
+def record_rows(folder, model):
+    """Record in a checkpoint folder the rows `train_used_rows` swapped in (its optimizer state has their
+    shape); nothing where the whole table trains."""
     embedding = model.get_input_embeddings()
-    return embedding.rows.tolist() if isinstance(embedding, TrainedRows) else None
-
-
-def write_rows(folder, rows):
-    """Record the trained rows in a checkpoint folder (its optimizer state has their shape)."""
-    with open(os.path.join(folder, ROWS_FILE), "w", encoding="utf-8") as handle:
-        json.dump({"rows": rows}, handle)
+    if isinstance(embedding, TrainedRows):
+        with open(os.path.join(folder, ROWS_FILE), "w", encoding="utf-8") as handle:
+            json.dump({"rows": embedding.rows.tolist()}, handle)
 
 
 def read_rows(checkpoint, table_size):
