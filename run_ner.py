@@ -23,7 +23,6 @@ from transformers import (
     DataCollatorForTokenClassification,
     EarlyStoppingCallback,
     Trainer,
-    TrainerCallback,
     TrainingArguments,
     set_seed,
 )
@@ -120,6 +119,13 @@ class NerTrainer(Trainer):
             return make_loader(dataset)
         finally:
             self.args.dataloader_drop_last = drop_last
+
+    def _save_optimizer_and_scheduler(self, output_dir):
+        """A checkpoint's optimizer state comes with the word-embedding rows it is for (nerkit.embedding_rows),
+        both written before trainer_state.json, which makes the checkpoint count as complete."""
+        if self.args.should_save:
+            record_rows(output_dir, self.model)
+        super()._save_optimizer_and_scheduler(output_dir)
 
     def create_model_card(self, *args, **kwargs):
         """publish() has written nerkit's card (scores per entity type); a push keeps it."""
@@ -337,15 +343,6 @@ def choose_embedding_rows(model, pad_token_id, train_features, training_args, ch
     train_used_rows(model, train_features, pad_token_id, why_not, checkpoint)
 
 
-class RecordTrainedRows(TrainerCallback):
-    """Each checkpoint records the word-embedding rows trained (its optimizer state has their shape)."""
-
-    def on_save(self, args, state, control, model=None, **kwargs):
-        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-        if state.is_world_process_zero and os.path.isdir(folder):
-            record_rows(folder, model)
-
-
 def build_trainer(model, tokenizer, training_args, data_args, splits, features, label_list, settings, packer):
     evaluating = "validation" in splits and (training_args.do_eval or training_args.eval_strategy != "no")
     scorer = None
@@ -366,7 +363,7 @@ def build_trainer(model, tokenizer, training_args, data_args, splits, features, 
     # Trainer (5.23) hands batch_eval_metrics each rank's own shard only, so there the reduced predictions
     # of the whole set are gathered once instead ((id, probability) per sub-token, not logits).
     training_args.batch_eval_metrics = training_args.world_size == 1
-    callbacks = [RecordTrainedRows()]
+    callbacks = []
     if data_args.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(data_args.early_stopping_patience, data_args.early_stopping_threshold))
     return NerTrainer(

@@ -572,10 +572,10 @@ def save_checkpoint(run, name, state, started):
     accelerator = run.accelerator
     path = os.path.join(run.args.output_dir, name)
     accelerator.save_state(path)
-    if accelerator.is_main_process:
+    if accelerator.is_main_process:  # loop_state.json last: it marks the checkpoint complete
+        record_rows(path, accelerator.unwrap_model(run.model))
         write_json(os.path.join(path, LOOP_STATE), asdict(state) | {
             "train_seconds": state.train_seconds + time.time() - started})
-        record_rows(path, accelerator.unwrap_model(run.model))
     accelerator.wait_for_everyone()
 
 

@@ -47,7 +47,19 @@ def test_training_the_used_rows_gives_the_whole_tables_weights(script, tiny_bert
     assert moved and set(moved) <= set(used)  # the padding row is never trained, and no other row moves
 
 
-def test_each_checkpoint_records_its_rows_and_its_optimizer_steps_only_those(tiny_bert, ner_files, tmp_path):
+def test_each_checkpoint_records_its_rows_and_its_optimizer_steps_only_those(tiny_bert, ner_files, tmp_path,
+                                                                               monkeypatch):
+    from transformers import TrainerState
+
+    # a checkpoint counts as complete once trainer_state.json is there: a run killed just after must find the rows
+    rows_before_state = []
+    save_to_json = TrainerState.save_to_json
+    def watched(state, path):
+        if os.path.basename(os.path.dirname(path)).startswith("checkpoint-"):  # not the run's own, at its end
+            rows_before_state.append(os.path.isfile(os.path.join(os.path.dirname(path), ROWS_FILE)))
+        save_to_json(state, path)
+
+    monkeypatch.setattr(TrainerState, "save_to_json", watched)
     output = run(tiny_bert, tmp_path / "o", "--do_train", "--max_steps", "4", "--save_strategy", "steps",
                  "--save_steps", "2", files={"train": ner_files["train"]})
     used = ids_in(ner_files["train"], AutoTokenizer.from_pretrained(tiny_bert))
@@ -59,6 +71,25 @@ def test_each_checkpoint_records_its_rows_and_its_optimizer_steps_only_those(tin
         optimizer = torch.load(output / checkpoint / "optimizer.pt", weights_only=False)
         shapes = {tuple(state["exp_avg"].shape) for state in optimizer["state"].values()}
         assert (len(rows), 32) in shapes and tuple(table.shape) not in shapes
+    assert rows_before_state == [True, True]
+
+
+def test_the_loop_writes_the_rows_before_the_state_that_completes_a_checkpoint(tiny_bert, ner_files, tmp_path,
+                                                                               monkeypatch):
+    import run_ner_no_trainer
+
+    rows_before_state = []
+    write_json = run_ner_no_trainer.write_json
+
+    def watched(path, content):
+        if os.path.basename(path) == "loop_state.json":
+            rows_before_state.append(os.path.isfile(os.path.join(os.path.dirname(path), ROWS_FILE)))
+        write_json(path, content)
+
+    monkeypatch.setattr(run_ner_no_trainer, "write_json", watched)
+    run_loop(tiny_bert, tmp_path / "o", "--max_train_steps", "4", "--checkpointing_steps", "2",
+             files={"train": ner_files["train"]})
+    assert rows_before_state == [True, True]
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
