@@ -37,6 +37,7 @@ from nerkit.arguments import (
 )
 from nerkit.datacheck import check_data
 from nerkit.decoding import WordDecoder, reduce_logits
+from nerkit.dropout import choose_dropout_masks
 from nerkit.embedding_rows import fold_rows, record_rows, train_used_rows, why_whole_table
 from nerkit.errors import UserError, exit_on_user_error
 from nerkit.hub import check_hub_for_training
@@ -170,6 +171,8 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
                             "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else None)
     if training_args.do_train and data_args.train_used_embedding_rows:
         choose_embedding_rows(model, tokenizer.pad_token_id, features["train"], training_args, checkpoint)
+    if training_args.do_train:
+        choose_dropout_masks(model, data_args.fast_dropout_masks, training_args.device.type)
     trainer = build_trainer(model, tokenizer, training_args, data_args, splits, features, label_list, settings,
                             packer)
     log_precision(trainer.accelerator, precision, "Training" if training_args.do_train else "Inference")

@@ -36,6 +36,7 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 from nerkit.arguments import DataTrainingArguments, ModelArguments, at_least, check_run_arguments, parse_arguments
 from nerkit.datacheck import check_data
 from nerkit.decoding import forward_batches
+from nerkit.dropout import choose_dropout_masks
 from nerkit.embedding_rows import fold_rows, record_rows, train_used_rows, why_whole_table
 from nerkit.errors import UserError, exit_on_user_error
 from nerkit.hub import check_hub_for_training
@@ -221,6 +222,8 @@ def main(model_args=None, data_args=None, args=None, command=None):
                             accelerator.device, {"bf16": "bf16", "fp16": "fp16"}.get(accelerator.mixed_precision))
     if training and data_args.train_used_embedding_rows:
         choose_embedding_rows(model, tokenizer.pad_token_id, features["train"], args, accelerator, resume)
+    if training:
+        choose_dropout_masks(model, data_args.fast_dropout_masks, accelerator.device.type)
     loaders = make_dataloaders(features, tokenizer, settings, data_args, args, accelerator, packer)
     optimizer = make_optimizer(model, args, accelerator.device.type, training)
     model, optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders.values())

@@ -2,13 +2,15 @@
 attention by length buckets, over random or over length-grouped batches, against padded batches, random
 (the upstream recipe) or length-grouped (upstream's `--train_sampling_strategy group_by_length`).
 
-    python bench/step_time.py ours|ours-grouped|grouped|random [--steps 40] [--used-rows]
+    python bench/step_time.py ours|ours-grouped|grouped|random [--steps 40] [--used-rows] [--fast-masks]
 
 The packaged MiniLM on WNUT-16's training split, batch 16, bf16 autocast where the CPU has bf16
 instructions (nerkit.speed.automatic_precision), fused AdamW and clipping at 1.0 as the Trainer does;
 5 steps of warm-up, then `--steps` timed. `--used-rows` trains only the word-embedding rows the data uses,
-as the scripts do by default (nerkit.embedding_rows); without it the whole table trains. Run the modes in turns, several rounds, and compare within one
-sitting: bench/RESULTS.md has a reading.
+as the scripts do by default (nerkit.embedding_rows); without it the whole table trains. `--fast-masks`
+draws dropout masks 16 bits at a time, as the scripts do where that measures faster (nerkit.dropout);
+without it torch's dropout. Run the modes in turns, several rounds, and compare within one sitting:
+bench/RESULTS.md has a reading.
 """
 
 import argparse
@@ -31,6 +33,7 @@ from transformers import (  # noqa: E402
 from bench import prepare_data  # noqa: E402
 from nerkit import embedded  # noqa: E402
 from nerkit.data import Split  # noqa: E402
+from nerkit.dropout import choose_dropout_masks  # noqa: E402
 from nerkit.embedding_rows import train_used_rows  # noqa: E402
 from nerkit.speed import automatic_precision  # noqa: E402
 from nerkit.tokenization import EncodingSettings, encode_split  # noqa: E402
@@ -70,6 +73,7 @@ def main():
     parser.add_argument("mode", choices=MODES)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--used-rows", action="store_true", help="train only the word-embedding rows the data uses")
+    parser.add_argument("--fast-masks", action="store_true", help="dropout masks 16 bits at a time where that pays")
     options = parser.parse_args()
     data = prepare_data(os.path.join(ROOT, "bench", "out"))
     tokenizer = AutoTokenizer.from_pretrained(embedded.model_path())
@@ -79,6 +83,7 @@ def main():
     steps = batches(options.mode, model, tokenizer, rows, WARM_UP + options.steps)
     if options.used_rows:
         train_used_rows(model, rows, tokenizer.pad_token_id, None, None)
+    masks = options.fast_masks and choose_dropout_masks(model, True, "cpu")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5, fused=True)
     bf16 = automatic_precision(use_cpu=True)[0] == "bf16"
     for index, batch in enumerate(steps):
@@ -92,7 +97,8 @@ def main():
         optimizer.zero_grad()
     seconds = time.perf_counter() - started
     positions = sum(batch["input_ids"].numel() for batch in steps[WARM_UP:])
-    print(f"{options.mode}{' (used rows)' if options.used_rows else ''}: {seconds / options.steps * 1000:.1f} ms a step ({'bf16' if bf16 else 'fp32'}), "
+    chosen = (" (used rows)" if options.used_rows else "") + (" (fast masks)" if masks else "")
+    print(f"{options.mode}{chosen}: {seconds / options.steps * 1000:.1f} ms a step ({'bf16' if bf16 else 'fp32'}), "
           f"{positions:,} positions in {options.steps} steps")
 
 

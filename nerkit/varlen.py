@@ -18,6 +18,7 @@ time than with the packed rows, taking turns twice. The model is checked the sam
 the packed rows.
 """
 
+import functools
 import itertools
 import logging
 
@@ -94,6 +95,7 @@ def one_row_with(model, tokenizer, sample, implementation, precision, name, how)
 
 
 BUCKETED = "nerkit_bucketed"
+BUCKETED_OWN_MASKS = "nerkit_bucketed_own_dropout_masks"  # nerkit.dropout switches a bucketed model to it
 
 
 def bucket_plan(bounds):
@@ -139,12 +141,13 @@ class LastPlan:
 
 
 def bucketed_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, cu_seq_lens_q=None,
-                       **kwargs):
+                       own_masks=False, **kwargs):
     """Attention over one flattened row of several examples (`FlatteningCollator`), computed per bucket of
     examples of similar length with PyTorch's SDPA, so attention's scores, softmax and dropout cover each
     example's own length instead of a packed row's. Anything else (an evaluation batch, padded rows)
     goes to transformers' SDPA attention unchanged, as does a decoder's causal attention (so a model such
-    as GPT-2 fails the check on the row and trains on packed rows)."""
+    as GPT-2 fails the check on the row and trains on packed rows). With `own_masks`, training computes
+    each bucket with `attention_with_masks` instead of SDPA."""
     from torch.nn.functional import scaled_dot_product_attention
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -162,7 +165,10 @@ def bucketed_attention(module, query, key, value, attention_mask, dropout=0.0, s
     outputs = []
     for q, k, v, (count, width, mask) in zip(pieces(query), pieces(key), pieces(value), buckets):
         q, k, v = (x.view(count, width, heads, size).transpose(1, 2) for x in (q, k, v))
-        output = scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling)
+        if own_masks and dropout > 0:
+            output = attention_with_masks(q, k, v, mask, dropout, scaling)
+        else:
+            output = scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling)
         outputs.append(output.transpose(1, 2).reshape(count * width, heads, size))
     return torch.cat(outputs).index_select(0, scatter)[None], None
 
@@ -170,12 +176,33 @@ def bucketed_attention(module, query, key, value, attention_mask, dropout=0.0, s
 def bucketed_packing(model, tokenizer, sample):
     """On the CPU, for a model on PyTorch's SDPA attention: switch it to `bucketed_attention` and return a
     `FlatteningCollator` that reproduces its padded outputs, or put its attention back and return None."""
+    if model.config._attn_implementation != "sdpa":
+        return None
+    register_bucketed_attention()
+    return one_row_with(model, tokenizer, sample, BUCKETED, None, "Attention by length buckets",
+                        "attention computed per bucket of examples of similar length")
+
+
+def attention_with_masks(query, key, value, mask, dropout, scaling):
+    """Attention with dropout as SDPA's CPU math path computes it (in float32 for bf16 or fp16 inputs), with
+    the dropout masks of nerkit.dropout. `mask` (or None) marks the keys to attend to."""
+    from .dropout import keep_scale
+
+    with torch.autocast(query.device.type, enabled=False):
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        scores = torch.matmul(query.float() * scale, key.float().transpose(-2, -1))
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))  # every example has a key, so no row is all -inf
+        probabilities = torch.softmax(scores, dim=-1)
+        return torch.matmul(probabilities * keep_scale(probabilities, dropout), value.float()).to(query.dtype)
+
+
+def register_bucketed_attention():
+    """Make BUCKETED and BUCKETED_OWN_MASKS names a model's attention can be set to."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    if model.config._attn_implementation != "sdpa":
-        return None
     AttentionInterface.register(BUCKETED, bucketed_attention)
-    AttentionMaskInterface.register(BUCKETED, sdpa_mask)  # padded batches (evaluation) keep SDPA's masks
-    return one_row_with(model, tokenizer, sample, BUCKETED, None, "Attention by length buckets",
-                        "attention computed per bucket of examples of similar length")
+    AttentionInterface.register(BUCKETED_OWN_MASKS, functools.partial(bucketed_attention, own_masks=True))
+    for name in (BUCKETED, BUCKETED_OWN_MASKS):
+        AttentionMaskInterface.register(name, sdpa_mask)  # padded batches (evaluation) keep SDPA's masks

@@ -1,0 +1,104 @@
+"""Dropout masks drawn 16 bits at a time, on CPUs where torch's own masks are slow to draw.
+
+On the CPU, torch's dropout draws its mask with `bernoulli_`, through MKL's Bernoulli generator. On the AMD
+EPYC of bench/RESULTS.md that takes about 6 ns an element whatever the number of threads: 1.1 ms for one
+activation of 490 sub-tokens x 384, some 35 ms of a 250 ms bf16 training step of MiniLM (13 dropout layers
+and attention's). `keep_scale` instead fills 64-bit integers from torch's generator (`random_`, so
+`--seed` and the random state a checkpoint saves cover it) and reads each as four 16-bit numbers; an
+element is kept where its number is at least p x 65,536. That is the same Bernoulli distribution with p
+rounded to the nearest 1/65,536, and the kept elements are scaled by 1/(1 - p) in the activation's dtype,
+as torch's dropout scales them.
+
+Training on the CPU swaps the model's `nn.Dropout` layers for `MaskDropout`, and attention by length
+buckets (nerkit.varlen) computes its dropout with the same masks, where `time_dropouts` measures them
+clearly faster than torch's dropout (not on CUDA, whose dropout is a fused kernel). The margin keeps the
+choice steady from run to run: a choice that wavered would give the same command other masks.
+`--no_fast_dropout_masks` keeps torch's dropout.
+"""
+
+import logging
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+LEVELS = 1 << 16  # a 16-bit number per element
+PROBE_SHAPE = (512, 384)
+MARGIN = 1.5  # how much faster the masks must measure to be used: clearly, so the choice does not waver
+
+
+def representable(p):
+    """Whether p rounds to a keep probability strictly between 0 and 1 at 16 bits."""
+    return 0 < round(p * LEVELS) < LEVELS
+
+
+def keep_scale(like, p):
+    """What dropout with probability `p` multiplies `like` by: 0 or 1/(1 - p) for each element, in its dtype
+    and on its device, zero with probability round(p x 65,536) / 65,536."""
+    count = like.numel()
+    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=like.device).random_(-2 ** 63, None)
+    numbers = words.view(torch.int16)[:count].view(like.shape)  # uniform over -32,768..32,767
+    kept = numbers >= round(p * LEVELS) - LEVELS // 2
+    return torch.where(kept, torch.tensor(1 / (1 - p), dtype=like.dtype, device=like.device),
+                       torch.tensor(0, dtype=like.dtype, device=like.device))
+
+
+class MaskDropout(nn.Dropout):
+    """`nn.Dropout` whose mask comes from `keep_scale` when it trains on the CPU."""
+
+    def forward(self, input):
+        if not (self.training and input.device.type == "cpu" and representable(self.p)):
+            return super().forward(input)
+        noise = keep_scale(input, self.p)
+        return input.mul_(noise) if self.inplace else input * noise
+
+
+def time_dropouts(rounds=5):
+    """Milliseconds for one dropout (p 0.1) of a 512 x 384 float32 activation, (keep_scale's, torch's): the
+    best of `rounds`, taking turns. Torch's random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        activation = torch.randn(*PROBE_SHAPE)
+        ways = (lambda: activation * keep_scale(activation, 0.1), lambda: F.dropout(activation, 0.1, True))
+        best = [float("inf")] * len(ways)
+        for _ in range(rounds):
+            for index, way in enumerate(ways):
+                started = time.perf_counter()
+                way()
+                best[index] = min(best[index], (time.perf_counter() - started) * 1000)
+    return tuple(best)
+
+
+def dropout_layers(model):
+    """Names of the model's `nn.Dropout` layers whose p the masks can draw."""
+    return [name for name, module in model.named_modules()
+            if type(module) is nn.Dropout and representable(module.p)]
+
+
+def choose_dropout_masks(model, enabled, device_type):
+    """Train `model` with `keep_scale`'s masks where they measure clearly faster than torch's dropout (on
+    the CPU only); log the choice with its measurement. Returns whether the masks are used."""
+    from .varlen import BUCKETED, BUCKETED_OWN_MASKS
+
+    layers = dropout_layers(model)
+    if not enabled or device_type != "cpu" or not layers:  # a model without dropout layers trains none
+        return False
+    ours, theirs = time_dropouts()
+    shape = " x ".join(map(str, PROBE_SHAPE))
+    if ours * MARGIN > theirs:
+        logger.info("Dropout keeps torch's masks: %.2f ms for a %s activation here, against %.2f ms drawn 16 bits "
+                    "at a time.", theirs, shape, ours)
+        return False
+    for name in layers:
+        old = model.get_submodule(name)
+        model.set_submodule(name, MaskDropout(old.p, old.inplace))
+    bucketed = model.config._attn_implementation == BUCKETED
+    if bucketed:
+        model.set_attn_implementation(BUCKETED_OWN_MASKS)
+    logger.info("Dropout masks drawn 16 bits at a time (p rounded to 1/65,536) in the model's %d nn.Dropout "
+                "layers%s: %.2f ms for a %s activation here against %.2f ms for torch's dropout "
+                "(--no_fast_dropout_masks keeps torch's).", len(layers),
+                " and in attention by length buckets" if bucketed else "", ours, shape, theirs)
+    return True
