@@ -52,7 +52,7 @@ def features(path, tokenizer):
     return [dict(feature) for feature in encoded.remove_columns(["word_ids", "example_id"])], len(labels)
 
 
-def batches(mode, model, tokenizer, rows, count):
+def batches(mode, model, tokenizer, rows, count, precision=None):
     """`count` batches of 16: random ones, or upstream's length grouping (one megabatch of 50 batches
     sorted longest first), collated as one row (ours) or padded."""
     order = list(range(len(rows)))
@@ -61,7 +61,7 @@ def batches(mode, model, tokenizer, rows, count):
         order = sorted(order[:50 * BATCH], key=lambda i: -len(rows[i]["input_ids"]))
     groups = [[rows[i] for i in order[s * BATCH:(s + 1) * BATCH]] for s in range(count)]
     if mode.startswith("ours"):
-        collator = bucketed_packing(model, tokenizer, [rows[i] for i in order[:8]])
+        collator = bucketed_packing(model, tokenizer, [rows[i] for i in order[:8]], precision)
         if collator is None:
             raise SystemExit("this model does not reproduce its padded outputs on one-row batches")
         return [collator([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in group]) for group in groups]
@@ -80,12 +80,12 @@ def main():
     rows, labels = features(data["train.json"], tokenizer)
     torch.manual_seed(0)
     model = AutoModelForTokenClassification.from_pretrained(embedded.model_path(), num_labels=labels).train()
-    steps = batches(options.mode, model, tokenizer, rows, WARM_UP + options.steps)
+    bf16 = automatic_precision(use_cpu=True)[0] == "bf16"
+    steps = batches(options.mode, model, tokenizer, rows, WARM_UP + options.steps, "bf16" if bf16 else None)
     if options.used_rows:
         train_used_rows(model, rows, tokenizer.pad_token_id, None, None)
     masks = options.fast_masks and choose_dropout_masks(model, True, "cpu")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5, fused=True)
-    bf16 = automatic_precision(use_cpu=True)[0] == "bf16"
     for index, batch in enumerate(steps):
         if index == WARM_UP:
             started = time.perf_counter()

@@ -192,7 +192,7 @@ def choose_packing(model, tokenizer, train_features, enabled, pad_to_max_length,
         if collator is not None:
             return collator
     if device_type == "cpu":
-        collator = bucketed_packing(model, tokenizer, sample)
+        collator = bucketed_packing(model, tokenizer, sample, precision)
         if collator is not None:
             return collator
     collator = packing_collator(model, tokenizer, sample)

@@ -408,6 +408,62 @@ def test_training_computes_attention_per_bucket(tiny_bert, ner_files, tmp_path, 
     assert rows and widths and max(widths) < min(rows)
 
 
+def test_a_half_precision_row_ends_at_a_multiple_with_a_filler_that_changes_nothing(tiny_bert):
+    """In bf16 (oneDNN keeps kernels per matrix shape) the one-row batch is filled up to a multiple of 32
+    sub-tokens by an example of padding tokens: its labels are ignored and it attends only to itself, so the
+    real sub-tokens' logits and the loss are those of the row without it."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    from nerkit.varlen import ONEDNN_ROW_MULTIPLE, bucketed_packing
+
+    tokenizer, features = small_features(tiny_bert, WORDS_OF_MANY_LENGTHS)
+    torch.manual_seed(0)
+    model = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3)
+    assert bucketed_packing(model, tokenizer, features).row_multiple is None  # fp32: MKL, no kernels per shape
+    model.set_attn_implementation("sdpa")
+    collator = bucketed_packing(model, tokenizer, features, "bf16")
+    assert collator.row_multiple == ONEDNN_ROW_MULTIPLE
+    real = sum(len(feature["input_ids"]) for feature in features)
+    assert real % ONEDNN_ROW_MULTIPLE  # the fixture needs a filler
+    filled = collator(features)
+    collator.row_multiple = None
+    plain = collator(features)
+    width = filled["input_ids"].shape[1]
+    assert width % ONEDNN_ROW_MULTIPLE == 0 and real < width < real + ONEDNN_ROW_MULTIPLE
+    assert filled["input_ids"][0, real:].eq(tokenizer.pad_token_id).all() and filled["labels"][0, real:].eq(-100).all()
+    assert filled["cu_seq_lens_q"].tolist() == [*plain["cu_seq_lens_q"].tolist(), width]
+    assert filled["position_ids"][0, real:].tolist() == list(range(width - real))  # the filler's own positions
+    model.eval()
+    with torch.no_grad():
+        filled_out, plain_out = model(**filled), model(**plain)
+    assert torch.allclose(filled_out.logits[0, :real], plain_out.logits[0], atol=1e-6)
+    assert torch.allclose(filled_out.loss, plain_out.loss, atol=1e-6)
+
+
+def test_bf16_training_on_the_cpu_feeds_rows_of_a_multiple_of_32(tiny_bert, ner_files, tmp_path, monkeypatch):
+    import functools
+
+    from transformers import BertForTokenClassification
+
+    from test_run_ner import run
+
+    widths = {}
+    forward = BertForTokenClassification.forward
+
+    @functools.wraps(forward)  # the Trainer passes the columns the signature names
+    def watched(model, input_ids=None, **kwargs):  # the rows the model trains on (the packing check is in eval)
+        if model.training:
+            widths.setdefault(precision, []).append(input_ids.shape[1])
+        return forward(model, input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(BertForTokenClassification, "forward", watched)
+    for precision, flags in (("bf16", ["--bf16", "--use_cpu"]), ("fp32", ["--no_auto_mixed_precision"])):
+        run(tiny_bert, tmp_path / precision, "--do_train", "--max_steps", "4", *flags, files={"train": ner_files["train"]})
+    assert len(widths["bf16"]) >= 4 and all(width % 32 == 0 for width in widths["bf16"])
+    assert any(width % 32 for width in widths["fp32"])  # fp32 rows keep their own length
+
+
 FAULTS_OF_A_TRAINING_STEP = """
 import json, resource, sys, torch
 from nerkit.speed import keep_freed_memory
