@@ -15,7 +15,7 @@ linear layers see only real sub-tokens, and attention, its softmax and its dropo
 examples of similar length, each bucket padded to its longest, instead of over packed rows of 64 with a
 block-diagonal mask. On the AMD EPYC of bench/RESULTS.md, 3 epochs of MiniLM on WNUT-16 took 5-6% less
 time than with the packed rows, taking turns twice. The model is checked the same way, and falls back to
-the packed rows.
+the packed rows. In half precision the row is filled up to a multiple of 32 sub-tokens (`bucketed_packing`).
 """
 
 import functools
