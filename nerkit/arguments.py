@@ -220,9 +220,9 @@ class DataTrainingArguments:
     )
     fast_dropout_masks: bool = field(
         default=True,
-        metadata={"help": "When training on the CPU, draw dropout masks 16 bits at a time (the same Bernoulli "
-                          "distribution, p rounded to 1/65,536) where that measures clearly faster than torch's "
-                          "dropout, as on AMD CPUs. --no_fast_dropout_masks keeps torch's dropout."},
+        metadata={"help": "When training on a CPU other than Intel's (where torch's dropout masks, from MKL, "
+                          "are slow to draw), draw them 16 bits at a time: the same Bernoulli distribution, p "
+                          "rounded to 1/65,536. --no_fast_dropout_masks keeps torch's dropout."},
     )
     early_stopping_patience: int | None = field(
         default=None,
