@@ -2,8 +2,8 @@
 # Fine-tune a token classifier with run_ner.py.
 #
 #   bash run.sh                          # embedded default: packaged MiniLM on packaged WNUT-16, offline
-#                                        # (3 epochs at 1.5e-4, batch 8, warmup; validation every 120 steps,
-#                                        # half an epoch, and the best of those checkpoints kept)
+#                                        # (4 epochs at 1.5e-4, batch 8, warmup; validation every 60 steps,
+#                                        # a quarter epoch, and the best of those checkpoints kept)
 #   bash run.sh --num_train_epochs 1     # any extra flag goes to run_ner.py
 #   RECIPE=classic bash run.sh           # the upstream recipe: BERT on CoNLL-2003 from the hub (online)
 #
@@ -32,16 +32,16 @@ exec python run_ner.py \
   --output_dir "${OUTPUT_DIR:-output/wnut16-minilm}" \
   --overwrite_output_dir \
   --do_train --do_eval --do_predict \
-  --num_train_epochs 3 \
+  --num_train_epochs 4 \
   --learning_rate 1.5e-4 \
   --warmup_steps 0.1 \
   --per_device_train_batch_size 8 \
   --eval_strategy steps \
-  --eval_steps 120 \
+  --eval_steps 60 \
   --logging_strategy steps \
-  --logging_steps 120 \
+  --logging_steps 60 \
   --save_strategy steps \
-  --save_steps 120 \
+  --save_steps 60 \
   --save_total_limit 1 \
   --save_only_model \
   --load_best_model_at_end \

@@ -46,7 +46,8 @@ sys.path.insert(0, ROOT)
 
 from nerkit import embedded  # noqa: E402
 from nerkit.data import parse_conll, read_text  # noqa: E402
-from nerkit.speed import automatic_precision, bf16_pays_on_cpu, cpu_bf16_instructions  # noqa: E402
+from nerkit.speed import (AUTO_PRECISION_VARIABLE, automatic_precision, bf16_pays_on_cpu,  # noqa: E402
+                          cpu_bf16_instructions)
 
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 ROWS = {"upstream": "upstream recipe", "upstream-fastest": "upstream, fastest flags",
@@ -104,12 +105,26 @@ def parse_options():
 
 def bf16_pays():
     """Whether bf16 is the fast precision where the runs train: a GPU that supports it, or a CPU on which a
-    bf16 matrix multiply measures clearly faster than fp32."""
+    bf16 matrix multiply measures clearly faster than fp32; or what NERKIT_AUTO_PRECISION forces."""
     import torch
 
+    forced = forced_precision()
+    if forced:
+        return forced == "bf16"
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     return bf16_pays_on_cpu()
+
+
+def forced_precision():
+    """"bf16" or "fp32" where NERKIT_AUTO_PRECISION is set, else None. The runs inherit it, so this suite's rows
+    train in that precision; the bench then measures as on a machine where it is the fast one (fp32: as on a
+    CPU without fast bf16, upstream's fastest flags without --bf16) and keeps the figures in a section of their
+    own."""
+    if not os.environ.get(AUTO_PRECISION_VARIABLE):
+        return None
+    automatic_precision()  # refuses a value that is not a precision, as the runs would
+    return os.environ[AUTO_PRECISION_VARIABLE].strip().lower()
 
 
 def int8_possible():
@@ -121,7 +136,9 @@ def int8_possible():
 
 def command_line(options):
     """The bench.py command that reproduces this run."""
-    parts = ["python bench/bench.py", "--seeds", *map(str, options.seeds), "--epochs", str(options.epochs)]
+    forced = forced_precision()
+    parts = [f"{AUTO_PRECISION_VARIABLE}={forced}"] if forced else []
+    parts += ["python bench/bench.py", "--seeds", *map(str, options.seeds), "--epochs", str(options.epochs)]
     if options.limit:
         parts += ["--limit", str(options.limit)]
     if options.rows != list(ROWS) and "training" in options.parts:
@@ -399,7 +416,9 @@ def machine_heading():
     # CPUs of one model name differ in their bf16 instructions (AMD EPYCs with and without AVX512-BF16 are both
     # "AMD EPYC" here), and with them the automatic precision: each gets its own section
     bf16 = "".join(f", {name}" for name in cpu_bf16_instructions())
-    return f"{cpu}, {os.cpu_count()} cores{bf16}"
+    forced = forced_precision()
+    return f"{cpu}, {os.cpu_count()} cores{bf16}" + (f", every run in {forced} ({AUTO_PRECISION_VARIABLE})" if forced
+                                                     else "")
 
 
 def software():
@@ -413,12 +432,17 @@ def precision_sentence(bf16_fast):
     """What bf16 is worth on this machine, upstream's fastest flags that follow, and this suite's choice."""
     import torch
 
-    if torch.cuda.is_available():
+    forced = forced_precision()
+    if forced:
+        measured = (f"{AUTO_PRECISION_VARIABLE}={forced} makes {forced} this suite's precision and the one "
+                    "upstream's fastest flags use, whatever this machine runs fastest")
+    elif torch.cuda.is_available():
         measured = f"This GPU {'supports' if bf16_fast else 'has no'} bf16"
     else:
         measured = (f"bf16 matrix multiply measured {'faster' if bf16_fast else 'slower'} than fp32 on this CPU "
                     "(`nerkit.speed.bf16_pays_on_cpu`)")
-    fastest = 'length grouping with --bf16' if bf16_fast else 'length grouping alone (bf16 is slower here)'
+    fastest = 'length grouping with --bf16' if bf16_fast else 'length grouping alone'
+    fastest += "" if bf16_fast or forced else " (bf16 is slower here)"
     return f"{measured}, so upstream's fastest flags here are {fastest}; this suite's automatic choice: " \
         f"{suite_precision()}."
 

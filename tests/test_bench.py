@@ -162,3 +162,29 @@ def test_step_time_makes_the_same_batches_in_one_row_or_padded(tiny_bert, ner_fi
     assert [batch["input_ids"].shape[0] for batch in made["grouped"]] == [16, 16]
     widths = [batch["input_ids"].shape[1] for batch in made["grouped"]]
     assert widths[0] >= widths[1] and sum(widths) * 16 < sum(b["input_ids"].numel() for b in made["random"])
+
+
+def test_a_forced_precision_measures_as_where_it_is_the_fast_one_in_a_section_of_its_own(bench, monkeypatch):
+    """NERKIT_AUTO_PRECISION=fp32 on a CPU with bf16 instructions stands in for a CPU without fast bf16: this
+    suite's runs inherit it, upstream's fastest flags drop --bf16, and the figures keep out of the CPU's section."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(bench, "cpu_bf16_instructions", lambda: ["AVX512-BF16"])
+    monkeypatch.setattr(bench, "bf16_pays_on_cpu", lambda: True)
+    monkeypatch.delenv("NERKIT_AUTO_PRECISION", raising=False)
+    measured = bench.machine_heading()
+    assert bench.bf16_pays() and bench.forced_precision() is None
+    monkeypatch.setenv("NERKIT_AUTO_PRECISION", "fp32")
+    assert not bench.bf16_pays()
+    assert bench.machine_heading() == f"{measured}, every run in fp32 (NERKIT_AUTO_PRECISION)"
+    options = argparse.Namespace(seeds=[42], epochs=1, limit=None, rows=["upstream-fastest"], parts=["training"])
+    assert bench.command_line(options).startswith("NERKIT_AUTO_PRECISION=fp32 python bench/bench.py")
+    assert bench.precision_sentence(False).endswith("length grouping alone; this suite's automatic choice: fp32 "
+                                                    "(forced by NERKIT_AUTO_PRECISION=fp32).")
+    data = {"train.json": "t", "validation.json": "v"}
+    (name, argv), = bench.training_commands(options, data, "m", bench.bf16_pays()).items()
+    assert "--bf16" not in argv and "group_by_length" in name
+    monkeypatch.setenv("NERKIT_AUTO_PRECISION", "fp8")
+    with pytest.raises(Exception, match="NERKIT_AUTO_PRECISION=fp8 is not a precision"):
+        bench.forced_precision()

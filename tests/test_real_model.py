@@ -42,7 +42,7 @@ def test_run_sh_ends_with_its_best_evaluated_checkpoint(tmp_path):
     env = dict(os.environ, OUTPUT_DIR=str(output), DATA_DIR=str(tmp_path / "data"),
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     shortened = ["--max_train_samples", "256", "--max_eval_samples", "80", "--max_predict_samples", "16",
-                 "--eval_steps", "16", "--save_steps", "16", "--logging_steps", "16", "--learning_rate", "3e-4",
+                 "--num_train_epochs", "3", "--eval_steps", "16", "--save_steps", "16", "--logging_steps", "16", "--learning_rate", "3e-4",
                  "--seed", "3"]
     run = subprocess.run(["bash", "run.sh", *shortened], cwd=ROOT, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-4000:]
