@@ -220,8 +220,8 @@ class DataTrainingArguments:
     )
     fast_dropout_masks: bool = field(
         default=True,
-        metadata={"help": "When training on a CPU other than Intel's (where torch's dropout masks, from MKL, "
-                          "are slow to draw), draw them 16 bits at a time: the same Bernoulli distribution, p "
+        metadata={"help": "When training on a CPU (where torch's dropout masks, from MKL, are slow to draw), "
+                          "draw them 16 bits at a time: the same Bernoulli distribution, p "
                           "rounded to 1/65,536. --no_fast_dropout_masks keeps torch's dropout."},
     )
     early_stopping_patience: int | None = field(
