@@ -137,8 +137,13 @@ def collect_words(outputs, accelerator, decoder):
     return loss_sum / loss_count if loss_count else None
 
 
+TRIM_EVERY = 32  # batches between handing freed memory back (nerkit.speed.return_freed_memory)
+
+
 class WordDecoder:
-    """Feeds batches of reduced predictions, in feature order, to a `WordCollector`."""
+    """Feeds batches of reduced predictions, in feature order, to a `WordCollector`; every `TRIM_EVERY`
+    batches it hands the memory the forward passes freed back to the system, so that the peak of an
+    evaluation does not grow with the set's size."""
 
     def __init__(self, features, words_per_example, decoding="argmax"):
         self.word_ids, self.example_ids = decoder_columns(features)
@@ -149,7 +154,7 @@ class WordDecoder:
 
     def reset(self):
         self.collector = WordCollector(self.words_per_example, self.decoding)
-        self.cursor = 0
+        self.cursor = self.batches = 0
 
     def add_batch(self, predictions):
         """`predictions`: an array or tensor [features, positions, 2], or a list of such batches."""
@@ -163,6 +168,11 @@ class WordDecoder:
             feature = self.cursor
             self.collector.add(self.example_ids[feature], self.word_ids[feature], row)
             self.cursor += 1
+        self.batches += 1
+        if self.batches % TRIM_EVERY == 0:
+            from .speed import return_freed_memory  # here, so that decoding alone needs no torch
+
+            return_freed_memory()
 
     def result(self, label_list, fallback_label, split_name, scheme):
         if self.cursor != len(self.example_ids):

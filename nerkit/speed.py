@@ -239,13 +239,10 @@ def keep_freed_memory(device_type, environ=os.environ):
     1% higher. Results are bit for bit the same: only where tensors live changes. Returns whether glibc took
     the settings; a choice of the user's (a MALLOC_* or GLIBC_TUNABLES variable, an allocator in
     LD_PRELOAD, NERKIT_KEEP_FREED_MEMORY=0) is left alone."""
-    if device_type != "cpu" or not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+    if device_type != "cpu" or allocator_chosen_by_user(environ):
         return False
-    if allocator_chosen_by_user(environ):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = glibc()
+    if libc is None:
         return False
     kept = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, KEPT_FREE_MEMORY) == 1
     if kept:
@@ -253,6 +250,28 @@ def keep_freed_memory(device_type, environ=os.environ):
                     "in again (glibc: no separately mapped blocks, up to 1 GiB kept); %s=0 turns this off.",
                     KEEP_MEMORY_VARIABLE)
     return kept
+
+
+def glibc():
+    """The C library when it is glibc (Linux), else None."""
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def return_freed_memory():
+    """Hand the memory glibc holds free, inside its heap as well as at its top, back to the system
+    (`malloc_trim`); nothing elsewhere. Evaluation and prediction call it every few batches
+    (nerkit.decoding.WordDecoder): batches of other shapes free blocks of other sizes, which glibc keeps
+    scattered through the heap, so the resident set grew with the number of batches. Evaluating the bench's
+    validation set 24 times over in bf16 on an Intel Xeon with AMX peaked at 1,095-1,124 MB against 711 MB
+    for one copy; trimmed every 32 batches, at 793-798 MB, in the same time."""
+    libc = glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 KEEP_CUDNN_VARIABLE, TORCH_CUDNN_VARIABLE = "NERKIT_CUDNN_ATTENTION", "TORCH_CUDNN_SDPA_DEPRIORITIZED"

@@ -503,6 +503,52 @@ def test_freed_memory_is_reused_without_page_faults_on_the_cpu():
     assert kept["faults"] * 10 < plain["faults"], (plain, kept)
 
 
+FREED_INSIDE_THE_HEAP = """
+import json, sys, torch
+from nerkit.speed import keep_freed_memory, return_freed_memory
+def resident_mb():
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * 4096 / 2**20
+keep_freed_memory("cpu")  # as the scripts run: freed memory is kept
+held = [torch.ones(256 * 1024 * (1 + i % 3)) for i in range(100)]  # 1-3 MB each, 200 MB in all, touched
+last = held.pop()  # still in use at the heap's top, so glibc cannot simply shrink the heap
+held.clear()
+before = resident_mb()
+return_freed_memory()
+print(json.dumps({"before": before, "after": resident_mb()}))
+"""
+
+
+def test_freed_memory_inside_the_heap_goes_back_to_the_system():
+    """What evaluation does every few batches: blocks freed below one still in use, which glibc keeps, are
+    returned (the resident set falls by about their 200 MB)."""
+    import json
+    import subprocess
+
+    glibc()
+    environ = {name: value for name, value in os.environ.items()
+               if not name.startswith("MALLOC_") and name not in ("LD_PRELOAD", "GLIBC_TUNABLES",
+                                                                   "NERKIT_KEEP_FREED_MEMORY")}
+    result = subprocess.run([sys.executable, "-c", FREED_INSIDE_THE_HEAP], capture_output=True, text=True,
+                            env=environ, cwd=os.path.dirname(os.path.dirname(__file__)), check=True)
+    memory = json.loads(result.stdout)
+    assert memory["before"] - memory["after"] > 150, memory
+
+
+def test_evaluation_returns_freed_memory_every_few_batches(monkeypatch):
+    import nerkit.decoding
+    import nerkit.speed
+
+    calls = []
+    monkeypatch.setattr(nerkit.speed, "return_freed_memory", lambda: calls.append(1))
+    count = 2 * nerkit.decoding.TRIM_EVERY + 5
+    decoder = WordDecoder({"word_ids": [[NO_WORD, 0, NO_WORD]] * count, "example_id": list(range(count))}, [1] * count)
+    for _ in range(count):
+        decoder.add_batch(np.zeros((1, 3, 2), dtype=np.float32))
+    assert len(calls) == 2
+    assert decoder.result(LABELS, "O", "validation", "IOB2")[0] == [["O"]] * count
+
+
 @pytest.mark.parametrize("variables", [{"MALLOC_ARENA_MAX": "2"}, {"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"},
                                        {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"},
                                        {"NERKIT_KEEP_FREED_MEMORY": "off"}])
