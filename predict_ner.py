@@ -87,8 +87,8 @@ def parse_options(argv):
                         help="window length in sub-tokens (default: the model's maximum)")
     parser.add_argument("--stride", type=int, default=64, help="overlap of windows of long documents")
     parser.add_argument("--batch_size", "--per_device_eval_batch_size", dest="batch_size", type=int, default=None,
-                        help="windows per batch, a long document having several (default: 8 on a CPU, 32 on a "
-                             "GPU)")
+                        help="windows per batch, a long document having several (default: 32 on a GPU or a CPU "
+                             "in bf16, 8 on a CPU in fp32)")
     parser.add_argument("--words", action="store_true", help="also write words, labels and probabilities")
     parser.add_argument("--int8", action="store_true",
                         help="CPU only: run the model's linear layers in int8 (dynamic quantization), faster on "
@@ -232,7 +232,8 @@ class Tagger:
             log_precision(self.accelerator, precision, "Tagging")
         prepare_device(self.accelerator.device.type)
         self.model = self.accelerator.prepare(model)
-        self.batch_size = batch_size or inference_batch_size(self.accelerator.device.type)
+        self.batch_size = batch_size or inference_batch_size(self.accelerator.device.type,
+                                                             self.accelerator.mixed_precision)
         self.decoding = decoding
 
     def tag(self, words):

@@ -240,17 +240,17 @@ def prediction_benchmark(model_dir, data, work, rounds=3):
     texts = sentences + documents
     words = sum(len(t) for t in texts)
     times = {"ours": [], "tagger": [], **({"tagger_int8": []} if int8_possible() else {}), "pipeline": []}
-    batch = predictor_batch_size()
+    batch, pipeline_batch = predictor_batch_sizes()
     for _ in range(rounds):
         seconds, ours_tags = time_ours(model_dir, texts, work, batch)
         times["ours"].append(seconds)
         times["tagger"].append(time_tagger(model_dir, texts))
         if "tagger_int8" in times:
             times["tagger_int8"].append(time_tagger(model_dir, texts, int8=True))
-        seconds, agreement = time_pipeline(model_dir, texts, ours_tags, batch)
+        seconds, agreement = time_pipeline(model_dir, texts, ours_tags, pipeline_batch)
         times["pipeline"].append(seconds)
     return {"words": words, "texts": len(texts), "long": len(documents), "rounds": rounds, "agreement": agreement,
-            "batch": batch,
+            "batch": batch, "pipeline_batch": pipeline_batch,
             **{name: words / min(seconds) for name, seconds in times.items()}}
 
 
@@ -306,12 +306,15 @@ def time_tagger(model_dir, texts, int8=False):
     return time.perf_counter() - started
 
 
-def predictor_batch_size():
-    """The tagger's default batch size on this machine's device (nerkit.speed.inference_batch_size), which
-    run_ner.py (--per_device_eval_batch_size) and the pipeline are given too."""
-    from nerkit.speed import accelerator_type, inference_batch_size
+def predictor_batch_sizes():
+    """(ours, the pipeline's): the tagger's default batch size on this machine's device in its automatic
+    precision (nerkit.speed.inference_batch_size), which run_ner.py is given too (--per_device_eval_batch_size),
+    and the same rule's size in fp32 for the pipeline, which tags in fp32 (on a CPU 8, where batch 32 made it
+    slower: 2,308 against 2,930 words/s on the Intel Xeon of RESULTS.md)."""
+    from nerkit.speed import accelerator_type, inference_batch_size, inference_precision
 
-    return inference_batch_size(accelerator_type() or "cpu")
+    device = accelerator_type() or "cpu"
+    return inference_batch_size(device, inference_precision().mixed_precision), inference_batch_size(device)
 
 
 def time_pipeline(model_dir, texts, our_tags, batch_size):
@@ -522,6 +525,7 @@ def comparison_lines(stats):
 def prediction_lines(prediction, int8):
     """The prediction subsection; `int8` (the --int8 comparison) is None where --int8 cannot run."""
     mean, pipeline, batch = statistics.mean, prediction["pipeline"], prediction.get("batch", 8)
+    pipeline_batch = prediction.get("pipeline_batch", batch)
     lines = [
         "### Prediction",
         "",
@@ -540,7 +544,7 @@ def prediction_lines(prediction, int8):
     if "tagger_int8" in prediction:
         lines.append(f"| predict_ner.py --int8 (linear layers in int8) | {prediction['tagger_int8']:,.0f} | "
                      f"{prediction['tagger_int8'] / pipeline:.2f}x |")
-    lines += [f"| transformers pipeline, aggregation first, stride 128, batch {batch} | {pipeline:,.0f} | 1.00x |", "",
+    lines += [f"| transformers pipeline, aggregation first, stride 128, batch {pipeline_batch} | {pipeline:,.0f} | 1.00x |", "",
               f"Short texts whose entities agree with the pipeline's: {prediction['agreement']:.1%}.", ""]
     if int8:
         lines += [

@@ -262,7 +262,7 @@ def test_a_tab_separated_text_file_is_refused_as_conll_unless_format_text_says_s
 
 def test_without_batch_size_the_tagger_takes_the_devices_default(trained_model, monkeypatch):
     sizes = []
-    monkeypatch.setattr(speed, "inference_batch_size", lambda device_type: {"cpu": 3}.get(device_type, 99))
+    monkeypatch.setattr(speed, "inference_batch_size", lambda device_type, precision: {"cpu": 3}.get(device_type, 99))
     tagger = predict_ner.Tagger(trained_model, None, 64, None, "viterbi")
     tagger.model.register_forward_pre_hook(lambda module, args, kwargs: sizes.append(len(kwargs["input_ids"])),
                                            with_kwargs=True)
@@ -273,5 +273,11 @@ def test_without_batch_size_the_tagger_takes_the_devices_default(trained_model, 
     assert predict_ner.parse_options(["--model", trained_model]).batch_size is None
 
 
-def test_the_default_batch_is_small_on_a_cpu_and_large_on_a_gpu():
+def test_the_default_batch_is_small_on_a_cpu_in_fp32_and_large_in_bf16_or_on_a_gpu(trained_model, monkeypatch):
     assert speed.inference_batch_size("cpu") == 8 and speed.inference_batch_size("cuda") == 32
+    assert speed.inference_batch_size("cpu", "bf16") == 32
+    for forced, expected in (("fp32", 8), ("bf16", 32)):  # the tagger asks with the precision it really runs in
+        monkeypatch.setenv("NERKIT_AUTO_PRECISION", forced)
+        tagger = predict_ner.Tagger(trained_model, None, 64, None, "viterbi")
+        assert tagger.accelerator.mixed_precision == ("bf16" if forced == "bf16" else "no")
+        assert tagger.batch_size == expected
