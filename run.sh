@@ -3,7 +3,8 @@
 #
 #   bash run.sh                          # embedded default: packaged MiniLM on packaged WNUT-16, offline
 #                                        # (4 epochs at 1.5e-4, batch 8, warmup; validation every 60 steps,
-#                                        # a quarter epoch, and the best of those checkpoints kept)
+#                                        # a quarter epoch, in batches of 32, and the best of those
+#                                        # checkpoints kept)
 #   bash run.sh --num_train_epochs 1     # any extra flag goes to run_ner.py
 #   RECIPE=classic bash run.sh           # the upstream recipe: BERT on CoNLL-2003 from the hub (online)
 #
@@ -36,6 +37,7 @@ exec python run_ner.py \
   --learning_rate 1.5e-4 \
   --warmup_steps 0.1 \
   --per_device_train_batch_size 8 \
+  --per_device_eval_batch_size 32 \
   --eval_strategy steps \
   --eval_steps 60 \
   --logging_strategy steps \
