@@ -480,17 +480,22 @@ print(json.dumps({"kept": kept, "faults": resource.getrusage(resource.RUSAGE_SEL
 """
 
 
-def faults_of_steps(device_type, **variables):
+def run_allocator_script(script, *args, **variables):
+    """Run `script` in a fresh Python with glibc's default settings (no allocator variable of this
+    environment's) plus `variables`; returns the JSON it prints."""
     import json
     import subprocess
 
     environ = {name: value for name, value in os.environ.items()
                if not name.startswith("MALLOC_") and name not in ("LD_PRELOAD", "GLIBC_TUNABLES",
                                                                    "NERKIT_KEEP_FREED_MEMORY")}
-    result = subprocess.run([sys.executable, "-c", FAULTS_OF_A_TRAINING_STEP, device_type], capture_output=True,
-                            text=True, env={**environ, **variables}, cwd=os.path.dirname(os.path.dirname(__file__)),
-                            check=True)
+    result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                            env={**environ, **variables}, cwd=os.path.dirname(os.path.dirname(__file__)), check=True)
     return json.loads(result.stdout)
+
+
+def faults_of_steps(device_type, **variables):
+    return run_allocator_script(FAULTS_OF_A_TRAINING_STEP, device_type, **variables)
 
 
 def test_freed_memory_is_reused_without_page_faults_on_the_cpu():
@@ -522,16 +527,8 @@ print(json.dumps({"before": before, "after": resident_mb()}))
 def test_freed_memory_inside_the_heap_goes_back_to_the_system():
     """What evaluation does every few batches: blocks freed below one still in use, which glibc keeps, are
     returned (the resident set falls by about their 200 MB)."""
-    import json
-    import subprocess
-
     glibc()
-    environ = {name: value for name, value in os.environ.items()
-               if not name.startswith("MALLOC_") and name not in ("LD_PRELOAD", "GLIBC_TUNABLES",
-                                                                   "NERKIT_KEEP_FREED_MEMORY")}
-    result = subprocess.run([sys.executable, "-c", FREED_INSIDE_THE_HEAP], capture_output=True, text=True,
-                            env=environ, cwd=os.path.dirname(os.path.dirname(__file__)), check=True)
-    memory = json.loads(result.stdout)
+    memory = run_allocator_script(FREED_INSIDE_THE_HEAP)
     assert memory["before"] - memory["after"] > 150, memory
 
 
