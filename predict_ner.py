@@ -299,3 +299,6 @@ def write_records(records, path):
 
 if __name__ == "__main__":
     exit_on_user_error(lambda: main(parse_options(sys.argv[1:])))
+    from nerkit.speed import skip_collection_at_exit  # torch is loaded by now
+
+    skip_collection_at_exit()

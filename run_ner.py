@@ -61,6 +61,7 @@ from nerkit.speed import (
     forget_other_precision,
     log_precision,
     prepare_device,
+    skip_collection_at_exit,
 )
 from nerkit.workflow import (
     check_finite_loss,
@@ -469,3 +470,4 @@ def _mp_fn(index):
 
 if __name__ == "__main__":
     exit_on_user_error(cli)
+    skip_collection_at_exit()

@@ -59,6 +59,7 @@ from nerkit.speed import (
     fused_adamw,
     log_precision,
     prepare_device,
+    skip_collection_at_exit,
 )
 from nerkit.workflow import (
     check_finite_loss,
@@ -726,3 +727,4 @@ def _mp_fn(index):
 
 if __name__ == "__main__":
     exit_on_user_error(cli)
+    skip_collection_at_exit()

@@ -4,11 +4,12 @@ On the CPU, torch's dropout draws its mask with `bernoulli_`, through MKL's Bern
 EPYC of bench/RESULTS.md that takes about 6 ns an element whatever the number of threads: 1.1 ms for one
 activation of 490 sub-tokens x 384, some 35 ms of a 250 ms bf16 training step of MiniLM (13 dropout layers
 and attention's). On an Intel Xeon with AMX it is no faster: 1.1 ms for a 512 x 384 activation, against
-0.38 ms for these masks. `keep_scale` instead fills 64-bit integers from torch's generator (`random_`, so
+0.38 ms for these masks. `dropped` instead fills 64-bit integers from torch's generator (`random_`, so
 `--seed` and the random state a checkpoint saves cover it) and reads each as four 16-bit numbers; an element
 is kept where its number is at least p x 65,536. That is the same Bernoulli distribution with p
-rounded to the nearest 1/65,536, and the kept elements are scaled by 1/(1 - p) in the activation's dtype,
-as torch's dropout scales them.
+rounded to the nearest 1/65,536, and `keep_scale` scales the kept elements by 1/(1 - p) in the activation's
+dtype, as torch's dropout scales them (attention by length buckets scales the product of the kept weights
+with the values instead, nerkit.varlen.attention_with_masks).
 
 Training on the CPU swaps the model's `nn.Dropout` layers for `MaskDropout`, and attention by length
 buckets (nerkit.varlen) computes its dropout with the same masks, on every CPU (not on CUDA, whose dropout
@@ -36,15 +37,20 @@ def representable(p):
     return 0 < round(p * LEVELS) < LEVELS
 
 
-def keep_scale(like, p):
-    """What dropout with probability `p` multiplies `like` by: 0 or 1/(1 - p) for each element, in its dtype
-    and on its device, zero with probability round(p x 65,536) / 65,536."""
+def dropped(like, p):
+    """Where dropout with probability `p` zeroes `like`: a bool tensor of its shape on its device, True with
+    probability round(p x 65,536) / 65,536."""
     count = like.numel()
     words = torch.empty((count + 3) // 4, dtype=torch.int64, device=like.device).random_(-2 ** 63, None)
     numbers = words.view(torch.int16)[:count].view(like.shape)  # uniform over -32,768..32,767
-    kept = numbers >= round(p * LEVELS) - LEVELS // 2
-    return torch.where(kept, torch.tensor(1 / (1 - p), dtype=like.dtype, device=like.device),
-                       torch.tensor(0, dtype=like.dtype, device=like.device))
+    return numbers < round(p * LEVELS) - LEVELS // 2
+
+
+def keep_scale(like, p):
+    """What dropout with probability `p` multiplies `like` by: 0 where `dropped`, else 1/(1 - p), in its
+    dtype and on its device."""
+    return torch.where(dropped(like, p), torch.tensor(0, dtype=like.dtype, device=like.device),
+                       torch.tensor(1 / (1 - p), dtype=like.dtype, device=like.device))
 
 
 class MaskDropout(nn.Dropout):

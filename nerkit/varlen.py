@@ -18,6 +18,7 @@ time than with the packed rows, taking turns twice. The model is checked the sam
 the packed rows. In half precision the row is filled up to a multiple of 32 sub-tokens (`bucketed_packing`).
 """
 
+import dataclasses
 import functools
 import itertools
 import logging
@@ -111,33 +112,60 @@ BUCKETED = "nerkit_bucketed"
 BUCKETED_OWN_MASKS = "nerkit_bucketed_own_dropout_masks"  # nerkit.dropout switches a bucketed model to it
 
 
+@dataclasses.dataclass
+class Bucket:
+    """Examples of similar length that attend as one padded batch: `count` of them, `width` their longest.
+    `gather` [count x width] indexes the row's sub-tokens example after example; a padding slot reads its
+    example's first sub-token, a key that `mask` ([count, 1, width], True where real) and `bias` (0 or
+    -inf, float32) keep out of attention, and a query whose output is dropped. `padding`
+    ([count x width, 1, 1], True at padding slots) is None where the bucket has none, as are `mask` and
+    `bias`."""
+
+    count: int
+    width: int
+    gather: torch.Tensor
+    mask: torch.Tensor = None
+    bias: torch.Tensor = None
+    padding: torch.Tensor = None
+
+
+@dataclasses.dataclass
+class BucketPlan:
+    """How `bucketed_attention` lays out one flattened row: its `buckets`, and `scatter` [row length], the
+    slot of each sub-token of the row among the buckets' slots laid end to end."""
+
+    buckets: list
+    scatter: torch.Tensor
+
+
 def bucket_plan(bounds):
-    """How `bucketed_attention` lays out one flattened row whose examples end at `bounds` (cu_seq_lens):
-    the examples sorted longest first and cut into buckets where the length halves
-    (nerkit.workflow.length_batches), each bucket padded to its longest. Returns (gather, buckets,
-    scatter): `gather` indexes the row's sub-tokens (the row's length for padding) bucket after bucket,
-    `buckets` holds (examples, length, key mask) for each bucket, and `scatter` takes each sub-token of
-    the row back from the buckets' concatenated outputs."""
+    """The `BucketPlan` of one flattened row whose examples end at `bounds` (cu_seq_lens): the examples
+    sorted longest first and cut into buckets where the length halves (nerkit.workflow.length_batches),
+    each bucket padded to its longest."""
     from .workflow import length_batches
 
-    starts, lengths = bounds[:-1], bounds[1:] - bounds[:-1]
+    starts, lengths = bounds[:-1].long(), (bounds[1:] - bounds[:-1]).long()
     order = torch.argsort(lengths, descending=True, stable=True)
     sorted_lengths = lengths[order].tolist()
-    total = int(bounds[-1])
-    gather, buckets, taken = [], [], 0
+    buckets, slots = [], []
     for group in length_batches(sorted_lengths, len(sorted_lengths)):
         members = order[group]
         width = sorted_lengths[group[0]]
         offsets = torch.arange(width, device=bounds.device)
         real = offsets[None, :] < lengths[members][:, None]
-        gather.append(torch.where(real, starts[members][:, None] + offsets[None, :], total).reshape(-1))
-        buckets.append((len(group), width, None if bool(real.all()) else real[:, None, None, :]))
-        taken += real.numel()
-    gather = torch.cat(gather)
-    scatter = torch.empty(total, dtype=torch.long, device=bounds.device)
-    is_real = gather < total
-    scatter[gather[is_real]] = torch.arange(taken, device=bounds.device)[is_real]
-    return gather, buckets, scatter
+        gather = (starts[members][:, None] + torch.where(real, offsets[None, :], 0)).reshape(-1)
+        bucket = Bucket(len(group), width, gather)
+        if not bool(real.all()):
+            bucket.mask = real[:, None, :]
+            bucket.bias = torch.zeros(real.shape, device=bounds.device).masked_fill_(~real, float("-inf"))[:, None, :]
+            bucket.padding = ~real.reshape(-1, 1, 1)
+        buckets.append(bucket)
+        slots.append(torch.where(real, gather.view(real.shape), -1).reshape(-1))
+    slots = torch.cat(slots)
+    is_real = slots >= 0
+    scatter = torch.empty(int(bounds[-1]), dtype=torch.long, device=bounds.device)
+    scatter[slots[is_real]] = torch.arange(len(slots), device=bounds.device)[is_real]
+    return BucketPlan(buckets, scatter)
 
 
 class LastPlan:
@@ -153,6 +181,45 @@ class LastPlan:
         return cls.plan
 
 
+class GatherBuckets(torch.autograd.Function):
+    """[heads, row length, size] -> one contiguous [heads, count x width, size] per bucket of a `BucketPlan`
+    (so attention's products need no copy). The gradient is read back with one index_select of each
+    sub-token's own slot instead of an index_add per bucket into zeros: the padding slots, which read real
+    sub-tokens too, have no effect on the outputs (masked keys, dropped queries), so they owe no gradient."""
+
+    @staticmethod
+    def forward(ctx, states, plan):
+        ctx.plan = plan
+        states = states.contiguous()  # usually a transposed view; gathering from a contiguous copy is faster
+        return tuple(states.index_select(1, bucket.gather) for bucket in plan.buckets)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        slots = torch.cat([grad.transpose(0, 1) for grad in grads])  # [slots, heads, size]
+        return slots.index_select(0, ctx.plan.scatter).transpose(0, 1), None
+
+
+class ScatterBuckets(torch.autograd.Function):
+    """The buckets' outputs ([heads, count x width, size] each) back in the row's order, as
+    [row length, heads, size]. The gradient of a padding slot is zero: its query's output was dropped."""
+
+    @staticmethod
+    def forward(ctx, plan, *outputs):
+        ctx.plan = plan
+        slots = torch.cat([output.transpose(0, 1) for output in outputs])  # [slots, heads, size]
+        return slots.index_select(0, plan.scatter)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grads = []
+        for bucket in ctx.plan.buckets:
+            piece = grad.index_select(0, bucket.gather)
+            if bucket.padding is not None:
+                piece.masked_fill_(bucket.padding, 0)
+            grads.append(piece.transpose(0, 1))
+        return (None, *grads)
+
+
 def bucketed_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, cu_seq_lens_q=None,
                        own_masks=False, **kwargs):
     """Attention over one flattened row of several examples (`FlatteningCollator`), computed per bucket of
@@ -160,7 +227,11 @@ def bucketed_attention(module, query, key, value, attention_mask, dropout=0.0, s
     example's own length instead of a packed row's. Anything else (an evaluation batch, padded rows)
     goes to transformers' SDPA attention unchanged, as does a decoder's causal attention (so a model such
     as GPT-2 fails the check on the row and trains on packed rows). With `own_masks`, training computes
-    each bucket with `attention_with_masks` instead of SDPA."""
+    each bucket with `attention_with_masks` instead of SDPA.
+
+    A bucket's tensors are [heads, examples, width, size]: attention is the same for every (head, example)
+    pair, and in that order the heads and examples of a contiguous gather fold into one batch dimension of
+    the matrix products without a copy."""
     from torch.nn.functional import scaled_dot_product_attention
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -168,22 +239,18 @@ def bucketed_attention(module, query, key, value, attention_mask, dropout=0.0, s
             getattr(module, "is_causal", False):  # a decoder's attention: the check then keeps the packed rows
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    gather, buckets, scatter = LastPlan.of(cu_seq_lens_q)
-    heads, length, size = query.shape[1:]
-
-    def pieces(states):  # [1, heads, length, size] -> one [examples, heads, width, size] per bucket
-        rows = torch.cat([states[0].transpose(0, 1), states.new_zeros(1, heads, size)]).index_select(0, gather)
-        return torch.split(rows, [count * width for count, width, _ in buckets])
-
+    plan = LastPlan.of(cu_seq_lens_q)
+    heads, size = query.shape[1], query.shape[3]
     outputs = []
-    for q, k, v, (count, width, mask) in zip(pieces(query), pieces(key), pieces(value), buckets):
-        q, k, v = (x.view(count, width, heads, size).transpose(1, 2) for x in (q, k, v))
+    pieces = (GatherBuckets.apply(states[0], plan) for states in (query, key, value))
+    for bucket, q, k, v in zip(plan.buckets, *pieces):
+        q, k, v = (x.view(heads, bucket.count, bucket.width, size) for x in (q, k, v))
         if own_masks and dropout > 0:
-            output = attention_with_masks(q, k, v, mask, dropout, scaling)
+            output = attention_with_masks(q, k, v, bucket.bias, dropout, scaling)
         else:
-            output = scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling)
-        outputs.append(output.transpose(1, 2).reshape(count * width, heads, size))
-    return torch.cat(outputs).index_select(0, scatter)[None], None
+            output = scaled_dot_product_attention(q, k, v, attn_mask=bucket.mask, dropout_p=dropout, scale=scaling)
+        outputs.append(output.view(heads, bucket.count * bucket.width, size))
+    return ScatterBuckets.apply(plan, *outputs)[None], None
 
 
 ONEDNN_ROW_MULTIPLE = 32
@@ -211,18 +278,21 @@ def bucketed_packing(model, tokenizer, sample, precision=None):
     return collator
 
 
-def attention_with_masks(query, key, value, mask, dropout, scaling):
+def attention_with_masks(query, key, value, bias, dropout, scaling):
     """Attention with dropout as SDPA's CPU math path computes it (in float32 for bf16 or fp16 inputs), with
-    the dropout masks of nerkit.dropout. `mask` (or None) marks the keys to attend to."""
-    from .dropout import keep_scale
+    the dropout masks of nerkit.dropout. `bias` (or None) is added to the scores: 0 for keys to attend to,
+    -inf for the others. The dropped weights are zeroed and the output scaled by 1 / (1 - p), which is
+    dropout's scaling of the weights moved past the product, on the smaller tensor."""
+    from .dropout import dropped
 
     with torch.autocast(query.device.type, enabled=False):
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        scores = torch.matmul(query.float() * scale, key.float().transpose(-2, -1))
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))  # every example has a key, so no row is all -inf
+        scores = torch.matmul(query.float(), key.float().transpose(-2, -1))
+        # every example has a key, so no row is all -inf
+        scores = scores.mul_(scale) if bias is None else torch.add(bias, scores, alpha=scale)
         probabilities = torch.softmax(scores, dim=-1)
-        return torch.matmul(probabilities * keep_scale(probabilities, dropout), value.float()).to(query.dtype)
+        kept = probabilities.masked_fill(dropped(probabilities, dropout), 0)
+        return torch.matmul(kept, value.float()).mul_(1 / (1 - dropout)).to(query.dtype)
 
 
 def register_bucketed_attention():

@@ -87,8 +87,9 @@ def test_attention_with_masks_computes_what_sdpa_computes(dtype, monkeypatch):
     torch.manual_seed(0)
     query, key, value = (torch.randn(3, 2, 7, 8, dtype=dtype) for _ in range(3))
     mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5], dtype=torch.bool)[:, None, None, :]
-    monkeypatch.setattr(dropout, "keep_scale", lambda like, p: torch.ones_like(like))  # dropout that keeps all
-    ours = attention_with_masks(query, key, value, mask, 0.1, None)
+    monkeypatch.setattr(dropout, "dropped", lambda like, p: torch.zeros_like(like, dtype=torch.bool))  # keeps all
+    bias = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
+    ours = attention_with_masks(query, key, value, bias, 0.1, None) * 0.9  # kept weights are scaled by 1 / 0.9
     with sdpa_kernel(SDPBackend.MATH):
         reference = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask)
     assert ours.dtype == dtype

@@ -339,16 +339,20 @@ def test_bucket_plan_groups_examples_where_lengths_halve_and_puts_every_sub_toke
 
     lengths = [3, 40, 7, 21, 6, 12, 30]
     bounds = torch.tensor([0, *np.cumsum(lengths)], dtype=torch.int32)
-    gather, buckets, scatter = bucket_plan(bounds)
+    plan = bucket_plan(bounds)
     # longest first: 40, 30, 21 | 12, 7, 6 | 3 (a bucket ends where the next is under half its longest)
-    assert [(count, width) for count, width, _ in buckets] == [(3, 40), (3, 12), (1, 3)]
-    assert buckets[-1][2] is None  # one example alone needs no mask
-    total = sum(lengths)
-    row = torch.arange(total + 1)
-    assert torch.equal(row[gather][scatter], torch.arange(total))  # each sub-token comes back to its place
-    first = gather[:40 * 3].view(3, 40)
-    assert torch.equal(buckets[0][2][:, 0, 0, :], first < total)  # the mask marks the real sub-tokens
-    assert first[0, :40].tolist() == list(range(3, 43))  # the longest example, in its own order
+    assert [(bucket.count, bucket.width) for bucket in plan.buckets] == [(3, 40), (3, 12), (1, 3)]
+    assert plan.buckets[-1].mask is None and plan.buckets[-1].padding is None  # one example alone has no padding
+    slots = torch.cat([bucket.gather for bucket in plan.buckets])
+    assert torch.equal(slots[plan.scatter], torch.arange(sum(lengths)))  # each sub-token comes back to its place
+    first = plan.buckets[0]
+    assert first.gather[:40].tolist() == list(range(3, 43))  # the longest example, in its own order
+    real = first.mask[:, 0, :]
+    assert real.sum(dim=1).tolist() == [40, 30, 21]  # the mask marks each example's own sub-tokens
+    assert torch.equal(first.bias[:, 0, :] == 0, real) and torch.equal(first.padding.view(3, 40), ~real)
+    # a padding slot reads its example's first sub-token (a key kept out of attention, a query dropped)
+    assert torch.equal(first.gather.view(3, 40)[~real], first.gather.view(3, 40)[:, 0].repeat_interleave(
+        (~real).sum(dim=1)))
 
 
 @pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_roberta"])
@@ -388,6 +392,35 @@ def test_bucketed_attention_gives_the_padded_outputs_and_gradients(fixture, requ
     assert torch.allclose(evaluated, reference, atol=1e-5)
 
 
+@pytest.mark.parametrize("own_masks", [False, True])
+def test_attention_by_buckets_gives_each_examples_own_attention_and_gradients(own_masks, monkeypatch):
+    """Straight on the attention function, with dropout that keeps every weight: the row's output is each
+    example's own attention (scaled by 1 / (1 - p) where the masks drop nothing), and so are the gradients
+    of query, key and value, padding slots included (they read real sub-tokens but must owe them nothing)."""
+    import torch
+
+    from nerkit import dropout
+    from nerkit.varlen import bucketed_attention
+
+    monkeypatch.setattr(dropout, "dropped", lambda like, p: torch.zeros_like(like, dtype=torch.bool))
+    torch.manual_seed(0)
+    lengths = [3, 40, 7, 21, 6, 12, 30]
+    bounds = torch.tensor([0, *np.cumsum(lengths)], dtype=torch.int32)
+    query, key, value = (torch.randn(1, 2, sum(lengths), 8, requires_grad=True) for _ in range(3))
+    weights = torch.randn(1, sum(lengths), 2, 8)
+    p = 0.1 if own_masks else 0.0
+    output, _ = bucketed_attention(torch.nn.Module(), query, key, value, None, dropout=p, cu_seq_lens_q=bounds,
+                                   own_masks=own_masks)
+    grads = torch.autograd.grad((output * weights).sum(), (query, key, value))
+    pieces = [torch.nn.functional.scaled_dot_product_attention(*(x[:, :, start:end] for x in (query, key, value)))
+              for start, end in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
+    expected = torch.cat(pieces, dim=2).transpose(1, 2) / (1 - p)
+    expected_grads = torch.autograd.grad((expected * weights).sum(), (query, key, value))
+    torch.testing.assert_close(output, expected)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad)
+
+
 def test_training_computes_attention_per_bucket(tiny_bert, ner_files, tmp_path, monkeypatch):
     """run_ner.py on the CPU: the Trainer's batches are single rows, and attention runs on buckets as wide
     as their longest example, not over the row."""
@@ -400,7 +433,7 @@ def test_training_computes_attention_per_bucket(tiny_bert, ner_files, tmp_path, 
     def watched(module, query, key, value, attention_mask, **kwargs):
         if kwargs.get("cu_seq_lens_q") is not None:
             rows.append(query.shape[2])
-            widths.extend(width for _, width, _ in varlen.LastPlan.of(kwargs["cu_seq_lens_q"])[1])
+            widths.extend(bucket.width for bucket in varlen.LastPlan.of(kwargs["cu_seq_lens_q"]).buckets)
         return original(module, query, key, value, attention_mask, **kwargs)
 
     monkeypatch.setattr(varlen, "bucketed_attention", watched)
@@ -544,6 +577,28 @@ def test_evaluation_returns_freed_memory_every_few_batches(monkeypatch):
         decoder.add_batch(np.zeros((1, 3, 2), dtype=np.float32))
     assert len(calls) == 2
     assert decoder.result(LABELS, "O", "validation", "IOB2")[0] == [["O"]] * count
+
+
+SCRIPT_AS_MAIN = """
+import gc, json, runpy, sys
+sys.argv = ["predict_ner.py", "--model", sys.argv[1], "--words"]
+runpy.run_path("predict_ner.py", run_name="__main__")
+sys.stderr.write(json.dumps({"frozen": gc.get_freeze_count(), "collectable": len(gc.get_objects())}))
+"""
+
+
+def test_a_script_leaves_what_it_made_out_of_the_collection_at_exit(trained_model):
+    """At its end a script moves every object into the collector's permanent generation, so the shutdown's
+    last collections do not walk torch and transformers; its output is whole."""
+    import json
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", SCRIPT_AS_MAIN, trained_model], input="John Smith lives here\n",
+                            capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)),
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"), check=True)
+    assert len(json.loads(result.stdout)["labels"]) == 4
+    counts = json.loads(result.stderr.splitlines()[-1])
+    assert counts["frozen"] > 100_000 and counts["collectable"] < counts["frozen"] // 100, counts
 
 
 @pytest.mark.parametrize("variables", [{"MALLOC_ARENA_MAX": "2"}, {"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"},
