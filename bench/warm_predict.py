@@ -1,13 +1,14 @@
-"""run_ner.py --do_predict as bench.py times it: `run_ner.main()` twice in one process, under a patched
-sys.argv as upstream's example tests call it, first on a few texts, then on the texts timed. The timed call
-then does not pay for the process's first batches, as the tagger and the pipeline do not (each gets a
-warm-up batch): on a GPU those start CUDA's libraries, 0.35 s of run_ner.py's 0.6 s for 8,214 words on the
-H100 of RESULTS.md.
+"""run_ner.py --do_predict as bench.py times it: `run_ner.main()` three times in one process, under a patched
+sys.argv as upstream's example tests call it: on a few texts, then twice on the texts timed. The first timed
+call pays what a fresh process pays for the shapes it meets first (on a GPU CUDA's libraries start, 0.35 s of
+run_ner.py's 0.6 s for 8,214 words on the H100 of RESULTS.md; on a CPU in bf16 oneDNN builds a kernel for
+each new matrix shape); the second runs as the tagger and the pipeline run in their fastest rounds, in a
+process that has tagged these texts before.
 
     python bench/warm_predict.py MODEL WARM_UP.jsonl TIMED.jsonl OUTPUT_DIR BATCH_SIZE
 
-The timed call writes its predict_results.json and predictions to OUTPUT_DIR, the warm-up to
-OUTPUT_DIR-warm-up.
+The second timed call writes its predict_results.json and predictions to OUTPUT_DIR, the first to
+OUTPUT_DIR-first, the warm-up to OUTPUT_DIR-warm-up.
 """
 
 import os
@@ -27,4 +28,5 @@ def predict(model, path, output_dir, batch_size):
 if __name__ == "__main__":
     model, warm_up, timed, output_dir, batch_size = sys.argv[1:6]
     predict(model, warm_up, output_dir + "-warm-up", batch_size)
+    predict(model, timed, output_dir + "-first", batch_size)
     predict(model, timed, output_dir, batch_size)
