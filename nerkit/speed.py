@@ -268,7 +268,7 @@ def return_freed_memory():
     (nerkit.decoding.WordDecoder): batches of other shapes free blocks of other sizes, which glibc keeps
     scattered through the heap, so the resident set grew with the number of batches. Evaluating the bench's
     validation set 24 times over in bf16 on an Intel Xeon with AMX peaked at 1,095-1,124 MB against 711 MB
-    for one copy; trimmed every 32 batches, at 793-798 MB, in the same time."""
+    for one copy; trimmed every 32 batches, at 826 MB against 720 MB, in the same time (bench/RESULTS.md)."""
     libc = glibc()
     if libc is not None:
         libc.malloc_trim(0)
