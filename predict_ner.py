@@ -20,14 +20,17 @@ import os
 import re
 import sys
 
-from nerkit.arguments import BriefErrors, at_least, file_in_the_way
-from nerkit.data import Split, parse_conll, parse_conllu
-from nerkit.errors import UserError, exit_on_user_error
-from nerkit.hub import hub_names, offline_unless_reachable
-from nerkit.labels import outside_label
-from nerkit.outputs import write_atomic
-from nerkit.schemes import entity_spans
-from nerkit.tokenization import EncodingSettings, encode_split, load_fast_tokenizer, window_length
+from nerkit.startup import collection_paused
+
+with collection_paused():  # what the imports make lives as long as the process (nerkit/startup.py)
+    from nerkit.arguments import BriefErrors, at_least, file_in_the_way
+    from nerkit.data import Split, parse_conll, parse_conllu
+    from nerkit.errors import UserError, exit_on_user_error
+    from nerkit.hub import hub_names, offline_unless_reachable
+    from nerkit.labels import outside_label
+    from nerkit.outputs import write_atomic
+    from nerkit.schemes import entity_spans
+    from nerkit.tokenization import EncodingSettings, encode_split, load_fast_tokenizer, window_length
 
 logger = logging.getLogger("predict_ner")
 
@@ -38,11 +41,13 @@ FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".conll": "conll", ".iob": "conl
 
 
 def main(options):
-    import datasets
-    from transformers.utils import logging as transformers_logging
+    with collection_paused():  # and what the tagger loads
+        import datasets
+        from transformers import AutoModelForTokenClassification  # noqa: F401 (torch and the models' code)
+        from transformers.utils import logging as transformers_logging
 
-    from nerkit.progress import interactive
-    from nerkit.workflow import library_messages_once
+        from nerkit.progress import interactive
+        from nerkit.workflow import library_messages_once
 
     # INFO for this tool and nerkit only: the libraries' INFO lines (accelerate's about gathering batches
     # of no fixed length, which the tagger does on purpose) are not news to its user

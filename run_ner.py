@@ -18,61 +18,65 @@ import sys
 import time
 from functools import partial
 
-from torch.utils.data import DataLoader
-from transformers import (
-    DataCollatorForTokenClassification,
-    EarlyStoppingCallback,
-    Trainer,
-    TrainingArguments,
-    set_seed,
-)
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from nerkit.startup import collection_paused
 
-from nerkit.arguments import (
-    DataTrainingArguments,
-    ModelArguments,
-    check_run_arguments,
-    launcher_defaults,
-    parse_arguments,
-)
-from nerkit.datacheck import check_data
-from nerkit.decoding import WordDecoder, reduce_logits
-from nerkit.dropout import choose_dropout_masks
-from nerkit.embedding_rows import fold_rows, record_rows, train_used_rows, why_whole_table
-from nerkit.errors import UserError, exit_on_user_error
-from nerkit.hub import check_hub_for_training
-from nerkit.labels import outside_label
-from nerkit.metrics import EntityScorer, entity_type
-from nerkit.modeling import load_model
-from nerkit.outputs import clear_earlier_run, save_results, timing_metrics, write_predictions
-from nerkit.progress import interactive, score_table, use_short_lines
-from nerkit.report import (
-    command_line,
-    data_sources,
-    save_confusion_matrix,
-    save_error_analysis,
-    save_learning_curves,
-    write_model_card,
-)
-from nerkit.schemes import model_scheme
-from nerkit.speed import (
-    choose_packing,
-    decide_precision,
-    forget_other_precision,
-    log_precision,
-    prepare_device,
-    skip_collection_at_exit,
-)
-from nerkit.workflow import (
-    check_finite_loss,
-    decode_and_score,
-    encode_splits,
-    encoding_settings,
-    inference_batching,
-    load_tokenizer_and_labels,
-    read_data,
-    setup_logging,
-)
+with collection_paused():  # the libraries' objects live as long as the process (nerkit/startup.py)
+    from torch.utils.data import DataLoader
+    from transformers import (
+        DataCollatorForTokenClassification,
+        EarlyStoppingCallback,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    from nerkit.arguments import (
+        DataTrainingArguments,
+        ModelArguments,
+        check_run_arguments,
+        launcher_defaults,
+        parse_arguments,
+    )
+    from nerkit.clipping import clip_gradients
+    from nerkit.datacheck import check_data
+    from nerkit.decoding import WordDecoder, reduce_logits
+    from nerkit.dropout import choose_dropout_masks
+    from nerkit.embedding_rows import fold_rows, record_rows, train_used_rows, why_whole_table
+    from nerkit.errors import UserError, exit_on_user_error
+    from nerkit.hub import check_hub_for_training
+    from nerkit.labels import outside_label
+    from nerkit.metrics import EntityScorer, entity_type
+    from nerkit.modeling import load_model
+    from nerkit.outputs import clear_earlier_run, save_results, timing_metrics, write_predictions
+    from nerkit.progress import interactive, score_table, use_short_lines
+    from nerkit.report import (
+        command_line,
+        data_sources,
+        save_confusion_matrix,
+        save_error_analysis,
+        save_learning_curves,
+        write_model_card,
+    )
+    from nerkit.schemes import model_scheme
+    from nerkit.speed import (
+        choose_packing,
+        decide_precision,
+        forget_other_precision,
+        log_precision,
+        prepare_device,
+        skip_collection_at_exit,
+    )
+    from nerkit.workflow import (
+        check_finite_loss,
+        decode_and_score,
+        encode_splits,
+        encoding_settings,
+        inference_batching,
+        load_tokenizer_and_labels,
+        read_data,
+        setup_logging,
+    )
 
 logger = logging.getLogger("run_ner")
 
@@ -131,6 +135,13 @@ class NerTrainer(Trainer):
 
     def create_model_card(self, *args, **kwargs):
         """publish() has written nerkit's card (scores per entity type); a push keeps it."""
+
+    def _clip_grad_norm(self, model):
+        """Clipping folded into fused AdamW's step where it can be (nerkit.clipping)."""
+        mixed_meshes = getattr(self, "_has_mixed_mesh_grads", None)  # transformers 5.x: tensor parallelism
+        if hasattr(self.optimizer, "clip_master_grads") or (mixed_meshes is not None and mixed_meshes(model)):
+            return super()._clip_grad_norm(model)
+        return clip_gradients(model.parameters(), self.args.max_grad_norm, self.optimizer, self.accelerator)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)

@@ -22,55 +22,59 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-import torch
-from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, DistributedType, broadcast_object_list, set_seed
-from safetensors.torch import load_file
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
-from transformers import DataCollatorForTokenClassification, SchedulerType, get_scheduler
-from transformers.trainer_pt_utils import get_parameter_names
-from transformers.trainer_utils import load_sharded_checkpoint
-from transformers.utils import SAFE_WEIGHTS_NAME
+from nerkit.startup import collection_paused
 
-from nerkit.arguments import DataTrainingArguments, ModelArguments, at_least, check_run_arguments, parse_arguments
-from nerkit.datacheck import check_data
-from nerkit.decoding import forward_batches
-from nerkit.dropout import choose_dropout_masks
-from nerkit.embedding_rows import fold_rows, record_rows, train_used_rows, why_whole_table
-from nerkit.errors import UserError, exit_on_user_error
-from nerkit.hub import check_hub_for_training
-from nerkit.modeling import load_model
-from nerkit.outputs import clear_earlier_run, save_results, timing_metrics, write_json, write_predictions
-from nerkit.progress import interactive, progress_line
-from nerkit.report import (
-    command_line,
-    data_sources,
-    save_confusion_matrix,
-    save_error_analysis,
-    save_learning_curves,
-    write_model_card,
-)
-from nerkit.schemes import model_scheme
-from nerkit.speed import (
-    choose_packing,
-    decide_precision,
-    fresh_accelerator,
-    fused_adamw,
-    log_precision,
-    prepare_device,
-    skip_collection_at_exit,
-)
-from nerkit.workflow import (
-    check_finite_loss,
-    decode_and_score,
-    encode_splits,
-    encoding_settings,
-    inference_batching,
-    load_tokenizer_and_labels,
-    read_data,
-    setup_logging,
-)
+with collection_paused():  # the libraries' objects live as long as the process (nerkit/startup.py)
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, DistributedType, broadcast_object_list, set_seed
+    from safetensors.torch import load_file
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+    from transformers import DataCollatorForTokenClassification, SchedulerType, get_scheduler
+    from transformers.trainer_pt_utils import get_parameter_names
+    from transformers.trainer_utils import load_sharded_checkpoint
+    from transformers.utils import SAFE_WEIGHTS_NAME
+
+    from nerkit.arguments import DataTrainingArguments, ModelArguments, at_least, check_run_arguments, parse_arguments
+    from nerkit.clipping import clip_gradients
+    from nerkit.datacheck import check_data
+    from nerkit.decoding import forward_batches
+    from nerkit.dropout import choose_dropout_masks
+    from nerkit.embedding_rows import fold_rows, record_rows, train_used_rows, why_whole_table
+    from nerkit.errors import UserError, exit_on_user_error
+    from nerkit.hub import check_hub_for_training
+    from nerkit.modeling import load_model
+    from nerkit.outputs import clear_earlier_run, save_results, timing_metrics, write_json, write_predictions
+    from nerkit.progress import interactive, progress_line
+    from nerkit.report import (
+        command_line,
+        data_sources,
+        save_confusion_matrix,
+        save_error_analysis,
+        save_learning_curves,
+        write_model_card,
+    )
+    from nerkit.schemes import model_scheme
+    from nerkit.speed import (
+        choose_packing,
+        decide_precision,
+        fresh_accelerator,
+        fused_adamw,
+        log_precision,
+        prepare_device,
+        skip_collection_at_exit,
+    )
+    from nerkit.workflow import (
+        check_finite_loss,
+        decode_and_score,
+        encode_splits,
+        encoding_settings,
+        inference_batching,
+        load_tokenizer_and_labels,
+        read_data,
+        setup_logging,
+    )
 
 logger = logging.getLogger("run_ner_no_trainer")
 
@@ -472,7 +476,7 @@ def train_epoch(run, state, skip_batches, max_steps, progress, started):
             check_finite_loss(loss, state.completed_steps + 1, accelerator)
             accelerator.backward(loss)
             if accelerator.sync_gradients and args.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                clip_gradients(model.parameters(), args.max_grad_norm, run.optimizer, accelerator)
             run.optimizer.step()
             run.scheduler.step()
             run.optimizer.zero_grad()

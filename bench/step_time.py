@@ -3,13 +3,15 @@ attention by length buckets, over random or over length-grouped batches, against
 (the upstream recipe) or length-grouped (upstream's `--train_sampling_strategy group_by_length`).
 
     python bench/step_time.py ours|ours-grouped|grouped|random [--steps 40] [--used-rows] [--fast-masks]
+        [--folded-clipping]
 
 The packaged MiniLM on WNUT-16's training split, batch 16, bf16 autocast where the CPU has bf16
 instructions (nerkit.speed.automatic_precision), fused AdamW and clipping at 1.0 as the Trainer does;
 5 steps of warm-up, then `--steps` timed. `--used-rows` trains only the word-embedding rows the data uses,
 as the scripts do by default (nerkit.embedding_rows); without it the whole table trains. `--fast-masks`
 draws dropout masks 16 bits at a time, as the scripts do where that measures faster (nerkit.dropout);
-without it torch's dropout. Run the modes in turns, several rounds, and compare within one sitting:
+without it torch's dropout. `--folded-clipping` clips in fused AdamW's step, as the scripts do
+(nerkit.clipping); without it `torch.nn.utils.clip_grad_norm_`. Run the modes in turns, several rounds, and compare within one sitting:
 bench/RESULTS.md has a reading.
 """
 
@@ -24,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(ROOT, "bench"), ROOT]  # bench.py before the bench folder, nerkit
 
 import torch  # noqa: E402
+from accelerate import Accelerator  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForTokenClassification,
     AutoTokenizer,
@@ -32,6 +35,7 @@ from transformers import (  # noqa: E402
 
 from bench import prepare_data  # noqa: E402
 from nerkit import embedded  # noqa: E402
+from nerkit.clipping import clip_gradients  # noqa: E402
 from nerkit.data import Split  # noqa: E402
 from nerkit.dropout import choose_dropout_masks  # noqa: E402
 from nerkit.embedding_rows import train_used_rows  # noqa: E402
@@ -74,6 +78,7 @@ def main():
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--used-rows", action="store_true", help="train only the word-embedding rows the data uses")
     parser.add_argument("--fast-masks", action="store_true", help="dropout masks 16 bits at a time where that pays")
+    parser.add_argument("--folded-clipping", action="store_true", help="clip in fused AdamW's step (nerkit.clipping)")
     options = parser.parse_args()
     data = prepare_data(os.path.join(ROOT, "bench", "out"))
     tokenizer = AutoTokenizer.from_pretrained(embedded.model_path())
@@ -86,18 +91,23 @@ def main():
         train_used_rows(model, rows, tokenizer.pad_token_id, None, None)
     masks = options.fast_masks and choose_dropout_masks(model, True, "cpu")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5, fused=True)
+    launcher = Accelerator(cpu=True)
     for index, batch in enumerate(steps):
         if index == WARM_UP:
             started = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = model(**batch).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if options.folded_clipping:
+            clip_gradients(model.parameters(), 1.0, optimizer, launcher)
+        else:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()
     seconds = time.perf_counter() - started
     positions = sum(batch["input_ids"].numel() for batch in steps[WARM_UP:])
-    chosen = (" (used rows)" if options.used_rows else "") + (" (fast masks)" if masks else "")
+    chosen = (" (used rows)" if options.used_rows else "") + (" (fast masks)" if masks else "") + \
+        (" (folded clipping)" if options.folded_clipping else "")
     print(f"{options.mode}{chosen}: {seconds / options.steps * 1000:.1f} ms a step ({'bf16' if bf16 else 'fp32'}), "
           f"{positions:,} positions in {options.steps} steps")
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 from transformers import AutoModelForTokenClassification
 
 import run_ner_no_trainer
@@ -172,11 +173,15 @@ def training_losses(monkeypatch):
 
 @pytest.fixture
 def clipped(monkeypatch):
-    """Optimizer steps whose gradients were clipped."""
+    """Optimizer steps whose gradients were clipped: by accelerate's clip_grad_norm_, or inside the fused
+    step, which is then given a scale to divide them by (nerkit.clipping)."""
     calls = []
     real = Accelerator.clip_grad_norm_
     monkeypatch.setattr(Accelerator, "clip_grad_norm_", lambda self, *a, **k: calls.append(k) or real(self, *a, **k))
-    return calls
+    handle = register_optimizer_step_pre_hook(
+        lambda optimizer, args, kwargs: calls.append("in the step") if getattr(optimizer, "grad_scale", None) is not None else None)
+    yield calls
+    handle.remove()
 
 
 def test_results_and_model_are_the_last_epochs_as_upstream(tiny_bert, files, tmp_path, training_losses, clipped):
