@@ -17,7 +17,8 @@ summed in another order.
 
 Clipping is folded only where nothing else uses `grad_scale` and the gradients are whole on each process:
 a fused torch Adam or AdamW, no GradScaler (fp16), a single process or DDP (whose gradients are already
-averaged). Anything else (FSDP, DeepSpeed, another optimizer) clips the library's way.
+averaged), plain tensors. Anything else (FSDP, DeepSpeed, tensor parallelism's DTensors, another
+optimizer) clips the library's way.
 """
 
 import torch
@@ -34,12 +35,13 @@ def gradient_norm(grads):
     return torch.nn.utils.get_total_norm(grads).float()
 
 
-def foldable(optimizer, accelerator):
-    """Whether clipping can be folded into `optimizer`'s step (unwrapped from accelerate's)."""
+def foldable(optimizer, accelerator, grads):
+    """Whether clipping `grads` can be folded into `optimizer`'s step (unwrapped from accelerate's): plain
+    tensors (not a tensor-parallel DTensor's shards) on the processes of a fused torch Adam or AdamW."""
     inner = getattr(optimizer, "optimizer", optimizer)
     return (isinstance(inner, (torch.optim.Adam, torch.optim.AdamW)) and bool(inner.defaults.get("fused"))
             and accelerator.scaler is None and accelerator.distributed_type in WHOLE_GRADIENTS
-            and getattr(inner, "found_inf", None) is None)
+            and getattr(inner, "found_inf", None) is None and all(type(grad) is torch.Tensor for grad in grads))
 
 
 def clip_gradients(parameters, max_norm, optimizer, accelerator):
@@ -47,11 +49,9 @@ def clip_gradients(parameters, max_norm, optimizer, accelerator):
     returns the norm before clipping, as `accelerator.clip_grad_norm_` does (and calls it where clipping
     cannot be folded)."""
     parameters = list(parameters)
-    if not foldable(optimizer, accelerator):
-        return accelerator.clip_grad_norm_(parameters, max_norm)
     grads = [parameter.grad for parameter in parameters if parameter.grad is not None]
-    if not grads:
-        return torch.tensor(0.0)
+    if not grads or not foldable(optimizer, accelerator, grads):
+        return accelerator.clip_grad_norm_(parameters, max_norm)
     norm = gradient_norm(grads)
     coefficient = torch.clamp(max_norm / (norm + 1e-6), max=1.0)  # clip_grad_norm_'s own formula
     inner = getattr(optimizer, "optimizer", optimizer)
