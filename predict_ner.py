@@ -20,7 +20,7 @@ import os
 import re
 import sys
 
-from nerkit.startup import collection_paused
+from nerkit.startup import collection_paused, skip_collection_at_exit
 
 with collection_paused():  # what the imports make lives as long as the process (nerkit/startup.py)
     from nerkit.arguments import BriefErrors, at_least, file_in_the_way
@@ -304,6 +304,4 @@ def write_records(records, path):
 
 if __name__ == "__main__":
     exit_on_user_error(lambda: main(parse_options(sys.argv[1:])))
-    from nerkit.speed import skip_collection_at_exit  # torch is loaded by now
-
     skip_collection_at_exit()

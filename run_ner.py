@@ -18,7 +18,7 @@ import sys
 import time
 from functools import partial
 
-from nerkit.startup import collection_paused
+from nerkit.startup import collection_paused, skip_collection_at_exit
 
 with collection_paused():  # the libraries' objects live as long as the process (nerkit/startup.py)
     from torch.utils.data import DataLoader
@@ -38,7 +38,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         launcher_defaults,
         parse_arguments,
     )
-    from nerkit.clipping import clip_gradients
+    from nerkit.clipping import clip_in_step
     from nerkit.datacheck import check_data
     from nerkit.decoding import WordDecoder, reduce_logits
     from nerkit.dropout import choose_dropout_masks
@@ -65,7 +65,6 @@ with collection_paused():  # the libraries' objects live as long as the process 
         forget_other_precision,
         log_precision,
         prepare_device,
-        skip_collection_at_exit,
     )
     from nerkit.workflow import (
         check_finite_loss,
@@ -137,11 +136,9 @@ class NerTrainer(Trainer):
         """publish() has written nerkit's card (scores per entity type); a push keeps it."""
 
     def _clip_grad_norm(self, model):
-        """Clipping folded into fused AdamW's step where it can be (nerkit.clipping)."""
-        mixed_meshes = getattr(self, "_has_mixed_mesh_grads", None)  # transformers 5.x: tensor parallelism
-        if hasattr(self.optimizer, "clip_master_grads") or (mixed_meshes is not None and mixed_meshes(model)):
-            return super()._clip_grad_norm(model)
-        return clip_gradients(model.parameters(), self.args.max_grad_norm, self.optimizer, self.accelerator)
+        """Clipping inside fused AdamW's step where it can be (nerkit.clipping), else the Trainer's own."""
+        norm = clip_in_step(model.parameters(), self.args.max_grad_norm, self.optimizer, self.accelerator)
+        return norm if norm is not None else super()._clip_grad_norm(model)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)

@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from nerkit.startup import collection_paused
+from nerkit.startup import collection_paused, skip_collection_at_exit
 
 with collection_paused():  # the libraries' objects live as long as the process (nerkit/startup.py)
     import torch
@@ -63,7 +63,6 @@ with collection_paused():  # the libraries' objects live as long as the process 
         fused_adamw,
         log_precision,
         prepare_device,
-        skip_collection_at_exit,
     )
     from nerkit.workflow import (
         check_finite_loss,

@@ -36,30 +36,35 @@ def gradient_norm(grads):
 
 
 def foldable(optimizer, accelerator, grads):
-    """Whether clipping `grads` can be folded into `optimizer`'s step (unwrapped from accelerate's): plain
-    tensors (not a tensor-parallel DTensor's shards) on the processes of a fused torch Adam or AdamW."""
-    inner = getattr(optimizer, "optimizer", optimizer)
-    return (isinstance(inner, (torch.optim.Adam, torch.optim.AdamW)) and bool(inner.defaults.get("fused"))
+    """Whether clipping `grads` can be folded into `optimizer` (unwrapped from accelerate's): plain tensors
+    (not a tensor-parallel DTensor's shards) on the processes of a fused torch Adam or AdamW."""
+    return (isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)) and bool(optimizer.defaults.get("fused"))
             and accelerator.scaler is None and accelerator.distributed_type in WHOLE_GRADIENTS
-            and getattr(inner, "found_inf", None) is None and all(type(grad) is torch.Tensor for grad in grads))
+            and getattr(optimizer, "found_inf", None) is None and all(type(grad) is torch.Tensor for grad in grads))
 
 
-def clip_gradients(parameters, max_norm, optimizer, accelerator):
-    """Clip the gradients of `parameters` to a total 2-norm of `max_norm` for `optimizer`'s next step;
-    returns the norm before clipping, as `accelerator.clip_grad_norm_` does (and calls it where clipping
-    cannot be folded)."""
-    parameters = list(parameters)
+def clip_in_step(parameters, max_norm, optimizer, accelerator):
+    """Clip the gradients of `parameters` to a total 2-norm of `max_norm` in `optimizer`'s next step, and
+    return the norm before clipping; None, changing nothing, where that cannot be done (`foldable`), for
+    the caller to clip its library's way."""
+    inner = getattr(optimizer, "optimizer", optimizer)
     grads = [parameter.grad for parameter in parameters if parameter.grad is not None]
-    if not grads or not foldable(optimizer, accelerator, grads):
-        return accelerator.clip_grad_norm_(parameters, max_norm)
+    if not grads or not foldable(inner, accelerator, grads):
+        return None
     norm = gradient_norm(grads)
     coefficient = torch.clamp(max_norm / (norm + 1e-6), max=1.0)  # clip_grad_norm_'s own formula
-    inner = getattr(optimizer, "optimizer", optimizer)
     inner.grad_scale = (1 / coefficient).to(grads[0].device)  # the fused step divides each gradient by it
     if not getattr(inner, "_nerkit_forgets_scale", False):
         inner.register_step_post_hook(forget_scale)
         inner._nerkit_forgets_scale = True
     return norm
+
+
+def clip_gradients(parameters, max_norm, optimizer, accelerator):
+    """`clip_in_step`, else `accelerator.clip_grad_norm_`; returns the norm before clipping either way."""
+    parameters = list(parameters)
+    norm = clip_in_step(parameters, max_norm, optimizer, accelerator)
+    return norm if norm is not None else accelerator.clip_grad_norm_(parameters, max_norm)
 
 
 def forget_scale(optimizer, args, kwargs):

@@ -274,17 +274,6 @@ def return_freed_memory():
         libc.malloc_trim(0)
 
 
-def skip_collection_at_exit():
-    """Move every object alive into the collector's permanent generation (`gc.freeze`), for the end of a
-    script: the interpreter's shutdown then does not walk them all in its last garbage collections. With
-    torch and transformers loaded those walks take most of a second (0.85 s of an import-only process on
-    the Intel Xeon of bench/RESULTS.md) and change nothing: the process ends, and the operating system takes
-    its memory back whole. Exit handlers still run, and streams are still flushed."""
-    import gc
-
-    gc.freeze()
-
-
 KEEP_CUDNN_VARIABLE, TORCH_CUDNN_VARIABLE = "NERKIT_CUDNN_ATTENTION", "TORCH_CUDNN_SDPA_DEPRIORITIZED"
 
 
