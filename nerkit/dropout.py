@@ -3,13 +3,13 @@
 On the CPU, torch's dropout draws its mask with `bernoulli_`, through MKL's Bernoulli generator. On the AMD
 EPYC of bench/RESULTS.md that takes about 6 ns an element whatever the number of threads: 1.1 ms for one
 activation of 490 sub-tokens x 384, some 35 ms of a 250 ms bf16 training step of MiniLM (13 dropout layers
-and attention's). On an Intel Xeon with AMX it is no faster: 1.1 ms for a 512 x 384 activation, against
-0.38 ms for these masks. `dropped` instead fills 64-bit integers from torch's generator (`random_`, so
-`--seed` and the random state a checkpoint saves cover it) and reads each as four 16-bit numbers; an element
-is kept where its number is at least p x 65,536. That is the same Bernoulli distribution with p
-rounded to the nearest 1/65,536, and `keep_scale` scales the kept elements by 1/(1 - p) in the activation's
-dtype, as torch's dropout scales them (attention by length buckets scales the product of the kept weights
-with the values instead, nerkit.varlen.attention_with_masks).
+and attention's). On an Intel Xeon with AMX it is no faster: 1.0-1.1 ms for a 512 x 384 activation, against
+0.21-0.25 ms for these masks. `kept` instead fills 64-bit integers (`random_words`: numpy's SFC64 seeded
+from torch's generator, so `--seed` and the random state a checkpoint saves cover them) and reads each as
+four 16-bit numbers; an element is kept where its number is at least p x 65,536. That is the same Bernoulli
+distribution with p rounded to the nearest 1/65,536, and `keep_scale` scales the kept elements by 1/(1 - p)
+in the activation's dtype, as torch's dropout scales them (attention by length buckets scales the product of
+the kept weights with the values instead, nerkit.varlen.attention_with_masks).
 
 Training on the CPU swaps the model's `nn.Dropout` layers for `MaskDropout`, and attention by length
 buckets (nerkit.varlen) computes its dropout with the same masks, on every CPU (not on CUDA, whose dropout
@@ -22,6 +22,7 @@ dropout.
 import logging
 import time
 
+import numpy
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,20 +38,34 @@ def representable(p):
     return 0 < round(p * LEVELS) < LEVELS
 
 
-def dropped(like, p):
-    """Where dropout with probability `p` zeroes `like`: a bool tensor of its shape on its device, True with
-    probability round(p x 65,536) / 65,536."""
+def kept(like, p, dtype=None):
+    """Where dropout with probability `p` keeps `like`'s elements: 1 where kept, 0 where dropped (with
+    probability round(p x 65,536) / 65,536), in `dtype` (`like`'s by default), of its shape on its device.
+    The comparison writes the numbers straight in `dtype`: a bool mask, and `torch.where` or `masked_fill`
+    on it, take several times as long on the CPU (torch does not vectorise bool tensors)."""
     count = like.numel()
-    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=like.device).random_(-2 ** 63, None)
-    numbers = words.view(torch.int16)[:count].view(like.shape)  # uniform over -32,768..32,767
-    return numbers < round(p * LEVELS) - LEVELS // 2
+    numbers = random_words((count + 3) // 4, like.device).view(torch.int16)[:count].view(like.shape)
+    # each number uniform over -32,768..32,767
+    out = torch.empty(like.shape, dtype=dtype or like.dtype, device=like.device)
+    return torch.ge(numbers, round(p * LEVELS) - LEVELS // 2, out=out)
+
+
+def random_words(count, device):
+    """`count` random 64-bit integers on `device`. On the CPU they come from numpy's SFC64 generator, seeded
+    with a number drawn from torch's generator, so `--seed` and the random state a checkpoint saves cover them
+    as they cover torch's own draws: on the Xeon of bench/RESULTS.md SFC64 fills them in about half the time
+    of torch's Mersenne twister (64 against 125 us for 49,152), which draws one number after another on one
+    core. Elsewhere torch's generator fills them (`random_`)."""
+    if device.type != "cpu":
+        return torch.empty(count, dtype=torch.int64, device=device).random_(-2 ** 63, None)
+    seed = int(torch.empty((), dtype=torch.int64).random_())  # 0..2^63 - 1
+    return torch.from_numpy(numpy.random.SFC64(seed).random_raw(count).view(numpy.int64))
 
 
 def keep_scale(like, p):
-    """What dropout with probability `p` multiplies `like` by: 0 where `dropped`, else 1/(1 - p), in its
-    dtype and on its device."""
-    return torch.where(dropped(like, p), torch.tensor(0, dtype=like.dtype, device=like.device),
-                       torch.tensor(1 / (1 - p), dtype=like.dtype, device=like.device))
+    """What dropout with probability `p` multiplies `like` by: 0 where not `kept`, else 1/(1 - p) (rounded to
+    its dtype, as torch's dropout rounds it), in its dtype and on its device."""
+    return kept(like, p).mul_(1 / (1 - p))
 
 
 class MaskDropout(nn.Dropout):

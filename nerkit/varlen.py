@@ -283,7 +283,7 @@ def attention_with_masks(query, key, value, bias, dropout, scaling):
     the dropout masks of nerkit.dropout. `bias` (or None) is added to the scores: 0 for keys to attend to,
     -inf for the others. The dropped weights are zeroed and the output scaled by 1 / (1 - p), which is
     dropout's scaling of the weights moved past the product, on the smaller tensor."""
-    from .dropout import dropped
+    from .dropout import kept
 
     with torch.autocast(query.device.type, enabled=False):
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
@@ -291,8 +291,8 @@ def attention_with_masks(query, key, value, bias, dropout, scaling):
         # every example has a key, so no row is all -inf
         scores = scores.mul_(scale) if bias is None else torch.add(bias, scores, alpha=scale)
         probabilities = torch.softmax(scores, dim=-1)
-        kept = probabilities.masked_fill(dropped(probabilities, dropout), 0)
-        return torch.matmul(kept, value.float()).mul_(1 / (1 - dropout)).to(query.dtype)
+        weights = probabilities * kept(probabilities, dropout)
+        return torch.matmul(weights, value.float()).mul_(1 / (1 - dropout)).to(query.dtype)
 
 
 def register_bucketed_attention():

@@ -87,7 +87,7 @@ def test_attention_with_masks_computes_what_sdpa_computes(dtype, monkeypatch):
     torch.manual_seed(0)
     query, key, value = (torch.randn(3, 2, 7, 8, dtype=dtype) for _ in range(3))
     mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5], dtype=torch.bool)[:, None, None, :]
-    monkeypatch.setattr(dropout, "dropped", lambda like, p: torch.zeros_like(like, dtype=torch.bool))  # keeps all
+    monkeypatch.setattr(dropout, "kept", lambda like, p, dtype=None: torch.ones_like(like, dtype=dtype))  # keeps all
     bias = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
     ours = attention_with_masks(query, key, value, bias, 0.1, None) * 0.9  # kept weights are scaled by 1 / 0.9
     with sdpa_kernel(SDPBackend.MATH):

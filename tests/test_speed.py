@@ -402,7 +402,7 @@ def test_attention_by_buckets_gives_each_examples_own_attention_and_gradients(ow
     from nerkit import dropout
     from nerkit.varlen import bucketed_attention
 
-    monkeypatch.setattr(dropout, "dropped", lambda like, p: torch.zeros_like(like, dtype=torch.bool))
+    monkeypatch.setattr(dropout, "kept", lambda like, p, dtype=None: torch.ones_like(like, dtype=dtype))
     torch.manual_seed(0)
     lengths = [3, 40, 7, 21, 6, 12, 30]
     bounds = torch.tensor([0, *np.cumsum(lengths)], dtype=torch.int32)
