@@ -242,7 +242,9 @@ def bucketed_attention(module, query, key, value, attention_mask, dropout=0.0, s
     plan = LastPlan.of(cu_seq_lens_q)
     heads, size = query.shape[1], query.shape[3]
     outputs = []
-    pieces = (GatherBuckets.apply(states[0], plan) for states in (query, key, value))
+    # squeeze, not [0]: indexing's backward would copy each gradient into zeros, and the copy's layout would
+    # then cost the projection's reshape another copy; squeeze hands the gradient back as it is
+    pieces = (GatherBuckets.apply(states.squeeze(0), plan) for states in (query, key, value))
     for bucket, q, k, v in zip(plan.buckets, *pieces):
         q, k, v = (x.view(heads, bucket.count, bucket.width, size) for x in (q, k, v))
         if own_masks and dropout > 0:

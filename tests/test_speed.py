@@ -421,6 +421,46 @@ def test_attention_by_buckets_gives_each_examples_own_attention_and_gradients(ow
         torch.testing.assert_close(grad, expected_grad)
 
 
+def test_attention_by_buckets_hands_back_the_projections_gradients_without_copying_them():
+    """Query, key and value laid out as a projection gives them ([1, row, heads x size] viewed as heads and
+    transposed): their gradients reach the projection with no copy into zeros (indexing's backward) and no
+    copy of the row for the projection's reshape (attention's own arithmetic per bucket copies what it
+    copies); the gradients are those of the inputs."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from nerkit.varlen import bucketed_attention
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            first = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            self.calls.append((func.overloadpacket.__name__, None if first is None else tuple(first.shape)))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    lengths = [5, 9, 4]
+    row, heads, size = sum(lengths), 2, 8
+    bounds = torch.tensor([0, *np.cumsum(lengths)], dtype=torch.int32)
+    projected = [torch.randn(1, row, heads * size, requires_grad=True) for _ in range(3)]
+    query, key, value = (x.view(1, row, heads, size).transpose(1, 2) for x in projected)
+    output, _ = bucketed_attention(torch.nn.Module(), query, key, value, None, cu_seq_lens_q=bounds)
+    weights = torch.randn(output.shape)
+    with Recorder() as backward:
+        grads = torch.autograd.grad((output * weights).sum(), projected)
+    row_sized = {(1, heads, row, size), (1, row, heads, size), (heads, row, size), (row, heads, size)}
+    assert not [call for call in backward.calls if call[0] == "select_backward" or
+                (call[0] in ("clone", "copy_", "_to_copy") and call[1] in row_sized)]
+    pieces = [torch.nn.functional.scaled_dot_product_attention(*(x[:, :, start:end] for x in (query, key, value)))
+              for start, end in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
+    expected = torch.autograd.grad((torch.cat(pieces, dim=2).transpose(1, 2) * weights).sum(), projected)
+    for grad, expected_grad in zip(grads, expected):
+        torch.testing.assert_close(grad, expected_grad)
+
+
 def test_training_computes_attention_per_bucket(tiny_bert, ner_files, tmp_path, monkeypatch):
     """run_ner.py on the CPU: the Trainer's batches are single rows, and attention runs on buckets as wide
     as their longest example, not over the row."""
