@@ -50,6 +50,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.modeling import load_model
     from nerkit.outputs import clear_earlier_run, save_results, timing_metrics, write_predictions
     from nerkit.progress import interactive, score_table, use_short_lines
+    from nerkit.projections import choose_fused_projections
     from nerkit.report import (
         command_line,
         data_sources,
@@ -182,6 +183,9 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
         choose_embedding_rows(model, tokenizer.pad_token_id, features["train"], training_args, checkpoint)
     if training_args.do_train:
         choose_dropout_masks(model, data_args.fast_dropout_masks, training_args.device.type)
+        # torch.compile fuses on its own, and the group's checks of which tensor it was given would recompile
+        choose_fused_projections(model, data_args.fused_projections and not training_args.torch_compile,
+                                 training_args.device.type)
     trainer = build_trainer(model, tokenizer, training_args, data_args, splits, features, label_list, settings,
                             packer)
     log_precision(trainer.accelerator, precision, "Training" if training_args.do_train else "Inference")

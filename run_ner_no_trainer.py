@@ -47,6 +47,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.modeling import load_model
     from nerkit.outputs import clear_earlier_run, save_results, timing_metrics, write_json, write_predictions
     from nerkit.progress import interactive, progress_line
+    from nerkit.projections import choose_fused_projections
     from nerkit.report import (
         command_line,
         data_sources,
@@ -228,6 +229,7 @@ def main(model_args=None, data_args=None, args=None, command=None):
         choose_embedding_rows(model, tokenizer.pad_token_id, features["train"], args, accelerator, resume)
     if training:
         choose_dropout_masks(model, data_args.fast_dropout_masks, accelerator.device.type)
+        choose_fused_projections(model, data_args.fused_projections, accelerator.device.type)
     loaders = make_dataloaders(features, tokenizer, settings, data_args, args, accelerator, packer)
     optimizer = make_optimizer(model, args, accelerator.device.type, training)
     model, optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders.values())

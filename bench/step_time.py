@@ -3,7 +3,7 @@ attention by length buckets, over random or over length-grouped batches, against
 (the upstream recipe) or length-grouped (upstream's `--train_sampling_strategy group_by_length`).
 
     python bench/step_time.py ours|ours-grouped|grouped|random [--steps 40] [--used-rows] [--fast-masks]
-        [--folded-clipping]
+        [--folded-clipping] [--fused-projections]
 
 The packaged MiniLM on WNUT-16's training split, batch 16, bf16 autocast where the CPU has bf16
 instructions (nerkit.speed.automatic_precision), fused AdamW and clipping at 1.0 as the Trainer does;
@@ -11,8 +11,9 @@ instructions (nerkit.speed.automatic_precision), fused AdamW and clipping at 1.0
 as the scripts do by default (nerkit.embedding_rows); without it the whole table trains. `--fast-masks`
 draws dropout masks 16 bits at a time, as the scripts do where that measures faster (nerkit.dropout);
 without it torch's dropout. `--folded-clipping` clips in fused AdamW's step, as the scripts do
-(nerkit.clipping); without it `torch.nn.utils.clip_grad_norm_`. Run the modes in turns, several rounds, and compare within one sitting:
-bench/RESULTS.md has a reading.
+(nerkit.clipping); without it `torch.nn.utils.clip_grad_norm_`. `--fused-projections` computes attention's
+query, key and value as one matrix multiply, as the scripts do (nerkit.projections). Run the modes in turns,
+several rounds, and compare within one sitting: bench/RESULTS.md has a reading.
 """
 
 import argparse
@@ -39,6 +40,7 @@ from nerkit.clipping import clip_gradients  # noqa: E402
 from nerkit.data import Split  # noqa: E402
 from nerkit.dropout import choose_dropout_masks  # noqa: E402
 from nerkit.embedding_rows import train_used_rows  # noqa: E402
+from nerkit.projections import choose_fused_projections  # noqa: E402
 from nerkit.speed import automatic_precision  # noqa: E402
 from nerkit.tokenization import EncodingSettings, encode_split  # noqa: E402
 from nerkit.varlen import bucketed_packing  # noqa: E402
@@ -79,6 +81,8 @@ def main():
     parser.add_argument("--used-rows", action="store_true", help="train only the word-embedding rows the data uses")
     parser.add_argument("--fast-masks", action="store_true", help="dropout masks 16 bits at a time where that pays")
     parser.add_argument("--folded-clipping", action="store_true", help="clip in fused AdamW's step (nerkit.clipping)")
+    parser.add_argument("--fused-projections", action="store_true",
+                        help="query, key and value as one matrix multiply (nerkit.projections)")
     options = parser.parse_args()
     data = prepare_data(os.path.join(ROOT, "bench", "out"))
     tokenizer = AutoTokenizer.from_pretrained(embedded.model_path())
@@ -90,6 +94,7 @@ def main():
     if options.used_rows:
         train_used_rows(model, rows, tokenizer.pad_token_id, None, None)
     masks = options.fast_masks and choose_dropout_masks(model, True, "cpu")
+    fused = options.fused_projections and choose_fused_projections(model, True, "cpu")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5, fused=True)
     launcher = Accelerator(cpu=True)
     for index, batch in enumerate(steps):
@@ -107,7 +112,7 @@ def main():
     seconds = time.perf_counter() - started
     positions = sum(batch["input_ids"].numel() for batch in steps[WARM_UP:])
     chosen = (" (used rows)" if options.used_rows else "") + (" (fast masks)" if masks else "") + \
-        (" (folded clipping)" if options.folded_clipping else "")
+        (" (folded clipping)" if options.folded_clipping else "") + (" (fused projections)" if fused else "")
     print(f"{options.mode}{chosen}: {seconds / options.steps * 1000:.1f} ms a step ({'bf16' if bf16 else 'fp32'}), "
           f"{positions:,} positions in {options.steps} steps")
 

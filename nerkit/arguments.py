@@ -224,6 +224,12 @@ class DataTrainingArguments:
                           "draw them 16 bits at a time: the same Bernoulli distribution, p "
                           "rounded to 1/65,536. --no_fast_dropout_masks keeps torch's dropout."},
     )
+    fused_projections: bool = field(
+        default=True,
+        metadata={"help": "When training on a CPU, compute attention's query, key and value projections as "
+                          "one matrix multiply (the same weights and checkpoints). --no_fused_projections keeps "
+                          "three."},
+    )
     early_stopping_patience: int | None = field(
         default=None,
         metadata={

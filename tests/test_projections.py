@@ -1,0 +1,106 @@
+"""Query, key and value projections as one matrix multiply (nerkit.projections): the same outputs, gradients
+and checkpoints as three, with fewer multiplies, in both scripts."""
+
+import copy
+import logging
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from transformers import AutoModelForTokenClassification
+
+from nerkit.projections import ProjectionGroup, SharedInputLinear, choose_fused_projections, fuse_projections
+from test_dropout import SCRIPTS, OpCounter
+from test_run_ner import read_json
+
+
+def tiny_model(path):
+    torch.manual_seed(0)
+    return AutoModelForTokenClassification.from_pretrained(path, num_labels=3).train()
+
+
+def batch():
+    torch.manual_seed(1)
+    return {"input_ids": torch.randint(5, 200, (2, 9)), "labels": torch.randint(0, 3, (2, 9))}
+
+
+def loss_and_gradients(model, inputs, dropout_seed=2):
+    torch.manual_seed(dropout_seed)
+    loss = model(**inputs).loss
+    loss.backward()
+    return loss.detach(), {name: parameter.grad for name, parameter in model.named_parameters()}
+
+
+def test_one_multiply_gives_the_three_projections_outputs_and_gradients(tiny_bert):
+    plain = tiny_model(tiny_bert)
+    fused = copy.deepcopy(plain)
+    assert fuse_projections(fused) == 2  # the tiny BERT's two attention layers
+    assert all(type(fused.get_submodule(f"bert.encoder.layer.{i}.attention.self.{name}")) is SharedInputLinear
+               for i in range(2) for name in ("query", "key", "value"))
+    inputs = batch()
+    loss, gradients = loss_and_gradients(plain, inputs)
+    fused_loss, fused_gradients = loss_and_gradients(fused, inputs)
+    assert torch.allclose(fused_loss, loss, rtol=1e-6)
+    assert gradients.keys() == fused_gradients.keys()
+    assert all(torch.allclose(fused_gradients[name], gradients[name], rtol=1e-5, atol=1e-7) for name in gradients)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(fused.eval()(**inputs).logits, plain.eval()(**inputs).logits)
+
+
+def test_training_takes_one_matrix_multiply_for_the_three_projections_and_evaluation_three(tiny_bert):
+    plain = tiny_model(tiny_bert)
+    fused = copy.deepcopy(plain)
+    fuse_projections(fused)
+    counts = {}
+    for name, model in (("plain", plain), ("fused", fused)):
+        for gradients in (True, False):
+            with torch.set_grad_enabled(gradients), OpCounter() as counter:
+                model(**batch())
+            counts[name, gradients] = counter.counts.get("addmm", 0)
+    assert counts["fused", True] == counts["plain", True] - 2 * 2  # two multiplies fewer in each of two layers
+    assert counts["fused", False] == counts["plain", False]
+
+
+def test_another_input_is_projected_afresh():
+    torch.manual_seed(0)
+    layers = [nn.Linear(4, 6), nn.Linear(4, 6), nn.Linear(4, 5)]
+    expected = copy.deepcopy(layers)
+    group = ProjectionGroup(layers)
+    for layer in layers:
+        layer.__class__, layer.group = SharedInputLinear, group
+    hidden, other = torch.randn(3, 4), torch.randn(3, 4)
+    assert torch.allclose(layers[0](hidden), expected[0](hidden))
+    hidden.mul_(2)  # changed in place after the group projected it: the outputs waiting for it are stale
+    assert torch.allclose(layers[1](hidden), expected[1](hidden))
+    assert torch.allclose(layers[2](other), expected[2](other))  # a cross-attention's keys read other states
+    for layer, reference in zip(layers, expected):
+        assert torch.allclose(layer(hidden), reference(hidden))
+    assert group.input is None and not group.waiting  # nothing kept once every layer has had its output
+
+def test_only_plain_linear_layers_on_the_cpu_are_fused(tiny_bert, caplog):
+    model = tiny_model(tiny_bert)
+    assert choose_fused_projections(model, False, "cpu") == 0
+    assert choose_fused_projections(model, True, "cuda") == 0
+    assert not any(isinstance(module, SharedInputLinear) for module in model.modules())
+    with caplog.at_level(logging.INFO, logger="nerkit.projections"):
+        assert choose_fused_projections(model, True, "cpu") == 2
+    assert "Training computes query, key and value as one matrix multiply in 2 attention layers" in caplog.text
+    assert fuse_projections(model) == 0  # already fused layers are not nn.Linear exactly
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_training_fuses_the_projections_and_saves_the_same_checkpoint(script, tiny_bert, ner_files, tmp_path):
+    runner, flags = SCRIPTS[script]
+    files = {"train": ner_files["train"], "validation": ner_files["validation"]}
+    common = [*flags, "--num_train_epochs", "1", "--no_auto_mixed_precision", "--no_fast_dropout_masks"]
+    with OpCounter() as fused:
+        runner(tiny_bert, tmp_path / "fused", *common, files=files)
+    with OpCounter() as three:
+        runner(tiny_bert, tmp_path / "three", *common, "--no_fused_projections", files=files)
+    assert fused.counts["addmm"] < three.counts["addmm"]
+    weights, three_weights = (load_file(tmp_path / name / "model.safetensors") for name in ("fused", "three"))
+    assert weights.keys() == three_weights.keys()
+    assert all(torch.allclose(weights[name], three_weights[name], atol=1e-5) for name in weights)
+    assert read_json(tmp_path / "fused" / "eval_results.json")["eval_loss"] == pytest.approx(
+        read_json(tmp_path / "three" / "eval_results.json")["eval_loss"], rel=1e-4)
