@@ -185,7 +185,7 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
         choose_dropout_masks(model, data_args.fast_dropout_masks, training_args.device.type)
         # torch.compile fuses on its own, and the group's checks of which tensor it was given would recompile
         choose_fused_projections(model, data_args.fused_projections and not training_args.torch_compile,
-                                 training_args.device.type)
+                                 training_args.device.type, precision.mixed_precision)
     trainer = build_trainer(model, tokenizer, training_args, data_args, splits, features, label_list, settings,
                             packer)
     log_precision(trainer.accelerator, precision, "Training" if training_args.do_train else "Inference")

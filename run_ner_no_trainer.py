@@ -229,7 +229,8 @@ def main(model_args=None, data_args=None, args=None, command=None):
         choose_embedding_rows(model, tokenizer.pad_token_id, features["train"], args, accelerator, resume)
     if training:
         choose_dropout_masks(model, data_args.fast_dropout_masks, accelerator.device.type)
-        choose_fused_projections(model, data_args.fused_projections, accelerator.device.type)
+        choose_fused_projections(model, data_args.fused_projections, accelerator.device.type,
+                                 accelerator.mixed_precision)
     loaders = make_dataloaders(features, tokenizer, settings, data_args, args, accelerator, packer)
     optimizer = make_optimizer(model, args, accelerator.device.type, training)
     model, optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders.values())

@@ -94,7 +94,7 @@ def main():
     if options.used_rows:
         train_used_rows(model, rows, tokenizer.pad_token_id, None, None)
     masks = options.fast_masks and choose_dropout_masks(model, True, "cpu")
-    fused = options.fused_projections and choose_fused_projections(model, True, "cpu")
+    fused = options.fused_projections and choose_fused_projections(model, True, "cpu", "bf16" if bf16 else "no")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5, fused=True)
     launcher = Accelerator(cpu=True)
     for index, batch in enumerate(steps):

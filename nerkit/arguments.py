@@ -226,9 +226,9 @@ class DataTrainingArguments:
     )
     fused_projections: bool = field(
         default=True,
-        metadata={"help": "When training on a CPU, compute attention's query, key and value projections as "
-                          "one matrix multiply (the same weights and checkpoints). --no_fused_projections keeps "
-                          "three."},
+        metadata={"help": "When training in bf16 on a CPU, compute attention's query, key and value "
+                          "projections as one matrix multiply (the same weights and checkpoints). "
+                          "--no_fused_projections keeps three."},
     )
     early_stopping_patience: int | None = field(
         default=None,
