@@ -62,21 +62,43 @@ def test_training_takes_one_matrix_multiply_for_the_three_projections_and_evalua
     assert counts["fused", False] == counts["plain", False]
 
 
-def test_another_input_is_projected_afresh():
-    torch.manual_seed(0)
-    layers = [nn.Linear(4, 6), nn.Linear(4, 6), nn.Linear(4, 5)]
-    expected = copy.deepcopy(layers)
-    group = ProjectionGroup(layers)
+def grouped(*layers):
+    group = ProjectionGroup("attention", list(layers))
     for layer in layers:
         layer.__class__, layer.group = SharedInputLinear, group
-    hidden, other = torch.randn(3, 4), torch.randn(3, 4)
+    return group
+
+
+def test_the_group_shares_one_input_and_keeps_nothing_after():
+    torch.manual_seed(0)
+    layers = [nn.Linear(4, 6), nn.Linear(4, 6), nn.Linear(4, 5)]  # sizes may differ (grouped-query attention)
+    expected = copy.deepcopy(layers)
+    group = grouped(*layers)
+    for _ in range(2):
+        hidden = torch.randn(3, 4)
+        for layer, reference in zip(layers, expected):
+            assert torch.allclose(layer(hidden), reference(hidden))
+        assert group.shared and group.input is None and not group.waiting  # no activation kept
+
+
+def test_layers_given_other_inputs_stop_sharing(caplog):
+    torch.manual_seed(0)
+    layers = [nn.Linear(4, 6), nn.Linear(4, 6), nn.Linear(4, 6)]
+    expected = copy.deepcopy(layers)
+    group = grouped(*layers)
+    hidden, encoder_states = torch.randn(3, 4), torch.randn(5, 4)
     assert torch.allclose(layers[0](hidden), expected[0](hidden))
+    with caplog.at_level(logging.INFO, logger="nerkit.projections"):
+        # a cross-attention: keys and values read other states than the queries
+        assert torch.allclose(layers[1](encoder_states), expected[1](encoder_states))
+    assert not group.shared and "attention: its projections read different inputs" in caplog.text
+    assert torch.allclose(layers[2](encoder_states), expected[2](encoder_states))
+    assert group.input is None and not group.waiting
+    changed = grouped(*copy.deepcopy(expected))
+    assert torch.allclose(changed.layers[0](hidden), expected[0](hidden))
     hidden.mul_(2)  # changed in place after the group projected it: the outputs waiting for it are stale
-    assert torch.allclose(layers[1](hidden), expected[1](hidden))
-    assert torch.allclose(layers[2](other), expected[2](other))  # a cross-attention's keys read other states
-    for layer, reference in zip(layers, expected):
-        assert torch.allclose(layer(hidden), reference(hidden))
-    assert group.input is None and not group.waiting  # nothing kept once every layer has had its output
+    assert torch.allclose(changed.layers[1](hidden), expected[1](hidden)) and not changed.shared
+
 
 def test_only_training_in_bf16_on_the_cpu_fuses_plain_linear_layers(tiny_bert, caplog):
     model = tiny_model(tiny_bert)
