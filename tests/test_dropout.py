@@ -131,19 +131,28 @@ def test_the_probe_leaves_torchs_random_state_as_it_was():
     assert ours > 0 and theirs > 0 and torch.equal(torch.rand(3), expected)
 
 
+def counted_runs(script, model, files, folder, flags, off_flag):
+    """The aten operator counts of two runs of `script` with `flags`: as they are, in folder / "on", and with
+    `off_flag` added, in folder / "off"."""
+    runner, script_flags = SCRIPTS[script]
+    counts = []
+    for name, extra in (("on", []), ("off", [off_flag])):
+        with OpCounter() as counter:
+            runner(model, folder / name, *script_flags, *flags, *extra, files=files)
+        counts.append(counter.counts)
+    return counts
+
+
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_training_draws_no_mask_with_bernoulli(script, tiny_bert, ner_files, tmp_path, probe_stubbed):
-    runner, flags = SCRIPTS[script]
     files = {"train": ner_files["train"], "validation": ner_files["validation"]}
-    common = [*flags, "--num_train_epochs", "1", "--no_auto_mixed_precision"]
-    with OpCounter() as ours:
-        runner(tiny_bert, tmp_path / "ours", *common, files=files)
-    with OpCounter() as theirs:
-        runner(tiny_bert, tmp_path / "torch", *common, "--no_fast_dropout_masks", files=files)
-    assert theirs.counts.get("bernoulli_", 0) > 0 and ours.counts.get("bernoulli_", 0) == 0
-    assert ours.counts.get("random_", 0) > theirs.counts.get("random_", 0)
-    assert read_json(tmp_path / "ours" / "eval_results.json")["eval_loss"] != \
-        read_json(tmp_path / "torch" / "eval_results.json")["eval_loss"]  # other masks, another model
+    ours, theirs = counted_runs(script, tiny_bert, files, tmp_path, ["--num_train_epochs", "1",
+                                                                     "--no_auto_mixed_precision"],
+                                "--no_fast_dropout_masks")
+    assert theirs.get("bernoulli_", 0) > 0 and ours.get("bernoulli_", 0) == 0
+    assert ours.get("random_", 0) > theirs.get("random_", 0)
+    assert read_json(tmp_path / "on" / "eval_results.json")["eval_loss"] != \
+        read_json(tmp_path / "off" / "eval_results.json")["eval_loss"]  # other masks, another model
 
 
 def test_a_resumed_run_draws_the_masks_an_uninterrupted_one_draws(tiny_bert, ner_files, tmp_path, probe_stubbed):

@@ -11,7 +11,7 @@ from torch import nn
 from transformers import AutoModelForTokenClassification
 
 from nerkit.projections import ProjectionGroup, SharedInputLinear, choose_fused_projections, fuse_projections
-from test_dropout import SCRIPTS, OpCounter
+from test_dropout import SCRIPTS, OpCounter, counted_runs
 from test_run_ner import read_json
 
 
@@ -116,18 +116,15 @@ def test_only_training_in_bf16_on_the_cpu_fuses_plain_linear_layers(tiny_bert, c
 def test_training_in_bf16_fuses_the_projections_and_saves_the_same_checkpoint(script, tiny_bert, ner_files,
                                                                               tmp_path, monkeypatch):
     monkeypatch.setenv("NERKIT_AUTO_PRECISION", "bf16")  # the automatic choice, on any CPU
-    runner, flags = SCRIPTS[script]
     files = {"train": ner_files["train"], "validation": ner_files["validation"]}
-    common = [*flags, "--num_train_epochs", "1", "--no_fast_dropout_masks"]
-    with OpCounter() as fused:
-        runner(tiny_bert, tmp_path / "fused", *common, files=files)
-    with OpCounter() as three:
-        runner(tiny_bert, tmp_path / "three", *common, "--no_fused_projections", files=files)
-    assert fused.counts["addmm"] < three.counts["addmm"]
-    weights, three_weights = (load_file(tmp_path / name / "model.safetensors") for name in ("fused", "three"))
+    fused, three = counted_runs(script, tiny_bert, files, tmp_path, ["--num_train_epochs", "1",
+                                                                     "--no_fast_dropout_masks"],
+                                "--no_fused_projections")
+    assert fused["addmm"] < three["addmm"]
+    weights, three_weights = (load_file(tmp_path / name / "model.safetensors") for name in ("on", "off"))
     assert {name: (tensor.shape, tensor.dtype) for name, tensor in weights.items()} == \
         {name: (tensor.shape, tensor.dtype) for name, tensor in three_weights.items()}
     # the input's gradient is rounded to bf16 once instead of three times: the same training to bf16's precision
     for name, key in (("train_results.json", "train_loss"), ("eval_results.json", "eval_loss")):
-        assert read_json(tmp_path / "fused" / name)[key] == pytest.approx(read_json(tmp_path / "three" / name)[key],
-                                                                          rel=1e-2)
+        assert read_json(tmp_path / "on" / name)[key] == pytest.approx(read_json(tmp_path / "off" / name)[key],
+                                                                       rel=1e-2)
