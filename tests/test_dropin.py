@@ -68,8 +68,8 @@ def test_the_same_training_reports_upstreams_losses(tiny_bert, tmp_path):
     """With padded batches (--no_packing) in fp32 (--no_auto_mixed_precision: on a CPU with bf16 instructions
     the automatic choice is bf16, upstream's recipe is fp32 everywhere) and torch's dropout masks
     (--no_fast_dropout_masks: on a CPU where torch's masks are slow, the suite draws other masks of the same
-    distribution) and three projection multiplies (--no_fused_projections: one sums the input's gradient in
-    another order) the Trainer trains exactly as upstream's recipe does; the losses it reports must then be
+    distribution) the Trainer trains exactly as upstream's recipe does (the projections are fused in bf16
+    only); the losses it reports must then be
     upstream's too. The eval loss is a mean of
     batch means, so it holds only if the validation batches are upstream's: the data's order, not longest
     first."""
@@ -80,8 +80,7 @@ def test_the_same_training_reports_upstreams_losses(tiny_bert, tmp_path):
              "--report_to", "none", "--save_strategy", "no"]
     losses = {}
     for name, script in (("ours", "run_ner.py"), ("upstream", os.path.join("bench", "upstream_run_ner.py"))):
-        extra = ["--no_packing", "--no_auto_mixed_precision", "--no_fast_dropout_masks",
-                 "--no_fused_projections"] if name == "ours" else []
+        extra = ["--no_packing", "--no_auto_mixed_precision", "--no_fast_dropout_masks"] if name == "ours" else []
         result = subprocess.run([sys.executable, script, *flags, "--output_dir", str(tmp_path / name), *extra],
                                 capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
         assert result.returncode == 0, result.stderr[-3000:]
