@@ -93,6 +93,16 @@ def time_dropouts(rounds=5):
     return tuple(best)
 
 
+ATTENTION_DROPOUT_NAMES = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
+
+
+def attention_dropout(config):
+    """The dropout probability of the attention weights that `config` names (0.0 if it names none): with 0
+    (ALBERT's default) attention draws no masks."""
+    return next((float(getattr(config, name)) for name in ATTENTION_DROPOUT_NAMES
+                 if isinstance(getattr(config, name, None), (int, float))), 0.0)
+
+
 def dropout_layers(model):
     """Names of the model's `nn.Dropout` layers whose p the masks can draw."""
     return [name for name, module in model.named_modules()
@@ -118,5 +128,6 @@ def choose_dropout_masks(model, enabled, device_type):
     logger.info("Dropout masks drawn 16 bits at a time (p rounded to 1/65,536) in the model's %d nn.Dropout "
                 "layers%s: %.2f ms for a %s activation here against %.2f ms for torch's dropout "
                 "(--no_fast_dropout_masks keeps torch's).", len(layers),
-                " and in attention by length buckets" if bucketed else "", ours, shape, theirs)
+                " and in attention by length buckets" if bucketed and attention_dropout(model.config) else "",
+                ours, shape, theirs)
     return True

@@ -55,7 +55,9 @@ class ProjectionGroup:
         else:
             weight = torch.cat([member.weight for member in self.layers])
             bias = None if self.layers[0].bias is None else torch.cat([member.bias for member in self.layers])
-            outputs = F.linear(input, weight, bias).split(self.sizes, dim=-1)
+            # copies, not views of one tensor: a model may scale its query in place (Longformer's
+            # `query_vectors /= sqrt(head_dim)`), which autograd refuses on one of several views
+            outputs = torch.split_with_sizes_copy(F.linear(input, weight, bias), self.sizes, dim=-1)
             self.waiting = dict(zip(self.layers, outputs))
             self.input, self.version = input, input._version
             output = self.waiting.pop(layer)
@@ -112,7 +114,7 @@ def choose_fused_projections(model, enabled, device_type, mixed_precision):
         return 0
     count = fuse_projections(model)
     if count:
-        logger.info("Training computes query, key and value as one matrix multiply in %d attention layers, "
+        logger.info("Training computes query, key and value as one matrix multiply in %d attention modules, "
                     "one cast of their input to bf16 instead of three (--no_fused_projections keeps three).",
                     count)
     return count

@@ -121,6 +121,13 @@ def test_training_on_the_cpu_takes_the_masks(tiny_bert, ner_files, monkeypatch, 
     assert f"the model's {len(layers)} nn.Dropout layers and in attention by length buckets: 0.40 ms" in caplog.text
     assert all(type(model.get_submodule(name)) is MaskDropout for name in layers)
     assert model.config._attn_implementation == BUCKETED_OWN_MASKS
+    caplog.clear()
+    quiet = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3, attention_probs_dropout_prob=0.0)
+    assert bucketed_packing(quiet, tokenizer, sample) is not None
+    quiet_layers = dropout.dropout_layers(quiet)
+    with caplog.at_level(logging.INFO, logger="nerkit.dropout"):  # ALBERT's default: attention draws no mask
+        assert choose_dropout_masks(quiet, True, "cpu")
+    assert f"the model's {len(quiet_layers)} nn.Dropout layers: 0.40 ms" in caplog.text
 
 
 def test_the_probe_leaves_torchs_random_state_as_it_was():

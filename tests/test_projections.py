@@ -100,6 +100,30 @@ def test_layers_given_other_inputs_stop_sharing(caplog):
     assert torch.allclose(changed.layers[1](hidden), expected[1](hidden)) and not changed.shared
 
 
+class ScalesQueryInPlace(nn.Module):
+    """Attention projections the way Longformer uses them: the query is scaled in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.query, self.key, self.value = nn.Linear(4, 6), nn.Linear(4, 6), nn.Linear(4, 6)
+
+    def forward(self, hidden):
+        query = self.query(hidden)
+        query /= 2
+        return (query * self.key(hidden) + self.value(hidden)).sum()
+
+
+def test_a_query_changed_in_place_trains_as_with_three_multiplies():
+    torch.manual_seed(0)
+    plain = ScalesQueryInPlace()
+    fused = copy.deepcopy(plain)
+    assert fuse_projections(fused) == 1
+    hidden = torch.randn(3, 4)
+    plain(hidden).backward()
+    fused(hidden).backward()  # autograd refuses an in-place change of one of several views of a tensor
+    assert all(torch.allclose(a.grad, b.grad) for a, b in zip(plain.parameters(), fused.parameters()))
+
+
 def test_only_training_in_bf16_on_the_cpu_fuses_plain_linear_layers(tiny_bert, caplog):
     model = tiny_model(tiny_bert)
     assert choose_fused_projections(model, False, "cpu", "bf16") == 0
@@ -108,7 +132,7 @@ def test_only_training_in_bf16_on_the_cpu_fuses_plain_linear_layers(tiny_bert, c
     assert not any(isinstance(module, SharedInputLinear) for module in model.modules())
     with caplog.at_level(logging.INFO, logger="nerkit.projections"):
         assert choose_fused_projections(model, True, "cpu", "bf16") == 2
-    assert "Training computes query, key and value as one matrix multiply in 2 attention layers" in caplog.text
+    assert "Training computes query, key and value as one matrix multiply in 2 attention modules" in caplog.text
     assert fuse_projections(model) == 0  # already fused layers are not nn.Linear exactly
 
 
