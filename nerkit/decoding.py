@@ -55,6 +55,7 @@ class WordCollector:
     def __init__(self, words_per_example, decoding="argmax"):
         self.words_per_example = list(words_per_example)
         self.context = [None] * len(self.words_per_example)
+        self.window_start = [None] * len(self.words_per_example)
         self.rows = [None] * len(self.words_per_example)
         self.decoding = decoding
 
@@ -74,9 +75,14 @@ class WordCollector:
         if self.rows[example_id] is None:
             count = self.words_per_example[example_id]
             self.context[example_id] = np.full(count, -1, dtype=np.int64)
+            self.window_start[example_id] = np.zeros(count, dtype=np.int64)
             self.rows[example_id] = np.zeros((count, predictions.shape[-1]), dtype=np.float32)
-        better = context > self.context[example_id][words]  # ties keep the earlier window
+        # a tie goes to the window that starts earlier in the example, whatever order the windows come in
+        # (prediction sorts them longest first, evaluation keeps the file's order)
+        kept, kept_start = self.context[example_id][words], self.window_start[example_id][words]
+        better = (context > kept) | ((context == kept) & (words[0] < kept_start))
         self.context[example_id][words[better]] = context[better]
+        self.window_start[example_id][words[better]] = words[0]
         self.rows[example_id][words[better]] = predictions[positions[better]]
 
     def result(self, label_list, fallback_label, scheme):

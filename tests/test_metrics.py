@@ -83,6 +83,18 @@ def test_word_collector_keeps_the_window_with_most_context():
     assert scores[0][3] == pytest.approx(0.8) and missing == 0
 
 
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_a_tie_in_context_goes_to_the_earlier_window_in_any_order(order):
+    # windows A (words 0-3) and B (words 1-4) both read word 2 with one word of context on a side...
+    windows = [([NO_WORD, 0, 1, 2, 3, NO_WORD], [(0, 1), (0, 0.9), (1, 0.6), (3, 0.7), (0, 0.9), (0, 1)]),
+               ([NO_WORD, 1, 2, 3, 4, NO_WORD], [(0, 1), (3, 0.5), (1, 0.5), (0, 0.9), (0, 0.9), (0, 1)])]
+    collector = WordCollector([5])
+    for index in order:  # ...and prediction may see B first (longest first), evaluation A first
+        collector.add(0, *windows[index])
+    tags, scores, _ = collector.result(LABELS, "O", "IOB2")
+    assert tags == [["O", "B-PER", "B-LOC", "O", "O"]] and scores[0][1:3] == pytest.approx([0.6, 0.7])
+
+
 def test_word_without_sub_tokens_gets_the_fallback_and_is_counted():
     collector = WordCollector([3])
     collector.add(0, [NO_WORD, 0, 2, NO_WORD], [(0, 1), (1, 0.9), (3, 0.9), (0, 1)])
