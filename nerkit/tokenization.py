@@ -38,21 +38,27 @@ def load_fast_tokenizer(name_or_path, hub_kwargs, flags="--model_name_or_path or
         at = "" if revision == "main" else f" at revision '{revision}' (--model_revision)"
         raise UserError(f"Could not load a tokenizer from '{name_or_path}'{at}: {str(error).rstrip('.')}.{nowhere} "
                         f"Check {flags}; when offline, give a local folder.") from None
+    # predict_ner.py reads the tokenizer from --model's folder only, the training scripts also from --tokenizer_name
+    name_files = ", or name them with --tokenizer_name" if "--tokenizer_name" in flags else f" (given by {flags})"
+    name_fast = ", or pass --tokenizer_name with a fast one" if "--tokenizer_name" in flags else f" to {flags}"
     if len(tokenizer.get_vocab()) <= len(set(tokenizer.all_special_tokens)):
         # transformers builds an empty tokenizer of the config's class for a folder with no tokenizer files:
         # every word would become the unknown token, and training would run on nothing
         raise UserError(f"'{name_or_path}' holds no tokenizer: the tokenizer built for it knows only its special "
                         "tokens. Copy the tokenizer files (tokenizer.json, or vocab.txt and the like) of the model "
-                        "it was trained from into that folder, or name them with --tokenizer_name.")
+                        f"it was trained from into that folder{name_files}.")
     if not getattr(tokenizer, "is_fast", False):
         raise UserError(f"The tokenizer of '{name_or_path}' ({type(tokenizer).__name__}) is not a fast "
                         "tokenizer. Word alignment needs the word_ids of a fast (Rust `tokenizers`) tokenizer: "
-                        "use a model that ships a tokenizer.json, or pass --tokenizer_name with a fast one.")
+                        f"give a model that ships a tokenizer.json{name_fast}.")
     if is_byte_level(tokenizer) and not adds_prefix_space(tokenizer):
         # Pre-split words must each be encoded as if preceded by a space, the way they appear mid-sentence.
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, add_prefix_space=True, **hub_kwargs)
-        if not adds_prefix_space(tokenizer):
-            set_prefix_space(tokenizer)
+        if splits_before_byte_level(tokenizer):
+            prepend_space(tokenizer)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, add_prefix_space=True, **hub_kwargs)
+            if not adds_prefix_space(tokenizer):
+                set_prefix_space(tokenizer)
     # Every batch of every script is padded by this tokenizer, and word predictions are read at the
     # positions of the unpadded `word_ids`: that holds with padding on the right only. Tokenizers that pad
     # on the left (XLNet, many decoder models) would shift every label, and models with absolute positions
@@ -102,6 +108,28 @@ def is_byte_level(tokenizer):
 def adds_prefix_space(tokenizer):
     return all(node.get("add_prefix_space") for node in _pre_tokenizer_nodes(tokenizer)[1]
                if node.get("type") == "ByteLevel")
+
+
+def splits_before_byte_level(tokenizer):
+    """Whether a regex splits the text before a ByteLevel step that does not split it again (Llama 3,
+    Qwen2 and others): a prefix space added by that step would go before every piece of a word ('1,000'
+    as ' 1 , 0 0 0'), so the space goes before the word instead (`prepend_space`)."""
+    return any(node.get("type") == "ByteLevel" and node.get("use_regex") is False
+               for node in _pre_tokenizer_nodes(tokenizer)[1])
+
+
+def prepend_space(tokenizer):
+    """Put a space before each word, in the backend's normalizer, which sees each pre-split word apart; the
+    regex then splits ' 1,000' or ' al-Rashid' as it does mid-sentence. A tokenizer that already does so
+    (saved by an earlier run) is left as it is."""
+    from tokenizers import normalizers
+
+    current = tokenizer.backend_tokenizer.normalizer
+    state = json.loads(tokenizer.backend_tokenizer.to_str()).get("normalizer") or {}
+    if {"type": "Prepend", "prepend": " "} in (state.get("normalizers") or [state]):
+        return
+    space = normalizers.Prepend(" ")
+    tokenizer.backend_tokenizer.normalizer = space if current is None else normalizers.Sequence([current, space])
 
 
 def set_prefix_space(tokenizer):

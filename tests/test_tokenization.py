@@ -84,6 +84,29 @@ def test_prefix_space_is_set_even_when_the_class_ignores_the_keyword(tiny_robert
     assert adds_prefix_space(tokenizer)
 
 
+def test_words_get_a_space_before_them_where_a_regex_splits_before_the_byte_level(tmp_path):
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    # Qwen2's and Llama 3's layout: a regex splits (digits one by one), then ByteLevel maps bytes only
+    pattern = r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(pattern), "isolated"),
+                                                     pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    backend.decoder = decoders.ByteLevel()
+    text = "He paid 1,000.50 to al-Rashid in Paris . " * 20
+    backend.train_from_iterator([text], trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>"],
+                                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>").save_pretrained(tmp_path)
+    tokenizer = load_fast_tokenizer(str(tmp_path), {})
+    words = ["He", "paid", "1,000.50", "to", "al-Rashid", "."]
+    split = tokenizer.convert_ids_to_tokens(tokenizer(words, is_split_into_words=True)["input_ids"])
+    assert split == backend.encode(" " + " ".join(words)).tokens  # each word as mid-sentence, no space inside
+    assert backend.encode(" 1,000").tokens == ["Ġ", "1", ",", "0", "0", "0"]
+    tokenizer.save_pretrained(tmp_path / "saved")  # the space is kept once, not added again
+    again = load_fast_tokenizer(str(tmp_path / "saved"), {})
+    assert again.convert_ids_to_tokens(again(words, is_split_into_words=True)["input_ids"]) == split
+
+
 def test_wordpiece_tokenizer_is_left_alone(tiny_bert):
     tokenizer = load_fast_tokenizer(tiny_bert, {})
     assert not is_byte_level(tokenizer)
