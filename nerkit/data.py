@@ -11,9 +11,11 @@ import json
 import logging
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .errors import UserError
+from .hub import LOCAL_SPELLINGS
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +27,8 @@ CONLLU_FIELDS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel
 CSV_COLUMN_NAME = re.compile(r"^[A-Za-z_][\w .-]*$")  # a header cell; `1` and `000` of `1,000` are not
 SHOWN_PLACES = 3  # places named in a warning about repaired examples
 SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "dev"), "test": ("test",)}
+DATA_FILE_FLAGS = "--train_file, --validation_file or --test_file"
+TRUE_VALUES = ("1", "ON", "YES", "TRUE")  # what huggingface_hub and datasets read as set in an environment variable
 
 
 @dataclass
@@ -51,9 +55,7 @@ class Split:
 
     def where_word(self, index, word):
         """Where word `word` of example `index` is: 'train.conll, line 12' or 'train.json, line 3, word 4'."""
-        if self.line_per_word:
-            return f"{self.source}, line {int(self.locations[index].split()[-1]) + word}"
-        return f"{self.where(index)}, word {word}"
+        return word_place(self.where(index), word, self.line_per_word)
 
     def select(self, count):
         """The first `count` examples (the upstream `max_*_samples` behaviour)."""
@@ -62,6 +64,15 @@ class Split:
         tags = None if self.tags is None else self.tags[:count]
         return Split(self.name, self.source, self.tokens[:count], tags, self.locations[:count], self.line_per_word,
                      self.tag_set)
+
+
+def word_place(where, word, line_per_word=False):
+    """Where word `word` of the example at `where` ('train.conll, line 10') is: in a CoNLL file its own line
+    (word i of an example is on the example's first line + i), elsewhere the example's place and the word."""
+    if line_per_word:
+        source, line = where.rsplit(", line ", 1)
+        return f"{source}, line {int(line) + word}"
+    return f"{where}, word {word}"
 
 
 @dataclass
@@ -200,8 +211,11 @@ def read_parquet(path):
     """A Parquet file; `ClassLabel` features written by `datasets` come along with it."""
     import datasets
 
+    read_bytes(path, size=0)  # the OS's refusal (permission denied) gets its own message, not "not Parquet"
     try:
-        dataset = datasets.Dataset.from_parquet(path)
+        # datasets logs the schema error of a broken file before raising it: the user would read it twice
+        with logger_silenced("datasets.packaged_modules.parquet.parquet"):
+            dataset = datasets.Dataset.from_parquet(path)
     except Exception as error:  # pyarrow raises several types for a broken file
         raise UserError(f"{path}: not a readable Parquet file ({type(error).__name__}: {error}).") from None
     if len(dataset) == 0:
@@ -221,10 +235,34 @@ def conll_index(name, default, flag):
                         "(0 for the first, -1 for the last).") from None
 
 
-def read_text(path):
+@contextmanager
+def logger_silenced(name):
+    """Hold back what the logger `name` says for a moment (restoring its level after)."""
+    library_logger = logging.getLogger(name)
+    level = library_logger.level
+    library_logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        library_logger.setLevel(level)
+
+
+def read_bytes(path, what="data file", flag=DATA_FILE_FLAGS, size=-1):
+    """The first `size` bytes of `path` (all by default). The OS's refusal to open or read it (permission
+    denied, an I/O error) is the user's to fix, so it is a `UserError` naming the file and the reason."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        fix = ("Give this user read permission (e.g. `chmod a+r` on it) or copy the file somewhere readable"
+               if isinstance(error, PermissionError) else "Check the file and the disk it is on")
+        raise UserError(f"Cannot read the {what} {path}: {reason}. {fix}, or give {flag} another file.") from None
+
+
+def read_text(path, what="data file", flag=DATA_FILE_FLAGS):
     """The file's text as UTF-8 (a byte-order mark is dropped, Windows line ends become '\\n')."""
-    with open(path, "rb") as handle:
-        raw = handle.read()
+    raw = read_bytes(path, what, flag)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -379,16 +417,15 @@ def read_dataset(name, config_name, cache_dir, token, wanted):
     """A hub dataset, a local folder in hub layout, or a folder written by `save_to_disk`."""
     import datasets
 
+    path = os.path.expanduser(name)  # `--dataset_name=~/data` reaches us unexpanded, as nerkit.hub expects
+    check_dataset_name(name, path)
     try:
-        if os.path.isdir(name) and is_saved_dataset(name):
-            loaded = datasets.load_from_disk(name)
+        if os.path.isdir(path) and is_saved_dataset(path):
+            loaded = datasets.load_from_disk(path)
         else:
-            loaded = datasets.load_dataset(name, config_name, cache_dir=cache_dir, token=token)
+            loaded = datasets.load_dataset(path, config_name, cache_dir=cache_dir, token=token)
     except Exception as error:  # datasets raises many types; the user needs the name and the reason
-        raise UserError(f"Could not load the dataset '{name}'"
-                        + (f" (config '{config_name}')" if config_name else "")
-                        + f": {type(error).__name__}: {error}. Check the name, or give a local folder; when "
-                        "offline, only local folders and already cached datasets can be read.") from None
+        raise UserError(dataset_failure(name, config_name, error)) from None
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
     records = {}
@@ -402,6 +439,50 @@ def read_dataset(name, config_name, cache_dir, token, wanted):
         records[split] = Records(source, dataset, locations, dataset.column_names, dataset.features,
                                  editable=False)
     return records
+
+
+def check_dataset_name(name, path):
+    """Refuse what `datasets` would misreport: a data file (it looks for data files under it, as in a
+    folder) and a local path that does not exist (it checks it as a hub id). `path` is `name` expanded."""
+    if os.path.isfile(path):
+        raise UserError(f"--dataset_name {name} is a file, but --dataset_name takes a dataset name or a folder (in "
+                        f"hub layout, or written by save_to_disk). Give a data file to {DATA_FILE_FLAGS} instead "
+                        "(the README's Data section lists the formats).")
+    if name.startswith(LOCAL_SPELLINGS) and not os.path.exists(path):
+        spellings = f"{', '.join(LOCAL_SPELLINGS[:-1])} or {LOCAL_SPELLINGS[-1]}"
+        raise UserError(f"--dataset_name {name}: the folder {name} does not exist. Check the path (a name starting "
+                        f"with {spellings} is a local folder, never looked up on the hub); data files go to "
+                        f"{DATA_FILE_FLAGS}.")
+
+
+def dataset_failure(name, config_name, error):
+    """The message for a dataset `datasets` could not load: the reason in words where it is known, and where
+    local data files go instead."""
+    what = f"the dataset '{name}'" + (f" (config '{config_name}')" if config_name else "")
+    local_files = f"Local data files go to {DATA_FILE_FLAGS} (the README's Data section lists the formats)."
+    if isinstance(error, ConnectionError):  # datasets' "Couldn't reach ... (OfflineModeIsEnabled)" and the like
+        setting = offline_setting()
+        # without the user's setting, offline mode comes from nerkit.hub, set only when the hub does not answer
+        why = f"offline mode is set ({setting})" if setting else "the Hugging Face Hub could not be reached"
+        return (f"Could not load {what}: {why}, so it could only come from the local cache, where it was not "
+                "found. Check the name, or load it once with a network so that it is cached. " + local_files)
+    reason = str(error).rstrip(".")
+    return (f"Could not load {what}: {type(error).__name__}: {reason}. Check the name (and --dataset_config_name), "
+            "or give a local folder. " + local_files)
+
+
+def offline_setting():
+    """`NAME=value` of the environment variable that puts `datasets` offline, or None. Read as datasets reads
+    them: HF_DATASETS_OFFLINE decides when it is set, else HF_HUB_OFFLINE, or TRANSFORMERS_OFFLINE when that
+    is empty."""
+    if "HF_DATASETS_OFFLINE" in os.environ:
+        names = ("HF_DATASETS_OFFLINE",)
+    else:
+        names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    name = next((name for name in names if os.environ.get(name)), None)
+    if name is None or os.environ[name].upper() not in TRUE_VALUES:
+        return None
+    return f"{name}={os.environ[name]}"
 
 
 def is_saved_dataset(folder):
@@ -440,7 +521,7 @@ def build_split(name, found, columns, label_names):
         kept.append(locations[index])
         if tags_list is not None:
             tags = as_list(tags_column[index], label_column, where)
-            tags_list.append(tags_as_strings(tags, words, names, label_column, where))
+            tags_list.append(tags_as_strings(tags, words, names, label_column, where, found.line_per_word))
     if repairs is not None:
         repairs.warn()
     if not tokens_list:
@@ -558,35 +639,48 @@ def check_words(words, column, where):
                             "string. Remove it or replace it with a placeholder.")
 
 
-def tags_as_strings(tags, words, names, column, where):
-    """Check one tag list against its words and return the tags as strings."""
+def tags_as_strings(tags, words, names, column, where, line_per_word=False):
+    """Check one tag list against its words and return the tags as strings. A tag written in digits (a CoNLL
+    or CSV column holds only text) is a label id like an integer tag, unless the names list it as a name."""
     if len(tags) != len(words):
         raise UserError(f"{where}: {len(words)} words but {len(tags)} tags in '{column}'. Every word needs "
                         "exactly one tag.")
     strings = []
     for position, tag in enumerate(tags):
+        place = word_place(where, position, line_per_word)
         if isinstance(tag, bool) or not isinstance(tag, (str, int)):
-            raise UserError(f"{where}: tag {position} is {tag!r}; tags must be strings or integer ids.")
-        if isinstance(tag, str) and names is not None and tag.isdigit() and tag not in names:
-            tag = int(tag)  # an id written as text (a CoNLL column), named by --label_list
-        if isinstance(tag, str):
-            strings.append(tag)
-        elif names is None:
-            raise UserError(f"{where}: the tags are integer ids but the data does not say what they mean. Give "
-                            "their names in id order with --label_list (O,B-PER,I-PER,... or a file with one "
-                            "name per line), or write the tags as strings.")
-        elif not 0 <= tag < len(names):
-            raise UserError(f"{where}: tag id {tag} is out of range: there are {len(names)} label names "
-                            f"(ids 0 to {len(names) - 1}).")
-        else:
-            strings.append(names[tag])
-        if not strings[-1].strip() or len(strings[-1].split()) > 1:
-            # predictions.txt writes a line's labels separated by spaces: a tag with a space in it would read
-            # as two labels, and an empty one as none
-            raise UserError(f"{where}, word {position}: the tag {strings[-1]!r} is empty or holds whitespace. A "
-                            "tag is one word such as B-PER (in a CoNLL file, separate its columns all by tabs or "
-                            "all by spaces).")
+            raise UserError(f"{place}: the tag is {tag!r}; tags must be strings or integer ids.")
+        if isinstance(tag, int) or (tag.isascii() and tag.isdigit() and tag not in (names or ())):
+            tag = label_name(tag, names, place)
+        check_tag(tag, place)
+        strings.append(tag)
     return strings
+
+
+def label_name(tag, names, place):
+    """The name of the label id `tag` (an int, or its digits) in the `ClassLabel` or --label_list names."""
+    if names is None:
+        # read as a name, '1' would become a label of its own and no entity would ever be trained
+        raise UserError(f"{place}: the tag {tag!r} is a number, which is read as a label id, but the data does not "
+                        "say what the ids mean. Give the label names in id order with --label_list (O,B-PER,I-PER,... "
+                        "or a file with one name per line), or write the tags as names such as B-PER. If the "
+                        "numbers are the tag names themselves, list them: --label_list 0,1,2,...")
+    if not 0 <= int(tag) < len(names):
+        raise UserError(f"{place}: tag id {tag} is out of range: there are {len(names)} label names "
+                        f"(ids 0 to {len(names) - 1}).")
+    return names[int(tag)]
+
+
+def check_tag(tag, place):
+    """A tag is one word: predictions.txt writes a line's labels separated by single spaces, so a tag with
+    whitespace in it would read as two labels, an empty one as none, and 'B-PER ' would also be a label of
+    its own beside 'B-PER'."""
+    if not tag.strip() or len(tag.split()) > 1:
+        raise UserError(f"{place}: the tag {tag!r} is empty or holds whitespace. A tag is one word such as B-PER "
+                        "(in a CoNLL file, separate its columns all by tabs or all by spaces).")
+    if tag != tag.strip():
+        raise UserError(f"{place}: the tag {tag!r} has whitespace around it, so it would be a label of its own "
+                        f"beside {tag.strip()!r}. Remove the whitespace around it.")
 
 
 def read_label_names(value):
@@ -594,7 +688,8 @@ def read_label_names(value):
     if not value:
         return None
     if os.path.isfile(value):
-        names = [line.strip() for line in read_text(value).split("\n") if line.strip()]
+        names = [line.strip() for line in read_text(value, "--label_list file", "--label_list").split("\n")
+                 if line.strip()]
     elif "," not in value and (os.sep in value or os.path.splitext(value)[1] in (".txt", ".lst", ".labels")):
         raise UserError(f"The --label_list file {value} does not exist. Give the path of a file with one label "
                         "name per line, or the names themselves: O,B-PER,I-PER,...")

@@ -288,3 +288,130 @@ def test_local_files_keep_their_clear_errors_for_blank_words(tmp_path):
     path = write_jsonl(tmp_path / "train.json", [(["Peter", " "], ["B-PER", "O"])])
     with pytest.raises(UserError, match="line 1: word 1"):
         read(train_file=path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Problems the user can fix: unreadable files, tags written as digits or with spaces, --dataset_name misuse
+
+
+def refuse_to_open(monkeypatch, path):
+    """Make `open` fail for `path` as for a file without read permission (root reads any file, so a chmod
+    would not do in a test run as root)."""
+    import builtins
+
+    real_open = builtins.open
+
+    def fake_open(file, *args, **kwargs):
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+
+
+@pytest.mark.parametrize("name", ["train.json", "train.csv", "train.conll", "train.parquet"])
+def test_an_unreadable_data_file_is_named_with_the_os_reason(tmp_path, monkeypatch, name):
+    path = tmp_path / name
+    if name.endswith(".parquet"):
+        classlabel_dataset().to_parquet(str(path))
+    elif name.endswith(".csv"):
+        write_csv(path, ROWS)
+    elif name.endswith(".conll"):
+        path.write_text("EU\tB-ORG\n")
+    else:
+        write_jsonl(path, ROWS)
+    refuse_to_open(monkeypatch, path)
+    with pytest.raises(UserError, match=f"Cannot read the data file {path}: Permission denied") as error:
+        read(train_file=str(path))
+    assert "--train_file" in str(error.value)
+
+
+def test_an_unreadable_label_list_file_is_named(tmp_path, monkeypatch):
+    path = tmp_path / "labels.txt"
+    path.write_text("O\nB-PER\n")
+    refuse_to_open(monkeypatch, path)
+    with pytest.raises(UserError, match=f"Cannot read the --label_list file {path}: Permission denied"):
+        read(train_file=write_jsonl(tmp_path / "train.json", ROWS), label_list=str(path))
+
+
+def conll_with_ids(path, rows):
+    path.write_text("".join("".join(f"{word}\t{tag}\n" for word, tag in zip(words, tags)) + "\n"
+                            for words, tags in rows))
+    return str(path)
+
+
+def test_digit_tags_of_a_conll_file_without_names_are_refused(tmp_path):
+    """`John 1`: the tags are ids, not label names; without --label_list they would train labels '0', '1', ..."""
+    path = conll_with_ids(tmp_path / "train.conll", [(t, [NAMES.index(x) for x in g]) for t, g in ROWS])
+    with pytest.raises(UserError, match=r"train.conll, line 1: the tag '1' is a number") as error:
+        read(train_file=path)
+    assert "--label_list" in str(error.value)
+    assert as_pairs(read(train_file=path, label_list=",".join(NAMES))[0]["train"]) == ROWS
+
+
+def test_a_digit_tag_among_named_tags_is_refused_with_its_line(tmp_path):
+    path = conll_with_ids(tmp_path / "train.conll", [(["EU", "rejects", "German"], ["B-ORG", "O", "7"])])
+    with pytest.raises(UserError, match=r"train.conll, line 3: the tag '7' is a number"):
+        read(train_file=path)
+
+
+def test_digits_that_are_the_tag_names_themselves_are_listed_with_the_label_list(tmp_path):
+    path = conll_with_ids(tmp_path / "train.conll", [(["a", "b", "c"], ["0", "1", "0"])])
+    splits, declared = read(train_file=path, label_list="0,1")
+    assert splits["train"].tags == [["0", "1", "0"]] and declared == ["0", "1"]
+
+
+@pytest.mark.parametrize("name, content, options, place", [
+    ("train.json", '{"tokens": ["John", "Smith"], "ner_tags": ["B-PER ", "I-PER"]}\n', {}, "line 1, word 0"),
+    ("train.csv", 'tokens,ner_tags\n"[""John"", ""Smith""]","[""B-PER"", "" I-PER""]"\n', {}, "line 2, word 1"),
+    ("train.conll", "John\tNNP \tB-PER\n", {"label_column_name": "1"}, "line 1"),
+])
+def test_a_tag_with_spaces_around_it_is_refused(tmp_path, name, content, options, place):
+    """'B-PER ' would be a label of its own beside 'B-PER', and split in two in predictions.txt."""
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(UserError, match="has whitespace around it") as error:
+        read(train_file=str(path), **options)
+    assert f"{path}, {place}:" in str(error.value)
+
+
+def test_a_dataset_name_that_is_a_file_points_to_the_file_flags(tmp_path):
+    path = write_jsonl(tmp_path / "good.json", ROWS)
+    with pytest.raises(UserError, match="takes a dataset name or a folder") as error:
+        read(dataset_name=path)
+    assert "is a file" in str(error.value) and "--train_file" in str(error.value)
+
+
+def test_a_dataset_name_spelled_as_a_missing_folder_is_not_looked_up_on_the_hub(tmp_path):
+    with pytest.raises(UserError, match="the folder ./nope_ds does not exist"):
+        read(dataset_name="./nope_ds")
+
+
+@pytest.mark.parametrize("offline, reason", [("1", "offline mode is set \\(HF_HUB_OFFLINE=1\\)"),
+                                             (None, "the Hugging Face Hub could not be reached")])
+def test_a_dataset_name_not_in_the_cache_offline_says_why_and_names_the_file_flags(monkeypatch, offline, reason):
+    """Offline mode comes from the user's environment, or from nerkit.hub when the hub does not answer (the
+    tests' process is offline either way: datasets read the setting when it was imported)."""
+    import datasets
+    from huggingface_hub import constants
+
+    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(variable, raising=False)
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(UserError, match=reason) as error:
+        read(dataset_name="nerkit-tests/no-such-dataset")
+    message = str(error.value)
+    assert "'nerkit-tests/no-such-dataset'" in message and "local cache" in message
+    assert "--train_file" in message and "OfflineModeIsEnabled" not in message
+
+
+def test_a_broken_parquet_file_gets_one_message_and_no_library_log_line(tmp_path, capfd, caplog):
+    path = tmp_path / "bad.parquet"
+    path.write_bytes(b"not a parquet file\n")
+    with pytest.raises(UserError, match="not a readable Parquet file"):
+        read(train_file=str(path))
+    assert "Failed to read schema" not in capfd.readouterr().err
+    assert not [record for record in caplog.records if "Failed to read schema" in record.getMessage()]
