@@ -23,13 +23,13 @@ import sys
 from nerkit.startup import collection_paused, skip_collection_at_exit
 
 with collection_paused():  # what the imports make lives as long as the process (nerkit/startup.py)
-    from nerkit.arguments import BriefErrors, at_least, file_in_the_way
+    from nerkit.arguments import BriefErrors, at_least, file_in_the_way, nearest_existing
     from nerkit.data import Split, parse_conll, parse_conllu
     from nerkit.errors import UserError, exit_on_user_error
     from nerkit.hub import hub_names, offline_unless_reachable
-    from nerkit.labels import outside_label
+    from nerkit.labels import model_label_list, outside_label
     from nerkit.outputs import write_atomic
-    from nerkit.schemes import entity_spans
+    from nerkit.schemes import entity_spans, split_label
     from nerkit.tokenization import EncodingSettings, encode_split, load_fast_tokenizer, window_length
 
 logger = logging.getLogger("predict_ner")
@@ -38,6 +38,11 @@ logger = logging.getLogger("predict_ner")
 WORD = re.compile(r"\w+|[^\w\s]")
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".conll": "conll", ".iob": "conll", ".bio": "conll",
            ".conllu": "conllu", ".txt": "text"}  # --format auto, by extension; anything else is text
+# ... except files that are plainly not text: read as lines, they would be tagged as prose (a CSV's header
+# and list cells) or fail as not UTF-8, with advice to re-save them that would not help.
+NOT_READ = (".csv", ".tsv", ".parquet", ".arrow", ".feather", ".xlsx", ".xls", ".ods", ".docx", ".pdf", ".gz",
+            ".zip")
+CONLL_SAMPLE = 200  # lines looked at to tell a CoNLL file from prose
 
 
 def main(options):
@@ -118,28 +123,36 @@ def check_options(options):
     if blocker is not None:
         raise UserError(f"--output {options.output} cannot be written: {blocker} is a file, not a folder. Give "
                         "another --output.")
+    if options.input != "-" and same_file(options.input, options.output):
+        raise UserError(f"--output {options.output} is the same file as --input {options.input}: the entities "
+                        "would replace the text they are found in. Give another --output, or leave it out to "
+                        "write to standard output.")
+    # the output's folder, or where that does not exist yet, the parent write_atomic creates the rest in
+    folder = nearest_existing(os.path.dirname(os.path.abspath(options.output)))
+    if not os.access(folder, os.W_OK | os.X_OK):  # else it fails once every document is tagged
+        raise UserError(f"--output {options.output} cannot be written: files cannot be created in the folder "
+                        f"{folder} (its permissions, or a read-only disk, do not allow it). Give an --output in a "
+                        "folder you can write to, or leave it out to write to standard output.")
+
+
+def same_file(first, second):
+    """Whether two paths name one existing file, also through a link or another spelling of the path."""
+    return os.path.exists(first) and os.path.exists(second) and os.path.samefile(first, second)
 
 
 def read_documents(path, kind):
     """One document per input line (per sentence of a CoNLL or CoNLL-U file), as a dict: {"text": str} or
     {"tokens": [...]} (pre-split words, text joined by spaces); a blank line is an empty document, so output
     line N answers input line N."""
-    if path != "-" and not os.path.isfile(path):
-        raise UserError(f"The input file {path} does not exist.")
-    # Bytes, decoded here: text-mode reading would also turn a lone "\r" inside a line into a line break.
-    if path == "-":
-        data = sys.stdin.buffer.read()
-    else:
-        with open(path, "rb") as handle:
-            data = handle.read()
+    guessed = kind == "auto"
+    kind = input_format(path) if guessed else kind
+    data = read_input(path)
     name = "standard input" if path == "-" else path
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise UserError(f"{name[:1].upper()}{name[1:]} is not UTF-8 text ({error.reason} at byte {error.start}); "
                         "save it as UTF-8.") from None
-    guessed = kind == "auto"
-    kind = FORMATS.get(os.path.splitext(path)[1].lower(), "text") if guessed else kind
     if kind in ("conll", "conllu"):
         parse = parse_conll if kind == "conll" else parse_conllu
         # Windows line ends read as the training scripts read them (nerkit.data.read_text)
@@ -150,17 +163,60 @@ def read_documents(path, kind):
                 for number, line in enumerate(lines, start=1)]
     if guessed and looks_like_conll(lines):  # --format text says to tag the lines as they are
         raise UserError(f"{name} looks like a CoNLL column file (a word and its tags on each line, separated by "
-                        "tabs), which would be tagged line by line as text. Pass --format conll to tag its words "
-                        "sentence by sentence, or --format text to tag each line as it is.")
+                        "tabs or spaces), which would be tagged line by line as text. Pass --format conll to tag its "
+                        "words sentence by sentence, or --format text to tag each line as it is.")
     return [{"text": line} for line in lines]
 
 
+def input_format(path):
+    """The format --format auto reads `path` in, by its extension; a kind of file this tool does not read
+    is refused rather than tagged as lines of text."""
+    extension = os.path.splitext(path)[1].lower() if path != "-" else ""
+    if extension in NOT_READ:
+        raise UserError(f"{path}: predict_ner.py does not read {extension} files. It reads text (one document a "
+                        "line), JSON Lines (.jsonl/.json, with a 'text' or 'tokens' field), CoNLL columns "
+                        "(.conll/.iob/.bio) and CoNLL-U (.conllu). Convert the file to one of these, or if it is one "
+                        "of them already, say which with --format text|jsonl|conll|conllu.")
+    return FORMATS.get(extension, "text")
+
+
+def read_input(path):
+    """The input's bytes, decoded by the caller: text-mode reading would also turn a lone "\r" inside a
+    line into a line break."""
+    if path == "-":
+        return sys.stdin.buffer.read()
+    if os.path.isdir(path):
+        raise UserError(f"--input {path} is a folder; --input takes one file. Give a file in it (run once per "
+                        "file to tag several).")
+    if not os.path.exists(path):  # not isfile: a pipe such as /dev/stdin or <(command) is read too
+        raise UserError(f"The input file {path} does not exist. Check --input.")
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as error:
+        raise UserError(f"The input file {path} cannot be read ({error.strerror}). Check its permissions, or "
+                        "give another --input.") from None
+
+
 def looks_like_conll(lines):
-    """Whether every non-blank line (of the first 50) is a tab-separated row of the same width, with a
-    single word in its first cell: the shape of a CoNLL file, not of prose."""
-    rows = [line.split("\t") for line in lines[:50] if line.strip()]
-    return bool(rows) and len({len(row) for row in rows}) == 1 and len(rows[0]) > 1 and all(
-        row[0].strip() and len(row[0].split()) == 1 for row in rows)
+    """Whether the first lines read as a CoNLL column file, split into cells the way the training scripts
+    read a .txt (nerkit.data.parse_conll: at tabs, else at spaces; one width for every token line;
+    -DOCSTART- skipped), with two columns or more and either
+    - a tab on every line and a single word in every first cell (prose rarely holds tabs), or
+    - a tag (O, B-X, I-X, E-X, S-X, L-X, U-X) last on every token line, some of them not O, on two lines or
+      more: prose has lines of two words ("Hello world") but not every line ending in a tag."""
+    sample = lines[:CONLL_SAMPLE]
+    try:
+        sentences, _ = parse_conll("input", "\n".join(sample))
+    except UserError:  # no token lines, or lines of different widths: not a column file
+        return False
+    words = [word for sentence in sentences for word in sentence["tokens"]]
+    tags = [tag for sentence in sentences for tag in sentence.get("tags", ())]
+    if not tags:  # one column: a word a line, or prose of one-word lines
+        return False
+    if all("\t" in line for line in sample if line.strip()) and all(len(word.split()) == 1 for word in words):
+        return True
+    return len(tags) > 1 and all(tag == "O" or split_label(tag)[0] for tag in tags) and set(tags) != {"O"}
 
 
 def input_lines(text):
@@ -209,19 +265,22 @@ class Tagger:
         from transformers import AutoConfig, AutoModelForTokenClassification
 
         from nerkit.schemes import model_scheme
-        from nerkit.speed import (check_int8_possible, fresh_accelerator, inference_batch_size, inference_precision,
-                                  int8_linear_layers, log_precision, prepare_device)
+        from nerkit.speed import (accelerator_type, check_bf16_runs, check_int8_possible, fresh_accelerator,
+                                  inference_batch_size, inference_precision, int8_linear_layers, log_precision,
+                                  prepare_device)
 
         if int8:
             check_int8_possible()
         self.tokenizer = load_fast_tokenizer(model_name, {}, "--model")
         config = load_pretrained(AutoConfig, model_name)
+        check_trained_head(config, model_name)
         # the window is checked before any weights load
         self.settings = EncodingSettings(window_length(self.tokenizer, config, max_length, "--max_length"), stride)
         model, loading = load_pretrained(AutoModelForTokenClassification, model_name, config=config,
                                          output_loading_info=True)
         if loading["missing_keys"]:
-            # a base or masked-LM checkpoint: its token classifier would be random, its labels LABEL_0, ...
+            # a base or masked-LM checkpoint that check_trained_head could not tell from its config: its token
+            # classifier would be random, its labels LABEL_0, ...
             raise UserError(f"'{model_name}' is not a trained token-classification model: it has no weights for "
                             f"{', '.join(sorted(loading['missing_keys'])[:4])}. Fine-tune it first (run_ner.py) and "
                             "tag with the folder that writes.")
@@ -232,7 +291,10 @@ class Tagger:
             self.accelerator = fresh_accelerator(cpu=True)
             model = int8_linear_layers(model)
         else:
-            precision = inference_precision()
+            # a window of the longest length the texts may fill, for a model that fails in bf16 on long inputs
+            longest = self.tokenizer(["a"] * self.settings.max_length, is_split_into_words=True, truncation=True,
+                                     max_length=self.settings.max_length)["input_ids"]
+            precision = check_bf16_runs(inference_precision(), model, longest, accelerator_type() or "cpu")
             self.accelerator = fresh_accelerator(mixed_precision=precision.mixed_precision)
             log_precision(self.accelerator, precision, "Tagging")
         prepare_device(self.accelerator.device.type)
@@ -268,6 +330,19 @@ class Tagger:
         for i in empty:
             tags[i], probabilities[i] = [], []
         return tags, probabilities
+
+
+def check_trained_head(config, model_name):
+    """Refuse, from config.json alone and so before the weights load, a checkpoint saved without a
+    token-classification head (a base or masked-LM model): its classifier would be random and its labels
+    LABEL_0, ... A config that names no architecture, or that names labels, is left to the check of the
+    loaded weights (the Tagger's missing keys)."""
+    architectures = getattr(config, "architectures", None) or []
+    if architectures and model_label_list(config) is None and not any(
+            name.endswith("ForTokenClassification") for name in architectures):
+        raise UserError(f"'{model_name}' is not a trained token-classification model: its config.json names the "
+                        f"architecture {', '.join(architectures)} and no labels. Fine-tune it first (run_ner.py) and "
+                        "tag with the folder that writes.")
 
 
 def load_pretrained(auto_class, name, **kwargs):

@@ -61,10 +61,12 @@ with collection_paused():  # the libraries' objects live as long as the process 
     )
     from nerkit.schemes import model_scheme
     from nerkit.speed import (
+        check_bf16_runs,
         choose_packing,
         decide_precision,
         forget_other_precision,
         log_precision,
+        longest_input,
         prepare_device,
     )
     from nerkit.workflow import (
@@ -175,7 +177,7 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
     features = encode_splits(splits, tokenizer, config, settings, data_args,
                              lambda: training_args.main_process_first(desc="tokenizing"))
 
-    training_args, precision = choose_precision(training_args, data_args)
+    training_args, precision = choose_precision(training_args, data_args, model, features)
     packer = choose_packing(model, tokenizer, features.get("train") if training_args.do_train else None,
                             data_args.packing, data_args.pad_to_max_length, training_args.device,
                             "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else None)
@@ -210,6 +212,23 @@ def check_arguments(data_args, training_args):
         if not training_args.load_best_model_at_end or training_args.eval_strategy == "no":
             raise UserError("--early_stopping_patience needs --load_best_model_at_end and an --eval_strategy "
                             "(epoch or steps) with the same --save_strategy, and --metric_for_best_model f1.")
+    if training_args.do_train:
+        check_optimizer_installed(training_args)
+
+
+def check_optimizer_installed(training_args):
+    """The Trainer imports --optim's package only when training starts, after --overwrite_output_dir has
+    removed the earlier run's results: a missing package is refused first."""
+    from transformers import Trainer
+
+    try:
+        Trainer.get_optimizer_cls_and_kwargs(training_args)
+    except ImportError as error:
+        optim = getattr(training_args.optim, "value", training_args.optim)
+        raise UserError(f"--optim {optim} needs a package that is not installed: {str(error).rstrip('.')}. Or choose "
+                        "another --optim (the default, adamw_torch_fused, needs nothing more).") from None
+    except Exception:  # noqa: BLE001 -- anything else (GaLore's target modules) the Trainer reports as before
+        pass
 
 
 def keep_token_out_of_files(training_args):
@@ -337,13 +356,15 @@ def check_metric_name(training_args, label_list, data_args):
                         f"reports; use one of: {', '.join(sorted(known))}.")
 
 
-def choose_precision(training_args, data_args):
-    """(training_args, Precision): the run's precision (nerkit.speed.decide_precision) in force in the
-    arguments the Trainer builds its Accelerator from. transformers fixes `mixed_precision` when
-    TrainingArguments is created, so an automatic bf16 builds them again (dataclasses.replace runs their
-    __post_init__), with use_cpu on a CPU, where TrainingArguments accepts bf16 only with it."""
+def choose_precision(training_args, data_args, model, features):
+    """(training_args, Precision): the run's precision (nerkit.speed.decide_precision; an automatic bf16
+    that the model fails in on the run's longest input falls back to fp32) in force in the arguments the
+    Trainer builds its Accelerator from. transformers fixes `mixed_precision` when TrainingArguments is
+    created, so an automatic bf16 builds them again (dataclasses.replace runs their __post_init__), with
+    use_cpu on a CPU, where TrainingArguments accepts bf16 only with it."""
     requested = "fp16" if training_args.fp16 else "bf16" if training_args.bf16 else None
     precision = decide_precision(requested, data_args.auto_mixed_precision, training_args.use_cpu)
+    precision = check_bf16_runs(precision, model, longest_input(features), training_args.device.type)
     if precision.automatic and precision.mixed_precision == "bf16":
         on_cpu = training_args.use_cpu or training_args.device.type == "cpu"
         training_args = dataclasses.replace(training_args, bf16=True, use_cpu=on_cpu)

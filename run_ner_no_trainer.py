@@ -58,11 +58,13 @@ with collection_paused():  # the libraries' objects live as long as the process 
     )
     from nerkit.schemes import model_scheme
     from nerkit.speed import (
+        check_bf16_runs,
         choose_packing,
         decide_precision,
         fresh_accelerator,
         fused_adamw,
         log_precision,
+        longest_input,
         prepare_device,
     )
     from nerkit.workflow import (
@@ -204,7 +206,6 @@ def main(model_args=None, data_args=None, args=None, command=None):
     setup_logging("run_ner_no_trainer", accelerator.is_local_main_process, other_level=logging.ERROR)
     logger.info("Running on %d process(es), device %s.", accelerator.num_processes, accelerator.device)
     training = trains(args)
-    log_precision(accelerator, precision, "Training" if training else "Inference")
     check_hub_for_training(model_args, data_args, args.push_to_hub)
     if data_args.check_data:
         check_data(model_args, data_args, args.output_dir, args.max_length, "--max_length", accelerator.is_main_process)
@@ -222,6 +223,10 @@ def main(model_args=None, data_args=None, args=None, command=None):
     settings = encoding_settings(tokenizer, config, label_list, data_args, args.max_length, flag="--max_length")
     model = load_model(model_args, config, head_reused)
     features = encode_splits(splits, tokenizer, config, settings, data_args, accelerator.main_process_first)
+    fallback = check_bf16_runs(precision, model, longest_input(features), accelerator.device.type)
+    if fallback is not precision:  # the model fails in the automatic bf16: an Accelerator in fp32 instead
+        accelerator, precision = make_accelerator(args, data_args, fallback)
+    log_precision(accelerator, precision, "Training" if training else "Inference")
 
     packer = choose_packing(model, tokenizer, features.get("train"), data_args.packing, data_args.pad_to_max_length,
                             accelerator.device, {"bf16": "bf16", "fp16": "fp16"}.get(accelerator.mixed_precision))
@@ -247,8 +252,8 @@ def main(model_args=None, data_args=None, args=None, command=None):
     finish(run, tokenizer, state, kept_tags, (base_model, command or command_line()))
 
 
-def make_accelerator(args, data_args):
-    """The run's Accelerator, with the precision nerkit.speed.decide_precision chooses (and the reason)."""
+def make_accelerator(args, data_args, precision=None):
+    """(the run's Accelerator, its Precision): `precision`, else what nerkit.speed.decide_precision chooses."""
     log_with = trackers(args.report_to) if args.with_tracking else None
     tracking = {"log_with": log_with, "project_dir": args.output_dir} if log_with else {}
     # A seedable sampler shuffles by (seed, epoch) alone, so a resumed epoch sees the same order.
@@ -256,7 +261,7 @@ def make_accelerator(args, data_args):
     # Under torchrun without CUDA, accelerate 1.15 sets up no distributed state unless asked for the CPU.
     on_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     # No precision flag of its own: `accelerate launch` passes its configuration's, or the automatic choice.
-    precision = decide_precision(None, data_args.auto_mixed_precision, use_cpu=on_cpu)
+    precision = precision or decide_precision(None, data_args.auto_mixed_precision, use_cpu=on_cpu)
     accelerator = fresh_accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
                                     dataloader_config=loader_config, mixed_precision=precision.mixed_precision,
                                     **({"cpu": True} if on_cpu else {}), **tracking)

@@ -287,8 +287,12 @@ def check_run_arguments(data_args, args):
     for flag in ("--per_device_train_batch_size", "--per_device_eval_batch_size", "--gradient_accumulation_steps"):
         at_least(flag, getattr(args, flag[2:]), 1)
     at_least("--num_train_epochs", args.num_train_epochs, 0)  # 0 evaluates and predicts without training
+    at_least("--preprocessing_num_workers", data_args.preprocessing_num_workers, 0, "processes",
+             " 0, or leaving it out, tokenizes in this process.")
     if not args.learning_rate > 0:  # also NaN
         raise UserError(f"--learning_rate must be more than 0, got {args.learning_rate}.")
+    if args.seed is not None and not 0 <= args.seed < 2 ** 32:  # numpy's limits, which set_seed reaches
+        raise UserError(f"--seed must be between 0 and {2 ** 32 - 1}, got {args.seed}.")
 
 
 def check_output_dir(output_dir):
@@ -303,16 +307,24 @@ def check_output_dir(output_dir):
     if blocker is not None:
         raise UserError(f"--output_dir {output_dir} cannot be created: {blocker} is a file, not a folder. Give "
                         "another --output_dir.")
+    folder = nearest_existing(output_dir)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        made = "written to" if folder == os.path.abspath(output_dir) else f"created: {folder} is not writable"
+        raise UserError(f"--output_dir {output_dir} cannot be {made} by this user. Give a folder you can write "
+                        "to, or change its permissions.")
+
+
+def nearest_existing(path):
+    """`path` made absolute if it exists, else its nearest existing parent."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
 
 
 def file_in_the_way(path):
     """The nearest existing part of `path` (itself, else a parent) when it is not a folder, else None."""
-    path = os.path.abspath(path)
-    while not os.path.exists(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            return None
-        path = parent
+    path = nearest_existing(path)
     return None if os.path.isdir(path) else path
 
 

@@ -390,6 +390,50 @@ def decide_precision(requested=None, automatic=True, use_cpu=False):
     return Precision(mixed_precision, reason, automatic=True)
 
 
+def check_bf16_runs(precision, model, input_ids, device_type):
+    """`precision`, or fp32 where bf16 was chosen automatically for the CPU and `model` fails under bf16
+    autocast on `input_ids` (one sequence: the run's longest, where a model may take another attention path,
+    such as BigBird's block-sparse one, whose scatter mixes dtypes). Upstream's default, fp32, would run; a
+    precision the command names is left to fail as it does upstream."""
+    if not (precision.automatic and precision.mixed_precision == "bf16" and device_type == "cpu") or not input_ids:
+        return precision
+    failure = bf16_failure(model, input_ids)
+    if failure is None:
+        return precision
+    logger.warning("The model fails under bf16 autocast on a %d-sub-token input (%s): this run uses fp32.",
+                   len(input_ids), failure)
+    return Precision("no", f"the model fails in bf16 on this CPU ({failure})", automatic=True)
+
+
+def bf16_failure(model, input_ids):
+    """The first line of the error `model` raises for `input_ids` in evaluation under bf16 autocast on the
+    CPU, or None. Evaluation mode draws no dropout, so the run's random numbers are left as they were."""
+    batch = torch.tensor([list(input_ids)])
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            model(input_ids=batch, attention_mask=torch.ones_like(batch))
+    except RuntimeError as error:
+        return str(error).strip().split("\n")[0]
+    finally:
+        model.train(training)
+    return None
+
+
+def longest_input(features):
+    """The input ids of the longest feature among `features` (a dict of splits, `datasets.Dataset`s or
+    lists), or None where there is none."""
+    longest = None
+    for split in features.values():
+        lengths = input_lengths(split)
+        if lengths:
+            index = max(range(len(lengths)), key=lengths.__getitem__)
+            if longest is None or lengths[index] > len(longest):
+                longest = split[index]["input_ids"]
+    return longest
+
+
 def inference_precision():
     """predict_ner's precision, which has no flag of its own: `accelerate launch`'s, else the automatic
     choice (bf16 inference keeps the results, measured in bench/RESULTS.md)."""

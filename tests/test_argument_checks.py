@@ -2,6 +2,7 @@
 before any weights load and before the output folder is touched, as one paragraph naming the flag, with
 exit status 2 and no traceback."""
 
+import importlib.util
 import os
 import stat
 import subprocess
@@ -62,6 +63,8 @@ BAD_NUMBERS = [
     ("--learning_rate", "-1"),
     ("--learning_rate", "0"),
     ("--num_train_epochs", "-1"),
+    ("--preprocessing_num_workers", "-1"),
+    ("--seed", "-1"),
 ]
 
 
@@ -80,6 +83,19 @@ def test_bad_numbers_are_refused_before_the_earlier_results_are_touched(script, 
                                             flag, value))
     assert message.startswith(f"{flag} must be") and value in message
     assert folder_contents(output) == before
+
+
+def test_an_optimizer_whose_package_is_missing_is_refused_before_the_earlier_results_go(tiny_bert, ner_files,
+                                                                                          tmp_path, no_weights):
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        pytest.skip("bitsandbytes is installed here")
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "all_results.json").write_text('{"f1": 0.5}\n', encoding="utf-8")
+    message = refused("run_ner.py", training_argv("run_ner.py", tiny_bert, ner_files, output, "--overwrite_output_dir",
+                                                  "--optim", "adamw_bnb_8bit"))
+    assert "--optim adamw_bnb_8bit needs a package that is not installed" in message and "bitsandbytes" in message
+    assert folder_contents(output) == {"all_results.json": '{"f1": 0.5}\n'}
 
 
 @pytest.mark.parametrize("flag, value, rule", [("--checkpointing_steps", "0", "1 or more"),
@@ -110,6 +126,20 @@ def test_output_dir_that_is_a_file_is_refused(script, check_data, tiny_bert, ner
     message = refused(script, training_argv(script, tiny_bert, ner_files, existing / "run", *flags))
     assert f"{existing} is a file, not a folder" in message and "--output_dir" in message
     assert existing.read_text(encoding="utf-8") == "keep me\n"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_an_output_dir_this_user_cannot_write_is_refused(script, tiny_bert, ner_files, tmp_path, no_weights,
+                                                         monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access  # root may write anywhere, so the permission is refused here instead
+    monkeypatch.setattr(os, "access", lambda path, mode: path != str(locked) and real_access(path, mode))
+    message = refused(script, training_argv(script, tiny_bert, ner_files, locked))
+    assert f"--output_dir {locked} cannot be written to by this user" in message
+    message = refused(script, training_argv(script, tiny_bert, ner_files, locked / "run"))
+    assert f"cannot be created: {locked} is not writable by this user" in message
+    assert not (locked / "run").exists()
 
 
 def test_resume_from_a_folder_that_is_not_a_checkpoint_is_refused(tiny_bert, ner_files, tmp_path, no_weights):

@@ -166,3 +166,58 @@ def test_run_ner_predicts_in_the_precision_it_logs(trained_model, ner_files, tmp
         run(trained_model, tmp_path / "p", "--do_predict", files={"test": ner_files["test"]})
     assert observed.accelerator.mixed_precision == "bf16" and observed.dtypes["inference"] == {torch.bfloat16}
     assert "Inference in bf16" in caplog.text
+
+
+# ---- a model that fails in bf16 ----
+
+@pytest.fixture
+def fails_in_bf16(monkeypatch):
+    """BERT's attention raising as BigBird's block-sparse attention does under bf16 autocast on the CPU."""
+    from transformers.models.bert import modeling_bert
+
+    original = modeling_bert.BertSelfAttention.forward
+
+    def forward(self, *args, **kwargs):
+        if torch.is_autocast_enabled("cpu"):
+            raise RuntimeError("scatter(): Expected self.dtype to be equal to src.dtype")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_bert.BertSelfAttention, "forward", forward)
+    monkeypatch.setenv(speed.AUTO_PRECISION_VARIABLE, "bf16")
+
+
+def test_a_model_that_fails_in_the_automatic_bf16_trains_in_fp32(tiny_bert, ner_files, tmp_path, fails_in_bf16,
+                                                                  observe, caplog):
+    for number, script in enumerate((run_ner, run_ner_no_trainer)):
+        observed = observe(script)
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            if script is run_ner:
+                run(tiny_bert, tmp_path / str(number), "--do_train", "--num_train_epochs", "1",
+                    files={"train": ner_files["train"]})
+            else:
+                run_loop(tiny_bert, tmp_path / str(number), {"train": ner_files["train"]})
+        assert observed.accelerator.mixed_precision == "no" and observed.dtypes["training"] == {torch.float32}
+        assert "The model fails under bf16 autocast on a" in caplog.text
+        assert "Training in fp32 (the model fails in bf16 on this CPU (scatter(): Expected" in caplog.text
+
+
+def test_a_tagger_that_fails_in_the_automatic_bf16_tags_in_fp32(trained_model, fails_in_bf16):
+    tagger = predict_ner.Tagger(trained_model, None, 64, 8, "viterbi")
+    assert tagger.accelerator.mixed_precision == "no"
+    tags, _ = tagger.tag([text.split() for text in TEXTS])
+    assert [len(words) for words in tags] == [len(text.split()) for text in TEXTS]
+
+
+def test_only_an_automatic_bf16_falls_back(tiny_bert, fails_in_bf16):
+    from transformers import AutoModelForTokenClassification
+
+    model = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3).train()
+    named = speed.Precision("bf16", "--bf16", automatic=False)
+    assert speed.check_bf16_runs(named, model, [2, 7, 3], "cpu") is named  # fails later, as upstream's would
+    automatic = speed.Precision("bf16", "this CPU has bf16 matrix instructions", automatic=True)
+    assert speed.check_bf16_runs(automatic, model, [2, 7, 3], "cuda") is automatic  # probed on the CPU only
+    assert speed.check_bf16_runs(automatic, model, None, "cpu") is automatic  # nothing to run it on
+    state = torch.get_rng_state()
+    assert speed.check_bf16_runs(automatic, model, [2, 7, 3], "cpu").mixed_precision == "no"
+    assert torch.equal(torch.get_rng_state(), state) and model.training  # the run's random numbers are kept

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -281,3 +282,154 @@ def test_the_default_batch_is_small_on_a_cpu_in_fp32_and_large_in_bf16_or_on_a_g
         tagger = predict_ner.Tagger(trained_model, None, 64, None, "viterbi")
         assert tagger.accelerator.mixed_precision == ("bf16" if forced == "bf16" else "no")
         assert tagger.batch_size == expected
+
+
+def refused(*flags, prefix=()):
+    """Run predict_ner.py with `flags` (its --model a folder that does not exist, so a refusal that came
+    after the model would load says so instead); assert a refusal and return its message."""
+    command = [*prefix, sys.executable, os.path.join(ROOT, "predict_ner.py"), "--model", "/no/such/model", *flags]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "/no/such/model" not in result.stderr and result.stdout == ""
+    return " ".join(result.stderr.split())  # one paragraph, whatever the wrapping
+
+
+def test_an_output_that_is_the_input_is_refused_and_the_input_kept(tmp_path):
+    source = tmp_path / "input.txt"
+    source.write_text(TEXTS[0] + "\n", encoding="utf-8")
+    message = refused("--input", str(source), "--output", str(source))
+    assert "same file as --input" in message and f"--output {source}" in message
+    (tmp_path / "link.jsonl").symlink_to(source)  # another name for the same file
+    with pytest.raises(predict_ner.UserError, match="same file as --input"):
+        predict_ner.parse_options(["--model", "m", "--input", str(source), "--output", str(tmp_path / "link.jsonl")])
+    assert source.read_text(encoding="utf-8") == TEXTS[0] + "\n"
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("folder", None, ["--input", "is a folder", "takes one file"]),
+    ("table.parquet", b"PAR1\x15\x04", ["does not read .parquet files", "JSON Lines", "--format"]),
+    ("table.csv", b'tokens,ner_tags\n"[""EU""]","[""B-ORG""]"\n', ["does not read .csv files", "CoNLL-U"]),
+])
+def test_an_input_of_a_kind_it_does_not_read_is_refused(tmp_path, name, content, words):
+    path = tmp_path / name
+    path.mkdir() if content is None else path.write_bytes(content)
+    message = refused("--input", str(path))
+    assert str(path) in message and all(word in message for word in words), message
+
+
+def test_a_table_named_as_text_by_format_is_read_as_lines(tmp_path):
+    path = tmp_path / "notes.csv"
+    path.write_text("EU rejects German call\n", encoding="utf-8")
+    assert predict_ner.read_documents(str(path), "text") == [{"text": "EU rejects German call"}]
+
+
+def unprivileged():
+    """A command prefix under which file permissions hold: root ignores them unless it drops its capabilities."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permissions cannot be made to hold")
+    return ["setpriv", "--bounding-set=-all", "--inh-caps=-all"]
+
+
+@pytest.mark.parametrize("case", ["unreadable input", "read-only output folder", "output under a read-only folder"])
+def test_files_without_permission_are_refused_before_the_model_loads(tmp_path, case):
+    source, locked = tmp_path / "input.txt", tmp_path / "locked"
+    source.write_text(TEXTS[0] + "\n", encoding="utf-8")
+    locked.mkdir()
+    output = locked / ("out.jsonl" if case == "read-only output folder" else "new/out.jsonl")
+    (source if case == "unreadable input" else locked).chmod(0o000 if case == "unreadable input" else 0o555)
+    try:
+        if case == "unreadable input":
+            message = refused("--input", str(source), prefix=unprivileged())
+            assert f"The input file {source} cannot be read (Permission denied)" in message
+        else:
+            message = refused("--input", str(source), "--output", str(output), prefix=unprivileged())
+            assert f"--output {output} cannot be written" in message and f"the folder {locked} " in message
+    finally:
+        source.chmod(0o644), locked.chmod(0o755)
+    assert not any(locked.iterdir())
+
+
+def test_an_input_that_cannot_be_read_names_the_file(tmp_path, monkeypatch):
+    """The same without depending on who runs the tests: open() fails as it does for a file without read
+    permission."""
+    def forbidden(path, *args):
+        raise PermissionError(13, "Permission denied", path)
+
+    path = tmp_path / "input.txt"
+    path.write_text("EU rejects German call\n", encoding="utf-8")
+    monkeypatch.setattr(predict_ner, "open", forbidden, raising=False)
+    with pytest.raises(predict_ner.UserError, match=re.escape(f"The input file {path} cannot be read (Permission")):
+        predict_ner.read_documents(str(path), "auto")
+
+
+def test_an_output_in_folders_still_to_be_made_is_accepted(tmp_path):
+    options = predict_ner.parse_options(["--model", "m", "--output", str(tmp_path / "new" / "deeper" / "out.jsonl")])
+    predict_ner.check_options(options)  # write_atomic makes the folders: only tmp_path must be writable
+
+
+@pytest.mark.parametrize("lines, conll", [
+    (["John B-PER", "Smith I-PER", "works O", "", "Mary B-PER", "left O"], True),  # spaces, as run_ner.py reads
+    (["-DOCSTART- -X- -X- O", "", "EU NNP B-NP B-ORG", "rejects VBZ B-VP O"], True),  # CoNLL-2003's four columns
+    (["John\tB-PER", "lives\tO"], True),  # tabs
+    (["John\tNNP", "lives\tVBZ"], True),  # tabs need no tags: prose rarely holds them
+    (["Hello world", "Good night", "", "See you"], False),  # two-word prose
+    (["Plan B", "Vitamin C"], False),  # B alone is no tag
+    (["Hello O", "Oh O"], False),  # no entity tag anywhere
+    (["We flew a B-52"], False),  # one line ending in something tag-shaped
+    (["John B-PER", "lives in Paris O"], False),  # lines of different widths
+    (["John", "Smith"], False),  # one column
+])
+def test_conll_files_are_told_from_prose(lines, conll):
+    assert predict_ner.looks_like_conll(lines) is conll
+
+
+def test_a_space_separated_conll_text_file_is_refused_unless_format_says_what_it_is(tmp_path):
+    path = tmp_path / "spaces.txt"
+    path.write_text("John B-PER\nSmith I-PER\n\nMary B-PER\n", encoding="utf-8")
+    message = refused("--input", str(path))
+    assert "looks like a CoNLL column file" in message and "--format conll" in message
+    assert predict_ner.read_documents(str(path), "conll") == [{"tokens": ["John", "Smith"]}, {"tokens": ["Mary"]}]
+    assert predict_ner.read_documents(str(path), "text")[0] == {"text": "John B-PER"}
+
+
+@pytest.mark.parametrize("architectures, labels, refused_early", [
+    (["BertForMaskedLM"], None, True),  # a pretrained base: no head, placeholder labels
+    (["BertModel"], None, True),
+    (["BertForTokenClassification"], None, False),  # a head without names: the weights decide
+    (["BertForMaskedLM"], ["O", "B-PER", "I-PER"], False),  # names but no head: the weights decide
+    (None, None, False),  # a config that names no architecture
+])
+def test_a_model_without_a_head_is_told_by_its_config(architectures, labels, refused_early):
+    from transformers import BertConfig
+
+    config = BertConfig(architectures=architectures, **({"id2label": dict(enumerate(labels))} if labels else {}))
+    if refused_early:
+        with pytest.raises(predict_ner.UserError, match="not a trained token-classification model.*config.json"):
+            predict_ner.check_trained_head(config, "base")
+    else:
+        predict_ner.check_trained_head(config, "base")
+
+
+def test_a_masked_lm_checkpoint_is_refused_before_its_weights_load(tiny_bert, monkeypatch):
+    from transformers import AutoModelForTokenClassification
+
+    monkeypatch.setattr(AutoModelForTokenClassification, "from_pretrained",
+                        lambda *args, **kwargs: pytest.fail("the weights loaded before the refusal"))
+    with pytest.raises(predict_ner.UserError, match="names the architecture BertForMaskedLM and no labels"):
+        predict_ner.Tagger(tiny_bert, None, 64, 8, "viterbi")
+
+
+@pytest.mark.parametrize("slow", [False, True])
+def test_a_tokenizer_problem_names_only_flags_predict_ner_has(tiny_bert, tmp_path, slow):
+    """A folder without tokenizer files, or with a slow-only tokenizer (ByT5's has no fast version): the
+    advice names --model."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    shutil.copy(os.path.join(tiny_bert, "config.json"), folder)
+    if slow:
+        (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "ByT5Tokenizer"}))
+    with pytest.raises(predict_ner.UserError, match="holds no tokenizer" if not slow else "not a fast") as error:
+        predict_ner.Tagger(str(folder), None, 64, 8, "viterbi")
+    assert "--model" in str(error.value) and "--tokenizer_name" not in str(error.value), str(error.value)
