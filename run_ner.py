@@ -45,7 +45,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.embedding_rows import fold_rows, record_rows, train_used_rows, why_whole_table
     from nerkit.errors import UserError, exit_on_user_error
     from nerkit.hub import check_hub_for_training
-    from nerkit.labels import outside_label
+    from nerkit.labels import check_checkpoint_labels, outside_label
     from nerkit.metrics import EntityScorer, entity_type
     from nerkit.modeling import load_model
     from nerkit.outputs import clear_earlier_run, save_results, timing_metrics, write_predictions
@@ -172,6 +172,8 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
     splits, declared = read_data(data_args, model_args, needed)
     tokenizer, config, label_list, head_reused = load_tokenizer_and_labels(model_args, data_args, splits, declared)
     check_metric_name(training_args, label_list, data_args)
+    if training_args.do_train:
+        check_checkpoint_labels(checkpoint, label_list)
     settings = encoding_settings(tokenizer, config, label_list, data_args, data_args.max_seq_length)
     model = load_model(model_args, config, head_reused, training_args.do_train)
     features = encode_splits(splits, tokenizer, config, settings, data_args,
@@ -214,6 +216,19 @@ def check_arguments(data_args, training_args):
                             "(epoch or steps) with the same --save_strategy, and --metric_for_best_model f1.")
     if training_args.do_train:
         check_optimizer_installed(training_args)
+    check_reporting_installed(training_args.report_to)
+
+
+def check_reporting_installed(report_to):
+    """The Trainer builds --report_to's callbacks after the model loads: a tracker whose package is not
+    installed is refused first."""
+    from transformers.integrations import get_available_reporting_integrations
+
+    missing = [name for name in report_to or () if name not in get_available_reporting_integrations()]
+    if missing:
+        raise UserError(f"--report_to {' '.join(missing)}: not installed here (pip install {' '.join(missing)}), or "
+                        "report elsewhere: --report_to none, or a tracker that is installed "
+                        f"({', '.join(get_available_reporting_integrations()) or 'none is'}).")
 
 
 def check_optimizer_installed(training_args):

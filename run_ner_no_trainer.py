@@ -723,8 +723,17 @@ def push(args):
 
 def parse_command_line(argv):
     """(model_args, data_args, loop args, the command as the model card shows it)."""
+    precision = [arg for arg in argv if arg.split("=")[0] in PRECISION_FLAGS]
+    if precision:  # the Trainer's flags, which upstream's loop has never had either
+        raise UserError(f"{precision[0].split('=')[0]}: run_ner_no_trainer.py takes its precision from `accelerate "
+                        "launch --mixed_precision fp16|bf16|no run_ner_no_trainer.py ...` (or its configuration), "
+                        "and without it chooses one itself (bf16 where the hardware has it, see "
+                        "--no_auto_mixed_precision). Drop the flag.")
     arguments = parse_arguments((NoTrainerModelArguments, DataTrainingArguments, LoopArguments), argv)
     return (*arguments, command_line(["run_ner_no_trainer.py", *argv]))
+
+
+PRECISION_FLAGS = ("--fp16", "--bf16", "--mixed_precision")
 
 
 def cli(argv=None):

@@ -257,6 +257,7 @@ class BriefErrors:
     the error last; here the error alone, as a `UserError` (one paragraph, exit status 2)."""
 
     def error(self, message):
+        message = message.rstrip(".")  # some of argparse's messages end in a full stop, most do not
         raise UserError(f"{message[:1].upper()}{message[1:]}. Run with --help to see all flags.")
 
 
@@ -357,6 +358,9 @@ def parse_arguments(dataclass_types, argv, defaults=None):
         raise UserError(f"The configuration file {argv[0]} is not valid JSON: {error}.") from None
     except (ValueError, TypeError) as error:
         raise UserError(f"Invalid arguments: {error}") from None
+    except ImportError as error:  # TrainingArguments checks some packages at once (--deepspeed's)
+        raise UserError(f"The arguments need a package that is not installed: {str(error).rstrip('. ')}. Install "
+                        "it, or leave out the flag that needs it.") from None
 
 
 def launcher_defaults():

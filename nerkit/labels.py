@@ -90,3 +90,27 @@ def inside_label_ids(label_list):
 def outside_label(label_list):
     """The label for a word the model never saw (no sub-tokens): 'O' when there is one, else the first."""
     return "O" if "O" in label_list else label_list[0]
+
+
+def check_checkpoint_labels(checkpoint, label_list):
+    """Refuse, before any weights load, to resume training from a checkpoint whose head was trained for
+    other labels than this run's (the data changed since): loading its state would fail on the classifier's
+    shape, or worse, give its rows other meanings. A checkpoint without a config.json (the Accelerate loop's)
+    is left to the loading."""
+    import json
+    import os
+
+    path = os.path.join(checkpoint, "config.json") if checkpoint else None
+    if path is None or not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        id2label = json.load(handle).get("id2label") or {}
+    names = [id2label[key] for key in sorted(id2label, key=int)]
+    placeholders = all(PLACEHOLDER_LABEL.match(str(name)) for name in names)
+    if names and (len(names) != len(label_list) if placeholders else names != list(label_list)):
+        raise UserError(f"The checkpoint {checkpoint} was trained for {len(names)} labels ({', '.join(names[:8])}"
+                        f"{', ...' if len(names) > 8 else ''}), but this run's data give {len(label_list)} "
+                        f"({', '.join(label_list[:8])}{', ...' if len(label_list) > 8 else ''}), so it cannot be "
+                        "resumed. Resume with the data it was trained on, or train afresh: leave out "
+                        "--resume_from_checkpoint, with --overwrite_output_dir where --output_dir holds the "
+                        "earlier run.")

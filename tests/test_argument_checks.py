@@ -3,6 +3,7 @@ before any weights load and before the output folder is touched, as one paragrap
 exit status 2 and no traceback."""
 
 import importlib.util
+import json
 import os
 import stat
 import subprocess
@@ -98,6 +99,29 @@ def test_an_optimizer_whose_package_is_missing_is_refused_before_the_earlier_res
     assert folder_contents(output) == {"all_results.json": '{"f1": 0.5}\n'}
 
 
+@pytest.mark.parametrize("flags, package, said", [
+    (["--report_to", "wandb"], "wandb", "--report_to wandb: not installed here (pip install wandb)"),
+    (["--deepspeed", "ds_config.json"], "deepspeed", "The arguments need a package that is not installed"),
+])
+def test_a_flag_whose_package_is_missing_is_refused_before_any_weights_load(flags, package, said, tiny_bert, ner_files,
+                                                                            tmp_path, no_weights, monkeypatch):
+    if importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed here")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ds_config.json").write_text('{"train_micro_batch_size_per_gpu": "auto"}', encoding="utf-8")
+    argv = training_argv("run_ner.py", tiny_bert, ner_files, tmp_path / "out") + flags  # the last --report_to wins
+    message = refused("run_ner.py", argv)
+    assert said in message and package in message and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag", ["--fp16", "--bf16=true"])
+def test_the_loop_answers_the_trainers_precision_flags_with_accelerate_launch(flag, tiny_bert, ner_files, tmp_path):
+    message = refused("run_ner_no_trainer.py", training_argv("run_ner_no_trainer.py", tiny_bert, ner_files,
+                                                             tmp_path / "out", flag))
+    assert message.startswith(f"{flag.split('=')[0]}: run_ner_no_trainer.py takes its precision from `accelerate "
+                              "launch --mixed_precision")
+
+
 @pytest.mark.parametrize("flag, value, rule", [("--checkpointing_steps", "0", "1 or more"),
                                                ("--max_train_steps", "0", "1 or more")])
 def test_the_loops_own_step_counts_are_refused(flag, value, rule, tiny_bert, ner_files, tmp_path, no_weights):
@@ -150,6 +174,17 @@ def test_resume_from_a_folder_that_is_not_a_checkpoint_is_refused(tiny_bert, ner
                                                   "--resume_from_checkpoint", str(folder)))
     assert f"--resume_from_checkpoint {folder} is not a complete checkpoint" in message
     assert "trainer_state.json" in message and not (tmp_path / "out").exists()
+
+
+def test_resuming_a_checkpoint_trained_for_other_labels_is_refused(tiny_bert, ner_files, tmp_path, no_weights):
+    checkpoint = tmp_path / "earlier" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text('{"global_step": 2, "max_steps": 10}', encoding="utf-8")
+    (checkpoint / "config.json").write_text(json.dumps({"id2label": {"0": "B-MISC", "1": "O"}}), encoding="utf-8")
+    message = refused("run_ner.py", training_argv("run_ner.py", tiny_bert, ner_files, tmp_path / "out",
+                                                  "--resume_from_checkpoint", str(checkpoint)))
+    assert f"The checkpoint {checkpoint} was trained for 2 labels (B-MISC, O), but this run's data give" in message
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
