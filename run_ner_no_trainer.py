@@ -350,8 +350,14 @@ def checkpoint_to_resume(args, data_args):
                             "written by this script (step_N or epoch_N with loop_state.json).")
         return args.resume_from_checkpoint
     if os.path.isdir(output_dir) and os.listdir(output_dir) and not data_args.overwrite_output_dir:
-        hint = " It holds checkpoints: add --resume_from_checkpoint latest to continue." if checkpoints_in(
-            output_dir) else ""
+        if os.path.isfile(os.path.join(output_dir, "train_results.json")):  # written once training is over
+            hint = (" It holds a finished run (train_results.json): resuming it would train nothing; to evaluate or "
+                    f"predict with its model, give --model_name_or_path {output_dir} --num_train_epochs 0 and another "
+                    "--output_dir.")
+        elif checkpoints_in(output_dir):
+            hint = " It holds checkpoints: add --resume_from_checkpoint latest to continue."
+        else:
+            hint = ""
         raise UserError(f"The output folder {output_dir} already exists and is not empty.{hint} Otherwise choose "
                         "another --output_dir, or add --overwrite_output_dir to train into it from the start.")
     return None

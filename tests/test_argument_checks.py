@@ -187,6 +187,17 @@ def test_resuming_a_checkpoint_trained_for_other_labels_is_refused(tiny_bert, ne
     assert not (tmp_path / "out").exists()
 
 
+def test_the_loop_tells_a_finished_run_from_one_to_resume(tiny_bert, ner_files, tmp_path, no_weights):
+    output = tmp_path / "out"
+    (output / "step_1").mkdir(parents=True)
+    (output / "step_1" / "loop_state.json").write_text('{"completed_steps": 1}', encoding="utf-8")
+    message = refused("run_ner_no_trainer.py", training_argv("run_ner_no_trainer.py", tiny_bert, ner_files, output))
+    assert "It holds checkpoints: add --resume_from_checkpoint latest to continue" in message
+    (output / "train_results.json").write_text('{"train_loss": 0.5}', encoding="utf-8")
+    message = refused("run_ner_no_trainer.py", training_argv("run_ner_no_trainer.py", tiny_bert, ner_files, output))
+    assert "It holds a finished run (train_results.json)" in message and "--resume_from_checkpoint" not in message
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_a_folder_given_as_data_file_is_called_a_folder(script, tiny_bert, ner_files, tmp_path, no_weights):
     argv = training_argv(script, tiny_bert, ner_files, tmp_path / "out")
