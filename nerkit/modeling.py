@@ -117,3 +117,37 @@ def reset_head(model):
                     module.bias.zero_()
             elif hasattr(module, "reset_parameters"):
                 module.reset_parameters()
+
+
+HEADS = ("classifier.weight", "score.weight")  # what transformers' token-classification heads are named
+
+
+def saved_head_size(name_or_path):
+    """The rows of the classification head a local folder's model.safetensors holds, read from the file's
+    header (no weight is loaded), or None: no such file (a hub id, a .bin or sharded checkpoint), no head in
+    it (a base or masked-LM model, whose head is new), or a file that loading will report."""
+    import os
+
+    from safetensors import safe_open
+
+    path = os.path.join(name_or_path, "model.safetensors")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with safe_open(path, framework="pt") as handle:
+            heads = [key for key in handle.keys() if key.endswith(HEADS)]
+            return handle.get_slice(heads[0]).get_shape()[0] if len(heads) == 1 else None
+    except Exception:  # noqa: BLE001 -- a broken file is for from_pretrained to report, with its own words
+        return None
+
+
+def check_unnamed_head(model_name, label_list, ignore_mismatched_sizes, training=True):
+    """Refuse, before any weights load, a saved head whose labels have no names (LABEL_0, ...) and whose size
+    is not the data's: its weights cannot be loaded into a head for these labels."""
+    size = None if ignore_mismatched_sizes else saved_head_size(model_name)
+    if size is None or size == len(label_list):
+        return
+    fix = ("Add --ignore_mismatched_sizes to train a new head for the data's labels." if training else
+           "It cannot score these data; fine-tune it on them first (--do_train --ignore_mismatched_sizes).")
+    raise UserError(f"The classification head of {model_name} has {size} labels without names (LABEL_0, ...), "
+                    f"and the data has {len(label_list)}. {fix}")

@@ -18,7 +18,7 @@ from .decoding import WordDecoder, collect_words
 from .errors import UserError
 from .labels import choose_label_list, data_label_list, inside_label_ids, model_label_list, outside_label
 from .metrics import check_strict_mode, entity_scores
-from .modeling import load_config, set_labels
+from .modeling import check_unnamed_head, load_config, set_labels
 from .schemes import decide_scheme, saved_scheme
 from .summary import log_summary
 from .tokenization import EncodingSettings, encode_split, load_fast_tokenizer, window_length
@@ -112,6 +112,9 @@ def load_tokenizer_and_labels(model_args, data_args, splits, declared):
                         "validation data, or a fine-tuned model.")
     label_list, head_reused = choose_label_list(data_labels, model_labels, model_args.ignore_mismatched_sizes,
                                                 model_args.model_name_or_path, training="train" in splits)
+    if model_args.model_name_or_path and model_labels is None:
+        check_unnamed_head(model_args.model_name_or_path, label_list, model_args.ignore_mismatched_sizes,
+                           training="train" in splits)
     logger.info("%d labels: %s", len(label_list), ", ".join(label_list))
     # A fine-tuned head keeps the scheme it was trained in, unless the training tags say otherwise; the data's
     # tags are read with any the head does not know (a run that only scores may have them).

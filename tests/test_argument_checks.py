@@ -198,6 +198,25 @@ def test_the_loop_tells_a_finished_run_from_one_to_resume(tiny_bert, ner_files, 
     assert "It holds a finished run (train_results.json)" in message and "--resume_from_checkpoint" not in message
 
 
+@pytest.fixture
+def unnamed_head(tiny_bert, tmp_path):
+    """A token-classification checkpoint whose 3 labels have no names (LABEL_0, ...)."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    folder = tmp_path / "unnamed-head"
+    AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_an_unnamed_head_of_another_size_is_refused_before_its_weights_load(script, unnamed_head, ner_files,
+                                                                           tmp_path, no_weights):
+    message = refused(script, training_argv(script, unnamed_head, ner_files, tmp_path / "out"))
+    assert f"The classification head of {unnamed_head} has 3 labels without names (LABEL_0, ...)" in message
+    assert "Add --ignore_mismatched_sizes" in message and not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_a_folder_given_as_data_file_is_called_a_folder(script, tiny_bert, ner_files, tmp_path, no_weights):
     argv = training_argv(script, tiny_bert, ner_files, tmp_path / "out")
