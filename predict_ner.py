@@ -23,7 +23,7 @@ import sys
 from nerkit.startup import collection_paused, skip_collection_at_exit
 
 with collection_paused():  # what the imports make lives as long as the process (nerkit/startup.py)
-    from nerkit.arguments import BriefErrors, at_least, file_in_the_way, nearest_existing
+    from nerkit.arguments import BriefErrors, at_least, file_in_the_way, unwritable_folder
     from nerkit.data import Split, parse_conll, parse_conllu
     from nerkit.errors import UserError, exit_on_user_error
     from nerkit.hub import hub_names, offline_unless_reachable
@@ -128,8 +128,8 @@ def check_options(options):
                         "would replace the text they are found in. Give another --output, or leave it out to "
                         "write to standard output.")
     # the output's folder, or where that does not exist yet, the parent write_atomic creates the rest in
-    folder = nearest_existing(os.path.dirname(os.path.abspath(options.output)))
-    if not os.access(folder, os.W_OK | os.X_OK):  # else it fails once every document is tagged
+    folder = unwritable_folder(os.path.dirname(os.path.abspath(options.output)))
+    if folder is not None:  # else it fails once every document is tagged
         raise UserError(f"--output {options.output} cannot be written: files cannot be created in the folder "
                         f"{folder} (its permissions, or a read-only disk, do not allow it). Give an --output in a "
                         "folder you can write to, or leave it out to write to standard output.")

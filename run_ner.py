@@ -224,11 +224,12 @@ def check_reporting_installed(report_to):
     installed is refused first."""
     from transformers.integrations import get_available_reporting_integrations
 
-    missing = [name for name in report_to or () if name not in get_available_reporting_integrations()]
+    installed = get_available_reporting_integrations()
+    missing = [name for name in report_to or () if name not in installed]
     if missing:
         raise UserError(f"--report_to {' '.join(missing)}: not installed here (pip install {' '.join(missing)}), or "
                         "report elsewhere: --report_to none, or a tracker that is installed "
-                        f"({', '.join(get_available_reporting_integrations()) or 'none is'}).")
+                        f"({', '.join(installed) or 'none is'}).")
 
 
 def check_optimizer_installed(training_args):

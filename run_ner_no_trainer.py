@@ -727,6 +727,9 @@ def push(args):
                       ignore_patterns=["step_*", "epoch_*"])
 
 
+PRECISION_FLAGS = ("--fp16", "--bf16", "--mixed_precision")  # the Trainer's and AutoTrain's, not the loop's
+
+
 def parse_command_line(argv):
     """(model_args, data_args, loop args, the command as the model card shows it)."""
     precision = [arg for arg in argv if arg.split("=")[0] in PRECISION_FLAGS]
@@ -737,9 +740,6 @@ def parse_command_line(argv):
                         "--no_auto_mixed_precision). Drop the flag.")
     arguments = parse_arguments((NoTrainerModelArguments, DataTrainingArguments, LoopArguments), argv)
     return (*arguments, command_line(["run_ner_no_trainer.py", *argv]))
-
-
-PRECISION_FLAGS = ("--fp16", "--bf16", "--mixed_precision")
 
 
 def cli(argv=None):

@@ -308,8 +308,8 @@ def check_output_dir(output_dir):
     if blocker is not None:
         raise UserError(f"--output_dir {output_dir} cannot be created: {blocker} is a file, not a folder. Give "
                         "another --output_dir.")
-    folder = nearest_existing(output_dir)
-    if not os.access(folder, os.W_OK | os.X_OK):
+    folder = unwritable_folder(output_dir)
+    if folder is not None:
         made = "written to" if folder == os.path.abspath(output_dir) else f"created: {folder} is not writable"
         raise UserError(f"--output_dir {output_dir} cannot be {made} by this user. Give a folder you can write "
                         "to, or change its permissions.")
@@ -321,6 +321,13 @@ def nearest_existing(path):
     while not os.path.exists(path) and os.path.dirname(path) != path:
         path = os.path.dirname(path)
     return path
+
+
+def unwritable_folder(path):
+    """The folder `path` is (or the nearest existing parent, where the rest would be made) when this user
+    cannot create files in it, else None."""
+    folder = nearest_existing(path)
+    return None if os.access(folder, os.W_OK | os.X_OK) else folder
 
 
 def file_in_the_way(path):

@@ -99,15 +99,16 @@ def check_checkpoint_labels(checkpoint, label_list):
     is left to the loading."""
     import json
     import os
+    from types import SimpleNamespace
 
     path = os.path.join(checkpoint, "config.json") if checkpoint else None
     if path is None or not os.path.isfile(path):
         return
     with open(path, encoding="utf-8") as handle:
-        id2label = json.load(handle).get("id2label") or {}
-    names = [id2label[key] for key in sorted(id2label, key=int)]
-    placeholders = all(PLACEHOLDER_LABEL.match(str(name)) for name in names)
-    if names and (len(names) != len(label_list) if placeholders else names != list(label_list)):
+        id2label = {int(key): name for key, name in (json.load(handle).get("id2label") or {}).items()}
+    names = [id2label[key] for key in sorted(id2label)]
+    named = model_label_list(SimpleNamespace(id2label=id2label))  # None for placeholders: only the count counts
+    if names and (len(names) != len(label_list) if named is None else named != list(label_list)):
         raise UserError(f"The checkpoint {checkpoint} was trained for {len(names)} labels ({', '.join(names[:8])}"
                         f"{', ...' if len(names) > 8 else ''}), but this run's data give {len(label_list)} "
                         f"({', '.join(label_list[:8])}{', ...' if len(label_list) > 8 else ''}), so it cannot be "
