@@ -43,6 +43,7 @@ FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".conll": "conll", ".iob": "conl
 NOT_READ = (".csv", ".tsv", ".parquet", ".arrow", ".feather", ".xlsx", ".xls", ".ods", ".docx", ".pdf", ".gz",
             ".zip")
 CONLL_SAMPLE = 200  # lines looked at to tell a CoNLL file from prose
+ALL_O_LINES = 20  # token lines that all end in O, and so read as a tagged file without entities
 
 
 def main(options):
@@ -63,7 +64,7 @@ def main(options):
     library_messages_once()
     if not interactive():
         transformers_logging.disable_progress_bar()
-    documents = read_documents(options.input, options.format)
+    documents = read_documents(options.input, options.format, saved_labels(options.model))
     offline_unless_reachable(hub_names(options.model))
     words, offsets = zip(*(split_words(document, options.split) for document in documents)) if documents else ((), ())
     tagger = Tagger(options.model, options.max_length, options.stride, options.batch_size, options.decoding,
@@ -140,10 +141,10 @@ def same_file(first, second):
     return os.path.exists(first) and os.path.exists(second) and os.path.samefile(first, second)
 
 
-def read_documents(path, kind):
+def read_documents(path, kind, labels=frozenset()):
     """One document per input line (per sentence of a CoNLL or CoNLL-U file), as a dict: {"text": str} or
     {"tokens": [...]} (pre-split words, text joined by spaces); a blank line is an empty document, so output
-    line N answers input line N."""
+    line N answers input line N. `labels`, the model's, help tell a CoNLL file from text (looks_like_conll)."""
     guessed = kind == "auto"
     kind = input_format(path) if guessed else kind
     data = read_input(path)
@@ -161,7 +162,7 @@ def read_documents(path, kind):
     if kind == "jsonl":
         return [json_document(line, path, number) if line.strip() else {"text": ""}
                 for number, line in enumerate(lines, start=1)]
-    if guessed and looks_like_conll(lines):  # --format text says to tag the lines as they are
+    if guessed and looks_like_conll(lines, labels):  # --format text says to tag the lines as they are
         raise UserError(f"{name} looks like a CoNLL column file (a word and its tags on each line, separated by "
                         "tabs or spaces), which would be tagged line by line as text. Pass --format conll to tag its "
                         "words sentence by sentence, or --format text to tag each line as it is.")
@@ -198,13 +199,16 @@ def read_input(path):
                         "give another --input.") from None
 
 
-def looks_like_conll(lines):
+def looks_like_conll(lines, labels=frozenset()):
     """Whether the first lines read as a CoNLL column file, split into cells the way the training scripts
     read a .txt (nerkit.data.parse_conll: at tabs, else at spaces; one width for every token line;
     -DOCSTART- skipped), with two columns or more and either
     - a tab on every line and a single word in every first cell (prose rarely holds tabs), or
-    - a tag (O, B-X, I-X, E-X, S-X, L-X, U-X) last on every token line, some of them not O, on two lines or
-      more: prose has lines of two words ("Hello world") but not every line ending in a tag."""
+    - a tag last on every token line, on two lines or more: O, B-X, I-X, E-X, S-X, L-X, U-X or one of the
+      model's `labels` (POS tags such as NN). Prose has lines of two words ("Hello world") but not every
+      line ending in a tag. Lines ending in O alone ("Hello O", "Oh O") count only where the model has the
+      label O or there are ALL_O_LINES of them: a tagged file can open with many sentences without an
+      entity."""
     sample = lines[:CONLL_SAMPLE]
     try:
         sentences, _ = parse_conll("input", "\n".join(sample))
@@ -216,7 +220,20 @@ def looks_like_conll(lines):
         return False
     if all("\t" in line for line in sample if line.strip()) and all(len(word.split()) == 1 for word in words):
         return True
-    return len(tags) > 1 and all(tag == "O" or split_label(tag)[0] for tag in tags) and set(tags) != {"O"}
+    if len(tags) < 2 or not all(tag == "O" or split_label(tag)[0] or tag in labels for tag in tags):
+        return False
+    return set(tags) != {"O"} or "O" in labels or len(tags) >= ALL_O_LINES
+
+
+def saved_labels(model):
+    """The label names in config.json of a model folder on disk, read before the model loads; nothing for a
+    hub id or a config without them."""
+    try:
+        with open(os.path.join(model, "config.json"), encoding="utf-8") as handle:
+            id2label = json.load(handle).get("id2label")
+        return frozenset(str(name) for name in id2label.values())
+    except (OSError, ValueError, AttributeError):  # no such file, not JSON, not a mapping
+        return frozenset()
 
 
 def input_lines(text):

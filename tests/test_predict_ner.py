@@ -385,6 +385,43 @@ def test_conll_files_are_told_from_prose(lines, conll):
     assert predict_ner.looks_like_conll(lines) is conll
 
 
+@pytest.mark.parametrize("lines, labels, conll", [
+    (["The DT", "cat NN", "sat VBD"], {"DT", "NN", "VBD", "IN"}, True),  # POS tags: the model's labels
+    (["The DT", "cat NN", "sat VBD"], set(), False),  # the same, for a model whose labels are unknown
+    (["Hello O", "Oh O"], {"O", "B-PER", "I-PER"}, True),  # only O, but the model tags O
+    (["Hello world", "Good night"], {"DT", "NN"}, False),  # prose ending in no label
+    (["Hello NN", "world DT", "Good night"], {"DT", "NN"}, False),  # not every line ends in one
+])
+def test_the_models_labels_tell_conll_files_from_prose(lines, labels, conll):
+    assert predict_ner.looks_like_conll(lines, frozenset(labels)) is conll
+
+
+def test_many_lines_ending_in_o_alone_read_as_a_tagged_file():
+    lines = [f"word{i} O" for i in range(predict_ner.ALL_O_LINES)]
+    assert predict_ner.looks_like_conll(lines)
+    assert not predict_ner.looks_like_conll(lines[:-1])
+
+
+def test_the_labels_come_from_a_model_folders_config_before_it_loads(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"id2label": {"0": "NN", "1": "DT"}}), encoding="utf-8")
+    assert predict_ner.saved_labels(str(tmp_path)) == {"NN", "DT"}
+    assert predict_ner.saved_labels(str(tmp_path / "missing")) == frozenset()
+    (tmp_path / "config.json").write_text("{not json", encoding="utf-8")
+    assert predict_ner.saved_labels(str(tmp_path)) == frozenset()
+
+
+def test_a_pos_tagged_text_file_is_refused_for_a_pos_model(tmp_path):
+    model = tmp_path / "pos-model"  # config.json only: the refusal comes before anything else is read
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"id2label": {"0": "DT", "1": "NN", "2": "VBD"}}), encoding="utf-8")
+    path = tmp_path / "tagged.txt"
+    path.write_text("The DT\ncat NN\nsat VBD\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "predict_ner.py"), "--model", str(model), "--input",
+                             str(path)], capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout == ""
+    assert "looks like a CoNLL column file" in result.stderr and "--format conll" in result.stderr
+
+
 def test_a_space_separated_conll_text_file_is_refused_unless_format_says_what_it_is(tmp_path):
     path = tmp_path / "spaces.txt"
     path.write_text("John B-PER\nSmith I-PER\n\nMary B-PER\n", encoding="utf-8")
