@@ -123,17 +123,23 @@ HEADS = ("classifier.weight", "score.weight")  # what transformers' token-classi
 
 
 def saved_head_size(name_or_path):
-    """The rows of the classification head a local folder's model.safetensors holds, read from the file's
-    header (no weight is loaded), or None: no such file (a hub id, a .bin or sharded checkpoint), no head in
-    it (a base or masked-LM model, whose head is new), or a file that loading will report."""
+    """The rows of the classification head a local folder's safetensors checkpoint holds (model.safetensors,
+    or the shard its index names for the head), read from the file's header (no weight is loaded), or None:
+    no such file (a hub id, a .bin checkpoint), no head in it (a base or masked-LM model, whose head is new),
+    or a file that loading will report."""
+    import json
     import os
 
     from safetensors import safe_open
 
-    path = os.path.join(name_or_path, "model.safetensors")
-    if not os.path.isfile(path):
-        return None
+    path, index = (os.path.join(name_or_path, name) for name in ("model.safetensors", "model.safetensors.index.json"))
     try:
+        if not os.path.isfile(path) and os.path.isfile(index):
+            with open(index, encoding="utf-8") as handle:
+                shards = {shard for key, shard in json.load(handle)["weight_map"].items() if key.endswith(HEADS)}
+            path = os.path.join(name_or_path, shards.pop()) if len(shards) == 1 else path
+        if not os.path.isfile(path):
+            return None
         with safe_open(path, framework="pt") as handle:
             heads = [key for key in handle.keys() if key.endswith(HEADS)]
             return handle.get_slice(heads[0]).get_shape()[0] if len(heads) == 1 else None

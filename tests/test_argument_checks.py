@@ -217,6 +217,17 @@ def test_an_unnamed_head_of_another_size_is_refused_before_its_weights_load(scri
     assert "Add --ignore_mismatched_sizes" in message and not (tmp_path / "out").exists()
 
 
+def test_an_unnamed_heads_size_is_read_from_a_sharded_checkpoint_too(tiny_bert, tmp_path):
+    from transformers import AutoModelForTokenClassification
+
+    from nerkit.modeling import saved_head_size
+
+    folder = tmp_path / "sharded"
+    AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3).save_pretrained(folder, max_shard_size="20KB")
+    assert (folder / "model.safetensors.index.json").is_file() and not (folder / "model.safetensors").exists()
+    assert saved_head_size(str(folder)) == 3
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_a_folder_given_as_data_file_is_called_a_folder(script, tiny_bert, ner_files, tmp_path, no_weights):
     argv = training_argv(script, tiny_bert, ner_files, tmp_path / "out")
