@@ -601,8 +601,10 @@ def column_values(rows, column):
 
 
 def looks_like_tags(values):
-    """Whether a column holds per-word lists (or list-like strings from a CSV)."""
-    sample = values[0]
+    """Whether a column holds per-word lists (or list-like strings from a CSV), judged by its first value:
+    an example without one (a missing key, an empty CSV cell) says nothing, as the others may have tags (each
+    is then checked)."""
+    sample = next((value for value in values if not missing(value)), None)
     return isinstance(sample, list) or (isinstance(sample, str) and sample.lstrip().startswith("["))
 
 
@@ -622,12 +624,18 @@ def as_list(value, column, where):
                 return list(parsed)
         raise UserError(f"{where}: the '{column}' cell is not a valid list: {value[:80]!r}. Write it as a JSON "
                         "list (\"[\"\"EU\"\", \"\"rejects\"\"]\" in CSV) or a Python list.")
-    if value is None:  # a JSON line without the key, or a null (datasets fills a missing key with None)
+    if missing(value):
         raise UserError(f"{where}: this example has no '{column}' (the key is missing or null), which the other "
                         f"examples have. Give it a '{column}' list, or remove the example.")
     raise UserError(f"{where}: the '{column}' column must hold a list per example, got "
                     f"{type(value).__name__} {str(value)[:80]!r}. Name the right column with --text_column_name "
                     "or --label_column_name.")
+
+
+def missing(value):
+    """A cell with nothing in it: a JSON line without the key or with null (datasets fills a missing key with
+    None), or an empty CSV cell."""
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def check_words(words, column, where):

@@ -68,6 +68,18 @@ def test_unlabelled_test_file(tmp_path):
     assert splits["test"].tags is None and splits["test"].tokens == [t for t, _ in ROWS]
 
 
+def test_a_test_file_whose_first_example_lacks_tags_is_refused_not_read_as_unlabelled(tmp_path):
+    path = tmp_path / "test.json"
+    rows = [{"tokens": ROWS[0][0]}] + [{"tokens": t, "ner_tags": g} for t, g in ROWS[1:]]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(UserError, match="line 1: this example has no 'ner_tags'"):
+        read(test_file=str(path))
+    table = tmp_path / "test.csv"  # the same with an empty cell
+    table.write_text('tokens,ner_tags\n"[""EU""]",\n"[""Peter""]","[""B-PER""]"\n')
+    with pytest.raises(UserError, match="line 2: this example has no 'ner_tags'"):
+        read(test_file=str(table))
+
+
 def test_integer_tags_need_names(tmp_path):
     rows = [(tokens, [NAMES.index(tag) for tag in tags]) for tokens, tags in ROWS]
     path = write_jsonl(tmp_path / "train.json", rows)
