@@ -41,6 +41,19 @@ def model_label_list(config):
     return names
 
 
+def check_model_labels(model_labels, model_name):
+    """A pretrained head's label names become tags in predictions.txt, which separates a line's tags by single
+    spaces (the rule nerkit.data.check_tag keeps for the data's tags): a name that is empty or has whitespace
+    in or around it would not line up with the words."""
+    for label in model_labels:
+        if not label.strip() or len(label.split()) > 1 or label != label.strip():
+            joined = "_".join(label.split()) or "O"
+            raise UserError(f"The model {model_name} names a label {label!r} in its config.json (id2label), with "
+                            "whitespace in or around it: predictions.txt separates labels by single spaces, so its "
+                            f"lines would not line up with their words. Rename the label in config.json (id2label and "
+                            f"label2id), for example to {joined!r}.")
+
+
 def choose_label_list(data_labels, model_labels, ignore_mismatched_sizes, model_name, training=True):
     """Reconcile the data's labels with a pretrained head. Returns (label list, whether the head is reused).
 

@@ -16,7 +16,8 @@ import warnings
 from .data import load_splits
 from .decoding import WordDecoder, collect_words
 from .errors import UserError
-from .labels import choose_label_list, data_label_list, inside_label_ids, model_label_list, outside_label
+from .labels import (check_model_labels, choose_label_list, data_label_list, inside_label_ids, model_label_list,
+                     outside_label)
 from .metrics import check_strict_mode, entity_scores
 from .modeling import check_unnamed_head, load_config, set_labels
 from .schemes import decide_scheme, saved_scheme
@@ -107,6 +108,8 @@ def load_tokenizer_and_labels(model_args, data_args, splits, declared):
     labelled = {name: split for name, split in splits.items() if split.tags is not None}
     data_labels = data_label_list(labelled, declared) if labelled or declared else None
     model_labels = model_label_list(config) if model_args.model_name_or_path else None
+    if model_labels is not None:
+        check_model_labels(model_labels, model_args.model_name_or_path)
     if data_labels is None and model_labels is None:
         raise UserError("No labelled data and no label names in the model's config: give labelled training or "
                         "validation data, or a fine-tuned model.")

@@ -217,6 +217,21 @@ def test_an_unnamed_head_of_another_size_is_refused_before_its_weights_load(scri
     assert "Add --ignore_mismatched_sizes" in message and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_model_label_with_whitespace_is_refused_before_its_weights_load(script, tiny_bert, ner_files, tmp_path,
+                                                                          no_weights):
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    folder = tmp_path / "spaced-labels"
+    names = {0: "O", 1: "B-PER NAME", 2: "I-PER"}
+    model = AutoModelForTokenClassification.from_pretrained(tiny_bert, id2label=names,
+                                                            label2id={v: k for k, v in names.items()})
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder)
+    message = refused(script, training_argv(script, str(folder), ner_files, tmp_path / "out"))
+    assert "names a label 'B-PER NAME' in its config.json" in message and "'B-PER_NAME'" in message
+
+
 def test_an_unnamed_heads_size_is_read_from_a_sharded_checkpoint_too(tiny_bert, tmp_path):
     from transformers import AutoModelForTokenClassification
 
