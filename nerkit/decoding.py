@@ -87,8 +87,11 @@ class WordCollector:
 
     def result(self, label_list, fallback_label, scheme):
         """(tags per example, probabilities per example, number of words that had no sub-token); `scheme`
-        (IOB1, IOB2, IOBES, BILOU or none) gives the sequences Viterbi decoding may choose."""
-        fallback_id = label_list.index(fallback_label)
+        (IOB1, IOB2, IOBES, BILOU or none) gives the sequences Viterbi decoding may choose. A word without
+        sub-tokens gets `fallback_label` (O); where that is None (labels without O, such as chunks that
+        cover every word), Viterbi decoding gives it the label that best fits its neighbours in the scheme,
+        and argmax the first label."""
+        fallback_id = label_list.index(fallback_label) if fallback_label is not None else None
         found = [np.zeros(count, dtype=bool) if context is None else context >= 0
                  for count, context in zip(self.words_per_example, self.context)]
         missing = sum(len(mask) - int(mask.sum()) for mask in found)
@@ -96,7 +99,7 @@ class WordCollector:
             rules = transition_rules(label_list, scheme)
             decoded = best_sequences(self.rows, found, fallback_id, len(label_list), rules)
         else:
-            decoded = [best_labels(rows, mask, fallback_id) for rows, mask in zip(self.rows, found)]
+            decoded = [best_labels(rows, mask, fallback_id or 0) for rows, mask in zip(self.rows, found)]
         tags = [[label_list[i] for i in ids] for ids, _ in decoded]
         return tags, [probabilities for _, probabilities in decoded], missing
 
@@ -112,17 +115,21 @@ def best_labels(rows, found, fallback_id):
 
 def best_sequences(rows_per_example, found_per_example, fallback_id, label_count, rules):
     """Viterbi decoding of every example: (label ids, probabilities) each; a word without sub-tokens is
-    pinned to the fallback label."""
+    pinned to the fallback label, or where `fallback_id` is None left to its neighbours (every label
+    equally likely), with probability 0 either way."""
     log_probs = []
     for rows, found in zip(rows_per_example, found_per_example):
         example = np.full((len(found), label_count), -1e9, dtype=np.float32)
         if rows is not None:
             example[found] = rows[found]
-        example[~found, fallback_id] = 0.0
+        if fallback_id is None:
+            example[~found] = 0.0
+        else:
+            example[~found, fallback_id] = 0.0
         log_probs.append(example)
     paths = viterbi_paths(log_probs, *rules)
-    return [(ids, np.exp(example[np.arange(len(ids)), ids]).astype(float).tolist())
-            for ids, example in zip(paths, log_probs)]
+    return [(ids, np.where(found, np.exp(example[np.arange(len(ids)), ids]), 0.0).astype(float).tolist())
+            for ids, example, found in zip(paths, log_probs, found_per_example)]
 
 
 def collect_words(outputs, accelerator, decoder):
@@ -186,8 +193,11 @@ class WordDecoder:
                                f"{len(self.example_ids)}")
         tags, scores, missing = self.collector.result(label_list, fallback_label, scheme)
         if missing:
+            given = (f"'{fallback_label}'" if fallback_label is not None else
+                     "the label that best fits their neighbours (the labels have no O)" if self.decoding == "viterbi"
+                     else f"'{label_list[0]}' (the labels have no O)")
             logger.warning("%s: %d words produced no sub-token (the tokenizer drops them); they are predicted as "
-                           "'%s' and still scored.", split_name, missing, fallback_label)
+                           "%s and still scored.", split_name, missing, given)
         return tags, scores
 
 

@@ -101,8 +101,9 @@ def inside_label_ids(label_list):
 
 
 def outside_label(label_list):
-    """The label for a word the model never saw (no sub-tokens): 'O' when there is one, else the first."""
-    return "O" if "O" in label_list else label_list[0]
+    """The label for a word the model never saw (no sub-tokens): 'O' when there is one, else None, which
+    leaves the choice to the decoding (nerkit.decoding.WordCollector.result)."""
+    return "O" if "O" in label_list else None
 
 
 def check_checkpoint_labels(checkpoint, label_list):

@@ -3,6 +3,7 @@ import pytest
 
 from nerkit.decoding import WordCollector, WordDecoder
 from nerkit.errors import UserError
+from nerkit.labels import outside_label
 from nerkit.metrics import entity_scores, entity_type
 from nerkit.tokenization import NO_WORD
 
@@ -100,6 +101,21 @@ def test_word_without_sub_tokens_gets_the_fallback_and_is_counted():
     collector.add(0, [NO_WORD, 0, 2, NO_WORD], [(0, 1), (1, 0.9), (3, 0.9), (0, 1)])
     tags, _, missing = collector.result(LABELS, "O", "IOB2")
     assert tags == [["B-PER", "O", "B-LOC"]] and missing == 1
+
+
+def test_without_an_o_label_viterbi_gives_a_word_without_sub_tokens_a_label_its_neighbours_allow():
+    labels = ["B-LOC", "E-LOC", "I-LOC", "S-LOC", "S-PER"]  # IOBES chunks that cover every word: no O
+    confident = {label: np.log(np.where(np.arange(5) == labels.index(label), 0.96, 0.01)) for label in labels}
+    collector = WordCollector([5], decoding="viterbi")
+    # words 1 and 4 have no sub-token: before the fix they were pinned to the first label, B-LOC, which
+    # opened a LOC entity at word 1 (turning the real B-LOC at word 2 into an inside label) and left one
+    # open at the end
+    collector.add(0, [NO_WORD, 0, 2, 3, NO_WORD], [confident["S-PER"]] * 1 + [confident["S-PER"], confident["B-LOC"],
+                                                                             confident["E-LOC"], confident["S-PER"]])
+    tags, probabilities, missing = collector.result(labels, outside_label(labels), "IOBES")
+    assert missing == 2 and tags[0][0] == "S-PER" and tags[0][2:4] == ["B-LOC", "E-LOC"]
+    assert tags[0][1].startswith("S-") and tags[0][4].startswith("S-")
+    assert probabilities[0][1] == probabilities[0][4] == 0.0
 
 
 def test_decoder_reads_padded_batches_in_feature_order():
