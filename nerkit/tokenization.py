@@ -221,8 +221,12 @@ def plan_windows(word_lengths, budget, stride):
     """Cut words into windows of at most `budget` sub-tokens, as (first word, end word) pairs.
 
     A window never splits a word (a word longer than the budget gets a window of its own and is cut by the
-    tokenizer); consecutive windows share their last words up to `stride` sub-tokens, and each window
-    starts at least one word after the previous one.
+    tokenizer); consecutive windows share their last words up to `stride` sub-tokens, less where the next
+    window would then have no room for the first word not yet covered (none before a word longer than the
+    budget), so that every window after the first adds a word; each starts at least one word after the
+    previous one. Without that room, a 200-sub-token word in windows of 128 moved the windows before it
+    on by one word at a time: 78 windows instead of 15 for a document of 1,000 words, its words trained
+    up to 64 times an epoch.
     """
     windows, start, count = [], 0, len(word_lengths)
     while True:
@@ -233,8 +237,9 @@ def plan_windows(word_lengths, budget, stride):
         windows.append((start, end))
         if end >= count:
             return windows
+        room = min(stride, budget - word_lengths[end])  # the next window must hold word `end` too
         following, overlap = end, 0
-        while following - 1 > start and overlap + word_lengths[following - 1] <= stride:
+        while following - 1 > start and overlap + word_lengths[following - 1] <= room:
             following -= 1
             overlap += word_lengths[following]
         start = following

@@ -46,6 +46,8 @@ def test_align_labels(word_ids, word_labels, inside, expected):
         ([2, 2, 2, 2, 2], 6, 0, [(0, 3), (3, 5)]),  # no overlap
         ([1, 10, 1], 4, 2, [(0, 1), (1, 2), (2, 3)]),  # a word longer than the window gets its own
         ([3, 0, 3, 3], 6, 3, [(0, 3), (1, 4)]),  # a word without sub-tokens costs nothing
+        ([1, 1, 1, 1, 9, 1], 4, 2, [(0, 4), (4, 5), (5, 6)]),  # no overlap can fit beside a long word
+        ([1, 1, 1, 1, 3, 1], 4, 2, [(0, 4), (3, 5), (5, 6)]),  # the overlap shrinks to what fits beside the word
     ],
 )
 def test_plan_windows(lengths, budget, stride, expected):
@@ -62,7 +64,7 @@ def test_plan_windows_covers_every_word_and_respects_the_budget():
         for (start, end), following in zip(windows, windows[1:] + [None]):
             assert end - start == 1 or sum(lengths[start:end]) <= budget
             if following:
-                assert start < following[0] <= end
+                assert start < following[0] <= end < following[1]  # each window adds a word
             covered.update(range(start, end))
         assert covered == set(range(len(lengths)))
         assert windows[-1][1] == len(lengths)
