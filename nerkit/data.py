@@ -316,6 +316,12 @@ def parse_csv_records(path, text):
     return records, locations
 
 
+# What separates a CoNLL line's columns and pads it: ASCII spaces, tabs and line ends only. A word may be any
+# other character, a no-break or ideographic space included, which is then checked as every word is (a word
+# of whitespace alone is refused with its line) instead of reading as a sentence break or a column break.
+LINE_SPACE = " \t\r\f\v"
+
+
 def parse_conll(path, text, text_index=0, label_index=-1):
     """CoNLL/IOB column files: token first and tag last (or the columns at the given indexes), columns
     separated by a tab or spaces, a blank line between sentences, -DOCSTART- lines skipped."""
@@ -323,13 +329,14 @@ def parse_conll(path, text, text_index=0, label_index=-1):
     tokens, tags, start, width, width_line = [], [], None, None, None
     lines = text.split("\n") + [""]
     for number, line in enumerate(lines, start=1):
-        if not line.strip():
+        line = line.strip(LINE_SPACE)
+        if not line:
             if tokens:
                 records.append({"tokens": tokens, "tags": tags} if width > 1 else {"tokens": tokens})
                 locations.append(f"line {start}")
             tokens, tags, start = [], [], None
             continue
-        cells = line.strip().split("\t") if "\t" in line else line.split()
+        cells = line.split("\t") if "\t" in line else [cell for cell in line.split(" ") if cell]
         if cells[0] == "-DOCSTART-":
             continue
         width, width_line = (width, width_line) if width else (len(cells), number)

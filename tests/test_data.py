@@ -211,6 +211,18 @@ CONLLU = (
 CONLLU_WORDS = [["Vamos", "nos", "a", "Madrid", "."], ["Peter", "Blackburn"]]
 
 
+def test_only_ascii_whitespace_separates_conll_columns_and_sentences(tmp_path):
+    path = tmp_path / "words.conll"
+    path.write_text("New\u00a0York B-LOC\nis O\n", encoding="utf-8")  # a no-break space inside a word
+    assert as_pairs(read(train_file=str(path))[0]["train"]) == [(["New\u00a0York", "is"], ["B-LOC", "O"])]
+    path.write_text("EU\n\u3000\nrejects\n", encoding="utf-8")  # a word of an ideographic space: not a break
+    with pytest.raises(UserError, match=r"line 1: word 1 in 'tokens' is '\\u3000'"):
+        read(test_file=str(path))
+    path.write_text("EU\tB-ORG\n\u00a0\tO\n", encoding="utf-8")  # not "1 column(s) where line 1 has 2"
+    with pytest.raises(UserError, match=r"line 1: word 1 in 'tokens' is '\\xa0'"):
+        read(train_file=str(path))
+
+
 def test_conllu_reads_form_and_upos_skipping_comments_ranges_and_empty_nodes(tmp_path):
     path = tmp_path / "train.conllu"
     path.write_text(CONLLU, encoding="utf-8")
