@@ -170,7 +170,8 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
 
     needed = {name: flag for name, flag in SPLIT_FLAGS.items() if getattr(training_args, flag[2:])}
     splits, declared = read_data(data_args, model_args, needed)
-    tokenizer, config, label_list, head_reused = load_tokenizer_and_labels(model_args, data_args, splits, declared)
+    tokenizer, config, label_list, head_reused = load_tokenizer_and_labels(model_args, data_args, splits, declared,
+                                                                           training_args.do_train)
     check_metric_name(training_args, label_list, data_args)
     if training_args.do_train:
         check_checkpoint_labels(checkpoint, label_list)

@@ -219,7 +219,8 @@ def main(model_args=None, data_args=None, args=None, command=None):
     if args.debug:
         splits = {name: split.select(100) for name, split in splits.items()}
     check_keeping_best(accelerator, args, splits)
-    tokenizer, config, label_list, head_reused = load_tokenizer_and_labels(model_args, data_args, splits, declared)
+    tokenizer, config, label_list, head_reused = load_tokenizer_and_labels(model_args, data_args, splits, declared,
+                                                                           training)
     settings = encoding_settings(tokenizer, config, label_list, data_args, args.max_length, flag="--max_length")
     model = load_model(model_args, config, head_reused)
     features = encode_splits(splits, tokenizer, config, settings, data_args, accelerator.main_process_first)

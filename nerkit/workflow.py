@@ -1,7 +1,8 @@
 """The steps both scripts take the same way, from parsed arguments to encoded features.
 
     splits, declared = read_data(data_args, model_args, needed)
-    tokenizer, config, label_list, head_reused = load_tokenizer_and_labels(model_args, data_args, splits, declared)
+    tokenizer, config, label_list, head_reused = load_tokenizer_and_labels(model_args, data_args, splits, declared,
+                                                                           training)
     settings = encoding_settings(tokenizer, config, label_list, data_args, max_length)  # before any weights
     model = load_model(model_args, config, head_reused)
     features = encode_splits(splits, tokenizer, config, settings, data_args, main_process_first)
@@ -94,11 +95,12 @@ def missing_tags_message(split, flag, data_args):
             "of two or more): add them, name their column with --label_column_name, or give a labelled file.")
 
 
-def load_tokenizer_and_labels(model_args, data_args, splits, declared):
+def load_tokenizer_and_labels(model_args, data_args, splits, declared, training):
     """The fast tokenizer (checked before any weights load), the config, and the label list with the
     names and the tagging scheme (see nerkit.schemes) set in the config; --metric_mode strict is checked
-    against that scheme here, before any weights load. Returns (tokenizer, config, label list, whether the
-    pretrained head is kept)."""
+    against that scheme here, before any weights load. `training`: whether the run trains (a train split
+    may be given to a run that only scores, which keeps the model's head). Returns (tokenizer, config,
+    label list, whether the pretrained head is kept)."""
     name = model_args.tokenizer_name or model_args.model_name_or_path
     if name is None:
         raise UserError("Give --model_name_or_path, or --tokenizer_name when training from scratch with "
@@ -114,10 +116,10 @@ def load_tokenizer_and_labels(model_args, data_args, splits, declared):
         raise UserError("No labelled data and no label names in the model's config: give labelled training or "
                         "validation data, or a fine-tuned model.")
     label_list, head_reused = choose_label_list(data_labels, model_labels, model_args.ignore_mismatched_sizes,
-                                                model_args.model_name_or_path, training="train" in splits)
+                                                model_args.model_name_or_path, training=training)
     if model_args.model_name_or_path and model_labels is None:
         check_unnamed_head(model_args.model_name_or_path, label_list, model_args.ignore_mismatched_sizes,
-                           training="train" in splits)
+                           training=training)
     logger.info("%d labels: %s", len(label_list), ", ".join(label_list))
     # A fine-tuned head keeps the scheme it was trained in, unless the training tags say otherwise; the data's
     # tags are read with any the head does not know (a run that only scores may have them).
