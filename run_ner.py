@@ -42,7 +42,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.datacheck import check_data
     from nerkit.decoding import WordDecoder, reduce_logits
     from nerkit.dropout import choose_dropout_masks
-    from nerkit.embedding_rows import fold_rows, record_rows, train_used_rows, why_whole_table
+    from nerkit.embedding_rows import fold_rows, flops_per_input_token, record_rows, train_used_rows, why_whole_table
     from nerkit.errors import UserError, exit_on_user_error
     from nerkit.hub import check_hub_for_training
     from nerkit.labels import check_checkpoint_labels, outside_label
@@ -94,6 +94,7 @@ class NerTrainer(Trainer):
     def __init__(self, *args, train_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.train_collator = train_collator
+        self.flops_per_token = None  # read from the model once, at the first training step
         use_short_lines(self)
 
     def get_train_dataloader(self):
@@ -107,6 +108,14 @@ class NerTrainer(Trainer):
 
     def get_eval_dataloader(self, eval_dataset=None):
         return self._keeping_every_batch(super().get_eval_dataloader, eval_dataset)
+
+    def floating_point_ops(self, inputs):
+        """total_flos as the Trainer counts it, with the word-embedding rows trained apart counted as the
+        embedding they are (nerkit.embedding_rows.flops_per_input_token)."""
+        if self.flops_per_token is None:
+            self.flops_per_token = flops_per_input_token(self.model)
+        main_input = getattr(self.model, "main_input_name", "input_ids")
+        return inputs[main_input].numel() * self.flops_per_token if main_input in inputs else 0
 
     def get_test_dataloader(self, test_dataset):
         batching = inference_batching(test_dataset, self.args.eval_batch_size, self.args.world_size)

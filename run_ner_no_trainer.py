@@ -41,7 +41,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.datacheck import check_data
     from nerkit.decoding import forward_batches
     from nerkit.dropout import choose_dropout_masks
-    from nerkit.embedding_rows import fold_rows, record_rows, train_used_rows, why_whole_table
+    from nerkit.embedding_rows import fold_rows, flops_per_input_token, record_rows, train_used_rows, why_whole_table
     from nerkit.errors import UserError, exit_on_user_error
     from nerkit.hub import check_hub_for_training
     from nerkit.modeling import load_model
@@ -170,6 +170,7 @@ class LoopState:
     epoch_batches: int = 0  # and their number: a run resumed mid-epoch reports the whole epoch's mean loss
     best_f1: float | None = None
     best_epoch: int | None = None  # epochs trained when that F1 was scored
+    total_flos: float = 0.0  # the Trainer's estimate of the operations trained so far, every process's
     history: list = field(default_factory=list)  # per epoch: epoch, step, loss and the eval_* results
 
 
@@ -188,6 +189,7 @@ class Run:
     label_list: list
     data_args: DataTrainingArguments
     args: LoopArguments
+    flops_per_token: int = 0  # nerkit.embedding_rows.flops_per_input_token of the model
 
     @property
     def scheme(self):
@@ -246,7 +248,8 @@ def main(model_args=None, data_args=None, args=None, command=None):
     if args.with_tracking:
         accelerator.init_trackers("ner_no_trainer", tracked_config(model_args, data_args, args))
 
-    run = Run(accelerator, model, optimizer, scheduler, loaders, splits, features, label_list, data_args, args)
+    run = Run(accelerator, model, optimizer, scheduler, loaders, splits, features, label_list, data_args, args,
+              flops_per_input_token(accelerator.unwrap_model(model)))
     state, kept_tags = train(run, max_steps, epochs, resume)
     fold_rows(accelerator.unwrap_model(run.model))
     base_model = model_args.model_name_or_path or f"a new {model_args.model_type} (trained from scratch)"
@@ -483,8 +486,9 @@ def train_epoch(run, state, skip_batches, max_steps, progress, started):
     if skip_batches:
         batches = accelerator.skip_first_batches(batches, skip_batches)
     loss_sum = torch.tensor(state.epoch_loss, device=accelerator.device)  # on the device: no sync per batch
-    loss_count = state.epoch_batches
+    loss_count, tokens = state.epoch_batches, 0
     for batch in batches:
+        tokens += batch["input_ids"].numel()
         with accelerator.accumulate(model):
             loss = model(**batch).loss
             check_finite_loss(loss, state.completed_steps + 1, accelerator)
@@ -502,11 +506,21 @@ def train_epoch(run, state, skip_batches, max_steps, progress, started):
                     state.completed_steps % int(args.checkpointing_steps) == 0:
                 state.epoch_loss = accelerator.reduce(loss_sum, reduction="mean").item()
                 state.epoch_batches = loss_count
+                tokens = count_flos(run, state, tokens)
                 save_checkpoint(run, f"step_{state.completed_steps}", state, started)
             if state.completed_steps >= max_steps:
                 break
     state.epoch_loss, state.epoch_batches = 0.0, 0
+    count_flos(run, state, tokens)
     return accelerator.reduce(loss_sum / max(loss_count, 1), reduction="mean").item()
+
+
+def count_flos(run, state, tokens):
+    """Add to `state.total_flos` the operations of `tokens` input positions trained on by each process since
+    the last count (the Trainer's total_flos, summed over processes); returns 0, the count to go on from."""
+    trained = run.accelerator.reduce(torch.tensor(tokens, device=run.accelerator.device), reduction="sum").item()
+    state.total_flos += float(trained * run.flops_per_token)
+    return 0
 
 
 def end_of_epoch(run, state, train_loss):
@@ -659,7 +673,8 @@ def final_results(run, state):
     if state.completed_steps:
         examples = len(run.splits["train"].tokens)
         train_results = timing_metrics("train", state.train_seconds, round(examples * epochs), state.completed_steps)
-        train_results.update(train_loss=last.get("loss"), epoch=epochs, train_samples=examples)
+        train_results.update(train_loss=last.get("loss"), epoch=epochs, train_samples=examples,
+                             total_flos=state.total_flos)
     eval_results = {key: value for key, value in last.items() if key.startswith("eval_")}
     if eval_results:
         eval_results["epoch"] = epochs

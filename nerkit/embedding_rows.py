@@ -162,6 +162,17 @@ def train_used_rows(model, train_features, pad_token_id, why_not, checkpoint):
                 f" (as the checkpoint {checkpoint} recorded)" if checkpoint is not None else "")
 
 
+def flops_per_input_token(model):
+    """transformers' estimate of a training step's floating-point operations per input position (the
+    Trainer's total_flos: 6 x the parameters outside the embeddings), with the trained rows of `TrainedRows`
+    and the table they stand in counted as the embedding they are, not as 14 million more parameters."""
+    if not hasattr(model, "num_parameters"):
+        return 0
+    swapped = sum(parameter.numel() for module in model.modules() if isinstance(module, TrainedRows)
+                  for parameter in module.parameters())
+    return 6 * (model.num_parameters(exclude_embeddings=True) - swapped)
+
+
 def fold_rows(model):
     """Put an ordinary `nn.Embedding` with the trained rows back in the model, if `train_used_rows` swapped
     it."""

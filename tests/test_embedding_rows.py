@@ -45,6 +45,8 @@ def test_training_the_used_rows_gives_the_whole_tables_weights(script, tiny_bert
     initial = AutoModelForTokenClassification.from_pretrained(tiny_bert).state_dict()[TABLE]
     moved = (trained[TABLE] != initial).any(dim=1).nonzero().flatten().tolist()
     assert moved and set(moved) <= set(used)  # the padding row is never trained, and no other row moves
+    flos = [json.loads((folder / "train_results.json").read_text())["total_flos"] for folder in (rows, whole)]
+    assert flos[0] == flos[1] > 0  # the rows trained apart count as the embedding they are, not as parameters
 
 
 def test_each_checkpoint_records_its_rows_and_its_optimizer_steps_only_those(tiny_bert, ner_files, tmp_path,

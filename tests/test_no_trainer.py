@@ -59,7 +59,7 @@ def test_parity_with_run_ner(tiny_bert, files, tmp_path):
               "predictions.jsonl"}
     assert shared <= set(os.listdir(trainer_dir)) and shared <= set(os.listdir(loop_dir))
     assert read_json(trainer_dir / "config.json")["id2label"] == read_json(loop_dir / "config.json")["id2label"]
-    for name in ("eval_results.json", "predict_results.json"):
+    for name in ("train_results.json", "eval_results.json", "predict_results.json", "all_results.json"):
         trainer_results, loop_results = read_json(trainer_dir / name), read_json(loop_dir / name)
         assert set(trainer_results) == set(loop_results), name
     trainer_eval, loop_eval = read_json(trainer_dir / "eval_results.json"), read_json(loop_dir / "eval_results.json")
@@ -88,6 +88,8 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tiny_bert, files, tmp_path)
     run_loop(tiny_bert, resumed, *common, "--resume_from_checkpoint", "latest", files=files)
     assert read_json(resumed / "eval_results.json")["eval_f1"] == read_json(whole / "eval_results.json")["eval_f1"]
     assert predictions(resumed) == predictions(whole)
+    assert read_json(resumed / "train_results.json")["total_flos"] == read_json(whole / "train_results.json")[
+        "total_flos"] > 0  # the steps before the checkpoint count once
     weights, resumed_weights = load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert all((weights[name] - resumed_weights[name]).abs().max() < 1e-5 for name in weights)
     # stopped in the last epoch, the resumed run reports that whole epoch's mean loss
