@@ -12,6 +12,7 @@ from .schemes import RULES_IN_WORDS, broken, entity_spans, flatten, outside_sche
 logger = logging.getLogger(__name__)
 
 SHOWN_BREAKS = 5
+SHOWN_TAGS = 12  # the most frequent tags named in a split's line, for tags without entities (POS)
 
 
 def scheme_breaks(tag_lists, label_list, scheme):
@@ -32,11 +33,17 @@ def entity_counts(tag_lists):
     return counts
 
 
-def describe(split):
-    """One log line for a split."""
+def describe(split, scheme=None):
+    """One log line for a split: its entities per type, or for tags without a scheme and without entity
+    prefixes (POS tags) the most frequent tags, which seqeval would read as entities of made-up types (NNP as
+    NP)."""
     words = sum(len(tokens) for tokens in split.tokens)
     parts = [f"{split.name} ({split.source}): {len(split.tokens):,} examples, {words:,} words"]
-    if split.tags is not None:
+    if split.tags is not None and scheme == "none" and not any(split_label(tag)[0] for tag in split.tag_set):
+        counts = Counter(tag for tags in split.tags for tag in tags).most_common()
+        more = f" and {len(counts) - SHOWN_TAGS} more" if len(counts) > SHOWN_TAGS else ""
+        parts.append(f"{len(counts)} tags: " + ", ".join(f"{tag} {n:,}" for tag, n in counts[:SHOWN_TAGS]) + more)
+    elif split.tags is not None:
         counts = entity_counts(split.tags)
         parts.append("entities " + (", ".join(f"{kind} {n:,}" for kind, n in counts.most_common()) or "none"))
     return "; ".join(parts)
@@ -84,7 +91,7 @@ def foreign_prefix_warning(split, scheme):
 
 def log_summary(splits, label_list, scheme, source):
     for split in splits.values():
-        logger.info(describe(split))
+        logger.info(describe(split, scheme))
     logger.info("Tagging scheme %s, decided from %s: Viterbi decoding predicts only the label sequences it allows "
                 "(%s).", scheme, source, RULES_IN_WORDS[scheme])
     if scheme == "none" and any(split_label(label)[0] for label in label_list):

@@ -195,3 +195,13 @@ def test_data_that_mixes_iob2_and_iobes_is_warned_about(caplog):
     caplog.clear()
     log_summary({"train": split("train", IOBES_TAGS)}, labels_of(IOBES_TAGS), "IOBES", source)
     assert "does not use" not in caplog.text
+
+
+def test_pos_tags_are_summarised_as_tags_not_as_seqevals_entities(caplog):
+    pos = [["DT", "NNP", "VBZ", "NNP", "."], ["NNP", "VBD", "."]]
+    labels = labels_of(pos)
+    scheme, source = decide_scheme({"train": split("train", pos)}, labels)
+    caplog.set_level(logging.INFO)
+    log_summary({"train": split("train", pos)}, labels, scheme, source)
+    assert scheme == "none" and "5 tags: NNP 3, . 2, DT 1, VBZ 1, VBD 1" in caplog.text
+    assert "entities" not in caplog.text  # seqeval would read NNP as an entity of type NP
