@@ -183,7 +183,11 @@ def choose_packing(model, tokenizer, train_features, enabled, pad_to_max_length,
     block-diagonal mask. `device`: where training runs."""
     from .varlen import bucketed_packing, uses_varlen_attention, varlen_packing
 
-    if not enabled or pad_to_max_length or train_features is None:
+    if train_features is None:  # no training
+        return None
+    if not enabled or pad_to_max_length:
+        logger.info("Training on padded batches (%s).", "--pad_to_max_length pads every batch to the window length"
+                    if pad_to_max_length else "--no_packing")
         return None
     sample = packing_sample(train_features)
     device_type = torch.device(device).type

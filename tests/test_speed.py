@@ -1,6 +1,7 @@
 """The speed work changes no result: vectorised word decoding, columns read once, tokenizing once, and
 the choice of optimizer and attention kernels."""
 
+import logging
 import ctypes
 import os
 import platform
@@ -745,3 +746,15 @@ def test_cudnn_attention_is_left_out_on_cuda_unless_the_user_chose(cudnn_attenti
     torch.backends.cuda.enable_cudnn_sdp(True)
     prepare_device("cuda")  # what the three scripts call once the device is known
     assert not torch.backends.cuda.cudnn_sdp_enabled()
+
+
+@pytest.mark.parametrize("enabled, pad_to_max_length, reason", [
+    (False, False, "(--no_packing)"),
+    (True, True, "(--pad_to_max_length pads every batch to the window length)"),
+])
+def test_padded_training_batches_chosen_by_a_flag_are_logged(enabled, pad_to_max_length, reason, caplog):
+    from nerkit.speed import choose_packing
+
+    with caplog.at_level(logging.INFO, logger="nerkit.speed"):
+        assert choose_packing(None, None, [{"input_ids": [1, 2]}], enabled, pad_to_max_length) is None
+    assert f"Training on padded batches {reason}." in caplog.text
