@@ -1,8 +1,8 @@
 """The speed work changes no result: vectorised word decoding, columns read once, tokenizing once, and
 the choice of optimizer and attention kernels."""
 
-import logging
 import ctypes
+import logging
 import os
 import platform
 import random
