@@ -84,11 +84,14 @@ def parse_options(argv):
     parser = OptionParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", "--model_name_or_path", dest="model", required=True,
                         help="a trained token-classification folder or hub id")
-    parser.add_argument("--input", default="-", help="text or JSON Lines file; '-' (default) reads standard input")
+    parser.add_argument("--input", default="-",
+                        help="a text, JSON Lines, CoNLL or CoNLL-U file (see --format); '-' (default) reads "
+                             "standard input")
     parser.add_argument("--output", default="-", help="JSON Lines file; '-' (default) writes standard output")
     parser.add_argument("--format", choices=["auto", "text", "jsonl", "conll", "conllu"], default="auto",
                         help="input format; auto: .jsonl/.json files are JSON Lines, .conll/.iob/.bio CoNLL "
-                             "columns (the words of the first), .conllu CoNLL-U, everything else text")
+                             "columns (the words of the first), .conllu CoNLL-U, tables and binary files "
+                             "(.csv, .tsv, .parquet, .xlsx, .pdf, ...) refused, everything else text")
     parser.add_argument("--split", choices=["words", "whitespace"], default="words",
                         help="how raw text becomes words: 'words' (letters and digits, each other character "
                              "alone, like CoNLL tokenization) or 'whitespace'")

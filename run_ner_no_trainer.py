@@ -754,7 +754,9 @@ def parse_command_line(argv):
                         "launch --mixed_precision fp16|bf16|no run_ner_no_trainer.py ...` (or its configuration), "
                         "and without it chooses one itself (bf16 where the hardware has it, see "
                         "--no_auto_mixed_precision). Drop the flag.")
-    arguments = parse_arguments((NoTrainerModelArguments, DataTrainingArguments, LoopArguments), argv)
+    # --max_seq_length is run_ner.py's spelling of --max_length: refused with that advice, not offered
+    arguments = parse_arguments((NoTrainerModelArguments, DataTrainingArguments, LoopArguments), argv,
+                                hidden=("max_seq_length",))
     return (*arguments, command_line(["run_ner_no_trainer.py", *argv]))
 
 

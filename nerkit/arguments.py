@@ -4,6 +4,7 @@ Field names, defaults and meanings follow the upstream `run_ner.py`; fields afte
 this suite's additions and are listed in the README.
 """
 
+import argparse
 import json
 import os
 from dataclasses import dataclass, field
@@ -155,9 +156,9 @@ class DataTrainingArguments:
     stride: int = field(
         default=64,
         metadata={
-            "help": "Overlap, in sub-tokens, between consecutive windows of an example longer than "
-            "max_seq_length (at most half a window). Each word is predicted from the window where it has the "
-            "most context."
+            "help": "Overlap, in sub-tokens, between consecutive windows of an example longer than the window "
+            "(--max_seq_length; --max_length in run_ner_no_trainer.py), at most half a window. Each word is "
+            "predicted from the window where it has the most context."
         },
     )
     metric_mode: str = field(
@@ -188,8 +189,10 @@ class DataTrainingArguments:
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
-            "help": "Train into a non-empty output_dir even though it holds no checkpoint to resume from. "
-            "Without it such a folder is never overwritten."
+            "help": "Start afresh in a non-empty output_dir: the earlier run's checkpoints and results there are "
+            "removed before training (after every flag is checked). Without it, run_ner.py resumes from the "
+            "folder's last checkpoint (run_ner_no_trainer.py asks for --resume_from_checkpoint), and any other "
+            "non-empty folder is refused."
         },
     )
     check_data: bool = field(
@@ -202,14 +205,16 @@ class DataTrainingArguments:
     # All are on unless turned off.
     packing: bool = field(
         default=True,
-        metadata={"help": "Train on padding-free batches: the examples of each random batch packed into rows "
-                          "with block-diagonal attention, checked to reproduce the model's padded outputs. "
-                          "--no_packing trains on padded batches."},
+        metadata={"help": "Train on padding-free batches, checked first to reproduce the model's padded outputs: "
+                          "each random batch in one row, with attention per bucket of similar lengths on a CPU "
+                          "and flash-attention 2's variable-length kernel on a GPU that has it, else packed rows "
+                          "with block-diagonal attention. --no_packing trains on padded batches."},
     )
     auto_mixed_precision: bool = field(
         default=True,
-        metadata={"help": "Use bf16 where the hardware does it well (GPUs with bf16, CPUs measured faster in "
-                          "bf16) unless a precision is given. --no_auto_mixed_precision keeps fp32."},
+        metadata={"help": "Use bf16 where the hardware does it well (CUDA GPUs with bf16, CPUs with bf16 matrix "
+                          "instructions: AMX-BF16, AVX512-BF16) unless a precision is given. "
+                          "--no_auto_mixed_precision keeps fp32."},
     )
     train_used_embedding_rows: bool = field(
         default=True,
@@ -262,7 +267,15 @@ class BriefErrors:
 
 
 class ArgumentParser(BriefErrors, HfArgumentParser):
-    pass
+    """HfArgumentParser, whose --no_X flags (for a bool that defaults to True) say what they do instead of
+    repeating the help of --X, which says what X does when on."""
+
+    def _add_dataclass_arguments(self, dtype):
+        super()._add_dataclass_arguments(dtype)
+        for action in self._actions:
+            if isinstance(action, argparse._StoreFalseAction) and action.option_strings[0].startswith("--no_"):
+                action.help = f"Turn --{action.dest} off (see --{action.dest})."
+                action.default = argparse.SUPPRESS  # not "(default: False)": --X's default is the dest's
 
 
 def at_least(flag, value, minimum, unit="", advice=""):
@@ -336,14 +349,18 @@ def file_in_the_way(path):
     return None if os.path.isdir(path) else path
 
 
-def parse_arguments(dataclass_types, argv, defaults=None):
+def parse_arguments(dataclass_types, argv, defaults=None, hidden=()):
     """Parse `argv` into the dataclasses; a single `.json` argument is read as the whole configuration.
-    `defaults` ({field: typed value}) fill fields that neither form names.
+    `defaults` ({field: typed value}) fill fields that neither form names; the flags of `hidden` fields are
+    read (a script may refuse them with a message) but left out of --help.
 
     Invalid values (a `__post_init__` ValueError, an unknown key in the JSON file, a value argparse cannot
     read, an unknown flag) become a `UserError`.
     """
     parser = ArgumentParser(dataclass_types)
+    for action in parser._actions:
+        if action.dest in hidden:
+            action.help = argparse.SUPPRESS
     defaults = defaults or {}
     try:
         if len(argv) == 1 and argv[0].endswith(".json"):

@@ -238,7 +238,8 @@ def test_an_unnamed_heads_size_is_read_from_a_sharded_checkpoint_too(tiny_bert, 
     from nerkit.modeling import saved_head_size
 
     folder = tmp_path / "sharded"
-    AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3).save_pretrained(folder, max_shard_size="20KB")
+    model = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3)
+    model.save_pretrained(folder, max_shard_size="20KB")
     assert (folder / "model.safetensors.index.json").is_file() and not (folder / "model.safetensors").exists()
     assert saved_head_size(str(folder)) == 3
 

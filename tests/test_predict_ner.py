@@ -417,7 +417,8 @@ def test_a_pos_tagged_text_file_is_refused_for_a_pos_model(tmp_path):
     path = tmp_path / "tagged.txt"
     path.write_text("The DT\ncat NN\nsat VBD\n", encoding="utf-8")
     result = subprocess.run([sys.executable, os.path.join(ROOT, "predict_ner.py"), "--model", str(model), "--input",
-                             str(path)], capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+                             str(path)], capture_output=True, text=True, cwd=ROOT,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout == ""
     assert "looks like a CoNLL column file" in result.stderr and "--format conll" in result.stderr
 

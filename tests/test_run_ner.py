@@ -235,6 +235,15 @@ def test_help_lists_upstream_and_added_flags():
     for flag in ("--model_name_or_path", "--label_all_tokens", "--return_entity_level_metrics", "--max_seq_length",
                  "--do_train", "--push_to_hub", "--stride", "--metric_mode", "--label_list"):
         assert flag in result.stdout, flag
+    help_text = " ".join(result.stdout.split())
+    # a --no_X flag says it turns X off, not what X does when on, nor "(default: False)"
+    assert "--no_packing, --no-packing Turn --packing off (see --packing). --auto_mixed_precision" in help_text
+
+
+def test_the_loops_help_leaves_out_run_ner_spelling_of_its_window_flag():
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "run_ner_no_trainer.py"), "--help"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0 and "--max_length" in result.stdout and "--max_seq_length " not in result.stdout
 
 
 @pytest.mark.parametrize(
