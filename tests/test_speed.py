@@ -48,7 +48,9 @@ def reference_decode(windows, words_per_example, decoding):
                 else:
                     log_probs[position] = word[1]
             ids = viterbi_path(log_probs, *transition_rules(LABELS, "IOB2"))
-            probabilities = [float(np.exp(log_probs[position, i])) for position, i in enumerate(ids)]
+            # a word without sub-tokens has probability 0, as with argmax
+            probabilities = [0.0 if words[position] is None else float(np.exp(log_probs[position, i]))
+                             for position, i in enumerate(ids)]
         tags.append([LABELS[i] for i in ids])
         scores.append(probabilities)
     return tags, scores
