@@ -178,7 +178,7 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
     set_seed(training_args.seed)
 
     needed = {name: flag for name, flag in SPLIT_FLAGS.items() if getattr(training_args, flag[2:])}
-    splits, declared = read_data(data_args, model_args, needed)
+    splits, declared = read_data(data_args, model_args, needed, only_needed=True)  # as upstream uses them
     tokenizer, config, label_list, head_reused = load_tokenizer_and_labels(model_args, data_args, splits, declared,
                                                                            training_args.do_train)
     check_metric_name(training_args, label_list, data_args)

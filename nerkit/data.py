@@ -26,7 +26,9 @@ FORMATS = ("auto", "conll", "conllu", "json", "csv", "parquet")
 CONLLU_FIELDS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
 CSV_COLUMN_NAME = re.compile(r"^[A-Za-z_][\w .-]*$")  # a header cell; `1` and `000` of `1,000` are not
 SHOWN_PLACES = 3  # places named in a warning about repaired examples
-SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "dev"), "test": ("test",)}
+# the names a dataset's splits go by (any case), in the order they are looked for
+SPLIT_ALIASES = {"train": ("train", "training"), "validation": ("validation", "valid", "dev", "val", "eval"),
+                 "test": ("test", "testing")}
 DATA_FILE_FLAGS = "--train_file, --validation_file or --test_file"
 TRUE_VALUES = ("1", "ON", "YES", "TRUE")  # what huggingface_hub and datasets read as set in an environment variable
 
@@ -105,7 +107,8 @@ def load_splits(data_args, cache_dir=None, token=None, wanted=("train", "validat
     columns = Columns(data_args.text_column_name, data_args.label_column_name, data_args.task_name or "ner")
     label_names = read_label_names(data_args.label_list)
     if data_args.dataset_name is not None:
-        records = read_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir, token, wanted)
+        records = read_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir, token, wanted,
+                               columns)
     else:
         files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
         records = {name: read_file(path, data_args.file_format, columns)
@@ -114,8 +117,12 @@ def load_splits(data_args, cache_dir=None, token=None, wanted=("train", "validat
     for name, found in records.items():
         split_columns = Columns(task_name=columns.task_name) if found.columns_chosen else columns
         split, names = build_split(name, found, split_columns, label_names)
+        if names and label_names and names != label_names:
+            raise UserError(f"--label_list names {', '.join(label_names)}, but {split.source} has ClassLabel tags "
+                            f"named {', '.join(names)}, which say what its label ids mean. Drop --label_list.")
         splits[name] = split
-        declared = declared or names
+        # splits whose ClassLabels name other labels: the first split's names, then the others' new ones
+        declared = names if declared is None else declared + [n for n in names or () if n not in declared]
     return splits, declared or label_names
 
 
@@ -420,12 +427,16 @@ def parse_conllu(path, text, text_field=1, label_field=3):
 # Datasets through the `datasets` library
 
 
-def read_dataset(name, config_name, cache_dir, token, wanted):
-    """A hub dataset, a local folder in hub layout, or a folder written by `save_to_disk`."""
+def read_dataset(name, config_name, cache_dir, token, wanted, columns=None):
+    """A hub dataset, a local folder in hub layout, a folder written by `save_to_disk`, or a folder of CoNLL or
+    CoNLL-U files (`conll_folder_files`)."""
     import datasets
 
     path = os.path.expanduser(name)  # `--dataset_name=~/data` reaches us unexpanded, as nerkit.hub expects
     check_dataset_name(name, path)
+    conll_files = conll_folder_files(path) if os.path.isdir(path) and not is_saved_dataset(path) else None
+    if conll_files:
+        return {split: read_file(file, "auto", columns) for split, file in conll_files.items() if split in wanted}
     try:
         if os.path.isdir(path) and is_saved_dataset(path):
             loaded = datasets.load_from_disk(path)
@@ -435,9 +446,14 @@ def read_dataset(name, config_name, cache_dir, token, wanted):
         raise UserError(dataset_failure(name, config_name, error)) from None
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
-    records = {}
+    records, by_name = {}, {key.lower(): key for key in loaded}
+    unread = [key for key in loaded if not any(key.lower() in aliases for aliases in SPLIT_ALIASES.values())]
+    if unread:
+        logger.warning("The dataset %s has splits that are not read: %s. Only train, validation (or %s) and test are; "
+                       "rename a split to one of these to use it.", name, ", ".join(unread),
+                       ", ".join(SPLIT_ALIASES["validation"][1:]))
     for split in wanted:
-        key = next((alias for alias in SPLIT_ALIASES[split] if alias in loaded), None)
+        key = next((by_name[alias] for alias in SPLIT_ALIASES[split] if alias in by_name), None)
         if key is None:
             continue
         dataset = loaded[key]
@@ -446,6 +462,29 @@ def read_dataset(name, config_name, cache_dir, token, wanted):
         records[split] = Records(source, dataset, locations, dataset.column_names, dataset.features,
                                  editable=False)
     return records
+
+
+def conll_folder_files(folder):
+    """{split: file} for a folder (or its data/ subfolder) of CoNLL or CoNLL-U files, each split named in its
+    file name as `datasets` names them (train, validation/valid/dev/val, test: `train.conll`,
+    `en_ewt-ud-dev.conllu`); None for a folder without such files. datasets' own readers would take such
+    files for text or CSV (dropping the tags, or reading the ID column as words), so they are read as
+    --train_file and the others read them. A file whose split cannot be told, or two for one split, is
+    refused."""
+    extensions = (CONLL_EXTENSIONS - {".txt"}) | {".conllu"}  # a .txt may be prose, or a README
+    files = [os.path.join(place, entry) for place in (folder, os.path.join(folder, "data")) if os.path.isdir(place)
+             for entry in sorted(os.listdir(place)) if os.path.splitext(entry)[1].lower() in extensions]
+    if not files:
+        return None
+    splits = {}
+    for file in files:
+        words = set(re.split(r"[^a-z]+", os.path.basename(file).lower()))
+        found = [split for split, aliases in SPLIT_ALIASES.items() if words & set(aliases)]
+        if len(found) != 1 or found[0] in splits:
+            raise UserError(f"--dataset_name {folder}: {file} is a CoNLL file whose split cannot be told from its "
+                            f"name (train, validation/dev or test, once each). Give the files to {DATA_FILE_FLAGS}.")
+        splits[found[0]] = file
+    return splits
 
 
 def check_dataset_name(name, path):
@@ -473,7 +512,11 @@ def dataset_failure(name, config_name, error):
         why = f"offline mode is set ({setting})" if setting else "the Hugging Face Hub could not be reached"
         return (f"Could not load {what}: {why}, so it could only come from the local cache, where it was not "
                 "found. Check the name, or load it once with a network so that it is cached. " + local_files)
-    reason = str(error).rstrip(".")
+    reason = " ".join(str(error).split()).rstrip(".")  # datasets' messages span lines, with tabs and examples
+    if "scripts are no longer supported" in reason:
+        return (f"Could not load {what}: it is defined by a loading script, and datasets runs no loading scripts "
+                "any more. Convert it to data files (Parquet, JSON Lines, CSV) in a folder, or load it in Python and "
+                "save_to_disk, and give that folder. " + local_files)
     return (f"Could not load {what}: {type(error).__name__}: {reason}. Check the name (and --dataset_config_name), "
             "or give a local folder. " + local_files)
 
@@ -515,6 +558,8 @@ def build_split(name, found, columns, label_names):
     tags_column = column_values(rows, label_column) if label_column else None
     if name == "test" and tags_column is not None and columns.label is None and not looks_like_tags(tags_column):
         tags_column = None  # the second column of an unlabelled test file is not a tag column
+    if declared and tags_column is not None and all(tag == -1 for tags in tags_column for tag in tags or ()):
+        tags_column = None  # datasets writes ClassLabel -1 for "no label": an unlabelled split
     repairs = None if found.editable else Repairs(source, text_column)
     tokens_list, tags_list, kept = [], None if tags_column is None else [], []
     for index, raw_tokens in enumerate(tokens_column):
@@ -522,8 +567,10 @@ def build_split(name, found, columns, label_names):
         words = [] if raw_tokens is None and repairs is not None else as_list(raw_tokens, text_column, where)
         if repairs is None:
             check_words(words, text_column, where)
-        elif not repairs.accept(words, locations[index]):
-            continue
+        else:
+            check_word_types(words, text_column, where)
+            if not repairs.accept(words, locations[index]):
+                continue
         tokens_list.append(["" if word is None else str(word) for word in words])
         kept.append(locations[index])
         if tags_list is not None:
@@ -639,6 +686,16 @@ def as_list(value, column, where):
                     "or --label_column_name.")
 
 
+def check_word_types(words, column, where):
+    """A dataset's words are strings (or None, repaired as empty): a list, a dict or a number in their place
+    means the column is not one of words, and read as text it would train on "['John']"."""
+    odd = next((word for word in words if word is not None and not isinstance(word, str)), None)
+    if odd is not None:
+        raise UserError(f"{where}: '{column}' holds a {type(odd).__name__} ({str(odd)[:60]!r}) where a word should be: "
+                        "the words column must hold lists of strings. Name it with --text_column_name, or flatten "
+                        "nested columns first (Dataset.flatten()).")
+
+
 def missing(value):
     """A cell with nothing in it: a JSON line without the key or with null (datasets fills a missing key with
     None), or an empty CSV cell."""
@@ -680,6 +737,9 @@ def label_name(tag, names, place):
                         "say what the ids mean. Give the label names in id order with --label_list (O,B-PER,I-PER,... "
                         "or a file with one name per line), or write the tags as names such as B-PER. If the "
                         "numbers are the tag names themselves, list them: --label_list 0,1,2,...")
+    if int(tag) == -1:
+        raise UserError(f"{place}: tag id -1 is how datasets marks a word without a label, and other words of the "
+                        "split have labels. Label every word, or none of the split's (an unlabelled split).")
     if not 0 <= int(tag) < len(names):
         raise UserError(f"{place}: tag id {tag} is out of range: there are {len(names)} label names "
                         f"(ids 0 to {len(names) - 1}).")

@@ -23,8 +23,9 @@ def data_label_list(splits, declared=None):
     if declared:
         unknown = sorted(seen - set(declared))
         if unknown:
-            raise UserError(f"The data uses tags that --label_list does not list: {', '.join(unknown)}. Add them "
-                            "to --label_list.")
+            raise UserError(f"The data uses tags that its label names (--label_list, or a dataset's ClassLabel "
+                            f"names) do not list: {', '.join(unknown)}. Add them to --label_list, or to the "
+                            "dataset's ClassLabel.")
         return list(declared)
     if not seen:
         raise UserError("No split has tags, so there is no label list. Give a labelled --train_file or "

@@ -64,15 +64,17 @@ def library_messages_once():
 SPLIT_FILES = {"train": "--train_file", "validation": "--validation_file", "test": "--test_file"}
 
 
-def read_data(data_args, model_args, needed, scored=None):
-    """Every split given, checked, and the label names the data declares (or None).
+def read_data(data_args, model_args, needed, scored=None, only_needed=False):
+    """Every split given (with `only_needed`, those of `needed` only: a split the run does not use is not
+    read, so nothing in it can stop the run), checked, and the label names the data declares (or None).
 
     `needed` maps a split name to the flag that needs it ({"validation": "--do_eval"}); a missing one is a
     `UserError`. A split that is trained on or scored must carry tags: those in `scored` (split name to
     what uses it), by default the train and validation splits of `needed`. The --max_*_samples limits are
     applied here.
     """
-    splits, declared = load_splits(data_args, model_args.cache_dir, model_args.token)
+    wanted = tuple(needed) if only_needed else ("train", "validation", "test")
+    splits, declared = load_splits(data_args, model_args.cache_dir, model_args.token, wanted)
     for name, flag in needed.items():
         if name not in splits:
             raise UserError(f"{flag} needs a {name} split: give {SPLIT_FILES[name]}, or a dataset with a "

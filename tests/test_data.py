@@ -125,6 +125,73 @@ def test_saved_dataset_folder(tmp_path):
     assert declared == NAMES and as_pairs(splits["test"]) == ROWS
 
 
+def labelled_dataset(names, rows=ROWS, ids=None):
+    """A Dataset of `rows` whose tags are a ClassLabel of `names` (or the ClassLabel ids `ids`)."""
+    features = Features({"tokens": List(Value("string")), "ner_tags": List(ClassLabel(names=names))})
+    tags = ids or [[names.index(tag) for tag in row_tags] for _, row_tags in rows]
+    return Dataset.from_dict({"tokens": [t for t, _ in rows], "ner_tags": tags}, features=features)
+
+
+def test_a_folder_of_conll_files_is_read_as_conll_files_are(tmp_path):
+    folder = tmp_path / "conll_folder"
+    folder.mkdir()
+    for name, rows in (("train.conll", ROWS), ("en-ud-dev.conll", ROWS[:2])):
+        (folder / name).write_text("".join("".join(f"{w}\t{t}\n" for w, t in zip(*row)) + "\n" for row in rows))
+    splits, _ = read(dataset_name=str(folder))
+    assert as_pairs(splits["train"]) == ROWS and as_pairs(splits["validation"]) == ROWS[:2]  # tags kept
+    (folder / "extra.conll").write_text("EU\tB-ORG\n")
+    with pytest.raises(UserError, match="extra.conll is a CoNLL file whose split cannot be told"):
+        read(dataset_name=str(folder))
+
+
+def test_classlabel_names_that_differ_between_splits_are_merged(tmp_path):
+    other = [(tokens, ["B-DATE" if tag == "B-MISC" else tag for tag in tags]) for tokens, tags in ROWS]
+    DatasetDict({"train": labelled_dataset(NAMES), "validation": labelled_dataset(
+        [name if name != "B-MISC" else "B-DATE" for name in NAMES], other)}).save_to_disk(str(tmp_path / "saved"))
+    splits, declared = read(dataset_name=str(tmp_path / "saved"))
+    assert declared == NAMES + ["B-DATE"] and as_pairs(splits["validation"]) == other
+    from nerkit.labels import data_label_list
+
+    assert data_label_list(splits, declared) == NAMES + ["B-DATE"]  # it stopped here, asking for --label_list
+
+
+def test_a_label_list_that_contradicts_the_datasets_classlabel_is_refused(tmp_path):
+    DatasetDict({"train": labelled_dataset(NAMES)}).save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(UserError, match="--label_list names O, B-PER, .* ClassLabel tags named O, B-PER, I-PER"):
+        read(dataset_name=str(tmp_path / "saved"), label_list="O,B-PER,B-LOC")
+    assert read(dataset_name=str(tmp_path / "saved"), label_list=",".join(NAMES))[1] == NAMES  # the same: fine
+
+
+def test_a_split_labelled_minus_one_throughout_is_unlabelled(tmp_path):
+    unlabelled = labelled_dataset(NAMES, ids=[[-1] * len(tokens) for tokens, _ in ROWS])
+    DatasetDict({"train": labelled_dataset(NAMES), "test": unlabelled}).save_to_disk(str(tmp_path / "saved"))
+    splits, _ = read(dataset_name=str(tmp_path / "saved"))
+    assert splits["test"].tags is None and splits["train"].tags is not None
+
+
+def test_other_spellings_of_split_names_are_read_and_unknown_ones_named(tmp_path, caplog):
+    DatasetDict({"Training": labelled_dataset(NAMES), "val": labelled_dataset(NAMES),
+                 "extra": labelled_dataset(NAMES)}).save_to_disk(str(tmp_path / "saved"))
+    with caplog.at_level("WARNING", logger="nerkit.data"):
+        splits, _ = read(dataset_name=str(tmp_path / "saved"))
+    assert set(splits) == {"train", "validation"}
+    assert "has splits that are not read: extra" in caplog.text
+
+
+def test_dataset_words_that_are_not_strings_are_refused(tmp_path):
+    DatasetDict({"train": Dataset.from_dict({"tokens": [[["EU"], ["rejects"]]], "ner_tags": [["B-ORG", "O"]]})}
+                ).save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(UserError, match=r"example 0: 'tokens' holds a list \(\"\['EU'\]\"\) where a word should be"):
+        read(dataset_name=str(tmp_path / "saved"))
+
+
+def test_datasets_messages_become_one_paragraph():
+    from nerkit.data import dataset_failure
+
+    message = dataset_failure("d6", None, ValueError("Config name is missing.\nPlease pick one among:\n\t['en', 'de']"))
+    assert "\n" not in message and "\t" not in message and "Please pick one among: ['en', 'de']" in message
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
@@ -439,3 +506,18 @@ def test_a_broken_parquet_file_gets_one_message_and_no_library_log_line(tmp_path
         read(train_file=str(path))
     assert "Failed to read schema" not in capfd.readouterr().err
     assert not [record for record in caplog.records if "Failed to read schema" in record.getMessage()]
+
+
+def test_a_run_reads_only_the_splits_it_uses(tmp_path):
+    from types import SimpleNamespace
+
+    from nerkit.workflow import read_data
+
+    train, broken = write_jsonl(tmp_path / "train.json", ROWS), tmp_path / "validation.json"
+    broken.write_text('{"tokens": ["EU"], "ner_tags": ["B-ORG", "O"]}\n')  # two tags for one word
+    data_args = DataTrainingArguments(train_file=train, validation_file=str(broken))
+    model_args = SimpleNamespace(cache_dir=None, token=None)
+    splits, _ = read_data(data_args, model_args, {"train": "--do_train"}, only_needed=True)  # run_ner.py --do_train
+    assert set(splits) == {"train"}
+    with pytest.raises(UserError, match="1 words but 2 tags"):  # the loop evaluates any validation split it gets
+        read_data(data_args, model_args, {"train": "training"})
