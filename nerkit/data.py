@@ -513,6 +513,10 @@ def dataset_failure(name, config_name, error):
         return (f"Could not load {what}: {why}, so it could only come from the local cache, where it was not "
                 "found. Check the name, or load it once with a network so that it is cached. " + local_files)
     reason = " ".join(str(error).split()).rstrip(".")  # datasets' messages span lines, with tabs and examples
+    empty = re.search(r"Instruction ['\"]?(\w+)['\"]? corresponds to no data", reason)
+    if empty:
+        return (f"Could not load {what}: its {empty.group(1)} split has no examples (an empty data file). Remove "
+                "the file or give it examples. " + local_files)
     if "scripts are no longer supported" in reason:
         return (f"Could not load {what}: it is defined by a loading script, and datasets runs no loading scripts "
                 "any more. Convert it to data files (Parquet, JSON Lines, CSV) in a folder, or load it in Python and "

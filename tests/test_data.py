@@ -185,6 +185,14 @@ def test_dataset_words_that_are_not_strings_are_refused(tmp_path):
         read(dataset_name=str(tmp_path / "saved"))
 
 
+def test_an_empty_data_file_in_a_dataset_folder_is_named(tmp_path):
+    (tmp_path / "folder").mkdir()
+    write_jsonl(tmp_path / "folder" / "train.json", ROWS)
+    (tmp_path / "folder" / "validation.json").write_text("")
+    with pytest.raises(UserError, match="its validation split has no examples \\(an empty data file\\)"):
+        read(dataset_name=str(tmp_path / "folder"))
+
+
 def test_datasets_messages_become_one_paragraph():
     from nerkit.data import dataset_failure
 
