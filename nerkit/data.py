@@ -2,7 +2,8 @@
 
 Local files are read by our own small readers so that every problem can be reported with its file and
 line; `--dataset_name` goes through `datasets` (a hub id, a local folder in hub layout, or a folder saved
-with `save_to_disk`). Whatever the source, a split ends up as lists of words and lists of string tags.
+with `save_to_disk`), except a folder of CoNLL files, which the readers of local files read. Whatever the
+source, a split ends up as lists of words and lists of string tags.
 """
 
 import ast
