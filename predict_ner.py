@@ -158,9 +158,10 @@ def read_documents(path, kind, labels=frozenset()):
         raise UserError(f"{name[:1].upper()}{name[1:]} is not UTF-8 text ({error.reason} at byte {error.start}); "
                         "save it as UTF-8.") from None
     if kind in ("conll", "conllu"):
-        parse = parse_conll if kind == "conll" else parse_conllu
         # Windows line ends read as the training scripts read them (nerkit.data.read_text)
-        return [{"tokens": record["tokens"]} for record in parse(name, text.replace("\r\n", "\n"))[0]]
+        text = text.replace("\r\n", "\n")
+        parsed = parse_conll(name, text) if kind == "conll" else parse_conllu(name, text, format_flag="--format")
+        return [{"tokens": record["tokens"]} for record in parsed[0]]
     lines = input_lines(text)
     if kind == "jsonl":
         return [json_document(line, path, number) if line.strip() else {"text": ""}
@@ -255,12 +256,24 @@ def json_document(line, path, number):
         raise UserError(f"{path}, line {number}: not valid JSON ({error.msg}). The input is read as JSON Lines: one "
                         "object per line, such as {\"text\": \"...\"}, not one JSON array.") from None
     if isinstance(record, dict) and isinstance(record.get("text"), str):
-        return {"text": record["text"]}
+        return {"text": characters_only(record["text"], path, number)}
     if isinstance(record, dict) and isinstance(record.get("tokens"), list) and all(
             isinstance(word, str) and word.strip() for word in record["tokens"]):
-        return {"tokens": record["tokens"]}
+        return {"tokens": [characters_only(word, path, number) for word in record["tokens"]]}
     raise UserError(f"{path}, line {number}: expected an object with a 'text' string or a 'tokens' list of "
                     "non-empty strings.")
+
+
+def characters_only(text, path, number):
+    """`text` from a JSON string, which may hold an escape such as \\ud800 that is half of a character (an
+    unpaired surrogate): no UTF-8 text can hold it, and the tokenizer would fail on it after the model loaded."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise UserError(f"{path}, line {number}: the JSON string holds {error.object[error.start]!r}, half of a "
+                        "character (an unpaired surrogate escape). Write the whole character, or its pair of "
+                        "escapes.") from None
+    return text
 
 
 def split_words(document, how):
@@ -366,12 +379,12 @@ def check_trained_head(config, model_name):
 
 
 def load_pretrained(auto_class, name, **kwargs):
-    from nerkit.modeling import without_load_report
+    from nerkit.modeling import broken_weights, without_load_report
 
     try:
         with without_load_report():  # a table in terminal colours; the Tagger says what matters plainly
             return auto_class.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as error:
+    except broken_weights() as error:
         raise UserError(f"Could not load a token-classification model from '{name}': {error}") from None
 
 
@@ -390,11 +403,21 @@ def document_record(document, words, offsets, tags, probabilities, with_words):
 
 
 def write_records(records, path):
+    """JSON Lines in UTF-8, whatever the console's encoding; U+2028, U+2029 and U+0085 escaped, as readers that
+    split lines with str.splitlines would break a record at them."""
     text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\x85", "\\u0085")
     if path == "-":
-        sys.stdout.write(text)
-    else:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(text.encode("utf-8"))
+        sys.stdout.buffer.flush()
+        return
+    try:
         write_atomic(path, text)
+    except OSError as error:
+        raise UserError(f"--output {path} could not be written ({error.strerror or error}); any file that was "
+                        "there is kept as it was. Give another --output, or leave it out to write to standard "
+                        "output.") from None
 
 
 if __name__ == "__main__":

@@ -391,7 +391,7 @@ def conllu_value(cells, field, path, number):
     return misc[field]
 
 
-def parse_conllu(path, text, text_field=1, label_field=3):
+def parse_conllu(path, text, text_field=1, label_field=3, format_flag="--file_format"):
     """CoNLL-U (Universal Dependencies): ten tab-separated columns per word, `#` comment lines, a blank line
     after each sentence. Words are FORM and tags UPOS unless other fields are given; multiword-token
     ranges (`1-2`) and empty nodes (`1.1`) are skipped, so the words are the syntactic words of the tree. A
@@ -410,7 +410,7 @@ def parse_conllu(path, text, text_field=1, label_field=3):
         if len(cells) != len(CONLLU_FIELDS):
             raise UserError(f"{path}, line {number}: {len(cells)} tab-separated column(s) where a CoNLL-U word line "
                             "has 10 (ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC). Read other column "
-                            "files with --file_format conll.")
+                            f"files with {format_flag} conll.")
         if "-" in cells[0] or "." in cells[0]:
             continue  # a multiword token's surface form, or an empty node: not a word of its own
         tokens.append(conllu_value(cells, text_field, path, number))

@@ -18,3 +18,6 @@ def exit_on_user_error(function, *args, **kwargs):
         # one write, so that the messages of several processes stopping together do not run into each other
         sys.stderr.write(f"error: {error}\n")
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C: what was being written is kept whole or not at all (write_atomic)
+        sys.stderr.write("Interrupted.\n")
+        sys.exit(130)

@@ -33,6 +33,14 @@ def set_labels(config, label_list, scheme):
     config.tagging_scheme = scheme
 
 
+def broken_weights():
+    """What loading a model raises for files a user can replace: missing or unreadable ones (OSError), ones that
+    are not what they claim (ValueError), and a truncated or corrupt safetensors file."""
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, SafetensorError)
+
+
 def load_model(model_args, config, head_reused, training=True):
     """The token-classification model; a head trained for other labels is replaced by a new one. `training`:
     whether the run trains it (the log says whether new weights stay random)."""
@@ -56,7 +64,7 @@ def load_model(model_args, config, head_reused, training=True):
         raise UserError(f"The classification head of {model_args.model_name_or_path} has a different number of "
                         f"labels than the data ({config.num_labels}). Add --ignore_mismatched_sizes to train a "
                         "new head for the data's labels.") from None
-    except (OSError, ValueError) as error:
+    except broken_weights() as error:
         raise UserError(f"Could not load the model '{model_args.model_name_or_path}': {error}") from None
     log_loading(model_args.model_name_or_path, loading, training)
     if not head_reused and model_args.ignore_mismatched_sizes:

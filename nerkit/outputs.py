@@ -16,8 +16,15 @@ RESULT_FILES = tuple(f"{name}_results.json" for name in ("train", "eval", "predi
 
 def write_atomic(path, text):
     """Write `text` to `path` whole or not at all, with the mode open() would give it: the existing file's,
-    else 0666 less the umask."""
-    folder = os.path.dirname(os.path.abspath(path))
+    else 0666 less the umask. A link is written through to its target (replacing it would leave the target
+    as it was); what is not a regular file (a pipe, /dev/null) is written to directly, as nothing can be
+    put in its place."""
+    path = os.path.realpath(path)
+    if os.path.exists(path) and not os.path.isfile(path):
+        with open(path, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        return
+    folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     temporary = os.path.join(folder, f".tmp-{uuid.uuid4().hex[:12]}-{os.path.basename(path)}")
     # Not tempfile.mkstemp: its files are 0600 whatever the umask. O_EXCL never takes over an existing file.

@@ -35,6 +35,44 @@ def predict(model, tmp_path, lines, *flags, name="input.txt"):
         return [json.loads(line) for line in handle]
 
 
+def test_output_is_utf8_json_lines_whatever_the_console_and_line_separators_escaped(trained_model, tmp_path):
+    source = tmp_path / "input.txt"
+    source.write_text("Café\u2028 in Paris\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "predict_ner.py"), "--model", trained_model,
+                             "--input", str(source)], capture_output=True, cwd=ROOT,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONIOENCODING="cp1252"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.decode("utf-8").splitlines()  # splitlines splits at U+2028 too
+    assert len(lines) == 1 and json.loads(lines[0])["text"] == "Café\u2028 in Paris"
+
+
+def test_input_and_output_problems_found_late_are_one_paragraph(trained_model, tmp_path, monkeypatch):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "lone \\ud800 x"}\n', encoding="utf-8")
+    with pytest.raises(predict_ner.UserError, match="line 1: the JSON string holds '.ud800', half of a character"):
+        predict_ner.read_documents(str(bad), "auto")
+    conllu = tmp_path / "bad.conllu"
+    conllu.write_text("1\tObama\n", encoding="utf-8")
+    with pytest.raises(predict_ner.UserError, match="Read other column files with --format conll"):
+        predict_ner.read_documents(str(conllu), "auto")
+
+    def disk_full(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(predict_ner, "write_atomic", disk_full)
+    with pytest.raises(predict_ner.UserError, match="could not be written \\(No space left on device\\)"):
+        predict_ner.write_records([{"text": "x", "entities": []}], str(tmp_path / "out.jsonl"))
+
+
+def test_a_truncated_weights_file_is_one_paragraph(trained_model, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_model, broken)
+    with open(broken / "model.safetensors", "r+b") as handle:
+        handle.truncate(2000)
+    with pytest.raises(predict_ner.UserError, match="Could not load a token-classification model"):
+        predict_ner.Tagger(str(broken), None, 64, None, "viterbi")
+
+
 def test_entities_have_exact_character_offsets(trained_model, tmp_path):
     records = predict(trained_model, tmp_path, TEXTS, "--words")
     assert len(records) == len(TEXTS)

@@ -1,6 +1,7 @@
 """Interrupted runs resume exactly, several processes score exactly, nothing leaks, bad losses stop."""
 
 import os
+import stat
 import re
 import signal
 import subprocess
@@ -212,6 +213,20 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
     assert target.read_text() == "old\n" and os.listdir(tmp_path) == ["predictions.txt"]
 
 
+def test_a_link_is_written_through_and_a_pipe_written_to(tmp_path):
+    target, link = tmp_path / "target.jsonl", tmp_path / "link.jsonl"
+    target.write_text("old\n")
+    link.symlink_to(target)
+    outputs.write_atomic(str(link), "new\n")
+    assert link.is_symlink() and target.read_text() == "new\n"  # the link was replaced by a file, target kept
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
+    outputs.write_atomic(str(pipe), "through\n")
+    assert os.read(reader, 100) == b"through\n" and stat.S_ISFIFO(os.stat(pipe).st_mode)
+    os.close(reader)
+
+
 def test_tokens_never_reach_files_or_logs(tiny_bert, data, tmp_path):
     secrets = ("hf_modelSECRET123", "hf_hubSECRET456")
     trainer_run = subprocess.run(command("run_ner.py", *run_ner_args(
@@ -319,3 +334,14 @@ def test_metrics_see_float32_whatever_the_logits_dtype():
     reduced = reduce_logits(logits)
     assert reduced.dtype == torch.float32
     assert torch.equal(reduced[..., 0].long(), logits.float().argmax(-1))
+
+
+def test_ctrl_c_stops_with_a_line_not_a_traceback(capsys):
+    from nerkit.errors import exit_on_user_error
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as stop:
+        exit_on_user_error(interrupted)
+    assert stop.value.code == 130 and capsys.readouterr().err == "Interrupted.\n"
