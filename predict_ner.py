@@ -20,6 +20,8 @@ import os
 import re
 import sys
 
+import regex
+
 from nerkit.startup import collection_paused, skip_collection_at_exit
 
 with collection_paused():  # what the imports make lives as long as the process (nerkit/startup.py)
@@ -34,8 +36,12 @@ with collection_paused():  # what the imports make lives as long as the process 
 
 logger = logging.getLogger("predict_ner")
 
-# A word is a run of letters and digits, or one other visible character: "John's" -> John ' s.
-WORD = re.compile(r"\w+|[^\w\s]")
+# A word is a run of letters, digits and the marks and joiners that belong to them (Hindi शाहरुख़, decomposed
+# Zürich, Persian می‌خواهم, a soft hyphen), or a CJK ideograph alone (as BERT's tokenizer splits them; a line
+# of Japanese would otherwise be one word), or one other visible character or emoji sequence (a flag, a
+# skin tone, a ZWJ family): "John's" -> John ' s. Invisible format and control characters (a zero-width
+# space, a BOM) separate words as spaces do.
+WORD = regex.compile(r"\p{Han}|(?:(?!\p{Han})[\w\p{M}\u200c\u200d\u00ad])+|(?![\s\p{Cf}\p{Cc}])\X")
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".conll": "conll", ".iob": "conll", ".bio": "conll",
            ".conllu": "conllu", ".txt": "text"}  # --format auto, by extension; anything else is text
 # ... except files that are plainly not text: read as lines, they would be tagged as prose (a CSV's header

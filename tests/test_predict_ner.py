@@ -73,6 +73,20 @@ def test_a_truncated_weights_file_is_one_paragraph(trained_model, tmp_path):
         predict_ner.Tagger(str(broken), None, 64, None, "viterbi")
 
 
+@pytest.mark.parametrize("text, words", [
+    ("John's car", ["John", "'", "s", "car"]),
+    ("शाहरुख़ खान", ["शाहरुख़", "खान"]),  # combining vowel signs and nukta stay in the word
+    ("Zu\u0308rich", ["Zu\u0308rich"]),  # decomposed (NFD) ü
+    ("می\u200cخواهم", ["می\u200cخواهم"]),  # a zero-width non-joiner inside a Persian word
+    ("東京都に住む", ["東", "京", "都", "に", "住", "む"]),  # ideographs alone, as BERT's tokenizer splits them
+    ("🇺🇸 👍🏽 👨\u200d👩\u200d👧", ["🇺🇸", "👍🏽", "👨\u200d👩\u200d👧"]),  # emoji sequences whole
+    ("a\u200bb\ufeffc", ["a", "b", "c"]),  # invisible format characters separate words
+])
+def test_words_of_every_script_stay_whole(text, words):
+    found, offsets = predict_ner.split_words({"text": text}, "words")
+    assert found == words and [text[start:end] for start, end in offsets] == words
+
+
 def test_entities_have_exact_character_offsets(trained_model, tmp_path):
     records = predict(trained_model, tmp_path, TEXTS, "--words")
     assert len(records) == len(TEXTS)
