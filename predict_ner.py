@@ -49,6 +49,7 @@ FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".conll": "conll", ".iob": "conl
 NOT_READ = (".csv", ".tsv", ".parquet", ".arrow", ".feather", ".xlsx", ".xls", ".ods", ".docx", ".pdf", ".gz",
             ".zip")
 CONLL_SAMPLE = 200  # lines looked at to tell a CoNLL file from prose
+OUTPUT_FIELDS = ("entities", "words", "labels", "scores")  # what an output line says; an input's own are replaced
 ALL_O_LINES = 20  # token lines that all end in O, and so read as a tagged file without entities
 
 
@@ -169,6 +170,8 @@ def read_documents(path, kind, labels=frozenset()):
         parsed = parse_conll(name, text) if kind == "conll" else parse_conllu(name, text, format_flag="--format")
         return [{"tokens": record["tokens"]} for record in parsed[0]]
     lines = input_lines(text)
+    if guessed and path == "-" and looks_like_json_lines(lines):  # no extension to tell
+        kind = "jsonl"
     if kind == "jsonl":
         return [json_document(line, path, number) if line.strip() else {"text": ""}
                 for number, line in enumerate(lines, start=1)]
@@ -246,6 +249,22 @@ def saved_labels(model):
         return frozenset()
 
 
+def looks_like_json_lines(lines):
+    """Whether every line that is not blank is a JSON object with a 'text' string or a 'tokens' list: prose
+    hardly is, and standard input has no extension to say it is JSON Lines."""
+    filled = [line for line in lines if line.strip()]
+    for line in filled:
+        if not line.lstrip().startswith("{"):
+            return False
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            return False
+        if not (isinstance(record, dict) and (isinstance(record.get("text"), str) or "tokens" in record)):
+            return False
+    return bool(filled)
+
+
 def input_lines(text):
     """Lines split at "\n" (and a "\r" before it) only: str.splitlines also splits at U+2028, form feeds
     and other characters that are text inside a line, even inside a JSON string."""
@@ -261,11 +280,12 @@ def json_document(line, path, number):
     except json.JSONDecodeError as error:
         raise UserError(f"{path}, line {number}: not valid JSON ({error.msg}). The input is read as JSON Lines: one "
                         "object per line, such as {\"text\": \"...\"}, not one JSON array.") from None
+    # the record's other fields (an id) are kept, to be written back beside the entities
     if isinstance(record, dict) and isinstance(record.get("text"), str):
-        return {"text": characters_only(record["text"], path, number)}
+        return dict(record, text=characters_only(record["text"], path, number))
     if isinstance(record, dict) and isinstance(record.get("tokens"), list) and all(
             isinstance(word, str) and word.strip() for word in record["tokens"]):
-        return {"tokens": [characters_only(word, path, number) for word in record["tokens"]]}
+        return dict(record, tokens=[characters_only(word, path, number) for word in record["tokens"]])
     raise UserError(f"{path}, line {number}: expected an object with a 'text' string or a 'tokens' list of "
                     "non-empty strings.")
 
@@ -395,14 +415,16 @@ def load_pretrained(auto_class, name, **kwargs):
 
 
 def document_record(document, words, offsets, tags, probabilities, with_words):
-    """One output line: the document's entities with character offsets (and its words)."""
+    """One output line: the document's entities with character offsets (and its words), after the fields of
+    a JSON Lines input's record other than its text or tokens."""
     text = document["text"]
+    kept = {key: value for key, value in document.items() if key not in ("text", "tokens", *OUTPUT_FIELDS)}
     entities = []
     for kind, first, last in entity_spans(tags):
         start, end = offsets[first][0], offsets[last][1]
         score = sum(probabilities[first:last + 1]) / (last - first + 1)
         entities.append({"type": kind, "start": start, "end": end, "text": text[start:end], "score": round(score, 6)})
-    record = {"text": text, "entities": entities}
+    record = {**kept, "text": text, "entities": entities}
     if with_words:
         record.update(words=words, labels=tags, scores=[round(p, 6) for p in probabilities])
     return record

@@ -87,6 +87,20 @@ def test_words_of_every_script_stay_whole(text, words):
     assert found == words and [text[start:end] for start, end in offsets] == words
 
 
+def test_json_lines_keep_their_other_fields_and_are_told_on_standard_input(trained_model, tmp_path):
+    lines = [json.dumps({"id": 7, "text": TEXTS[0]}), json.dumps({"id": 8, "tokens": TEXTS[1].split(),
+                                                                  "entities": "replaced"})]
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "predict_ner.py"), "--model", trained_model],
+                            input="\n".join(lines) + "\n", capture_output=True, text=True, cwd=ROOT,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [record["id"] for record in records] == [7, 8]  # read as JSON Lines, not as two lines of prose
+    assert records[0]["text"] == TEXTS[0] and isinstance(records[1]["entities"], list)
+    assert predict_ner.looks_like_json_lines(['{"text": "a"}', "", '{"tokens": ["b"]}'])
+    assert not predict_ner.looks_like_json_lines(['{"text": "a"}', "Hello {world}"])
+
+
 def test_entities_have_exact_character_offsets(trained_model, tmp_path):
     records = predict(trained_model, tmp_path, TEXTS, "--words")
     assert len(records) == len(TEXTS)
