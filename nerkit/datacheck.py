@@ -18,7 +18,8 @@ from .error_analysis import entity_spans
 from .errors import UserError
 from .schemes import RULES_IN_WORDS, decide_scheme, scheme_from_tags
 from .outputs import write_json
-from .summary import entity_counts, foreign_prefixes, scheme_breaks
+from .summary import (entity_counts, foreign_prefixes, scheme_breaks, tag_count_text, tag_counts,
+                      tags_without_entities)
 from .tokenization import example_windows, load_fast_tokenizer, window_length, word_lengths_from_ids
 
 logger = logging.getLogger(__name__)
@@ -92,14 +93,17 @@ def empty_words(split, lengths):
             "first": places[:SHOWN_PLACES]}
 
 
-def split_report(split, lengths, plan):
-    """The figures of one split; `lengths` holds the sub-tokens of every word of every example."""
+def split_report(split, lengths, plan, scheme=None):
+    """The figures of one split; `lengths` holds the sub-tokens of every word of every example. Tags without
+    entities (POS tags, under the run's `scheme` none) are counted per tag instead of as entities."""
     report = {"source": split.source, "examples": len(split.tokens),
               "words": sum(len(tokens) for tokens in split.tokens), "labelled": split.tags is not None,
               "longest_example": max(sum(word_lengths) for word_lengths in lengths) + plan.special_tokens}
     report.update(window_counts(lengths, plan))
     report["empty_words"] = empty_words(split, lengths)
-    if split.tags is not None:
+    if tags_without_entities(split, scheme):
+        report.update(tags=tag_counts(split), scheme=None)
+    elif split.tags is not None:
         words, subtokens = [], []
         for tokens, tags, word_lengths in zip(split.tokens, split.tags, lengths):
             for _, start, end, _ in entities_of(tokens, tags):
@@ -232,13 +236,15 @@ def scheme_break_report(splits):
 def data_report(splits, lengths, plan):
     """The whole report (data_report.json). `splits` maps a name to a `nerkit.data.Split`, `lengths` a name
     to the sub-tokens of each word of each example (see `subtoken_lengths`)."""
+    scheme = run_scheme(splits)[0]
+    entities = not any(tags_without_entities(split, scheme) for split in splits.values())
     return {
         "max_length": plan.max_length,
         "stride": plan.overlap,
-        "scheme": run_scheme(splits)[0],
-        "splits": {name: split_report(split, lengths[name], plan) for name, split in splits.items()},
+        "scheme": scheme,
+        "splits": {name: split_report(split, lengths[name], plan, scheme) for name, split in splits.items()},
         "leakage": leakage(splits),
-        "unseen_entity_ratio": unseen_entities(splits),
+        "unseen_entity_ratio": unseen_entities(splits) if entities else {},  # none for POS tags
         "inconsistent_annotations": inconsistent_annotations(splits),
         "labels_not_in_train": labels_not_in_train(splits),
         "scheme_breaks": scheme_break_report(splits),
@@ -248,7 +254,9 @@ def data_report(splits, lengths, plan):
 def split_lines(name, report):
     """The readable lines of one split."""
     parts = [f"{name} ({report['source']}): {report['examples']:,} examples, {report['words']:,} words"]
-    if report["labelled"]:
+    if report["labelled"] and "tags" in report:
+        parts.append(tag_count_text(report["tags"]))
+    elif report["labelled"]:
         entities = ", ".join(f"{kind} {count:,}" for kind, count in report["entities"].items()) or "none"
         parts += [f"entities {entities}", f"scheme {report['scheme'] or 'none detected'}"]
     parts.append(f"longest example {report['longest_example']:,} sub-tokens")

@@ -33,16 +33,31 @@ def entity_counts(tag_lists):
     return counts
 
 
+def tags_without_entities(split, scheme):
+    """Whether a labelled split's tags name no entities: no scheme and no entity prefixes (POS tags), which
+    seqeval would still read as entities of made-up types (NNP as NP)."""
+    return split.tags is not None and scheme == "none" and not any(split_label(tag)[0] for tag in split.tag_set)
+
+
+def tag_counts(split):
+    """{tag: words} of a labelled split, the most frequent first."""
+    return dict(Counter(tag for tags in split.tags for tag in tags).most_common())
+
+
+def tag_count_text(counts):
+    """'3 tags: NN 40, VB 20, DT 10', the SHOWN_TAGS most frequent named."""
+    shown = list(counts.items())
+    more = f" and {len(shown) - SHOWN_TAGS} more" if len(shown) > SHOWN_TAGS else ""
+    return f"{len(shown)} tags: " + ", ".join(f"{tag} {n:,}" for tag, n in shown[:SHOWN_TAGS]) + more
+
+
 def describe(split, scheme=None):
-    """One log line for a split: its entities per type, or for tags without a scheme and without entity
-    prefixes (POS tags) the most frequent tags, which seqeval would read as entities of made-up types (NNP as
-    NP)."""
+    """One log line for a split: its entities per type, or for tags without entities (POS tags) the most
+    frequent tags."""
     words = sum(len(tokens) for tokens in split.tokens)
     parts = [f"{split.name} ({split.source}): {len(split.tokens):,} examples, {words:,} words"]
-    if split.tags is not None and scheme == "none" and not any(split_label(tag)[0] for tag in split.tag_set):
-        counts = Counter(tag for tags in split.tags for tag in tags).most_common()
-        more = f" and {len(counts) - SHOWN_TAGS} more" if len(counts) > SHOWN_TAGS else ""
-        parts.append(f"{len(counts)} tags: " + ", ".join(f"{tag} {n:,}" for tag, n in counts[:SHOWN_TAGS]) + more)
+    if tags_without_entities(split, scheme):
+        parts.append(tag_count_text(tag_counts(split)))
     elif split.tags is not None:
         counts = entity_counts(split.tags)
         parts.append("entities " + (", ".join(f"{kind} {n:,}" for kind, n in counts.most_common()) or "none"))

@@ -179,3 +179,14 @@ def test_no_trainer_check_data_uses_its_window_flag(tiny_bert, tmp_path, no_weig
                             str(tmp_path / "out"), "--check_data", "--max_length", "12"])
     report = json.loads((tmp_path / "out" / "data_report.json").read_text(encoding="utf-8"))
     assert report["max_length"] == 12 and list(report["splits"]) == ["train"]
+
+
+def test_pos_tags_are_reported_as_tags_not_as_seqevals_entities():
+    rows = {"train": [("The cat sat", "DT NN VBD", [1, 1, 1]), ("A dog", "DT NN", [1, 1])],
+            "validation": [("The dog", "DT NN", [1, 1])]}
+    splits = {name: split(name, data) for name, data in rows.items()}
+    report = data_report(splits, {name: [row[2] for row in data] for name, data in rows.items()}, PLAN)
+    assert report["scheme"] == "none" and report["splits"]["train"]["tags"] == {"DT": 2, "NN": 2, "VBD": 1}
+    assert "entities" not in report["splits"]["train"] and report["unseen_entity_ratio"] == {}
+    text = report_text(report)
+    assert "3 tags: DT 2, NN 2, VBD 1" in text and "unseen entities" not in text
