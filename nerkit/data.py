@@ -444,6 +444,10 @@ def read_dataset(name, config_name, cache_dir, token, wanted, columns=None):
         else:
             loaded = datasets.load_dataset(path, config_name, cache_dir=cache_dir, token=token)
     except Exception as error:  # datasets raises many types; the user needs the name and the reason
+        empty = empty_saved_splits(path) if is_saved_dataset(path) else []
+        if empty:  # datasets (5.2) fails to load a saved split of no rows, with an IndexError
+            raise UserError(f"--dataset_name {name}: the saved split(s) {', '.join(empty)} have no examples. Save "
+                            "the dataset again without them, or with examples in them.") from None
         raise UserError(dataset_failure(name, config_name, error)) from None
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
@@ -538,6 +542,21 @@ def offline_setting():
     if name is None or os.environ[name].upper() not in TRUE_VALUES:
         return None
     return f"{name}={os.environ[name]}"
+
+
+def empty_saved_splits(folder):
+    """The splits of a `save_to_disk` folder saved with no data files (no rows), read from its JSON files."""
+    try:
+        with open(os.path.join(folder, "dataset_dict.json"), encoding="utf-8") as handle:
+            names = json.load(handle)["splits"]
+        empty = []
+        for split in names:
+            with open(os.path.join(folder, split, "state.json"), encoding="utf-8") as handle:
+                if not json.load(handle).get("_data_files"):
+                    empty.append(split)
+        return empty
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def is_saved_dataset(folder):

@@ -193,6 +193,13 @@ def test_an_empty_data_file_in_a_dataset_folder_is_named(tmp_path):
         read(dataset_name=str(tmp_path / "folder"))
 
 
+def test_an_empty_saved_split_is_named(tmp_path):
+    DatasetDict({"train": labelled_dataset(NAMES), "validation": labelled_dataset(NAMES).select([])}).save_to_disk(
+        str(tmp_path / "saved"))
+    with pytest.raises(UserError, match="the saved split\\(s\\) validation have no examples"):
+        read(dataset_name=str(tmp_path / "saved"))
+
+
 def test_datasets_messages_become_one_paragraph():
     from nerkit.data import dataset_failure
 
