@@ -29,7 +29,7 @@ with collection_paused():  # what the imports make lives as long as the process 
     from nerkit.data import Split, parse_conll, parse_conllu
     from nerkit.errors import UserError, exit_on_user_error
     from nerkit.hub import hub_names, offline_unless_reachable
-    from nerkit.labels import model_label_list, outside_label
+    from nerkit.labels import model_label_list, outside_label, saved_id2label
     from nerkit.outputs import write_atomic
     from nerkit.schemes import entity_spans, split_label
     from nerkit.tokenization import EncodingSettings, encode_split, load_fast_tokenizer, window_length
@@ -240,13 +240,12 @@ def looks_like_conll(lines, labels=frozenset()):
 
 def saved_labels(model):
     """The label names in config.json of a model folder on disk, read before the model loads; nothing for a
-    hub id or a config without them."""
+    hub id or a config without them (a config.json that cannot be read is for the loading to report)."""
     try:
-        with open(os.path.join(model, "config.json"), encoding="utf-8") as handle:
-            id2label = json.load(handle).get("id2label")
-        return frozenset(str(name) for name in id2label.values())
-    except (OSError, ValueError, AttributeError):  # no such file, not JSON, not a mapping
+        id2label = saved_id2label(model)
+    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not a mapping
         return frozenset()
+    return frozenset(str(name) for name in (id2label or {}).values())
 
 
 def looks_like_json_lines(lines):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .errors import UserError
 from .hub import LOCAL_SPELLINGS
+from .labels import one_word
 
 logger = logging.getLogger(__name__)
 
@@ -773,13 +774,14 @@ def label_name(tag, names, place):
 def check_tag(tag, place):
     """A tag is one word: predictions.txt writes a line's labels separated by single spaces, so a tag with
     whitespace in it would read as two labels, an empty one as none, and 'B-PER ' would also be a label of
-    its own beside 'B-PER'."""
+    its own beside 'B-PER' (nerkit.labels.one_word). The message says which."""
+    if one_word(tag):
+        return
     if not tag.strip() or len(tag.split()) > 1:
         raise UserError(f"{place}: the tag {tag!r} is empty or holds whitespace. A tag is one word such as B-PER "
                         "(in a CoNLL file, separate its columns all by tabs or all by spaces).")
-    if tag != tag.strip():
-        raise UserError(f"{place}: the tag {tag!r} has whitespace around it, so it would be a label of its own "
-                        f"beside {tag.strip()!r}. Remove the whitespace around it.")
+    raise UserError(f"{place}: the tag {tag!r} has whitespace around it, so it would be a label of its own "
+                    f"beside {tag.strip()!r}. Remove the whitespace around it.")
 
 
 def read_label_names(value):

@@ -42,12 +42,31 @@ def model_label_list(config):
     return names
 
 
+def one_word(label):
+    """Whether a label (a data tag, a model's label name) can stand in predictions.txt, which separates a
+    line's labels by single spaces: not empty, no whitespace in or around it."""
+    return bool(label) and label == label.strip() and len(label.split()) == 1
+
+
+def saved_id2label(folder):
+    """{id: label name} in the config.json of a folder on disk, read as JSON before anything loads; None where
+    the folder has no config.json. A config.json that cannot be read raises (OSError, ValueError)."""
+    import json
+    import os
+
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return {int(key): name for key, name in (json.load(handle).get("id2label") or {}).items()}
+
+
 def check_model_labels(model_labels, model_name):
-    """A pretrained head's label names become tags in predictions.txt, which separates a line's tags by single
-    spaces (the rule nerkit.data.check_tag keeps for the data's tags): a name that is empty or has whitespace
-    in or around it would not line up with the words."""
+    """A pretrained head's label names become tags in predictions.txt (see `one_word`, the rule
+    nerkit.data.check_tag keeps for the data's tags): a name that is empty or has whitespace in or around it
+    would not line up with the words."""
     for label in model_labels:
-        if not label.strip() or len(label.split()) > 1 or label != label.strip():
+        if not one_word(label):
             joined = "_".join(label.split()) or "O"
             raise UserError(f"The model {model_name} names a label {label!r} in its config.json (id2label), with "
                             "whitespace in or around it: predictions.txt separates labels by single spaces, so its "
@@ -112,15 +131,11 @@ def check_checkpoint_labels(checkpoint, label_list):
     other labels than this run's (the data changed since): loading its state would fail on the classifier's
     shape, or worse, give its rows other meanings. A checkpoint without a config.json (the Accelerate loop's)
     is left to the loading."""
-    import json
-    import os
     from types import SimpleNamespace
 
-    path = os.path.join(checkpoint, "config.json") if checkpoint else None
-    if path is None or not os.path.isfile(path):
+    id2label = saved_id2label(checkpoint) if checkpoint else None
+    if id2label is None:
         return
-    with open(path, encoding="utf-8") as handle:
-        id2label = {int(key): name for key, name in (json.load(handle).get("id2label") or {}).items()}
     names = [id2label[key] for key in sorted(id2label)]
     named = model_label_list(SimpleNamespace(id2label=id2label))  # None for placeholders: only the count counts
     if names and (len(names) != len(label_list) if named is None else named != list(label_list)):
