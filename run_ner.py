@@ -67,6 +67,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         forget_other_precision,
         log_precision,
         longest_input,
+        one_cast_per_weight,
         prepare_device,
     )
     from nerkit.workflow import (
@@ -136,6 +137,11 @@ class NerTrainer(Trainer):
             return make_loader(dataset)
         finally:
             self.args.dataloader_drop_last = drop_last
+
+    def evaluation_loop(self, *args, **kwargs):
+        """The Trainer's, in one autocast region: each weight cast once, not once a batch (one_cast_per_weight)."""
+        with one_cast_per_weight(self.accelerator):
+            return super().evaluation_loop(*args, **kwargs)
 
     def _save_optimizer_and_scheduler(self, output_dir):
         """A checkpoint's optimizer state comes with the word-embedding rows it is for (nerkit.embedding_rows),
@@ -477,10 +483,8 @@ def predict(trainer, split, features, label_list, data_args, output_dir):
     model, loader = trainer.model.eval(), trainer.get_test_dataloader(features)
     started = time.time()
     batches = (trainer.prediction_step(model, inputs, prediction_loss_only=False)[:2] for inputs in loader)
-    # the run's precision, as in evaluation (a model neither trained nor evaluated is not prepared yet)
-    with trainer.accelerator.autocast():
-        tags, probabilities, scores = decode_and_score(batches, trainer.accelerator, split, features, label_list,
-                                                       data_args, model_scheme(model.config))
+    tags, probabilities, scores = decode_and_score(batches, trainer.accelerator, split, features, label_list,
+                                                   data_args, model_scheme(model.config))
     metrics = {f"predict_{key}": value for key, value in scores.items()}
     metrics.update(timing_metrics("predict", time.time() - started, len(split.tokens), len(loader)))
     if "f1" in scores:  # a labelled test split

@@ -136,17 +136,23 @@ def collect_words(outputs, accelerator, decoder):
     """Consume (loss or None, logits) per batch, in dataloader order: each batch is reduced on its device,
     padded and gathered across processes (duplicates of an uneven last batch dropped), and decoded into
     words at once, so memory holds words, never the logits of the whole set. Returns the mean loss or None.
-    """
+
+    The batches are computed as this loop draws them, all in one autocast region of the run's precision
+    (nerkit.speed.one_cast_per_weight): each weight is cast once for the set, and a model accelerate has
+    not prepared (predict without train or eval) runs in that precision too."""
+    from .speed import one_cast_per_weight
+
     loss_sum, loss_count = 0.0, 0
-    for loss, logits in outputs:
-        reduced = reduce_logits(logits, keep_distribution=decoder.keep_distribution)
-        reduced = accelerator.pad_across_processes(reduced, dim=1, pad_index=-100)
-        reduced = accelerator.gather_for_metrics(reduced)
-        decoder.add_batch(reduced)
-        if loss is not None:
-            per_example = accelerator.gather_for_metrics(loss.detach().float().reshape(1).repeat(len(logits)))
-            loss_sum += float(per_example.sum())
-            loss_count += len(per_example)
+    with one_cast_per_weight(accelerator):
+        for loss, logits in outputs:
+            reduced = reduce_logits(logits, keep_distribution=decoder.keep_distribution)
+            reduced = accelerator.pad_across_processes(reduced, dim=1, pad_index=-100)
+            reduced = accelerator.gather_for_metrics(reduced)
+            decoder.add_batch(reduced)
+            if loss is not None:
+                per_example = accelerator.gather_for_metrics(loss.detach().float().reshape(1).repeat(len(logits)))
+                loss_sum += float(per_example.sum())
+                loss_count += len(per_example)
     return loss_sum / loss_count if loss_count else None
 
 

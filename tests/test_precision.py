@@ -5,6 +5,7 @@ import logging
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import predict_ner
 import run_ner
@@ -166,6 +167,43 @@ def test_run_ner_predicts_in_the_precision_it_logs(trained_model, ner_files, tmp
         run(trained_model, tmp_path / "p", "--do_predict", files={"test": ner_files["test"]})
     assert observed.accelerator.mixed_precision == "bf16" and observed.dtypes["inference"] == {torch.bfloat16}
     assert "Inference in bf16" in caplog.text
+
+
+class WeightCasts(TorchDispatchMode):
+    """Counts a model's forward passes and the casts of its classifier's weight to another dtype."""
+
+    def __init__(self):
+        super().__init__()
+        self.pointer, self.casts, self.forwards = None, 0, 0
+
+    def watch(self, model):
+        self.pointer = model.classifier.weight.data_ptr()
+        model.register_forward_hook(lambda *args: setattr(self, "forwards", self.forwards + 1))
+        return model
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._to_copy.default and args[0].data_ptr() == self.pointer:
+            self.casts += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_evaluation_and_prediction_cast_each_weight_once(trained_model, ner_files, tmp_path, monkeypatch):
+    """Autocast casts the fp32 weights once per split (nerkit.speed.one_cast_per_weight), not once a batch."""
+    monkeypatch.setenv(speed.AUTO_PRECISION_VARIABLE, "bf16")
+    counter, original_load = WeightCasts(), run_ner.load_model
+    monkeypatch.setattr(run_ner, "load_model", lambda *args: counter.watch(original_load(*args)))
+    with counter:
+        run(trained_model, tmp_path / "p", "--do_eval", "--do_predict", "--per_device_eval_batch_size", "2",
+            files={"validation": ner_files["validation"], "test": ner_files["test"]})
+    # the bf16 check's one pass on the longest input (nerkit.speed.check_bf16_runs), then 3 batches per split
+    assert (counter.forwards, counter.casts) == (1 + 3 + 3, 1 + 1 + 1)
+
+    tagger = predict_ner.Tagger(trained_model, None, 64, 2, "viterbi")
+    counter = WeightCasts()
+    counter.watch(tagger.model)
+    with counter:
+        tagger.tag([text.split() for text in TEXTS])
+    assert counter.forwards > 1 and counter.casts == 1
 
 
 # ---- a model that fails in bf16 ----
