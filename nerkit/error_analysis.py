@@ -3,6 +3,9 @@
     analysis = analyse_errors(tokens, gold_tags, predicted_tags, label_list, mode)
     analysis["counts"]  # {"correct": 80, "wrong_type": 5, "wrong_boundary": 10, ...}
 
+Tags that name no entities (POS tags) are analysed word by word instead (`analyse_tag_errors`): words per
+tag tagged right and wrong, and which tag was given instead.
+
 The categories (the SemEval-2013 task 9 scenarios that nervaluate's documentation describes):
 - correct: same span and type as a gold entity;
 - wrong_type: same span, another type;
@@ -39,6 +42,8 @@ PREDICTED_CATEGORIES = CATEGORIES[:4] + ("spurious",)  # each predicted entity i
 TITLES = {"correct": "correct", "wrong_type": "wrong type", "wrong_boundary": "wrong boundary",
           "wrong_boundary_and_type": "wrong boundary and type", "missed": "missed", "spurious": "spurious"}
 SHOWN_EXAMPLES = 20
+SHOWN_PER_CONFUSION = 5  # examples of each of the SHOWN_EXAMPLES most frequent tag confusions
+SHOWN_TAGS = 10  # tags named in the log's summary of a word-by-word analysis
 CONTEXT_WORDS = 5  # words shown on each side of the entities of an example
 
 Span = namedtuple("Span", "type start end")  # word indices, end exclusive
@@ -142,6 +147,84 @@ def analyse_errors(tokens, gold_tags, predicted_tags, label_list, mode="default"
                 type_confusions=[{"gold": gold, "predicted": predicted, "count": count}
                                  for (gold, predicted), count in confusions.most_common()],
                 examples=examples)
+
+
+def analyse_tag_errors(tokens, gold_tags, predicted_tags, where=None, shown=SHOWN_EXAMPLES):
+    """The error analysis of a split whose tags name no entities (POS tags, nerkit.summary's
+    `tags_without_entities`), word by word: seqeval would read such tags as made-up entities (NNP as an
+    entity of type NP), so the entity categories would mean nothing.
+
+    Returns `words`, `correct`, `accuracy`, `per_tag` ({tag: gold, correct and predicted words}, the most
+    frequent gold tag first; errors_<split>.json sorts it by tag) and `tag_confusions` (`gold`, `predicted`, `count` of every wrong pair, most
+    frequent first; the first `shown` with up to SHOWN_PER_CONFUSION `examples` each, in data order, as
+    the entity analysis records them, a word being a one-word span)."""
+    per_tag, confusions, examples = {}, Counter(), {}
+    words = correct = 0
+    for index, (gold, predicted) in enumerate(zip(gold_tags, predicted_tags)):
+        for position, (gold_tag, predicted_tag) in enumerate(zip(gold, predicted)):
+            words += 1
+            per_tag.setdefault(gold_tag, {"gold": 0, "correct": 0, "predicted": 0})["gold"] += 1
+            per_tag.setdefault(predicted_tag, {"gold": 0, "correct": 0, "predicted": 0})["predicted"] += 1
+            if gold_tag == predicted_tag:
+                correct += 1
+                per_tag[gold_tag]["correct"] += 1
+                continue
+            confusions[(gold_tag, predicted_tag)] += 1
+            kept = examples.setdefault((gold_tag, predicted_tag), [])
+            if shown and len(kept) < SHOWN_PER_CONFUSION:
+                kept.append(example_record(index, tokens[index], [Span(gold_tag, position, position + 1)],
+                                           [Span(predicted_tag, position, position + 1)], where))
+    pairs = [{"gold": gold, "predicted": predicted, "count": count}
+             | ({"examples": examples[(gold, predicted)]} if rank < shown else {})
+             for rank, ((gold, predicted), count) in enumerate(confusions.most_common())]
+    return {"unit": "word", "examples_in_split": len(gold_tags), "words": words, "correct": correct,
+            "accuracy": correct / words if words else 0.0,
+            "per_tag": dict(sorted(per_tag.items(), key=lambda item: (-item[1]["gold"], item[0]))),
+            "tag_confusions": pairs}
+
+
+def tag_summary_lines(analysis, split_name):
+    """The log's summary of a word-by-word analysis: overall, the SHOWN_TAGS tags with most wrong words,
+    the most frequent confusions."""
+    lines = [f"Errors on {split_name}, word by word (the tags name no entities): {analysis['words']:,} words, "
+             f"{analysis['correct']:,} correct ({analysis['accuracy']:.2%}), "
+             f"{analysis['words'] - analysis['correct']:,} wrong."]
+    worst = sorted(((tally["gold"] - tally["correct"], tag) for tag, tally in analysis["per_tag"].items()
+                    if tally["gold"] > tally["correct"]), key=lambda item: (-item[0], item[1]))
+    for wrong, tag in worst[:SHOWN_TAGS]:
+        tally = analysis["per_tag"][tag]
+        lines.append(f"  {tag}: {tally['correct']:,} of {tally['gold']:,} correct, {wrong:,} wrong.")
+    if analysis["tag_confusions"]:
+        shown = ", ".join(f"{item['gold']} as {item['predicted']} {item['count']:,}"
+                          for item in analysis["tag_confusions"][:5])
+        lines.append(f"  most frequent confusions (gold as predicted): {shown}.")
+    return lines
+
+
+def tag_card_section(analysis, split_name):
+    """Markdown lines for the model card: words per tag and what they were taken for."""
+    confused = {}
+    for item in analysis["tag_confusions"]:  # most frequent first: the first seen per gold tag is its top
+        confused.setdefault(item["gold"], item)
+    rows = []
+    for tag, tally in analysis["per_tag"].items():
+        if not tally["gold"]:
+            continue
+        top = confused.get(tag)
+        rows.append(f"| {tag} | {tally['gold']} | {tally['correct']} | {tally['correct'] / tally['gold']:.4f} | "
+                    + (f"{top['predicted']} ({top['count']})" if top else "") + " |")
+    return [
+        f"## Errors ({split_name}, per word)",
+        "",
+        "Words by gold tag, how many the model tagged right, and the tag it most often gave them instead; see "
+        "`errors_" + split_name + ".json` for examples.",
+        "",
+        "| tag | words | correct | accuracy | most often taken for |",
+        "| --- | --- | --- | --- | --- |",
+        *rows,
+        f"| **overall** | {analysis['words']} | {analysis['correct']} | {analysis['accuracy']:.4f} | |",
+        "",
+    ]
 
 
 def counts_text(counts, every=True):

@@ -1,7 +1,8 @@
 """What a trained folder tells a reader: the model card (README.md), the error analysis of each labelled
 split (errors_<split>.json) and, when matplotlib is installed, confusion_matrix.png (entity types, per
 word), errors.png and errors_test.png (error categories per entity type) and learning_curves.png (loss and
-F1 per evaluation)."""
+F1 per evaluation). For tags that name no entities (POS tags) the analysis, the pictures and the card's
+scores go word by word, tag by tag."""
 
 import logging
 import os
@@ -9,9 +10,20 @@ import shlex
 import sys
 from collections import Counter
 
-from .error_analysis import CATEGORIES, TITLES, analyse_errors, card_section, summary_lines
+from .error_analysis import (
+    CATEGORIES,
+    TITLES,
+    analyse_errors,
+    analyse_tag_errors,
+    card_section,
+    summary_lines,
+    tag_card_section,
+    tag_summary_lines,
+)
 from .metrics import entity_scores
 from .outputs import write_atomic, write_json
+from .schemes import split_label
+from .summary import labels_without_entities
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +44,8 @@ def command_line(argv=None):
 
 
 def word_type(tag):
-    return tag.split("-", 1)[1] if "-" in tag else tag
+    """B-PER's PER; a tag without an entity prefix (O, a POS tag such as -LRB-) as it is."""
+    return split_label(tag)[1]
 
 
 def model_card(base_model, data_sources, label_list, command, gold=None, predicted=None, metric_mode="default",
@@ -65,7 +78,9 @@ def model_card(base_model, data_sources, label_list, command, gold=None, predict
         "```",
         "",
     ]
-    if gold is not None:
+    if gold is not None and labels_without_entities(label_list, scheme):
+        lines += tag_scores_section(gold, predicted)
+    elif gold is not None:
         scores = entity_scores(gold, predicted, label_list, metric_mode, entity_level=True, scheme=scheme)
         types = sorted({key.rsplit("_", 1)[0] for key in scores if key.endswith("_number")})
         lines += [
@@ -87,6 +102,31 @@ def model_card(base_model, data_sources, label_list, command, gold=None, predict
               'tagger = pipeline("token-classification", model="PATH_TO_THIS_FOLDER", aggregation_strategy="first")',
               "```", "", "or `python predict_ner.py --model PATH_TO_THIS_FOLDER --input texts.txt`.", ""]
     return "\n".join(lines)
+
+
+def tag_scores_section(gold, predicted):
+    """The model card's evaluation for tags that name no entities: precision, recall and F1 per tag, word
+    by word, and the word-by-word error table."""
+    analysis = analyse_tag_errors(None, gold, predicted, shown=0)
+    rows = []
+    for tag, tally in analysis["per_tag"].items():
+        if not tally["gold"]:
+            continue
+        precision = tally["correct"] / tally["predicted"] if tally["predicted"] else 0.0
+        recall = tally["correct"] / tally["gold"]
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append(f"| {tag} | {precision:.4f} | {recall:.4f} | {f1:.4f} | {tally['gold']} |")
+    return [
+        "## Evaluation (validation, per word: the tags name no entities)",
+        "",
+        "| tag | precision | recall | F1 | words |",
+        "| --- | --- | --- | --- | --- |",
+        *rows,
+        "",
+        f"Word accuracy: {analysis['accuracy']:.4f}.",
+        "",
+        *tag_card_section(analysis, "validation"),
+    ]
 
 
 def write_model_card(output_dir, *args, **kwargs):
@@ -140,15 +180,20 @@ def save_error_analysis(output_dir, split, predicted, label_list, metric_mode, s
     """errors_<split>.json for a labelled split, its summary in the log, and its picture: errors.png for
     validation (beside confusion_matrix.png, which is validation's too), errors_<split>.png for another
     split. Returns the analysis."""
-    analysis = analyse_errors(split.tokens, split.tags, predicted, label_list, metric_mode, split.where_word,
-                              scheme=scheme)
+    by_word = labels_without_entities(label_list, scheme)
+    if by_word:
+        analysis = analyse_tag_errors(split.tokens, split.tags, predicted, split.where_word)
+    else:
+        analysis = analyse_errors(split.tokens, split.tags, predicted, label_list, metric_mode, split.where_word,
+                                  scheme=scheme)
     path = os.path.join(output_dir, f"errors_{split.name}.json")
     write_json(path, dict(analysis, split=split.name, source=split.source))
-    for line in summary_lines(analysis, split.name):
+    for line in (tag_summary_lines if by_word else summary_lines)(analysis, split.name):
         logger.info(line)
-    logger.info("Wrote %s (with up to 20 examples of each category).", path)
+    logger.info("Wrote %s (with up to %s).", path,
+                "5 examples of each of the 20 most frequent confusions" if by_word else "20 examples of each category")
     picture = "errors.png" if split.name == "validation" else f"errors_{split.name}.png"
-    save_error_chart(os.path.join(output_dir, picture), analysis, split.name)
+    (save_tag_error_chart if by_word else save_error_chart)(os.path.join(output_dir, picture), analysis, split.name)
     return analysis
 
 
@@ -171,6 +216,29 @@ def save_error_chart(path, analysis, split_name):
     counts = analysis["counts"]
     axes.set_title(f"Errors on {split_name}: {counts['correct']} of {analysis['gold_entities']} gold entities "
                    f"correct, {counts['spurious']} spurious", fontsize=10)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)
+    return _save(figure, plt, path)
+
+
+def save_tag_error_chart(path, analysis, split_name):
+    """A bar per tag: its words tagged right and wrong, then the other words given that tag."""
+    plt = pyplot()
+    tags = [tag for tag, tally in analysis["per_tag"].items() if tally["gold"] or tally["predicted"]]
+    if plt is None or not tags:
+        return None
+    tallies = [analysis["per_tag"][tag] for tag in tags]
+    parts = [("correct", [t["correct"] for t in tallies], "tab:green"),
+             ("wrong", [t["gold"] - t["correct"] for t in tallies], "tab:red"),
+             ("given to other words", [t["predicted"] - t["correct"] for t in tallies], "tab:gray")]
+    figure, axes = plt.subplots(figsize=(9, 1.5 + 0.3 * len(tags)))
+    left = [0] * len(tags)
+    for label, values, colour in parts:
+        axes.barh(tags, values, left=left, color=colour, label=label)
+        left = [start + value for start, value in zip(left, values)]
+    axes.invert_yaxis()
+    axes.set_xlabel("words (gold tag: correct, wrong; then words wrongly given the tag)")
+    axes.set_title(f"Errors on {split_name}: {analysis['correct']:,} of {analysis['words']:,} words correct "
+                   f"({analysis['accuracy']:.2%})", fontsize=10)
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)
     return _save(figure, plt, path)
 

@@ -34,9 +34,14 @@ def entity_counts(tag_lists):
 
 
 def tags_without_entities(split, scheme):
-    """Whether a labelled split's tags name no entities: no scheme and no entity prefixes (POS tags), which
-    seqeval would still read as entities of made-up types (NNP as NP)."""
-    return split.tags is not None and scheme == "none" and not any(split_label(tag)[0] for tag in split.tag_set)
+    """Whether a labelled split's tags name no entities (`labels_without_entities`)."""
+    return split.tags is not None and labels_without_entities(split.tag_set, scheme)
+
+
+def labels_without_entities(labels, scheme):
+    """Whether these tags name no entities: no scheme and no entity prefixes (POS tags), which seqeval would
+    still read as entities of made-up types (NNP as NP)."""
+    return scheme == "none" and not any(split_label(tag)[0] for tag in labels)
 
 
 def tag_counts(split):

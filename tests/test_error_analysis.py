@@ -9,7 +9,8 @@ import pytest
 from seqeval.metrics import classification_report
 
 import run_ner_no_trainer
-from nerkit.error_analysis import CATEGORIES, PREDICTED_CATEGORIES, analyse_errors
+from conftest import write_jsonl
+from nerkit.error_analysis import CATEGORIES, PREDICTED_CATEGORIES, analyse_errors, analyse_tag_errors
 from nerkit.metrics import STRICT_SCHEMES
 from test_run_ner import read_json, run
 
@@ -154,3 +155,59 @@ def test_no_trainer_writes_the_same_analysis(tiny_bert, ner_files, tmp_path):
     eval_results = read_json(tmp_path / "eval_results.json")
     assert eval_results["eval_recall"] == pytest.approx(validation["counts"]["correct"] / validation["gold_entities"])
     assert os.path.isfile(tmp_path / "errors.png")
+
+
+# ---- tags that name no entities (POS tags): word by word ----
+
+POS = {"John": "NNP", "Smith": "NNP", "Mary": "NNP", "Peter": "NNP", "Blackburn": "NNP", "works": "VBZ",
+       "visited": "VBD", "reported": "VBD", "rejects": "VBZ", "opened": "VBD", "at": "IN", "in": "IN",
+       "from": "IN", "to": "TO", "and": "CC", ".": ".", "last": "JJ", "year": "NN", "call": "NN", "lamb": "NN",
+       "offices": "NNS", "boycott": "VB", "German": "JJ", "British": "JJ"}
+
+
+def pos_rows(rows):
+    return [(tokens, [POS.get(word, "NNP") for word in tokens]) for tokens, _ in rows]
+
+
+def test_tag_errors_are_counted_word_by_word():
+    tokens = [["The", "cat", "sat", "down"], ["Dogs", "run"], ["It", "sat"]]
+    gold = [["DT", "NN", "VBD", "RP"], ["NNS", "VBP"], ["PRP", "VBD"]]
+    predicted = [["DT", "NN", "VBN", "IN"], ["NNS", "NN"], ["PRP", "VBN"]]
+    analysis = analyse_tag_errors(tokens, gold, predicted, where=lambda example, word: f"line {example}.{word}")
+    assert (analysis["words"], analysis["correct"], analysis["accuracy"]) == (8, 4, 0.5)
+    assert analysis["per_tag"]["NN"] == {"gold": 1, "correct": 1, "predicted": 2}
+    assert analysis["per_tag"]["VBN"] == {"gold": 0, "correct": 0, "predicted": 2}
+    # the most frequent first, ties in data order
+    assert [(item["gold"], item["predicted"], item["count"]) for item in analysis["tag_confusions"]] == [
+        ("VBD", "VBN", 2), ("RP", "IN", 1), ("VBP", "NN", 1)]
+    assert len(analysis["tag_confusions"][0]["examples"]) == 2
+    example = analysis["tag_confusions"][2]["examples"][0]
+    assert example["where"] == "line 1.1" and example["context"] == "Dogs run"
+    assert example["gold"] == [{"type": "VBP", "start": 1, "end": 2, "text": "run"}]
+    assert example["predicted"][0]["type"] == "NN"
+
+
+def test_pos_tags_get_a_word_by_word_analysis_not_made_up_entities(tiny_bert, tmp_path, caplog):
+    """seqeval reads NNP as an entity of type NP: errors_*.json, the pictures, the log and the model card go
+    by word and tag instead."""
+    from conftest import examples
+    files = {"train": write_jsonl(tmp_path / "train.json", pos_rows(examples(40))),
+             "validation": write_jsonl(tmp_path / "validation.json", pos_rows(examples(5, offset=1))),
+             "test": write_jsonl(tmp_path / "test.json", pos_rows(examples(5, offset=2)))}
+    out = tmp_path / "out"
+    with caplog.at_level("INFO"):
+        run(tiny_bert, out, "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "2", files=files)
+    results = read_json(out / "all_results.json")
+    for split in ("validation", "test"):
+        analysis = read_json(out / f"errors_{split}.json")
+        assert analysis["unit"] == "word" and "per_type" not in analysis
+        assert analysis["words"] == sum(tally["gold"] for tally in analysis["per_tag"].values())
+        assert set(analysis["per_tag"]) <= set(POS.values())
+    validation = read_json(out / "errors_validation.json")
+    assert validation["accuracy"] == pytest.approx(results["eval_accuracy"])
+    assert "Errors on validation, word by word" in caplog.text and "seqeval default mode" not in caplog.text
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "## Evaluation (validation, per word: the tags name no entities)" in card
+    assert "| NNP |" in card and "| NP |" not in card  # the tag itself, not seqeval's made-up type
+    for picture in ("errors.png", "errors_test.png", "confusion_matrix.png"):
+        assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture

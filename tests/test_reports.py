@@ -14,6 +14,8 @@ def test_command_line_hides_tokens():
 def test_confusion_counts_are_per_word_and_type():
     counts = confusion_counts([["B-PER", "I-PER", "O"]], [["B-PER", "B-LOC", "O"]])
     assert counts == {("PER", "PER"): 1, ("PER", "LOC"): 1, ("O", "O"): 1}
+    # POS tags are their own type, hyphens included (Penn Treebank's brackets)
+    assert confusion_counts([["-LRB-", "NN"]], [["-LRB-", "-RRB-"]]) == {("-LRB-", "-LRB-"): 1, ("NN", "-RRB-"): 1}
 
 
 def test_model_card_and_pictures(tiny_bert, ner_files, tmp_path):
