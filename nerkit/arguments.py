@@ -5,8 +5,10 @@ this suite's additions and are listed in the README.
 """
 
 import argparse
+import dataclasses
 import json
 import os
+import typing
 from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
@@ -369,6 +371,10 @@ def parse_arguments(dataclass_types, argv, defaults=None, hidden=()):
                 raise UserError(f"The configuration file {argv[0]} does not exist.")
             with open(path, encoding="utf-8") as handle:
                 values = json.load(handle)
+            if not isinstance(values, dict):
+                raise UserError(f"The configuration file {argv[0]} holds {type(values).__name__}, not an object of "
+                                'arguments: write {"model_name_or_path": "...", "do_train": true, ...}.')
+            check_value_types(dataclass_types, values, argv[0])
             return parser.parse_dict({**defaults, **values})
         named = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
         extra = [item for key, value in defaults.items() if f"--{key}" not in named
@@ -385,6 +391,60 @@ def parse_arguments(dataclass_types, argv, defaults=None, hidden=()):
     except ImportError as error:  # TrainingArguments checks some packages at once (--deepspeed's)
         raise UserError(f"The arguments need a package that is not installed: {str(error).rstrip('. ')}. Install "
                         "it, or leave out the flag that needs it.") from None
+
+
+PLAIN_TYPES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def plain_type(hint):
+    """(the plain type of a field's annotation, whether it may be None); (None, True) for anything else
+    (lists, dicts, unions of several types), which the dataclasses check themselves."""
+    arguments = [argument for argument in typing.get_args(hint) if argument is not type(None)]
+    optional = len(arguments) < len(typing.get_args(hint))
+    if not arguments:
+        return (hint if hint in PLAIN_TYPES else None), hint not in PLAIN_TYPES
+    if len(arguments) == 1 and arguments[0] in PLAIN_TYPES:
+        return arguments[0], optional
+    return None, True
+
+
+def check_value_types(dataclass_types, values, source):
+    """A JSON configuration's values against the fields' types, as the command line's parser converts flags:
+    the dataclasses take any value, and a string epoch count or a null learning rate would otherwise fail
+    deep in training, after the weights load."""
+    for dataclass_type in dataclass_types:
+        try:
+            hints = typing.get_type_hints(dataclass_type)
+        except Exception:  # an annotation that does not resolve: the written one, checked where plain
+            hints = {field_.name: field_.type for field_ in dataclasses.fields(dataclass_type)}
+        for field_ in dataclasses.fields(dataclass_type):
+            if field_.name not in values:
+                continue
+            value = values[field_.name]
+            expected, optional = plain_type(hints.get(field_.name))
+            if expected is None or value is None and (optional or field_.default is None):
+                continue
+            right = value is not None and (isinstance(value, bool) if expected is bool else
+                                           isinstance(value, expected) and not isinstance(value, bool)
+                                           or expected is float and type(value) is int)
+            if not right:
+                raise UserError(f'The configuration file {source} gives "{field_.name}": {json.dumps(value)}, which '
+                                f"is not {PLAIN_TYPES[expected]}. Write it as {example_value(expected, value)}, "
+                                "as --help describes the flag.")
+
+
+def example_value(expected, value):
+    """How a JSON value of the `expected` plain type might be written, from the wrong `value`."""
+    if expected is bool:
+        return "true or false"
+    if expected is str:
+        return json.dumps(str(value)) if value is not None else "a string in quotes"
+    if isinstance(value, str):
+        try:
+            return json.dumps(expected(value))
+        except ValueError:
+            pass
+    return f"{PLAIN_TYPES[expected]} without quotes"
 
 
 def launcher_defaults():

@@ -155,9 +155,10 @@ def analyse_tag_errors(tokens, gold_tags, predicted_tags, where=None, shown=SHOW
     entity of type NP), so the entity categories would mean nothing.
 
     Returns `words`, `correct`, `accuracy`, `per_tag` ({tag: gold, correct and predicted words}, the most
-    frequent gold tag first; errors_<split>.json sorts it by tag) and `tag_confusions` (`gold`, `predicted`, `count` of every wrong pair, most
-    frequent first; the first `shown` with up to SHOWN_PER_CONFUSION `examples` each, in data order, as
-    the entity analysis records them, a word being a one-word span)."""
+    frequent gold tag first; errors_<split>.json sorts it by tag) and `tag_confusions` (`gold`,
+    `predicted`, `count` of every wrong pair, most frequent first, ties in data order; the first `shown`
+    with up to SHOWN_PER_CONFUSION `examples` each, in data order, recorded as the entity analysis records
+    them, a word being a one-word span)."""
     per_tag, confusions, examples = {}, Counter(), {}
     words = correct = 0
     for index, (gold, predicted) in enumerate(zip(gold_tags, predicted_tags)):

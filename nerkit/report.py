@@ -12,6 +12,8 @@ from collections import Counter
 
 from .error_analysis import (
     CATEGORIES,
+    SHOWN_EXAMPLES,
+    SHOWN_PER_CONFUSION,
     TITLES,
     analyse_errors,
     analyse_tag_errors,
@@ -190,8 +192,9 @@ def save_error_analysis(output_dir, split, predicted, label_list, metric_mode, s
     write_json(path, dict(analysis, split=split.name, source=split.source))
     for line in (tag_summary_lines if by_word else summary_lines)(analysis, split.name):
         logger.info(line)
-    logger.info("Wrote %s (with up to %s).", path,
-                "5 examples of each of the 20 most frequent confusions" if by_word else "20 examples of each category")
+    shown = (f"{SHOWN_PER_CONFUSION} examples of each of the {SHOWN_EXAMPLES} most frequent confusions" if by_word
+             else f"{SHOWN_EXAMPLES} examples of each category")
+    logger.info("Wrote %s (with up to %s).", path, shown)
     picture = "errors.png" if split.name == "validation" else f"errors_{split.name}.png"
     (save_tag_error_chart if by_word else save_error_chart)(os.path.join(output_dir, picture), analysis, split.name)
     return analysis

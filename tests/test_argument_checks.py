@@ -335,3 +335,30 @@ def test_rewritten_files_keep_their_mode(tmp_path):
     write_atomic(str(path), '{"f1": 1.0}\n')
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o640 and path.read_text(encoding="utf-8") == '{"f1": 1.0}\n'
     assert os.listdir(tmp_path) == ["all_results.json"]
+
+
+@pytest.mark.parametrize("script", list(SCRIPTS))
+@pytest.mark.parametrize("values, message", [
+    # a float in run_ner.py (TrainingArguments), an int in the loop (as upstream's)
+    ({"num_train_epochs": "three"}, 'number. Write it as a'),
+    ({"num_train_epochs": "3"}, '"num_train_epochs": "3", which is not a'),
+    ({"seed": 4.5}, '"seed": 4.5, which is not a whole number'),
+    ({"learning_rate": None}, '"learning_rate": null, which is not a number'),
+    ({"return_entity_level_metrics": "yes"}, '"return_entity_level_metrics": "yes", which is not true or false'),
+    ({"seed": True}, '"seed": true, which is not a whole number'),
+])
+def test_json_configuration_values_of_the_wrong_type_are_refused(script, values, message, tiny_bert, ner_files,
+                                                                 tmp_path, no_weights):
+    """The dataclasses take any value from a JSON file; a string epoch count failed only in training."""
+    config = {"model_name_or_path": tiny_bert, "train_file": ner_files["train"], "output_dir": str(tmp_path / "o"),
+              **({"do_train": True} if script == "run_ner.py" else {}), **values}
+    path = tmp_path / "args.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    assert message in refused(script, [str(path)])
+    assert not (tmp_path / "o").exists()
+
+
+def test_json_configuration_must_be_an_object(tmp_path):
+    path = tmp_path / "args.json"
+    path.write_text(json.dumps(["--do_train"]), encoding="utf-8")
+    assert "holds list, not an object of arguments" in refused("run_ner.py", [str(path)])
