@@ -196,10 +196,14 @@ def tag_summary_lines(analysis, split_name):
         tally = analysis["per_tag"][tag]
         lines.append(f"  {tag}: {tally['correct']:,} of {tally['gold']:,} correct, {wrong:,} wrong.")
     if analysis["tag_confusions"]:
-        shown = ", ".join(f"{item['gold']} as {item['predicted']} {item['count']:,}"
-                          for item in analysis["tag_confusions"][:5])
-        lines.append(f"  most frequent confusions (gold as predicted): {shown}.")
+        lines.append(confusions_line(analysis["tag_confusions"], "confusions"))
     return lines
+
+
+def confusions_line(pairs, title):
+    """'  most frequent <title> (gold as predicted): A as B 3, ...', the first five of `pairs`."""
+    shown = ", ".join(f"{item['gold']} as {item['predicted']} {item['count']:,}" for item in pairs[:5])
+    return f"  most frequent {title} (gold as predicted): {shown}."
 
 
 def tag_card_section(analysis, split_name):
@@ -241,9 +245,7 @@ def summary_lines(analysis, split_name):
     for kind, tally in analysis["per_type"].items():
         lines.append(f"  {kind}: {tally['gold_entities']:,} gold; {counts_text(tally['counts'], every=False)}.")
     if analysis["type_confusions"]:
-        shown = ", ".join(f"{item['gold']} as {item['predicted']} {item['count']:,}"
-                          for item in analysis["type_confusions"][:5])
-        lines.append(f"  most frequent wrong types (gold as predicted): {shown}.")
+        lines.append(confusions_line(analysis["type_confusions"], "wrong types"))
     return lines
 
 
