@@ -424,13 +424,18 @@ def check_value_types(dataclass_types, values, source):
             expected, optional = plain_type(hints.get(field_.name))
             if expected is None or value is None and (optional or field_.default is None):
                 continue
-            right = value is not None and (isinstance(value, bool) if expected is bool else
-                                           isinstance(value, expected) and not isinstance(value, bool)
-                                           or expected is float and type(value) is int)
-            if not right:
+            if not fits(value, expected):
                 raise UserError(f'The configuration file {source} gives "{field_.name}": {json.dumps(value)}, which '
                                 f"is not {PLAIN_TYPES[expected]}. Write it as {example_value(expected, value)}, "
                                 "as --help describes the flag.")
+
+
+def fits(value, expected):
+    """Whether a JSON value is of the plain type `expected`: JSON's true and false only for a bool (Python
+    counts them as ints), a whole number also for a float."""
+    if expected is bool or isinstance(value, bool):
+        return expected is bool and isinstance(value, bool)
+    return isinstance(value, expected) or expected is float and isinstance(value, int)
 
 
 def example_value(expected, value):

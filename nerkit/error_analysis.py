@@ -43,7 +43,7 @@ TITLES = {"correct": "correct", "wrong_type": "wrong type", "wrong_boundary": "w
           "wrong_boundary_and_type": "wrong boundary and type", "missed": "missed", "spurious": "spurious"}
 SHOWN_EXAMPLES = 20
 SHOWN_PER_CONFUSION = 5  # examples of each of the SHOWN_EXAMPLES most frequent tag confusions
-SHOWN_TAGS = 10  # tags named in the log's summary of a word-by-word analysis
+SHOWN_WORST_TAGS = 10  # tags with most wrong words named in the log's summary of a word-by-word analysis
 CONTEXT_WORDS = 5  # words shown on each side of the entities of an example
 
 Span = namedtuple("Span", "type start end")  # word indices, end exclusive
@@ -185,14 +185,14 @@ def analyse_tag_errors(tokens, gold_tags, predicted_tags, where=None, shown=SHOW
 
 
 def tag_summary_lines(analysis, split_name):
-    """The log's summary of a word-by-word analysis: overall, the SHOWN_TAGS tags with most wrong words,
+    """The log's summary of a word-by-word analysis: overall, the SHOWN_WORST_TAGS tags with most wrong words,
     the most frequent confusions."""
     lines = [f"Errors on {split_name}, word by word (the tags name no entities): {analysis['words']:,} words, "
              f"{analysis['correct']:,} correct ({analysis['accuracy']:.2%}), "
              f"{analysis['words'] - analysis['correct']:,} wrong."]
     worst = sorted(((tally["gold"] - tally["correct"], tag) for tag, tally in analysis["per_tag"].items()
                     if tally["gold"] > tally["correct"]), key=lambda item: (-item[0], item[1]))
-    for wrong, tag in worst[:SHOWN_TAGS]:
+    for wrong, tag in worst[:SHOWN_WORST_TAGS]:
         tally = analysis["per_tag"][tag]
         lines.append(f"  {tag}: {tally['correct']:,} of {tally['gold']:,} correct, {wrong:,} wrong.")
     if analysis["tag_confusions"]:
