@@ -282,8 +282,10 @@ def json_document(line, path, number):
     # the record's other fields (an id) are kept, to be written back beside the entities
     if isinstance(record, dict) and isinstance(record.get("text"), str):
         return dict(record, text=characters_only(record["text"], path, number))
+    # a word of whitespace alone (spaCy's token for a run of spaces) is kept and tagged, as a CoNLL word of a
+    # no-break space is (without a sub-token, as WordPiece leaves it, it gets O: nerkit.decoding)
     if isinstance(record, dict) and isinstance(record.get("tokens"), list) and all(
-            isinstance(word, str) and word.strip() for word in record["tokens"]):
+            isinstance(word, str) and word for word in record["tokens"]):
         return dict(record, tokens=[characters_only(word, path, number) for word in record["tokens"]])
     raise UserError(f"{path}, line {number}: expected an object with a 'text' string or a 'tokens' list of "
                     "non-empty strings.")

@@ -126,6 +126,20 @@ def test_json_lines_with_text_or_tokens(trained_model, tmp_path):
     assert [r["text"] for r in records] == [TEXTS[0], TEXTS[1]]
 
 
+def test_whitespace_words_of_a_tokens_list_are_tagged_o_as_in_conll(trained_model, tmp_path):
+    # spaCy writes a run of spaces or a line break as a token of its own
+    tokens = ["John", "  ", "Smith", "\n", "lives", "\u00a0"]
+    record = predict(trained_model, tmp_path, [json.dumps({"tokens": tokens})], "--words", name="input.jsonl")[0]
+    assert record["words"] == tokens and len(record["labels"]) == len(tokens)
+    assert record["labels"][1] == record["labels"][3] == record["labels"][5] == "O"
+    for entity in record["entities"]:
+        assert record["text"][entity["start"]:entity["end"]] == entity["text"]
+    conll = tmp_path / "input.conll"
+    conll.write_text("John\tO\n\u00a0\tO\nSmith\tO\n", encoding="utf-8")
+    assert predict_ner.read_documents(str(conll), "auto") == [{"tokens": ["John", "\u00a0", "Smith"]}]
+    with pytest.raises(predict_ner.UserError, match="line 1: expected an object"):
+        predict_ner.json_document(json.dumps({"tokens": ["John", ""]}), "input.jsonl", 1)
+
 def test_long_document_goes_through_windows(trained_model, tmp_path):
     document = " ".join(TEXTS * 12)  # about 580 words, far past the 64-sub-token window
     record = predict(trained_model, tmp_path, [document], "--words", "--max_length", "32")[0]
