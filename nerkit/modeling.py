@@ -131,28 +131,49 @@ HEADS = ("classifier.weight", "score.weight")  # what transformers' token-classi
 
 
 def saved_head_size(name_or_path):
-    """The rows of the classification head a local folder's safetensors checkpoint holds (model.safetensors,
-    or the shard its index names for the head), read from the file's header (no weight is loaded), or None:
-    no such file (a hub id, a .bin checkpoint), no head in it (a base or masked-LM model, whose head is new),
-    or a file that loading will report."""
+    """The rows of the classification head a local folder's checkpoint holds, or None: no such file (a hub
+    id), no head in it (a base or masked-LM model, whose head is new), or a file that loading will report.
+    Nothing is loaded: a safetensors file (model.safetensors, or the shard its index names for the head) is
+    read from its header, a legacy pytorch_model.bin onto the meta device (mapped, not read)."""
+    try:
+        for weights, index, read_rows in (("model.safetensors", "model.safetensors.index.json", safetensors_rows),
+                                          ("pytorch_model.bin", "pytorch_model.bin.index.json", pickled_rows)):
+            path = head_file(name_or_path, weights, index)
+            if path is not None:
+                return read_rows(path)
+    except Exception:  # noqa: BLE001 -- a broken file is for from_pretrained to report, with its own words
+        return None
+    return None
+
+
+def head_file(folder, weights, index):
+    """The file of `folder` that holds the head: `weights`, or the one shard `index` names for it; None if
+    neither is there."""
     import json
     import os
 
+    path = os.path.join(folder, weights)
+    if not os.path.isfile(path) and os.path.isfile(os.path.join(folder, index)):
+        with open(os.path.join(folder, index), encoding="utf-8") as handle:
+            shards = {shard for key, shard in json.load(handle)["weight_map"].items() if key.endswith(HEADS)}
+        path = os.path.join(folder, shards.pop()) if len(shards) == 1 else path
+    return path if os.path.isfile(path) else None
+
+
+def safetensors_rows(path):
     from safetensors import safe_open
 
-    path, index = (os.path.join(name_or_path, name) for name in ("model.safetensors", "model.safetensors.index.json"))
-    try:
-        if not os.path.isfile(path) and os.path.isfile(index):
-            with open(index, encoding="utf-8") as handle:
-                shards = {shard for key, shard in json.load(handle)["weight_map"].items() if key.endswith(HEADS)}
-            path = os.path.join(name_or_path, shards.pop()) if len(shards) == 1 else path
-        if not os.path.isfile(path):
-            return None
-        with safe_open(path, framework="pt") as handle:
-            heads = [key for key in handle.keys() if key.endswith(HEADS)]
-            return handle.get_slice(heads[0]).get_shape()[0] if len(heads) == 1 else None
-    except Exception:  # noqa: BLE001 -- a broken file is for from_pretrained to report, with its own words
-        return None
+    with safe_open(path, framework="pt") as handle:
+        heads = [key for key in handle.keys() if key.endswith(HEADS)]
+        return handle.get_slice(heads[0]).get_shape()[0] if len(heads) == 1 else None
+
+
+def pickled_rows(path):
+    import torch
+
+    state = torch.load(path, map_location="meta", weights_only=True, mmap=True)
+    heads = [key for key in state if key.endswith(HEADS)]
+    return state[heads[0]].shape[0] if len(heads) == 1 else None
 
 
 def check_unnamed_head(model_name, label_list, ignore_mismatched_sizes, training=True):

@@ -244,6 +244,23 @@ def test_an_unnamed_heads_size_is_read_from_a_sharded_checkpoint_too(tiny_bert, 
     assert saved_head_size(str(folder)) == 3
 
 
+def test_an_unnamed_heads_size_is_read_from_a_legacy_pytorch_checkpoint(tiny_bert, tmp_path):
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    from nerkit.modeling import saved_head_size
+
+    model = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3)
+    legacy = tmp_path / "legacy"  # transformers 5 writes safetensors only; older hub models hold this file
+    legacy.mkdir()
+    model.config.save_pretrained(legacy)
+    torch.save(model.state_dict(), legacy / "pytorch_model.bin")
+    assert saved_head_size(str(legacy)) == 3
+    state = {key: value for key, value in model.state_dict().items() if not key.startswith("classifier.")}
+    torch.save(state, legacy / "pytorch_model.bin")
+    assert saved_head_size(str(legacy)) is None  # a base model's checkpoint: its head is new
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_a_folder_given_as_data_file_is_called_a_folder(script, tiny_bert, ner_files, tmp_path, no_weights):
     argv = training_argv(script, tiny_bert, ner_files, tmp_path / "out")
