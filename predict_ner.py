@@ -26,7 +26,7 @@ from nerkit.startup import collection_paused, skip_collection_at_exit
 
 with collection_paused():  # what the imports make lives as long as the process (nerkit/startup.py)
     from nerkit.arguments import BriefErrors, at_least, file_in_the_way, unwritable_folder
-    from nerkit.data import Split, parse_conll, parse_conllu
+    from nerkit.data import Split, parse_conll, parse_conllu, unix_line_ends
     from nerkit.errors import UserError, exit_on_user_error
     from nerkit.hub import hub_names, offline_unless_reachable
     from nerkit.labels import model_label_list, outside_label, saved_id2label
@@ -164,9 +164,11 @@ def read_documents(path, kind, labels=frozenset()):
     except UnicodeDecodeError as error:
         raise UserError(f"{name[:1].upper()}{name[1:]} is not UTF-8 text ({error.reason} at byte {error.start}); "
                         "save it as UTF-8.") from None
+    if kind in ("conll", "conllu") or "\n" not in text:
+        # line ends read as the training scripts read them (nerkit.data.read_text); in text and JSON Lines a
+        # lone "\r" stays inside its line, unless the input has no other line end (old Mac files)
+        text = unix_line_ends(text)
     if kind in ("conll", "conllu"):
-        # Windows line ends read as the training scripts read them (nerkit.data.read_text)
-        text = text.replace("\r\n", "\n")
         parsed = parse_conll(name, text) if kind == "conll" else parse_conllu(name, text, format_flag="--format")
         return [{"tokens": record["tokens"]} for record in parsed[0]]
     lines = input_lines(text)

@@ -278,6 +278,11 @@ def read_text(path, what="data file", flag=DATA_FILE_FLAGS):
         line = raw[: error.start].count(b"\n") + 1
         raise UserError(f"{path}, line {line}: the file is not valid UTF-8 (byte {error.start}). "
                         "Convert it to UTF-8, for example with `iconv -f latin1 -t utf-8`.") from None
+    return unix_line_ends(text)
+
+
+def unix_line_ends(text):
+    """Windows ("\r\n") and old Mac ("\r") line ends as "\n"."""
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -591,7 +596,7 @@ def build_split(name, found, columns, label_names):
         where = f"{source}, {locations[index]}"
         words = [] if raw_tokens is None and repairs is not None else as_list(raw_tokens, text_column, where)
         if repairs is None:
-            check_words(words, text_column, where)
+            check_words(words, text_column, where, found.line_per_word)
         else:
             check_word_types(words, text_column, where)
             if not repairs.accept(words, locations[index]):
@@ -727,13 +732,25 @@ def missing(value):
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def check_words(words, column, where):
+def check_words(words, column, where, line_per_word=False):
+    """Every word a string with a visible character, which UTF-8 can write (predictions.txt and the
+    tokenizer need that), each problem named at the word's own place (its line in a CoNLL file)."""
     if not words:
         raise UserError(f"{where}: the example has no words in '{column}'. Remove empty examples.")
     for position, word in enumerate(words):
-        if not isinstance(word, str) or not word.strip():
-            raise UserError(f"{where}: word {position} in '{column}' is {word!r}; every word must be a non-empty "
+        place = word_place(where, position, True) if line_per_word else where  # the message names the word
+        if not isinstance(word, str) or not word:
+            raise UserError(f"{place}: word {position} in '{column}' is {word!r}; every word must be a non-empty "
                             "string. Remove it or replace it with a placeholder.")
+        if not word.strip():
+            codes = " ".join(f"U+{ord(character):04X}" for character in word)
+            raise UserError(f"{place}: word {position} in '{column}' is only whitespace ({codes}); every word needs "
+                            "a visible character. Remove it or replace it with a placeholder.")
+        half = next((character for character in word if "\ud800" <= character <= "\udfff"), None)
+        if half is not None:
+            raise UserError(f"{place}: word {position} in '{column}' holds {half!r}, half of a character (an "
+                            "unpaired surrogate escape in JSON) that no UTF-8 text can hold. Write the whole "
+                            "character, or its pair of escapes.")
 
 
 def tags_as_strings(tags, words, names, column, where, line_per_word=False):

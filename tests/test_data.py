@@ -298,10 +298,18 @@ def test_only_ascii_whitespace_separates_conll_columns_and_sentences(tmp_path):
     path.write_text("New\u00a0York B-LOC\nis O\n", encoding="utf-8")  # a no-break space inside a word
     assert as_pairs(read(train_file=str(path))[0]["train"]) == [(["New\u00a0York", "is"], ["B-LOC", "O"])]
     path.write_text("EU\n\u3000\nrejects\n", encoding="utf-8")  # a word of an ideographic space: not a break
-    with pytest.raises(UserError, match=r"line 1: word 1 in 'tokens' is '\\u3000'"):
+    with pytest.raises(UserError, match=r"line 2: word 1 in 'tokens' is only whitespace \(U\+3000\)"):
         read(test_file=str(path))
-    path.write_text("EU\tB-ORG\n\u00a0\tO\n", encoding="utf-8")  # not "1 column(s) where line 1 has 2"
-    with pytest.raises(UserError, match=r"line 1: word 1 in 'tokens' is '\\xa0'"):
+    path.write_text("EU\tB-ORG\n\nA\tO\n\u00a0\tO\n", encoding="utf-8")  # not "1 column(s) where line 1 has 2"
+    with pytest.raises(UserError, match=r"line 4: word 1 in 'tokens' is only whitespace \(U\+00A0\)"):
+        read(train_file=str(path))
+
+
+def test_half_a_character_in_a_word_is_refused_with_its_place_before_any_weights_load(tmp_path):
+    path = tmp_path / "train.json"
+    path.write_text('{"tokens": ["EU"], "ner_tags": ["B-ORG"]}\n'
+                    '{"tokens": ["Jo\\ud800hn", "x"], "ner_tags": ["B-PER", "O"]}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"line 2: word 0 in 'tokens' holds '.ud800', half of a character"):
         read(train_file=str(path))
 
 

@@ -140,6 +140,16 @@ def test_whitespace_words_of_a_tokens_list_are_tagged_o_as_in_conll(trained_mode
     with pytest.raises(predict_ner.UserError, match="line 1: expected an object"):
         predict_ner.json_document(json.dumps({"tokens": ["John", ""]}), "input.jsonl", 1)
 
+def test_old_mac_line_ends_separate_sentences_and_lines_as_the_training_scripts_read_them(tmp_path):
+    conll = tmp_path / "input.conll"
+    conll.write_bytes(b"John\tB-PER\rSmith\tI-PER\r\rMary\tB-PER\r")
+    assert predict_ner.read_documents(str(conll), "auto") == [{"tokens": ["John", "Smith"]}, {"tokens": ["Mary"]}]
+    text = tmp_path / "input.txt"
+    text.write_bytes(b"John lives here\rMary too\r")
+    assert predict_ner.read_documents(str(text), "auto") == [{"text": "John lives here"}, {"text": "Mary too"}]
+    text.write_bytes(b"John\rlives\nMary\n")  # with "\n" line ends, a lone "\r" stays inside its line
+    assert predict_ner.read_documents(str(text), "auto") == [{"text": "John\rlives"}, {"text": "Mary"}]
+
 def test_long_document_goes_through_windows(trained_model, tmp_path):
     document = " ".join(TEXTS * 12)  # about 580 words, far past the 64-sub-token window
     record = predict(trained_model, tmp_path, [document], "--words", "--max_length", "32")[0]
