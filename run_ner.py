@@ -472,6 +472,10 @@ def evaluate(trainer, split):
     if trainer.is_world_process_zero():
         save_results(trainer.args.output_dir, "eval", metrics)
         scorer = trainer.compute_metrics
+        if scorer.last_tags is None:  # the Trainer computed no predictions
+            logger.info("With --prediction_loss_only evaluation computes the loss alone: no scores, confusion "
+                        "matrix or error analysis.")
+            return
         save_confusion_matrix(trainer.args.output_dir, split.tags, scorer.last_tags)
         save_error_analysis(trainer.args.output_dir, split, scorer.last_tags, scorer.label_list, scorer.mode,
                             scorer.scheme)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -212,6 +213,15 @@ def test_scoring_a_fine_tuned_model_on_data_with_a_tag_it_lacks(trained, tmp_pat
                         "--ignore_mismatched_sizes", "--output_dir", str(tmp_path / "o2"), "--report_to", "none")
     assert result.returncode == 2 and "does not train it" in result.stderr and "Traceback" not in result.stderr
 
+
+def test_prediction_loss_only_evaluates_the_loss_alone(trained, ner_files, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    output = run(str(trained), tmp_path / "o", "--do_eval", "--prediction_loss_only",
+                 files={"validation": ner_files["validation"]})
+    results = read_json(os.path.join(output, "eval_results.json"))
+    assert "eval_loss" in results and "eval_f1" not in results
+    assert not os.path.exists(os.path.join(output, "confusion_matrix.png"))
+    assert "evaluation computes the loss alone" in caplog.text
 
 def test_best_model_by_f1_and_early_stopping(tiny_bert, ner_files, tmp_path):
     output = run(tiny_bert, tmp_path, "--do_train", "--do_eval", "--num_train_epochs", "4", "--eval_strategy",
