@@ -47,7 +47,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.hub import check_hub_for_training
     from nerkit.labels import check_checkpoint_labels, outside_label
     from nerkit.metrics import EntityScorer, entity_type
-    from nerkit.modeling import load_model
+    from nerkit.modeling import check_checkpoint_model, load_model
     from nerkit.outputs import clear_earlier_run, save_results, timing_metrics, write_predictions
     from nerkit.progress import interactive, score_table, use_short_lines
     from nerkit.projections import choose_fused_projections
@@ -189,6 +189,7 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
                                                                            training_args.do_train)
     check_metric_name(training_args, label_list, data_args)
     if training_args.do_train:
+        check_checkpoint_model(checkpoint, config, model_args.model_name_or_path)
         check_checkpoint_labels(checkpoint, label_list)
     settings = encoding_settings(tokenizer, config, label_list, data_args, data_args.max_seq_length)
     model = load_model(model_args, config, head_reused, training_args.do_train)

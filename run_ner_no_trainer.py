@@ -44,7 +44,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.embedding_rows import fold_rows, flops_per_input_token, record_rows, train_used_rows, why_whole_table
     from nerkit.errors import UserError, exit_on_user_error
     from nerkit.hub import check_hub_for_training
-    from nerkit.modeling import load_model
+    from nerkit.modeling import check_checkpoint_weights, load_model
     from nerkit.outputs import clear_earlier_run, save_results, timing_metrics, write_json, write_predictions
     from nerkit.progress import interactive, progress_line
     from nerkit.projections import choose_fused_projections
@@ -626,6 +626,8 @@ def restore(run, path, max_steps):
                         f"this run has {max_steps}, so resuming it would train nothing. To train on, raise "
                         "--num_train_epochs (or --max_train_steps); to evaluate or predict with the trained model, "
                         "give its output folder as --model_name_or_path with --num_train_epochs 0.")
+    model = run.accelerator.unwrap_model(run.model)
+    check_checkpoint_weights(path, model, model.config.name_or_path)
     logger.info("Resuming from %s", path)
     run.accelerator.load_state(path)
     if run.args.load_best_model_at_end and state.best_epoch is not None and \

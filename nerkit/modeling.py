@@ -186,3 +186,57 @@ def check_unnamed_head(model_name, label_list, ignore_mismatched_sizes, training
            "It cannot score these data; fine-tune it on them first (--do_train --ignore_mismatched_sizes).")
     raise UserError(f"The classification head of {model_name} has {size} labels without names (LABEL_0, ...), "
                     f"and the data has {len(label_list)}. {fix}")
+
+
+# What a checkpoint's weights must agree with to be resumed into a model: its kind and its shapes
+ARCHITECTURE_KEYS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size")
+
+
+def check_checkpoint_model(checkpoint, config, model_name):
+    """Refuse, before any weights load, to resume from a checkpoint of another model than --model_name_or_path
+    names (a rerun into the same output folder with another model): its weights would not fit, and loading
+    them fails with a state-dict traceback or worse. Read from the checkpoint's config.json; a checkpoint
+    without one (the Accelerate loop's) is checked by `check_checkpoint_weights`."""
+    import json
+    import os
+
+    path = os.path.join(checkpoint, "config.json") if checkpoint else None
+    if path is None or not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        saved = json.load(handle)
+    current = config.to_dict()
+    differing = [f"{key} {saved[key]} against {current[key]}" for key in ARCHITECTURE_KEYS
+                 if key in saved and key in current and saved[key] != current[key]]
+    if differing:
+        raise_other_model(checkpoint, model_name, differing)
+
+
+def check_checkpoint_weights(checkpoint, model, model_name):
+    """The same refusal for a checkpoint that holds model.safetensors without a config.json, from the file's
+    header (no weight is read): tensors of another shape, or none under the model's base name (`bert.` in a
+    checkpoint of a RoBERTa)."""
+    import os
+
+    from safetensors import safe_open
+
+    path = os.path.join(checkpoint, "model.safetensors")
+    if not os.path.isfile(path):
+        return
+    own = {key: list(value.shape) for key, value in model.state_dict().items()}
+    with safe_open(path, framework="pt") as handle:
+        saved = {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    differing = [f"{key} {saved[key]} against {own[key]}" for key in saved if key in own and saved[key] != own[key]]
+    base = f"{model.base_model_prefix}."
+    if not differing and base != "." and not any(key.startswith(base) for key in saved):
+        differing = [f"no weight named {base}*"]
+    if differing:
+        raise_other_model(checkpoint, model_name, differing)
+
+
+def raise_other_model(checkpoint, model_name, differing):
+    raise UserError(f"The checkpoint {checkpoint} was trained from another model than --model_name_or_path "
+                    f"{model_name} ({listed(differing, 3)}), so it cannot be resumed. Resume with the model it was "
+                    "trained from, or train afresh: leave out --resume_from_checkpoint, with --overwrite_output_dir "
+                    "where --output_dir holds the earlier run.")

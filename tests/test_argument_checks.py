@@ -5,6 +5,7 @@ exit status 2 and no traceback."""
 import importlib.util
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -186,6 +187,18 @@ def test_resuming_a_checkpoint_trained_for_other_labels_is_refused(tiny_bert, ne
     assert f"The checkpoint {checkpoint} was trained for 2 labels (B-MISC, O), but this run's data give" in message
     assert not (tmp_path / "out").exists()
 
+
+def test_resuming_a_checkpoint_of_another_model_is_refused_before_its_weights_load(tiny_bert, tiny_roberta, ner_files,
+                                                                                  tmp_path, no_weights):
+    output = tmp_path / "out"
+    checkpoint = output / "checkpoint-2"  # a run stopped at a checkpoint, run again with another model
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text('{"global_step": 2, "max_steps": 10}', encoding="utf-8")
+    shutil.copy(os.path.join(tiny_roberta, "config.json"), checkpoint / "config.json")
+    message = refused("run_ner.py", training_argv("run_ner.py", tiny_bert, ner_files, output))
+    assert f"The checkpoint {checkpoint} was trained from another model than --model_name_or_path {tiny_bert} " \
+           "(model_type roberta against bert" in message
+    assert sorted(os.listdir(output)) == ["checkpoint-2"]
 
 def test_the_loop_tells_a_finished_run_from_one_to_resume(tiny_bert, ner_files, tmp_path, no_weights):
     output = tmp_path / "out"

@@ -108,6 +108,13 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tiny_bert, files, tmp_path)
     assert sorted(path.name for path in whole.glob("step_*")) == ["step_4"]
 
 
+def test_resuming_a_checkpoint_of_another_model_is_refused(tiny_bert, tiny_roberta, files, tmp_path):
+    run_loop(tiny_bert, tmp_path, "--max_train_steps", "1", "--checkpointing_steps", "1", files=files)
+    with pytest.raises(UserError, match=f"The checkpoint {tmp_path / 'step_1'} was trained from another model than "
+                                        f"--model_name_or_path {tiny_roberta} \\(no weight named roberta"):
+        run_loop(tiny_roberta, tmp_path, "--max_train_steps", "2", "--resume_from_checkpoint", "latest",
+                 files=files)
+
 def test_non_empty_output_dir_needs_resume_or_overwrite(tiny_bert, files, tmp_path):
     (tmp_path / "old.txt").write_text("x")
     result = script("--model_name_or_path", tiny_bert, "--train_file", files["train"], "--output_dir", str(tmp_path))
