@@ -2,8 +2,8 @@
 
 Evaluation and prediction first reduce each batch of logits to (best label id, its probability) per
 sub-token, so no full logits are kept. Each word is then read at its first sub-token, in the window where
-it has the most context on both sides; a word the tokenizer gave no sub-token gets the outside label and
-is counted, so no word ever goes missing from the scores or from predictions.txt. With Viterbi decoding
+it has the most context on both sides; a word the tokenizer gave no sub-token gets the outside label (or
+the inside label of the entity around it) and is counted, so no word ever goes missing from the scores or from predictions.txt. With Viterbi decoding
 the batches keep every label's log-probability instead, still only per batch (see nerkit.viterbi).
 """
 
@@ -88,9 +88,9 @@ class WordCollector:
     def result(self, label_list, fallback_label, scheme):
         """(tags per example, probabilities per example, number of words that had no sub-token); `scheme`
         (IOB1, IOB2, IOBES, BILOU or none) gives the sequences Viterbi decoding may choose. A word without
-        sub-tokens gets `fallback_label` (O); where that is None (labels without O, such as chunks that
-        cover every word), Viterbi decoding gives it the label that best fits its neighbours in the scheme,
-        and argmax the first label."""
+        sub-tokens gets `fallback_label` (O), or I-X between two words of one entity X (`join_entities`);
+        where there is no O (chunks that cover every word), Viterbi decoding gives it the label that best
+        fits its neighbours in the scheme, and argmax the first label."""
         fallback_id = label_list.index(fallback_label) if fallback_label is not None else None
         found = [np.zeros(count, dtype=bool) if context is None else context >= 0
                  for count, context in zip(self.words_per_example, self.context)]
@@ -100,6 +100,9 @@ class WordCollector:
             decoded = best_sequences(self.rows, found, fallback_id, len(label_list), rules)
         else:
             decoded = [best_labels(rows, mask, fallback_id or 0) for rows, mask in zip(self.rows, found)]
+        if missing and fallback_id is not None:
+            decoded = [(join_entities(ids, mask, label_list), probabilities)
+                       for (ids, probabilities), mask in zip(decoded, found)]
         tags = [[label_list[i] for i in ids] for ids, _ in decoded]
         return tags, [probabilities for _, probabilities in decoded], missing
 
@@ -114,22 +117,45 @@ def best_labels(rows, found, fallback_id):
 
 
 def best_sequences(rows_per_example, found_per_example, fallback_id, label_count, rules):
-    """Viterbi decoding of every example: (label ids, probabilities) each; a word without sub-tokens is
-    pinned to the fallback label, or where `fallback_id` is None left to its neighbours (every label
-    equally likely), with probability 0 either way."""
-    log_probs = []
+    """Viterbi decoding of every example: (label ids, probabilities) each. Words without sub-tokens have no
+    say, with probability 0: with a fallback label (O) the sequence of the other words is decoded and they
+    get it (then `join_entities`); without one they are left to their neighbours, every label equally
+    likely. Pinned to O inside the sequence, a zero-width character inside `John Smith` would force Smith
+    out of I-PER in IOB2, into whatever label may follow O."""
+    log_probs, kept = [], []
     for rows, found in zip(rows_per_example, found_per_example):
-        example = np.full((len(found), label_count), -1e9, dtype=np.float32)
+        example = np.zeros((len(found), label_count), dtype=np.float32)
         if rows is not None:
             example[found] = rows[found]
-        if fallback_id is None:
-            example[~found] = 0.0
-        else:
-            example[~found, fallback_id] = 0.0
-        log_probs.append(example)
+        kept.append(found if fallback_id is not None else np.ones(len(found), dtype=bool))
+        log_probs.append(example[kept[-1]])
     paths = viterbi_paths(log_probs, *rules)
-    return [(ids, np.where(found, np.exp(example[np.arange(len(ids)), ids]), 0.0).astype(float).tolist())
-            for ids, example, found in zip(paths, log_probs, found_per_example)]
+    decoded = []
+    for path, example, found, decoded_words in zip(paths, log_probs, found_per_example, kept):
+        ids = np.full(len(found), -1 if fallback_id is None else fallback_id, dtype=np.int64)
+        ids[decoded_words] = path
+        probabilities = np.zeros(len(found))
+        probabilities[found] = np.exp(example[np.arange(len(path)), path])[found[decoded_words]]
+        decoded.append((ids.tolist(), probabilities.tolist()))
+    return decoded
+
+
+def join_entities(ids, found, label_list):
+    """A word without sub-tokens between two words of one entity (B-X or I-X before it, I-X, E-X or L-X after
+    it, in any scheme) is inside that entity: I-X instead of the fallback label, which would split it in two
+    (argmax decoding, or IOB1 and IO under Viterbi, whose schemes allow O there)."""
+    from .schemes import split_label
+
+    index = {label: i for i, label in enumerate(label_list)}
+    positions = np.flatnonzero(found)
+    for word in np.flatnonzero(~np.asarray(found, dtype=bool)):
+        at = np.searchsorted(positions, word)
+        if at == 0 or at == len(positions):
+            continue
+        (before, kind), (after, next_kind) = (split_label(label_list[ids[positions[i]]]) for i in (at - 1, at))
+        if kind == next_kind and before in ("B", "I") and after in ("I", "E", "L") and f"I-{kind}" in index:
+            ids[word] = index[f"I-{kind}"]
+    return ids
 
 
 def collect_words(outputs, accelerator, decoder):
@@ -199,7 +225,7 @@ class WordDecoder:
                                f"{len(self.example_ids)}")
         tags, scores, missing = self.collector.result(label_list, fallback_label, scheme)
         if missing:
-            given = (f"'{fallback_label}'" if fallback_label is not None else
+            given = (f"'{fallback_label}' (I-X between two words of one entity X)" if fallback_label is not None else
                      "the label that best fits their neighbours (the labels have no O)" if self.decoding == "viterbi"
                      else f"'{label_list[0]}' (the labels have no O)")
             logger.warning("%s: %d words produced no sub-token (the tokenizer drops them); they are predicted as "

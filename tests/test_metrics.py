@@ -103,6 +103,27 @@ def test_word_without_sub_tokens_gets_the_fallback_and_is_counted():
     assert tags == [["B-PER", "O", "B-LOC"]] and missing == 1
 
 
+def test_viterbi_gives_a_word_without_sub_tokens_inside_an_entity_the_label_that_joins_it():
+    def confident(label, probability=0.9):
+        return np.log(np.where(np.arange(len(LABELS)) == LABELS.index(label), probability,
+                               (1 - probability) / (len(LABELS) - 1)))
+
+    # John <zero-width space> Smith works ... <zero-width space>: pinned to O, the first would force Smith out
+    # of I-PER into the likeliest label allowed after O (B-LOC here) under Viterbi; the last stays O
+    rows = [confident("B-PER"), confident("I-PER", 0.6), confident("O"), confident("O")]
+    collector = WordCollector([6], decoding="viterbi")
+    collector.add(0, [NO_WORD, 0, 2, 3, 4, NO_WORD], [confident("O")] + rows + [confident("O")])
+    tags, probabilities, missing = collector.result(LABELS, "O", "IOB2")
+    assert tags == [["B-PER", "I-PER", "I-PER", "O", "O", "O"]] and missing == 2
+    assert probabilities[0][1] == probabilities[0][5] == 0.0
+    argmax = WordCollector([6])
+    argmax.add(0, [NO_WORD, 0, 2, 3, 4, NO_WORD], [(0, 1), (1, 0.9), (2, 0.6), (0, 0.9), (0, 0.9), (0, 1)])
+    assert argmax.result(LABELS, "O", "IOB2")[0] == [["B-PER", "I-PER", "I-PER", "O", "O", "O"]]
+    # IOB1 allows O between two I-PER, so Viterbi alone would split the entity there
+    iob1 = WordCollector([3], decoding="viterbi")
+    iob1.add(0, [0, 2], [confident("I-PER"), confident("I-PER")])
+    assert iob1.result(LABELS, "O", "IOB1")[0] == [["I-PER", "I-PER", "I-PER"]]
+
 def test_without_an_o_label_viterbi_gives_a_word_without_sub_tokens_a_label_its_neighbours_allow():
     labels = ["B-LOC", "E-LOC", "I-LOC", "S-LOC", "S-PER"]  # IOBES chunks that cover every word: no O
     confident = {label: np.log(np.where(np.arange(5) == labels.index(label), 0.96, 0.01)) for label in labels}
