@@ -216,6 +216,8 @@ def main(model_args=None, data_args=None, args=None, command=None):
     resume = checkpoint_to_resume(args, data_args)
     if args.seed is not None:
         set_seed(args.seed)
+    elif resume:  # the shuffling seed drawn when the run began, for the same order of the epochs left
+        accelerator.dataloader_config.data_seed = saved_data_seed(resume, accelerator.dataloader_config.data_seed)
 
     splits, declared = read_data(data_args, model_args, {"train": "training"} if training else {}, scored=SCORED)
     if args.debug:
@@ -296,6 +298,13 @@ def trackers(report_to):
             raise UserError(f"--report_to {report_to}: {name} is not installed here; install it (pip install {name}), "
                             "or give a tracker that is (--report_to all uses every one installed) or none.")
     return names
+
+
+def saved_data_seed(checkpoint, drawn):
+    """The data seed a checkpoint's run shuffled with (without --seed, drawn when it began), or `drawn` for a
+    checkpoint written before the seed was kept."""
+    with open(os.path.join(checkpoint, LOOP_STATE), encoding="utf-8") as handle:
+        return json.load(handle).get("data_seed", drawn)
 
 
 def shared_seed(seed):
@@ -611,7 +620,8 @@ def save_checkpoint(run, name, state, started):
     if accelerator.is_main_process:  # loop_state.json last: it marks the checkpoint complete
         record_rows(path, accelerator.unwrap_model(run.model))
         write_json(os.path.join(path, LOOP_STATE), asdict(state) | {
-            "train_seconds": state.train_seconds + time.time() - started})
+            "train_seconds": state.train_seconds + time.time() - started,
+            "data_seed": accelerator.dataloader_config.data_seed})
     accelerator.wait_for_everyone()
 
 

@@ -115,6 +115,19 @@ def test_resuming_a_checkpoint_of_another_model_is_refused(tiny_bert, tiny_rober
         run_loop(tiny_roberta, tmp_path, "--max_train_steps", "2", "--resume_from_checkpoint", "latest",
                  files=files)
 
+def test_a_run_without_a_seed_resumes_in_another_process_to_the_same_weights(tiny_bert, files, tmp_path):
+    # each process draws its own shuffling seed; the resumed one must shuffle the epochs left as the first did
+    common = ["--model_name_or_path", tiny_bert, "--train_file", files["train"], "--learning_rate", "5e-3",
+              "--per_device_train_batch_size", "8", "--num_train_epochs", "3", "--checkpointing_steps", "epoch"]
+    whole = tmp_path / "whole"
+    assert script(*common, "--output_dir", str(whole)).returncode == 0
+    resumed = tmp_path / "resumed"
+    shutil.copytree(whole / "epoch_0", resumed / "epoch_0")
+    result = script(*common, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest")
+    assert result.returncode == 0, result.stderr[-2000:]
+    weights, resumed_weights = load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert all((weights[name] - resumed_weights[name]).abs().max() < 1e-5 for name in weights)
+
 def test_non_empty_output_dir_needs_resume_or_overwrite(tiny_bert, files, tmp_path):
     (tmp_path / "old.txt").write_text("x")
     result = script("--model_name_or_path", tiny_bert, "--train_file", files["train"], "--output_dir", str(tmp_path))
