@@ -184,6 +184,8 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
     set_seed(training_args.seed)
 
     needed = {name: flag for name, flag in SPLIT_FLAGS.items() if getattr(training_args, flag[2:])}
+    if training_args.eval_strategy != "no" and "validation" in needed:  # it turns --do_eval on by itself
+        needed["validation"] = f"--eval_strategy {training_args.eval_strategy.value} (or --do_eval)"
     splits, declared = read_data(data_args, model_args, needed, only_needed=True)  # as upstream uses them
     tokenizer, config, label_list, head_reused = load_tokenizer_and_labels(model_args, data_args, splits, declared,
                                                                            training_args.do_train)

@@ -371,8 +371,9 @@ def checkpoint_to_resume(args, data_args):
             hint = " It holds checkpoints: add --resume_from_checkpoint latest to continue."
         else:
             hint = ""
-        raise UserError(f"The output folder {output_dir} already exists and is not empty.{hint} Otherwise choose "
-                        "another --output_dir, or add --overwrite_output_dir to train into it from the start.")
+        raise UserError(f"The output folder {output_dir} already exists and is not empty.{hint} "
+                        f"{'Otherwise choose' if hint else 'Choose'} another --output_dir, or add "
+                        "--overwrite_output_dir to train into it from the start.")
     return None
 
 
@@ -663,7 +664,7 @@ def finish(run, tokenizer, state, kept_tags, origin):
             save_results(args.output_dir, "train", train_results)
         if eval_results:
             save_results(args.output_dir, "eval", eval_results)
-        log_saved_model(state, args)
+        log_saved_model(state, args, "validation" in run.loaders)
     accelerator.wait_for_everyone()
     report(run, state, kept_tags, origin)
     if "test" in run.loaders:
@@ -698,11 +699,13 @@ def final_results(run, state):
     return train_results, eval_results
 
 
-def log_saved_model(state, args):
+def log_saved_model(state, args, validated):
     """Say which epoch's model output_dir holds, and which keys describe it."""
     kept = kept_epoch(state, args)
     if not state.completed_steps:
         logger.info("Saved the model as it was given (no training step).")
+    elif not validated:
+        logger.info("Saved the model of the last epoch, %d.", state.epoch)
     elif kept == state.epoch:
         reason = "the best by validation F1 too" if args.load_best_model_at_end else "use --load_best_model_at_end " \
                  "to keep the epoch with the best validation F1 instead"

@@ -126,8 +126,9 @@ def choose_dropout_masks(model, enabled, device_type):
     if bucketed:
         model.set_attn_implementation(BUCKETED_OWN_MASKS)
     logger.info("Dropout masks drawn 16 bits at a time (p rounded to 1/65,536) in the model's %d nn.Dropout "
-                "layers%s: %.2f ms for a %s activation here against %.2f ms for torch's dropout "
-                "(--no_fast_dropout_masks keeps torch's).", len(layers),
+                "layers%s: %.2f ms for a %s activation here against %.2f ms for torch's dropout, timed once for "
+                "this line (the masks are used on every CPU whatever it says: a timing on a busy machine wavers, and "
+                "would give two runs of one command other masks; --no_fast_dropout_masks keeps torch's).", len(layers),
                 " and in attention by length buckets" if bucketed and attention_dropout(model.config) else "",
                 ours, shape, theirs)
     return True

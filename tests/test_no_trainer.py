@@ -132,6 +132,7 @@ def test_non_empty_output_dir_needs_resume_or_overwrite(tiny_bert, files, tmp_pa
     (tmp_path / "old.txt").write_text("x")
     result = script("--model_name_or_path", tiny_bert, "--train_file", files["train"], "--output_dir", str(tmp_path))
     assert result.returncode == 2 and "--overwrite_output_dir" in result.stderr and "Traceback" not in result.stderr
+    assert "not empty. Choose another --output_dir" in result.stderr
     assert os.listdir(tmp_path) == ["old.txt"]
 
 
@@ -304,3 +305,12 @@ def test_report_to_none_tracks_nothing_and_an_unknown_tracker_is_refused(tiny_be
     with pytest.raises(UserError, match="'tensorbored' is not a tracker accelerate knows"):
         run_loop(tiny_bert, tmp_path / "typo", "--with_tracking", "--report_to", "tensorbored", files=files)
     assert not (tmp_path / "typo").exists()
+
+
+def test_the_saved_model_line_names_validation_only_where_there_is_one(caplog):
+    caplog.set_level(logging.INFO)
+    args = run_ner_no_trainer.LoopArguments(output_dir="out")
+    run_ner_no_trainer.log_saved_model(run_ner_no_trainer.LoopState(completed_steps=2, epoch=1), args, False)
+    assert caplog.messages[-1] == "Saved the model of the last epoch, 1."
+    run_ner_no_trainer.log_saved_model(run_ner_no_trainer.LoopState(completed_steps=2, epoch=1), args, True)
+    assert "--load_best_model_at_end" in caplog.messages[-1]

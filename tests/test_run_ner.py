@@ -261,6 +261,7 @@ def test_the_loops_help_leaves_out_run_ner_spelling_of_its_window_flag():
     "flags, message",
     [
         (["--do_eval"], "--do_eval needs a validation split"),
+        (["--do_train", "--eval_strategy", "steps"], "--eval_strategy steps (or --do_eval) needs a validation split"),
         (["--do_train", "--early_stopping_patience", "2"], "--load_best_model_at_end"),
         (["--do_train", "--metric_for_best_model", "f2"], "not a score evaluation reports"),
         (["--do_train", "--max_seq_length", "2"], "--max_seq_length"),
