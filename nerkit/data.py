@@ -117,7 +117,7 @@ def load_splits(data_args, cache_dir=None, token=None, wanted=("train", "validat
                    for name, path in files.items() if path and name in wanted}
     splits, declared = {}, None
     for name, found in records.items():
-        split_columns = Columns(task_name=columns.task_name) if found.columns_chosen else columns
+        split_columns = Columns() if found.columns_chosen else columns  # a column file's own: tokens, tags
         split, names = build_split(name, found, split_columns, label_names)
         if names and label_names and names != label_names:
             raise UserError(f"--label_list names {', '.join(label_names)}, but {split.source} has ClassLabel tags "
@@ -648,6 +648,10 @@ def shown(places):
     return "; ".join(places[:SHOWN_PLACES]) + more
 
 
+DEFAULT_TASK = "ner"  # --task_name's default, whose 'ner_tags' column may be missing (then another is read)
+TAG_COLUMN_ENDINGS = ("tags", "labels", "label")
+
+
 def find_columns(column_names, columns, source):
     """Upstream rule: text = named, else 'tokens', else the first column; label = named, else
     '{task}_tags', else the second column. Returns (text column, label column or None)."""
@@ -659,10 +663,21 @@ def find_columns(column_names, columns, source):
         if columns.label not in column_names:
             raise UserError(f"{source}: there is no column '{columns.label}' (columns: {', '.join(column_names)}). "
                             "Name the column of tags with --label_column_name.")
+        if columns.label == text:
+            raise UserError(f"{source}: --label_column_name {columns.label} names the column of words too, so the "
+                            "words would be trained as tags. Name the column of tags, and the words' with "
+                            "--text_column_name if it is not 'tokens' or the first column.")
         return text, columns.label
     if f"{columns.task_name}_tags" in column_names:
         return text, f"{columns.task_name}_tags"
+    if columns.task_name != DEFAULT_TASK:  # asked for by name: another column's tags would be another task's
+        raise UserError(f"{source}: --task_name {columns.task_name} reads the column '{columns.task_name}_tags', "
+                        f"which is not there (columns: {', '.join(column_names)}). Name the column of tags with "
+                        "--label_column_name.")
     others = [name for name in column_names if name != text]
+    tagged = [name for name in others if name.lower().endswith(TAG_COLUMN_ENDINGS)]
+    if tagged:  # upstream takes the second column; a 'tags' column after an 'id' one is the better guess
+        return text, tagged[0]
     if len(column_names) > 1 and column_names[1] != text:
         return text, column_names[1]
     return text, (others[0] if others else None)

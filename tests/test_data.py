@@ -544,3 +544,23 @@ def test_a_run_reads_only_the_splits_it_uses(tmp_path):
     assert set(splits) == {"train"}
     with pytest.raises(UserError, match="1 words but 2 tags"):  # the loop evaluates any validation split it gets
         read_data(data_args, model_args, {"train": "training"})
+
+
+def test_the_tag_column_is_never_the_words_and_a_named_task_reads_its_own():
+    from nerkit.data import Columns, find_columns
+
+    # upstream takes the second column; after an 'id' column that is the words
+    assert find_columns(["id", "tokens", "tags"], Columns(), "d") == ("tokens", "tags")
+    assert find_columns(["tokens", "labels", "id"], Columns(), "d") == ("tokens", "labels")
+    assert find_columns(["words", "iob"], Columns(), "d") == ("words", "iob")
+    with pytest.raises(UserError, match="--label_column_name tokens names the column of words too"):
+        find_columns(["tokens", "ner_tags"], Columns(label="tokens"), "d")
+    with pytest.raises(UserError, match="--task_name pos reads the column 'pos_tags', which is not there "
+                                        r"\(columns: id, tokens, ner_tags\)"):
+        find_columns(["id", "tokens", "ner_tags"], Columns(task_name="pos"), "d")
+
+
+def test_a_column_file_reads_its_tags_whatever_the_task_name(tmp_path):
+    path = tmp_path / "train.conll"
+    path.write_text("EU NNP\nrejects VBZ\n", encoding="utf-8")
+    assert read(train_file=str(path), task_name="pos")[0]["train"].tags == [["NNP", "VBZ"]]

@@ -44,13 +44,14 @@ def test_training_file_without_tags_exits_2_naming_it(tiny_bert, ner_files, unla
     assert "Traceback" not in result.stderr and not output.exists()
 
 
-@pytest.mark.parametrize("flags", [["--do_eval"], ["--eval_strategy", "epoch"]])  # the second implies --do_eval
+@pytest.mark.parametrize("flags, named", [(["--do_eval"], "--do_eval"),  # the second implies --do_eval
+                                          (["--eval_strategy", "epoch"], "--eval_strategy epoch (or --do_eval)")])
 def test_unlabelled_validation_is_refused_before_any_weights_load(tiny_bert, ner_files, unlabelled, tmp_path,
-                                                                  no_weights, flags):
+                                                                  no_weights, flags, named):
     message = refused(run_ner, ["--model_name_or_path", tiny_bert, "--train_file", ner_files["train"],
                                 "--validation_file", unlabelled, "--do_train", *flags, "--output_dir",
                                 str(tmp_path / "out"), "--report_to", "none"])
-    assert f"{unlabelled}: the validation data has words but no tags, and --do_eval needs tags" in message
+    assert f"{unlabelled}: the validation data has words but no tags, and {named} needs tags" in message
     assert "'ner_tags'" in message and not (tmp_path / "out").exists()
 
 
