@@ -6,8 +6,10 @@ scores go word by word, tag by tag."""
 
 import logging
 import os
+import re
 import shlex
 import sys
+import warnings
 from collections import Counter
 
 from .error_analysis import (
@@ -275,13 +277,26 @@ def save_learning_curves(output_dir, history):
 
 
 def _save(figure, plt, path):
-    figure.tight_layout()
+    """Write the figure whole or not at all. matplotlib's warnings (a label's characters missing from its
+    font, a layout too tight for a long label) become one line of the log instead of raw warnings."""
     temporary = path + ".tmp.png"
-    figure.savefig(temporary, dpi=110)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        figure.tight_layout()
+        figure.savefig(temporary, dpi=110)
     plt.close(figure)
     os.replace(temporary, path)
-    logger.info("Wrote %s", path)
+    missing = sorted({int(match.group(1)) for warning in caught
+                      for match in [MISSING_GLYPH.search(str(warning.message))] if match})
+    if missing:
+        logger.info("Wrote %s; the font matplotlib uses lacks %s, drawn as boxes (install a font that has them, "
+                    "such as Noto Sans CJK, to see them).", path, ", ".join(chr(code) for code in missing[:10]))
+    else:
+        logger.info("Wrote %s", path)
     return path
+
+
+MISSING_GLYPH = re.compile(r"Glyph (\d+)")  # "Glyph 20154 (\N{...}) missing from font(s) DejaVu Sans."
 
 
 def data_sources(data_args):

@@ -123,6 +123,10 @@ def load_tokenizer_and_labels(model_args, data_args, splits, declared, training)
         check_unnamed_head(model_args.model_name_or_path, label_list, model_args.ignore_mismatched_sizes,
                            training=training)
     logger.info("%d labels: %s", len(label_list), ", ".join(label_list))
+    if training and len(label_list) == 1:
+        logger.warning("Every tag in the data is %s: the model can learn nothing but to predict it, and entity "
+                       "scores will be 0. Check that --label_column_name (or the file's last column) holds the tags.",
+                       label_list[0])
     # A fine-tuned head keeps the scheme it was trained in, unless the training tags say otherwise; the data's
     # tags are read with any the head does not know (a run that only scores may have them).
     known = label_list + sorted(set(data_labels or ()) - set(label_list))

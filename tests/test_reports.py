@@ -1,5 +1,6 @@
 """The trained folder explains itself: model card, confusion matrix, learning curves; Viterbi in training."""
 
+import logging
 import os
 
 from nerkit.report import command_line, confusion_counts
@@ -38,3 +39,17 @@ def test_viterbi_decoding_in_training_gives_valid_sequences(tiny_bert, ner_files
         for i, tag in enumerate(line):
             if tag.startswith("I-"):
                 assert i > 0 and line[i - 1][2:] == tag[2:] and line[i - 1][0] in "BI", line
+
+
+def test_characters_missing_from_the_font_are_one_log_line_not_warnings(tmp_path, caplog):
+    import warnings
+
+    from nerkit.report import save_confusion_matrix
+
+    caplog.set_level(logging.INFO)
+    gold, predicted = [["B-人名", "O", "B-" + "x" * 300]], [["B-人名", "O", "O"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning that escapes fails the test
+        save_confusion_matrix(str(tmp_path), gold, predicted)
+    assert (tmp_path / "confusion_matrix.png").is_file()
+    assert any("lacks 人, 名, drawn as boxes" in message for message in caplog.messages)

@@ -282,3 +282,11 @@ def test_non_empty_output_folder_is_not_overwritten(tiny_bert, ner_files, tmp_pa
                         "--output_dir", str(tmp_path), "--report_to", "none")
     assert result.returncode == 2 and "--overwrite_output_dir" in result.stderr
     assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+def test_training_data_with_one_tag_only_is_warned_about(tiny_bert, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    rows = [(words, ["O"] * len(words)) for words, _ in examples(8)]
+    train = write_jsonl(tmp_path / "train.json", rows)
+    run(tiny_bert, tmp_path / "out", "--do_train", "--max_steps", "1", files={"train": train})
+    assert "Every tag in the data is O: the model can learn nothing but to predict it" in caplog.text
