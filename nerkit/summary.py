@@ -3,6 +3,7 @@ scheme, and tags that break it (a warning, not an error). The longest example in
 the splits are tokenized (nerkit.tokenization), so no split is tokenized only to be measured."""
 
 import logging
+import re
 from collections import Counter
 
 import numpy as np
@@ -118,7 +119,33 @@ def log_summary(splits, label_list, scheme, source):
         logger.warning("The labels have entity prefixes (B-, I-, ...), but no tagging scheme fits them (decided "
                        "from %s), so Viterbi decoding allows every sequence, as argmax does; check the data.",
                        source)
+    spelled = other_spelling_warning(label_list, scheme)
+    if spelled:
+        logger.warning(spelled)
     for split in splits.values():
         for warning in (break_warning(split, label_list, scheme), foreign_prefix_warning(split, scheme)):
             if warning:
                 logger.warning(warning)
+
+
+# Entity tags spelled in ways seqeval does not read: a lowercase prefix (b-loc, and o), the prefix after the
+# type (PER-B), an underscore for the hyphen (B_PER)
+OTHER_SPELLINGS = (("a lowercase prefix", re.compile(r"^[biesl]-\S+$|^o$"), "b-loc as B-loc"),
+                   ("the prefix after the type", re.compile(r"^\S+-[BIESLU]$"), "PER-B as B-PER"),
+                   ("an underscore after the prefix", re.compile(r"^[BIESLU]_\S+$"), "B_PER as B-PER"))
+
+
+def other_spelling_warning(label_list, scheme):
+    """A warning where no scheme was found but most labels are entity tags spelled another way: seqeval
+    reads an uppercase prefix, then a hyphen, then the type, so these are scored as tags without a scheme
+    (b-loc and i-loc as two types merged into one entity by adjacency, an `o` as an entity of its own)."""
+    if scheme != "none" or not label_list:
+        return None
+    for how, pattern, example in OTHER_SPELLINGS:
+        matching = [label for label in label_list if pattern.match(label)]
+        if len(matching) * 2 > len(label_list):
+            return (f"The labels look like entity tags written with {how} ({', '.join(matching[:4])}"
+                    f"{', ...' if len(matching) > 4 else ''}), which seqeval does not read as entity tags: entity "
+                    "scores, Viterbi decoding and the error analysis take them as plain tags, and the entity "
+                    f"F1 means little. Rename the tags in the data ({example}, the outside tag O) and train again.")
+    return None

@@ -205,3 +205,23 @@ def test_pos_tags_are_summarised_as_tags_not_as_seqevals_entities(caplog):
     log_summary({"train": split("train", pos)}, labels, scheme, source)
     assert scheme == "none" and "5 tags: NNP 3, . 2, DT 1, VBZ 1, VBD 1" in caplog.text
     assert "entities" not in caplog.text  # seqeval would read NNP as an entity of type NP
+
+
+@pytest.mark.parametrize("tags, how", [
+    ([["b-loc", "i-loc", "o", "b-per"]], "a lowercase prefix (b-loc, b-per, i-loc, o)"),
+    ([["LOC-B", "LOC-I", "O", "PER-B"]], "the prefix after the type"),
+    ([["B_LOC", "I_LOC", "O", "B_PER"]], "an underscore after the prefix"),
+])
+def test_entity_tags_spelled_another_way_are_warned_about(tags, how, caplog):
+    caplog.set_level(logging.INFO)
+    labels = labels_of(tags)
+    scheme, source = decide_scheme({"train": split("train", tags)}, labels)
+    log_summary({"train": split("train", tags)}, labels, scheme, source)
+    assert scheme == "none" and f"The labels look like entity tags written with {how}" in caplog.text
+
+
+def test_pos_tags_are_not_taken_for_entity_tags_spelled_another_way(caplog):
+    tags = [["NNP", "VBZ", "-LRB-", "PRP$", "DT", "NN", "."]]
+    caplog.set_level(logging.INFO)
+    log_summary({"train": split("train", tags)}, labels_of(tags), "none", "the training tags")
+    assert "look like entity tags" not in caplog.text
