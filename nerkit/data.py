@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import shlex
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -275,9 +276,13 @@ def read_text(path, what="data file", flag=DATA_FILE_FLAGS):
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or raw[:200].count(b"\x00") * 4 > len(raw[:200]):
+            raise UserError(f"{path}: the file is UTF-16 text (as Windows tools save 'Unicode'), not UTF-8. Convert "
+                            "it, for example with `iconv -f utf-16 -t utf-8`.") from None
         line = raw[: error.start].count(b"\n") + 1
-        raise UserError(f"{path}, line {line}: the file is not valid UTF-8 (byte {error.start}). "
-                        "Convert it to UTF-8, for example with `iconv -f latin1 -t utf-8`.") from None
+        raise UserError(f"{path}, line {line}: the file is not valid UTF-8 (the byte at offset {error.start}, "
+                        f"0x{raw[error.start]:02x}). Convert it to UTF-8 from its encoding, for example with "
+                        "`iconv -f latin1 -t utf-8` for Latin-1.") from None
     return unix_line_ends(text)
 
 
@@ -303,14 +308,44 @@ def parse_json_records(path, text):
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as error:
+                check_one_object(path, whole_json(text))  # a pretty-printed object is not JSON Lines
                 raise UserError(f"{path}, line {number}: not valid JSON ({error.msg}). A .json/.jsonl file must "
                                 "hold one JSON object per line (JSON Lines) or a single JSON array.") from None
             locations.append(f"line {number}")
+    if len(records) == 1:
+        check_one_object(path, records[0])
     for record, location in zip(records, locations):
         if not isinstance(record, dict):
             raise UserError(f"{path}, {location}: expected a JSON object such as "
                             '{"tokens": [...], "ner_tags": [...]}, got ' + type(record).__name__ + ".")
     return records, locations
+
+
+def whole_json(text):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+def check_one_object(path, record):
+    """A file that is one JSON object holding every example is refused with what it is: the examples under
+    a key ({"data": [{...}, ...]}), or column-wise ({"tokens": [[...], ...], "ner_tags": [[...], ...]})."""
+    if not isinstance(record, dict) or any(isinstance(value, list) and value and all(
+            isinstance(item, str) for item in value) for value in record.values()):  # an example with its words
+        return
+    for key, value in record.items():
+        if isinstance(value, list) and len(value) > 0 and all(isinstance(item, dict) for item in value):
+            raise UserError(f"{path}: the file is one JSON object with the examples in a list under '{key}'. Write "
+                            "them one object per line (JSON Lines) or as a JSON array of objects, for example with "
+                            f"`jq -c '.{key}[]' {shlex.quote(path)}`.")
+    if record and all(isinstance(value, list) and value and all(isinstance(item, list) for item in value)
+                      for value in record.values() if isinstance(value, list)) and \
+            any(isinstance(value, list) for value in record.values()):
+        raise UserError(f"{path}: the file is one JSON object whose columns ({', '.join(record)}) hold a list per "
+                        "example. Write one object per example instead (JSON Lines, {\"tokens\": [...], "
+                        "\"ner_tags\": [...]} on each line), for example with `datasets.Dataset.from_dict(...)"
+                        ".to_json(path)`.")
 
 
 def parse_csv_records(path, text):

@@ -564,3 +564,9 @@ def test_a_column_file_reads_its_tags_whatever_the_task_name(tmp_path):
     path = tmp_path / "train.conll"
     path.write_text("EU NNP\nrejects VBZ\n", encoding="utf-8")
     assert read(train_file=str(path), task_name="pos")[0]["train"].tags == [["NNP", "VBZ"]]
+
+
+def test_a_one_example_file_with_a_list_of_objects_beside_its_words_is_read():
+    from nerkit.data import check_one_object
+
+    check_one_object("train.json", {"tokens": ["EU"], "ner_tags": ["B-ORG"], "spans": [{"start": 0, "end": 2}]})

@@ -155,7 +155,13 @@ BAD_CASES = [
     ("train.csv", '{"tokens": ["a"], "ner_tags": ["O"]}\n', "looks like JSON"),
     ("train.conll", "a\tO\nb\tB-X\tNN\n", "line 2: 3 column(s)"),
     ("train.conll", "", "is empty"),
-    ("train.conll", b"caf\xe9\tO\n", "not valid UTF-8"),
+    ("train.conll", b"caf\xe9\tO\n", "line 1: the file is not valid UTF-8 (the byte at offset 3, 0xe9)"),
+    ("train.json", '{"tokens": ["caf\u00e9"], "ner_tags": ["O"]}\n'.encode("utf-16"), "is UTF-16 text"),
+    ("train.json", '{"data": [{"tokens": ["a"], "ner_tags": ["O"]}]}\n', "examples in a list under 'data'"),
+    ("train.json", '{\n  "data": [\n    {"tokens": ["a"], "ner_tags": ["O"]}\n  ]\n}\n', "under 'data'"),
+    ("train.json", '{"tokens": [["a", "b"], ["c"]], "ner_tags": [["O", "O"], ["O"]]}\n',
+     "columns (tokens, ner_tags) hold a list per example"),
+    ("train.conll", "café\tO\n".encode("utf-16-le"), "iconv -f utf-16 -t utf-8"),  # no byte-order mark
 ]
 
 
