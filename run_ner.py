@@ -471,6 +471,7 @@ def train(trainer, checkpoint, num_examples):
 def evaluate(trainer, split):
     metrics = trainer.evaluate()
     metrics["eval_samples"] = len(split.tokens)
+    trainer.log_metrics("eval", metrics)  # upstream's "***** eval metrics *****" block, then the table
     logger.info("Validation scores:\n%s", score_table(metrics, "eval"))
     if trainer.is_world_process_zero():
         save_results(trainer.args.output_dir, "eval", metrics)
@@ -494,6 +495,7 @@ def predict(trainer, split, features, label_list, data_args, output_dir):
                                                    data_args, model_scheme(model.config))
     metrics = {f"predict_{key}": value for key, value in scores.items()}
     metrics.update(timing_metrics("predict", time.time() - started, len(split.tokens), len(loader)))
+    trainer.log_metrics("predict", metrics)
     if "f1" in scores:  # a labelled test split
         logger.info("Test scores:\n%s", score_table(metrics, "predict"))
     if trainer.is_world_process_zero():

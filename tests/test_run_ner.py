@@ -3,6 +3,7 @@
 import csv
 import json
 import logging
+import re
 import os
 import subprocess
 import sys
@@ -290,3 +291,11 @@ def test_training_data_with_one_tag_only_is_warned_about(tiny_bert, tmp_path, ca
     train = write_jsonl(tmp_path / "train.json", rows)
     run(tiny_bert, tmp_path / "out", "--do_train", "--max_steps", "1", files={"train": train})
     assert "Every tag in the data is O: the model can learn nothing but to predict it" in caplog.text
+
+
+def test_eval_and_predict_metrics_are_printed_as_upstream_prints_them(trained, ner_files, tmp_path, capsys):
+    run(str(trained), tmp_path / "o", "--do_eval", "--do_predict",
+        files={"validation": ner_files["validation"], "test": ner_files["test"]})
+    printed = capsys.readouterr().out
+    assert "***** eval metrics *****" in printed and "***** predict metrics *****" in printed
+    assert re.search(r"eval_f1\s+=", printed) and re.search(r"predict_samples\s+=\s+5", printed)
