@@ -378,8 +378,9 @@ def parse_conll(path, text, text_index=0, label_index=-1):
     tokens, tags, start, width, width_line = [], [], None, None, None
     lines = text.split("\n") + [""]
     for number, line in enumerate(lines, start=1):
-        line = line.strip(LINE_SPACE)
-        if not line:
+        # a tab before the first cell is an empty word, not padding: only spaces pad a line's start
+        line = line.rstrip(LINE_SPACE).lstrip(" ")
+        if not line.strip(LINE_SPACE):
             if tokens:
                 records.append({"tokens": tokens, "tags": tags} if width > 1 else {"tokens": tokens})
                 locations.append(f"line {start}")
@@ -391,8 +392,8 @@ def parse_conll(path, text, text_index=0, label_index=-1):
         width, width_line = (width, width_line) if width else (len(cells), number)
         if len(cells) != width:
             raise UserError(f"{path}, line {number}: {len(cells)} column(s) where line {width_line} (the file's first "
-                            f"token line) has {width}. Every token line needs the same columns: the token and, in a "
-                            "labelled file, its tag.")
+                            f"token line) has {width}.{column_hint(line, cells)} Every token line needs the same "
+                            "columns: the token and, in a labelled file, its tag.")
         for index, flag in ((text_index, "--text_column_name"), (label_index, "--label_column_name")):
             if width > 1 and not -width <= index < width:
                 raise UserError(f"{path}, line {number}: {flag} {index} is out of range for {width} columns.")
@@ -403,6 +404,18 @@ def parse_conll(path, text, text_index=0, label_index=-1):
         raise UserError(f"{path}: no sentences found. A CoNLL file has one token per line, the tag in the last "
                         "column, and a blank line between sentences.")
     return records, locations
+
+
+def column_hint(line, cells):
+    """What is odd about a CoNLL line of the wrong width, where something is: no word before its first tab,
+    or a character that looks like a space but separates no columns (only tabs and ASCII spaces do)."""
+    if cells and cells[0] == "":
+        return " It has no word before its first tab."
+    odd = sorted({character for character in line if character.isspace() and character not in " \t"})
+    if odd:
+        return (f" It holds {', '.join(f'U+{ord(character):04X}' for character in odd)}, which separates no columns "
+                "here: only tabs and ASCII spaces do.")
+    return ""
 
 
 def conllu_field(name, default):

@@ -154,6 +154,8 @@ BAD_CASES = [
     ("train.csv", 'tokens,ner_tags\n"[""a""]","[""O""]"\n"[""a"", ""b""","[""O""]"\n', "line 3: the 'tokens' cell"),
     ("train.csv", '{"tokens": ["a"], "ner_tags": ["O"]}\n', "looks like JSON"),
     ("train.conll", "a\tO\nb\tB-X\tNN\n", "line 2: 3 column(s)"),
+    ("train.conll", "a\tO\n\tB-X\tNN\n", "It has no word before its first tab."),
+    ("train.conll", "a O\nb\u3000B-X\n", "It holds U+3000, which separates no columns here"),
     ("train.conll", "", "is empty"),
     ("train.conll", b"caf\xe9\tO\n", "line 1: the file is not valid UTF-8 (the byte at offset 3, 0xe9)"),
     ("train.json", '{"tokens": ["caf\u00e9"], "ner_tags": ["O"]}\n'.encode("utf-16"), "is UTF-16 text"),

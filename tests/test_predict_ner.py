@@ -126,12 +126,12 @@ def test_json_lines_with_text_or_tokens(trained_model, tmp_path):
     assert [r["text"] for r in records] == [TEXTS[0], TEXTS[1]]
 
 
-def test_whitespace_words_of_a_tokens_list_are_tagged_o_as_in_conll(trained_model, tmp_path):
+def test_whitespace_words_of_a_tokens_list_are_tagged_as_in_conll(trained_model, tmp_path):
     # spaCy writes a run of spaces or a line break as a token of its own
-    tokens = ["John", "  ", "Smith", "\n", "lives", "\u00a0"]
+    tokens = ["John", "Smith", "  ", "lives", "\n", "here", "\u00a0"]
     record = predict(trained_model, tmp_path, [json.dumps({"tokens": tokens})], "--words", name="input.jsonl")[0]
     assert record["words"] == tokens and len(record["labels"]) == len(tokens)
-    assert record["labels"][1] == record["labels"][3] == record["labels"][5] == "O"
+    assert record["labels"][2] == record["labels"][4] == record["labels"][6] == "O"
     for entity in record["entities"]:
         assert record["text"][entity["start"]:entity["end"]] == entity["text"]
     conll = tmp_path / "input.conll"
