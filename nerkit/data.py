@@ -864,13 +864,28 @@ def check_tag(tag, place):
                     f"beside {tag.strip()!r}. Remove the whitespace around it.")
 
 
+def label_file_names(path, text):
+    """The names of a --label_list file, one a line; label id i is the i-th name, so a blank line between
+    names (which would shift every later id, or stand for a name) is refused, as is a JSON file."""
+    lines = text.rstrip().split("\n")
+    if text.lstrip().startswith(("[", "{")):
+        raise UserError(f"--label_list {path} is JSON; it takes a text file with one label name per line (label id "
+                        "0 first), or the names separated by commas. Write the names out one a line, for example "
+                        f"with `jq -r '.[]' {shlex.quote(path)}` for a JSON list.")
+    blank = next((number for number, line in enumerate(lines, start=1) if not line.strip()), None)
+    if blank is not None:
+        raise UserError(f"--label_list {path}, line {blank}: a blank line between label names. Line i names label id "
+                        "i - 1, so a blank line would shift every later id: remove it, or write the name it stands "
+                        "for.")
+    return [line.strip() for line in lines]
+
+
 def read_label_names(value):
     """--label_list: a comma-separated list, or a file with one name per line."""
     if not value:
         return None
     if os.path.isfile(value):
-        names = [line.strip() for line in read_text(value, "--label_list file", "--label_list").split("\n")
-                 if line.strip()]
+        names = label_file_names(value, read_text(value, "--label_list file", "--label_list"))
     elif "," not in value and (os.sep in value or os.path.splitext(value)[1] in (".txt", ".lst", ".labels")):
         raise UserError(f"The --label_list file {value} does not exist. Give the path of a file with one label "
                         "name per line, or the names themselves: O,B-PER,I-PER,...")

@@ -570,3 +570,17 @@ def test_a_one_example_file_with_a_list_of_objects_beside_its_words_is_read():
     from nerkit.data import check_one_object
 
     check_one_object("train.json", {"tokens": ["EU"], "ner_tags": ["B-ORG"], "spans": [{"start": 0, "end": 2}]})
+
+
+def test_a_label_list_file_with_a_blank_line_between_names_or_in_json_is_refused(tmp_path):
+    from nerkit.data import read_label_names
+
+    path = tmp_path / "labels.txt"
+    path.write_text("O\nB-PER\nI-PER\n\n", encoding="utf-8")
+    assert read_label_names(str(path)) == ["O", "B-PER", "I-PER"]
+    path.write_text("O\nB-PER\n\nI-PER\n", encoding="utf-8")
+    with pytest.raises(UserError, match="labels.txt, line 3: a blank line between label names"):
+        read_label_names(str(path))
+    path.write_text('{"names": ["O", "B-PER"]}\n', encoding="utf-8")
+    with pytest.raises(UserError, match="labels.txt is JSON"):
+        read_label_names(str(path))
