@@ -61,6 +61,7 @@ def model_card(base_model, data_sources, label_list, command, gold=None, predict
         "library_name: transformers",
         "pipeline_tag: token-classification",
         "tags: [token-classification, ner]",
+        *([f"base_model: {base_model}"] if HUB_ID.match(base_model) and not os.path.exists(base_model) else []),
         "---",
         "",
         "# Token classification model",
@@ -102,10 +103,28 @@ def model_card(base_model, data_sources, label_list, command, gold=None, predict
             *card_section(analyse_errors(None, gold, predicted, label_list, metric_mode, shown=0, scheme=scheme),
                          "validation"),
         ]
+    lines += ["## Framework versions", "", *[f"- {name} {version}" for name, version in framework_versions()], ""]
     lines += ["## Use", "", "```python", "from transformers import pipeline",
               'tagger = pipeline("token-classification", model="PATH_TO_THIS_FOLDER", aggregation_strategy="first")',
               "```", "", "or `python predict_ner.py --model PATH_TO_THIS_FOLDER --input texts.txt`.", ""]
     return "\n".join(lines)
+
+
+HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")  # owner/name as the hub spells it: the card's base_model metadata
+FRAMEWORKS = ("transformers", "torch", "datasets", "tokenizers", "accelerate", "seqeval")
+
+
+def framework_versions():
+    """(package, version) of what trained and scored the model, as upstream's card lists them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in FRAMEWORKS:
+        try:
+            found.append((name, version(name)))
+        except PackageNotFoundError:
+            continue
+    return found
 
 
 def tag_scores_section(gold, predicted):

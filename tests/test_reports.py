@@ -3,6 +3,8 @@
 import logging
 import os
 
+import transformers
+
 from nerkit.report import command_line, confusion_counts
 from test_run_ner import predictions, run
 
@@ -25,11 +27,20 @@ def test_model_card_and_pictures(tiny_bert, ner_files, tmp_path):
                                                          "validation": ner_files["validation"]})
     with open(os.path.join(output, "README.md"), encoding="utf-8") as handle:
         card = handle.read()
-    for expected in (tiny_bert, ner_files["train"], "`B-PER`", "| PER |", "**overall**", "--num_train_epochs"):
+    for expected in (tiny_bert, ner_files["train"], "`B-PER`", "| PER |", "**overall**", "--num_train_epochs",
+                     "## Framework versions", f"- transformers {transformers.__version__}"):
         assert expected in card, expected
+    assert "base_model:" not in card  # a local folder is no hub id
     for picture in ("confusion_matrix.png", "learning_curves.png"):
         with open(os.path.join(output, picture), "rb") as handle:
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_card_names_a_hub_base_model_in_its_metadata():
+    from nerkit.report import model_card
+
+    card = model_card("microsoft/deberta-v3-base", {"train": "train.json"}, ["O", "B-PER"], "python run_ner.py")
+    assert "\nbase_model: microsoft/deberta-v3-base\n---\n" in card
 
 
 def test_viterbi_decoding_in_training_gives_valid_sequences(tiny_bert, ner_files, tmp_path):
