@@ -8,6 +8,7 @@ source, a split ends up as lists of words and lists of string tags.
 
 import ast
 import csv
+import itertools
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from .errors import UserError
 from .hub import LOCAL_SPELLINGS
 from .labels import one_word
+from .schemes import split_label
 
 logger = logging.getLogger(__name__)
 
@@ -634,6 +636,8 @@ def build_split(name, found, columns, label_names):
     names = declared or label_names
     tokens_column = column_values(rows, text_column)
     tags_column = column_values(rows, label_column) if label_column else None
+    if columns.text is None and columns.label is None and tags_column is not None:
+        check_not_swapped(source, text_column, tokens_column, label_column, tags_column)
     if name == "test" and tags_column is not None and columns.label is None and not looks_like_tags(tags_column):
         tags_column = None  # the second column of an unlabelled test file is not a tag column
     if declared and tags_column is not None and all(tag == -1 for tags in tags_column for tag in tags or ()):
@@ -745,6 +749,22 @@ def column_values(rows, column):
     if isinstance(rows, list):
         return [row.get(column) for row in rows]
     return rows[column]
+
+
+def check_not_swapped(source, text_column, words, label_column, tags):
+    """Columns found by position (neither named) whose words read as tags and whose tags do not: the file
+    lists the tags first, and training would learn words as labels."""
+    if tag_share(words) >= 0.9 and tag_share(tags) < 0.5:
+        raise UserError(f"{source}: the column '{text_column}', read as the words, holds tags (O, B-X, ...), and "
+                        f"'{label_column}', read as the tags, does not: the file seems to list its tags first. Name "
+                        f"the columns: --text_column_name {label_column} --label_column_name {text_column}.")
+
+
+def tag_share(values, examples=20):
+    """The share of the items in the first examples' lists that read as entity tags (O, B-X, I-X, ...)."""
+    items = [item for value in itertools.islice(values, examples) if isinstance(value, list) for item in value]
+    tagged = sum(isinstance(item, str) and (item == "O" or split_label(item)[0] is not None) for item in items)
+    return tagged / len(items) if items else 0.0
 
 
 def looks_like_tags(values):

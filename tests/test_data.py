@@ -584,3 +584,12 @@ def test_a_label_list_file_with_a_blank_line_between_names_or_in_json_is_refused
     path.write_text('{"names": ["O", "B-PER"]}\n', encoding="utf-8")
     with pytest.raises(UserError, match="labels.txt is JSON"):
         read_label_names(str(path))
+
+
+def test_a_file_listing_its_tags_first_is_refused_naming_both_columns(tmp_path):
+    path = tmp_path / "train.json"
+    path.write_text('{"labels": ["B-ORG", "O"], "words": ["EU", "rejects"]}\n', encoding="utf-8")
+    with pytest.raises(UserError, match="--text_column_name words --label_column_name labels"):
+        read(train_file=str(path))
+    assert read(train_file=str(path), text_column_name="words", label_column_name="labels")[0]["train"].tags == [
+        ["B-ORG", "O"]]
