@@ -40,20 +40,25 @@ def reference_decode(windows, words_per_example, decoding):
         if decoding == "argmax":
             ids = [0 if w is None else int(w[1][0]) for w in words]
             probabilities = [0.0 if w is None else float(w[1][1]) for w in words]
-        else:
-            log_probs = np.full((len(words), len(LABELS)), -1e9, dtype=np.float32)
-            for position, word in enumerate(words):
-                if word is None:
-                    log_probs[position, 0] = 0.0
-                else:
-                    log_probs[position] = word[1]
-            ids = viterbi_path(log_probs, *transition_rules(LABELS, "IOB2"))
-            # a word without sub-tokens has probability 0, as with argmax
-            probabilities = [0.0 if words[position] is None else float(np.exp(log_probs[position, i]))
-                             for position, i in enumerate(ids)]
-        tags.append([LABELS[i] for i in ids])
+        else:  # the words with sub-tokens decoded on their own; the others O, with probability 0
+            found = [word for word in words if word is not None]
+            log_probs = np.array([word[1] for word in found], dtype=np.float32).reshape(len(found), len(LABELS))
+            path = iter(viterbi_path(log_probs, *transition_rules(LABELS, "IOB2")))
+            ids = [0 if word is None else next(path) for word in words]
+            probabilities = [0.0 if word is None else float(np.exp(word[1][i])) for word, i in zip(words, ids)]
+        tags.append(joined([LABELS[i] for i in ids], [word is None for word in words]))
         scores.append(probabilities)
     return tags, scores
+
+
+def joined(tags, missing):
+    """A word without sub-tokens between B-X or I-X and I-X is I-X, one word at a time."""
+    for i in (i for i, gone in enumerate(missing) if gone):
+        before = next((tags[j] for j in range(i - 1, -1, -1) if not missing[j]), "O")
+        after = next((tags[j] for j in range(i + 1, len(tags)) if not missing[j]), "O")
+        if before[:2] in ("B-", "I-") and after[:2] == "I-" and before[2:] == after[2:]:
+            tags[i] = "I-" + before[2:]
+    return tags
 
 
 def random_windows(generator, words_per_example, decoding):
