@@ -636,7 +636,7 @@ def build_split(name, found, columns, label_names):
     names = declared or label_names
     tokens_column = column_values(rows, text_column)
     tags_column = column_values(rows, label_column) if label_column else None
-    if columns.text is None and columns.label is None and tags_column is not None:
+    if columns.text is None and columns.label is None and tags_column is not None and not found.columns_chosen:
         check_not_swapped(source, text_column, tokens_column, label_column, tags_column)
     if name == "test" and tags_column is not None and columns.label is None and not looks_like_tags(tags_column):
         tags_column = None  # the second column of an unlabelled test file is not a tag column

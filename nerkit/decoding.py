@@ -3,15 +3,16 @@
 Evaluation and prediction first reduce each batch of logits to (best label id, its probability) per
 sub-token, so no full logits are kept. Each word is then read at its first sub-token, in the window where
 it has the most context on both sides; a word the tokenizer gave no sub-token gets the outside label (or
-the inside label of the entity around it) and is counted, so no word ever goes missing from the scores or from predictions.txt. With Viterbi decoding
-the batches keep every label's log-probability instead, still only per batch (see nerkit.viterbi).
+the inside label of the entity around it) and is counted, so no word ever goes missing from the scores or
+from predictions.txt. With Viterbi decoding the batches keep every label's log-probability instead, still
+only per batch (see nerkit.viterbi).
 """
 
 import logging
 
 import numpy as np
 
-from .schemes import transition_rules
+from .schemes import split_label, transition_rules
 from .tokenization import NO_WORD
 from .viterbi import viterbi_paths
 
@@ -144,8 +145,6 @@ def join_entities(ids, found, label_list):
     """A word without sub-tokens between two words of one entity (B-X or I-X before it, I-X, E-X or L-X after
     it, in any scheme) is inside that entity: I-X instead of the fallback label, which would split it in two
     (argmax decoding, or IOB1 and IO under Viterbi, whose schemes allow O there)."""
-    from .schemes import split_label
-
     index = {label: i for i, label in enumerate(label_list)}
     positions = np.flatnonzero(found)
     for word in np.flatnonzero(~np.asarray(found, dtype=bool)):
