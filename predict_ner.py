@@ -32,7 +32,8 @@ with collection_paused():  # what the imports make lives as long as the process 
     from nerkit.labels import model_label_list, outside_label, saved_id2label
     from nerkit.outputs import write_atomic
     from nerkit.schemes import entity_spans, split_label
-    from nerkit.tokenization import EncodingSettings, encode_split, load_fast_tokenizer, window_length
+    from nerkit.tokenization import (DECODER_COLUMNS, EncodingSettings, encode_split, load_fast_tokenizer,
+                                     window_length)
 
 logger = logging.getLogger("predict_ner")
 
@@ -380,7 +381,7 @@ class Tagger:
         empty = [i for i, doc in enumerate(words) if not doc]
         split = Split("input", "input", [doc or ["."] for doc in words], None, [""] * len(words))
         features = longest_first(encode_split(split, self.tokenizer, {}, self.settings))
-        loader = DataLoader(features.remove_columns(["word_ids", "example_id"]),
+        loader = DataLoader(features.remove_columns(DECODER_COLUMNS),
                             collate_fn=DataCollatorForTokenClassification(self.tokenizer),
                             **inference_batching(features, self.batch_size, self.accelerator.num_processes))
         loader = self.accelerator.prepare(loader)

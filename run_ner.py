@@ -60,6 +60,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         write_model_card,
     )
     from nerkit.schemes import model_scheme
+    from nerkit.tokenization import DECODER_COLUMNS
     from nerkit.speed import (
         check_bf16_runs,
         choose_packing,
@@ -137,6 +138,13 @@ class NerTrainer(Trainer):
             return make_loader(dataset)
         finally:
             self.args.dataloader_drop_last = drop_last
+
+    def _remove_unused_columns(self, dataset, description=None):
+        """The Trainer's, and always the columns only the word decoder reads, also with
+        --remove_unused_columns False: the collator cannot pad them (upstream fails there on word_ids)."""
+        dataset = super()._remove_unused_columns(dataset, description)
+        extra = [name for name in DECODER_COLUMNS if name in dataset.column_names]
+        return dataset.remove_columns(extra) if extra else dataset
 
     def evaluation_loop(self, *args, **kwargs):
         """The Trainer's, in one autocast region: each weight cast once, not once a batch (one_cast_per_weight)."""

@@ -67,6 +67,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         longest_input,
         prepare_device,
     )
+    from nerkit.tokenization import DECODER_COLUMNS
     from nerkit.workflow import (
         check_finite_loss,
         decode_and_score,
@@ -84,7 +85,6 @@ CHECKPOINT_NAME = re.compile(r"^(step|epoch)_(\d+)$")
 LOOP_STATE = "loop_state.json"  # beside accelerate's state in each checkpoint: counters and best score
 SCORED = {"train": "training", "validation": "the evaluation after every epoch"}  # splits that need tags
 TIMING_KEYS = ("_runtime", "_samples", "_samples_per_second", "_steps_per_second")  # of nerkit.outputs.timing_metrics
-NOT_INPUTS = ["word_ids", "example_id"]  # feature columns the decoder needs and the model does not take
 
 
 @dataclass
@@ -403,7 +403,7 @@ def make_dataloaders(features, tokenizer, settings, data_args, args, accelerator
         generator = torch.Generator().manual_seed(args.seed or 0)
         batching = {"batch_size": batch_size, "shuffle": True} if training else \
             inference_batching(split_features, batch_size, accelerator.num_processes)
-        loaders[name] = DataLoader(split_features.remove_columns(NOT_INPUTS),
+        loaders[name] = DataLoader(split_features.remove_columns(DECODER_COLUMNS),
                                    collate_fn=packer if training and packer else collator, generator=generator,
                                    **batching)
     return loaders

@@ -18,6 +18,7 @@ IGNORE_INDEX = -100  # label of positions the loss and the metrics skip (special
 NO_WORD = -1  # word id stored for special tokens (Arrow columns hold ints, not None)
 UNBOUNDED = 1_000_000  # tokenizers without a known maximum report a huge model_max_length
 PAD_SPELLINGS = ("[PAD]", "<pad>", "<|pad|>", "<PAD>")  # undeclared padding tokens a vocabulary may hold
+DECODER_COLUMNS = ["word_ids", "example_id"]  # feature columns the word decoder reads and no model takes
 EXAMPLE_LENGTH = "example_length"  # while encoding only: sub-tokens of each feature's whole example
 
 

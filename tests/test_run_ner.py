@@ -299,3 +299,11 @@ def test_eval_and_predict_metrics_are_printed_as_upstream_prints_them(trained, n
     printed = capsys.readouterr().out
     assert "***** eval metrics *****" in printed and "***** predict metrics *****" in printed
     assert re.search(r"eval_f1\s+=", printed) and re.search(r"predict_samples\s+=\s+5", printed)
+
+
+def test_remove_unused_columns_false_trains_evaluates_and_predicts(tiny_bert, ner_files, tmp_path):
+    # the decoder's columns (word_ids, example_id) reach no collator: upstream fails there on word_ids
+    output = run(tiny_bert, tmp_path, "--do_train", "--do_eval", "--do_predict", "--max_steps", "2",
+                 "--remove_unused_columns", "False", files={key: ner_files[key] for key in ("train", "validation", "test")})
+    assert "eval_f1" in read_json(os.path.join(output, "eval_results.json"))
+    assert len(predictions(output)) == 5
