@@ -52,6 +52,8 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.progress import interactive, score_table, use_short_lines
     from nerkit.projections import choose_fused_projections
     from nerkit.report import (
+        CardFacts,
+        CardScores,
         command_line,
         data_sources,
         save_confusion_matrix,
@@ -521,14 +523,29 @@ def publish(trainer, model_args, data_args, training_args, label_list, splits, c
     if trainer.is_world_process_zero():
         scorer = trainer.compute_metrics
         evaluated = scorer is not None and scorer.last_tags is not None
-        write_model_card(training_args.output_dir, model_args.model_name_or_path, data_sources(data_args),
-                         label_list, command, splits["validation"].tags if evaluated else None,
-                         scorer.last_tags if evaluated else None, data_args.metric_mode,
-                         model_scheme(trainer.model.config))
+        facts = CardFacts(model_args.model_name_or_path, data_sources(data_args), label_list, command,
+                          trainer_hyperparameters(trainer.args, trainer.accelerator))
+        scores = CardScores(splits["validation"].tags, scorer.last_tags, data_args.metric_mode,
+                            model_scheme(trainer.model.config)) if evaluated else None
+        write_model_card(training_args.output_dir, facts, scores)
     if training_args.push_to_hub:
         # On every process: push_to_hub saves the model first, which under FSDP or ZeRO-3 gathers the
         # parameters from all of them; the Trainer uploads from process zero alone.
         trainer.push_to_hub(commit_message="End of training")
+
+
+def trainer_hyperparameters(args, accelerator):
+    """The training settings a model card lists, named as upstream's card names them."""
+    total = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+    return {"learning_rate": args.learning_rate, "train_batch_size": args.per_device_train_batch_size,
+            "eval_batch_size": args.per_device_eval_batch_size, "seed": args.seed,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps, "total_train_batch_size": total,
+            "optimizer": str(args.optim.value if hasattr(args.optim, "value") else args.optim),
+            "weight_decay": args.weight_decay, "max_grad_norm": args.max_grad_norm,
+            "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+            "warmup_steps": args.warmup_steps,
+            **({"training_steps": args.max_steps} if args.max_steps > 0 else {"num_epochs": args.num_train_epochs}),
+            "mixed_precision": accelerator.mixed_precision}
 
 
 def parse_command_line(argv):

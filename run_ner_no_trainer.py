@@ -49,6 +49,8 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.progress import interactive, progress_line
     from nerkit.projections import choose_fused_projections
     from nerkit.report import (
+        CardFacts,
+        CardScores,
         command_line,
         data_sources,
         save_confusion_matrix,
@@ -715,6 +717,22 @@ def log_saved_model(state, args, validated):
                     "report the last epoch, best_* the saved model.", kept, state.epoch, state.best_f1)
 
 
+def loop_hyperparameters(args, accelerator, optimizer):
+    """The training settings a model card lists, named as upstream's card names them."""
+    total = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    fused = getattr(optimizer, "optimizer", optimizer).defaults.get("fused")  # unwrapped from accelerate's
+    return {"learning_rate": args.learning_rate, "train_batch_size": args.per_device_train_batch_size,
+            "eval_batch_size": args.per_device_eval_batch_size, "seed": args.seed,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps, "total_train_batch_size": total,
+            "optimizer": "adamw_torch_fused" if fused else "adamw_torch", "weight_decay": args.weight_decay,
+            "max_grad_norm": args.max_grad_norm, "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value",
+                                                                                  args.lr_scheduler_type)),
+            "warmup_steps": args.num_warmup_steps,
+            **({"training_steps": args.max_train_steps} if args.max_train_steps else
+               {"num_epochs": args.num_train_epochs}),
+            "mixed_precision": accelerator.mixed_precision}
+
+
 def report(run, state, kept_tags, origin):
     """Model card, confusion matrix (the saved model's validation labels, those of the kept epoch's
     evaluation) and learning curves."""
@@ -724,8 +742,10 @@ def report(run, state, kept_tags, origin):
     if not run.accelerator.is_main_process:
         return
     base_model, command = origin
-    write_model_card(run.args.output_dir, base_model, data_sources(run.data_args), run.label_list, command, gold,
-                     kept_tags if gold is not None else None, run.data_args.metric_mode, run.scheme)
+    facts = CardFacts(base_model, data_sources(run.data_args), run.label_list, command,
+                      loop_hyperparameters(run.args, run.accelerator, run.optimizer))
+    scores = CardScores(gold, kept_tags, run.data_args.metric_mode, run.scheme) if gold is not None else None
+    write_model_card(run.args.output_dir, facts, scores)
     if gold is not None:
         save_confusion_matrix(run.args.output_dir, gold, kept_tags)
         save_error_analysis(run.args.output_dir, run.splits["validation"], kept_tags, run.label_list,

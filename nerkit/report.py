@@ -11,6 +11,7 @@ import shlex
 import sys
 import warnings
 from collections import Counter
+from dataclasses import dataclass, field
 
 from .error_analysis import (
     CATEGORIES,
@@ -52,10 +53,32 @@ def word_type(tag):
     return split_label(tag)[1]
 
 
-def model_card(base_model, data_sources, label_list, command, gold=None, predicted=None, metric_mode="default",
-               scheme=None):
-    """README.md text: base model, data, labels, the exact command, and scores per entity type (`scheme`:
-    the tagging scheme strict scoring reads entities by)."""
+@dataclass
+class CardFacts:
+    """How a model was made, for its card: `hyperparameters` as upstream's card lists them (name: value)."""
+
+    base_model: str
+    data_sources: dict
+    label_list: list
+    command: str
+    hyperparameters: dict = field(default_factory=dict)
+
+
+@dataclass
+class CardScores:
+    """The validation labels a card scores: gold and predicted per example, read in `metric_mode` and (strict
+    mode) the tagging `scheme`."""
+
+    gold: list
+    predicted: list
+    metric_mode: str = "default"
+    scheme: str | None = None
+
+
+def model_card(facts, scores=None):
+    """README.md text: base model, data, labels, the exact command, the training hyperparameters, and with
+    `scores` (CardScores) the scores per entity type, or per tag for tags that name no entities."""
+    base_model, label_list = facts.base_model, facts.label_list
     lines = [
         "---",
         "library_name: transformers",
@@ -70,7 +93,7 @@ def model_card(base_model, data_sources, label_list, command, gold=None, predict
         "",
         "## Data",
         "",
-        *[f"- {split}: `{source}`" for split, source in data_sources.items()],
+        *[f"- {split}: `{source}`" for split, source in facts.data_sources.items()],
         "",
         f"## Labels ({len(label_list)})",
         "",
@@ -79,30 +102,15 @@ def model_card(base_model, data_sources, label_list, command, gold=None, predict
         "## Command",
         "",
         "```bash",
-        command,
+        facts.command,
         "```",
         "",
     ]
-    if gold is not None and labels_without_entities(label_list, scheme):
-        lines += tag_scores_section(gold, predicted)
-    elif gold is not None:
-        scores = entity_scores(gold, predicted, label_list, metric_mode, entity_level=True, scheme=scheme)
-        types = sorted({key.rsplit("_", 1)[0] for key in scores if key.endswith("_number")})
-        lines += [
-            f"## Evaluation (validation, seqeval {metric_mode} mode, per word)",
-            "",
-            "| entity type | precision | recall | F1 | gold entities |",
-            "| --- | --- | --- | --- | --- |",
-            *[f"| {kind} | {scores[f'{kind}_precision']:.4f} | {scores[f'{kind}_recall']:.4f} | "
-              f"{scores[f'{kind}_f1']:.4f} | {scores[f'{kind}_number']} |" for kind in types],
-            f"| **overall** | {scores['precision']:.4f} | {scores['recall']:.4f} | {scores['f1']:.4f} | "
-            f"{sum(scores[f'{kind}_number'] for kind in types)} |",
-            "",
-            f"Word accuracy: {scores['accuracy']:.4f}.",
-            "",
-            *card_section(analyse_errors(None, gold, predicted, label_list, metric_mode, shown=0, scheme=scheme),
-                         "validation"),
-        ]
+    if facts.hyperparameters:
+        lines += ["## Training hyperparameters", "",
+                  *[f"- {name}: {value}" for name, value in facts.hyperparameters.items() if value is not None], ""]
+    if scores is not None:
+        lines += scores_section(scores, label_list)
     lines += ["## Framework versions", "", *[f"- {name} {version}" for name, version in framework_versions()], ""]
     lines += ["## Use", "", "```python", "from transformers import pipeline",
               'tagger = pipeline("token-classification", model="PATH_TO_THIS_FOLDER", aggregation_strategy="first")',
@@ -125,6 +133,30 @@ def framework_versions():
         except PackageNotFoundError:
             continue
     return found
+
+
+def scores_section(scores, label_list):
+    """The card's evaluation: per entity type (seqeval, in the run's mode), or per tag for tags that name no
+    entities, then the error categories."""
+    gold, predicted, mode, scheme = scores.gold, scores.predicted, scores.metric_mode, scores.scheme
+    if labels_without_entities(label_list, scheme):
+        return tag_scores_section(gold, predicted)
+    found = entity_scores(gold, predicted, label_list, mode, entity_level=True, scheme=scheme)
+    types = sorted({key.rsplit("_", 1)[0] for key in found if key.endswith("_number")})
+    return [
+        f"## Evaluation (validation, seqeval {mode} mode, per word)",
+        "",
+        "| entity type | precision | recall | F1 | gold entities |",
+        "| --- | --- | --- | --- | --- |",
+        *[f"| {kind} | {found[f'{kind}_precision']:.4f} | {found[f'{kind}_recall']:.4f} | "
+          f"{found[f'{kind}_f1']:.4f} | {found[f'{kind}_number']} |" for kind in types],
+        f"| **overall** | {found['precision']:.4f} | {found['recall']:.4f} | {found['f1']:.4f} | "
+        f"{sum(found[f'{kind}_number'] for kind in types)} |",
+        "",
+        f"Word accuracy: {found['accuracy']:.4f}.",
+        "",
+        *card_section(analyse_errors(None, gold, predicted, label_list, mode, shown=0, scheme=scheme), "validation"),
+    ]
 
 
 def tag_scores_section(gold, predicted):
@@ -152,8 +184,8 @@ def tag_scores_section(gold, predicted):
     ]
 
 
-def write_model_card(output_dir, *args, **kwargs):
-    write_atomic(os.path.join(output_dir, "README.md"), model_card(*args, **kwargs))
+def write_model_card(output_dir, facts, scores=None):
+    write_atomic(os.path.join(output_dir, "README.md"), model_card(facts, scores))
 
 
 def pyplot():

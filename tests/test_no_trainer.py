@@ -77,6 +77,10 @@ def test_gradient_accumulation_follows_the_larger_batch(tiny_bert, files, tmp_pa
     single_loss = read_json(single / "train_results.json")["train_loss"]
     accumulated_loss = read_json(accumulated / "train_results.json")["train_loss"]
     assert accumulated_loss == pytest.approx(single_loss, rel=0.05)
+    card = (accumulated / "README.md").read_text(encoding="utf-8")
+    for line in ("- learning_rate: 0.001", "- train_batch_size: 4", "- gradient_accumulation_steps: 2",
+                 "- total_train_batch_size: 8", "- num_epochs: 2", "- seed: 7"):
+        assert line in card, line
 
 
 def test_resume_ends_where_an_uninterrupted_run_ends(tiny_bert, files, tmp_path):

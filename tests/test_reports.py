@@ -28,7 +28,9 @@ def test_model_card_and_pictures(tiny_bert, ner_files, tmp_path):
     with open(os.path.join(output, "README.md"), encoding="utf-8") as handle:
         card = handle.read()
     for expected in (tiny_bert, ner_files["train"], "`B-PER`", "| PER |", "**overall**", "--num_train_epochs",
-                     "## Framework versions", f"- transformers {transformers.__version__}"):
+                     "## Framework versions", f"- transformers {transformers.__version__}",
+                     "## Training hyperparameters", "- learning_rate: 0.005", "- train_batch_size: 8",
+                     "- num_epochs: 2.0", "- optimizer: adamw_torch_fused", "- mixed_precision: "):
         assert expected in card, expected
     assert "base_model:" not in card  # a local folder is no hub id
     for picture in ("confusion_matrix.png", "learning_curves.png"):
@@ -37,9 +39,9 @@ def test_model_card_and_pictures(tiny_bert, ner_files, tmp_path):
 
 
 def test_the_card_names_a_hub_base_model_in_its_metadata():
-    from nerkit.report import model_card
+    from nerkit.report import CardFacts, model_card
 
-    card = model_card("microsoft/deberta-v3-base", {"train": "train.json"}, ["O", "B-PER"], "python run_ner.py")
+    card = model_card(CardFacts("microsoft/deberta-v3-base", {"train": "train.json"}, ["O", "B-PER"], "python run_ner.py"))
     assert "\nbase_model: microsoft/deberta-v3-base\n---\n" in card
 
 
