@@ -130,12 +130,16 @@ def reset_head(model):
 HEADS = ("classifier.weight", "score.weight")  # what transformers' token-classification heads are named
 
 
-def saved_head_size(name_or_path):
-    """The rows of the classification head a local folder's checkpoint holds, or None: no such file (a hub
-    id), no head in it (a base or masked-LM model, whose head is new), or a file that loading will report.
-    Nothing is loaded: a safetensors file (model.safetensors, or the shard its index names for the head) is
-    read from its header, a legacy pytorch_model.bin onto the meta device (mapped, not read)."""
+def saved_head_size(name_or_path, cache_dir=None, revision=None):
+    """The rows of the classification head a model's checkpoint holds, in a folder or, for a hub id, in the
+    local cache; None: no such file (a hub model not downloaded yet), no head in it (a base or masked-LM
+    model, whose head is new), or a file that loading will report. Nothing is loaded: a safetensors file
+    (model.safetensors, or the shard its index names for the head) is read from its header, a legacy
+    pytorch_model.bin onto the meta device (mapped, not read)."""
     try:
+        name_or_path = model_folder(name_or_path, cache_dir, revision)
+        if name_or_path is None:
+            return None
         for weights, index, read_rows in (("model.safetensors", "model.safetensors.index.json", safetensors_rows),
                                           ("pytorch_model.bin", "pytorch_model.bin.index.json", pickled_rows)):
             path = head_file(name_or_path, weights, index)
@@ -144,6 +148,19 @@ def saved_head_size(name_or_path):
     except Exception:  # noqa: BLE001 -- a broken file is for from_pretrained to report, with its own words
         return None
     return None
+
+
+def model_folder(name_or_path, cache_dir=None, revision=None):
+    """A model's folder on disk: the path itself, or the snapshot of a hub id in the local cache (where its
+    config.json is), or None."""
+    import os
+
+    if os.path.isdir(name_or_path):
+        return name_or_path
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(name_or_path, "config.json", cache_dir=cache_dir, revision=revision)
+    return os.path.dirname(found) if isinstance(found, str) else None
 
 
 def head_file(folder, weights, index):
@@ -176,10 +193,12 @@ def pickled_rows(path):
     return state[heads[0]].shape[0] if len(heads) == 1 else None
 
 
-def check_unnamed_head(model_name, label_list, ignore_mismatched_sizes, training=True):
+def check_unnamed_head(model_args, label_list, training=True):
     """Refuse, before any weights load, a saved head whose labels have no names (LABEL_0, ...) and whose size
     is not the data's: its weights cannot be loaded into a head for these labels."""
-    size = None if ignore_mismatched_sizes else saved_head_size(model_name)
+    model_name = model_args.model_name_or_path
+    size = None if model_args.ignore_mismatched_sizes else saved_head_size(model_name, model_args.cache_dir,
+                                                                           model_args.model_revision)
     if size is None or size == len(label_list):
         return
     fix = ("Add --ignore_mismatched_sizes to train a new head for the data's labels." if training else

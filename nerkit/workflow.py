@@ -120,8 +120,7 @@ def load_tokenizer_and_labels(model_args, data_args, splits, declared, training)
     label_list, head_reused = choose_label_list(data_labels, model_labels, model_args.ignore_mismatched_sizes,
                                                 model_args.model_name_or_path, training=training)
     if model_args.model_name_or_path and model_labels is None:
-        check_unnamed_head(model_args.model_name_or_path, label_list, model_args.ignore_mismatched_sizes,
-                           training=training)
+        check_unnamed_head(model_args, label_list, training=training)
     logger.info("%d labels: %s", len(label_list), ", ".join(label_list))
     if training and len(label_list) == 1:
         logger.warning("Every tag in the data is %s: the model can learn nothing but to predict it, and entity "

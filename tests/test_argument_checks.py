@@ -392,3 +392,15 @@ def test_json_configuration_must_be_an_object(tmp_path):
     path = tmp_path / "args.json"
     path.write_text(json.dumps(["--do_train"]), encoding="utf-8")
     assert "holds list, not an object of arguments" in refused("run_ner.py", [str(path)])
+
+
+def test_an_unnamed_heads_size_is_read_from_the_hub_cache_for_a_hub_id(unnamed_head, tmp_path):
+    from nerkit.modeling import saved_head_size
+
+    cache = tmp_path / "cache"  # the layout huggingface_hub downloads into
+    snapshot = cache / "models--acme--ner" / "snapshots" / "0123abc"
+    shutil.copytree(unnamed_head, snapshot)
+    (cache / "models--acme--ner" / "refs").mkdir()
+    (cache / "models--acme--ner" / "refs" / "main").write_text("0123abc", encoding="utf-8")
+    assert saved_head_size("acme/ner", cache_dir=str(cache)) == 3
+    assert saved_head_size("acme/other", cache_dir=str(cache)) is None  # not downloaded: loading will tell
