@@ -62,7 +62,6 @@ with collection_paused():  # the libraries' objects live as long as the process 
         write_model_card,
     )
     from nerkit.schemes import model_scheme
-    from nerkit.tokenization import DECODER_COLUMNS
     from nerkit.speed import (
         check_bf16_runs,
         choose_packing,
@@ -73,6 +72,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         one_cast_per_weight,
         prepare_device,
     )
+    from nerkit.tokenization import DECODER_COLUMNS
     from nerkit.workflow import (
         check_finite_loss,
         decode_and_score,
@@ -540,7 +540,7 @@ def trainer_hyperparameters(args, accelerator):
     return {"learning_rate": args.learning_rate, "train_batch_size": args.per_device_train_batch_size,
             "eval_batch_size": args.per_device_eval_batch_size, "seed": args.seed,
             "gradient_accumulation_steps": args.gradient_accumulation_steps, "total_train_batch_size": total,
-            "optimizer": str(args.optim.value if hasattr(args.optim, "value") else args.optim),
+            "optimizer": str(getattr(args.optim, "value", args.optim)),
             "weight_decay": args.weight_decay, "max_grad_norm": args.max_grad_norm,
             "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
             "warmup_steps": args.warmup_steps,
