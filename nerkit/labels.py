@@ -48,9 +48,9 @@ def one_word(label):
     return bool(label) and label == label.strip() and len(label.split()) == 1
 
 
-def saved_id2label(folder):
-    """{id: label name} in the config.json of a folder on disk, read as JSON before anything loads; None where
-    the folder has no config.json. A config.json that cannot be read raises (OSError, ValueError)."""
+def saved_config(folder):
+    """The config.json of a folder on disk as a dict, read as JSON before anything loads; None where the folder
+    has no config.json. A config.json that cannot be read raises (OSError, ValueError)."""
     import json
     import os
 
@@ -58,7 +58,15 @@ def saved_id2label(folder):
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as handle:
-        return {int(key): name for key, name in (json.load(handle).get("id2label") or {}).items()}
+        return json.load(handle)
+
+
+def saved_id2label(folder):
+    """{id: label name} in the config.json of a folder on disk (see `saved_config`); None without one."""
+    config = saved_config(folder)
+    if config is None:
+        return None
+    return {int(key): name for key, name in (config.get("id2label") or {}).items()}
 
 
 def check_model_labels(model_labels, model_name):

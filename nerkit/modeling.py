@@ -177,12 +177,17 @@ def head_file(folder, weights, index):
     return path if os.path.isfile(path) else None
 
 
-def safetensors_rows(path):
+def safetensors_shapes(path):
+    """{tensor name: shape} of a safetensors file, from its header: no weight is read."""
     from safetensors import safe_open
 
     with safe_open(path, framework="pt") as handle:
-        heads = [key for key in handle.keys() if key.endswith(HEADS)]
-        return handle.get_slice(heads[0]).get_shape()[0] if len(heads) == 1 else None
+        return {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()}
+
+
+def safetensors_rows(path):
+    heads = [shape for key, shape in safetensors_shapes(path).items() if key.endswith(HEADS)]
+    return heads[0][0] if len(heads) == 1 else None
 
 
 def pickled_rows(path):
@@ -217,14 +222,11 @@ def check_checkpoint_model(checkpoint, config, model_name):
     names (a rerun into the same output folder with another model): its weights would not fit, and loading
     them fails with a state-dict traceback or worse. Read from the checkpoint's config.json; a checkpoint
     without one (the Accelerate loop's) is checked by `check_checkpoint_weights`."""
-    import json
-    import os
+    from .labels import saved_config
 
-    path = os.path.join(checkpoint, "config.json") if checkpoint else None
-    if path is None or not os.path.isfile(path):
+    saved = saved_config(checkpoint) if checkpoint else None
+    if saved is None:
         return
-    with open(path, encoding="utf-8") as handle:
-        saved = json.load(handle)
     current = config.to_dict()
     differing = [f"{key} {saved[key]} against {current[key]}" for key in ARCHITECTURE_KEYS
                  if key in saved and key in current and saved[key] != current[key]]
@@ -238,14 +240,11 @@ def check_checkpoint_weights(checkpoint, model, model_name):
     checkpoint of a RoBERTa)."""
     import os
 
-    from safetensors import safe_open
-
     path = os.path.join(checkpoint, "model.safetensors")
     if not os.path.isfile(path):
         return
     own = {key: list(value.shape) for key, value in model.state_dict().items()}
-    with safe_open(path, framework="pt") as handle:
-        saved = {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    saved = safetensors_shapes(path)
     differing = [f"{key} {saved[key]} against {own[key]}" for key in saved if key in own and saved[key] != own[key]]
     base = f"{model.base_model_prefix}."
     if not differing and base != "." and not any(key.startswith(base) for key in saved):
