@@ -56,6 +56,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         CardScores,
         command_line,
         data_sources,
+        hub_dataset,
         save_confusion_matrix,
         save_error_analysis,
         save_learning_curves,
@@ -524,7 +525,7 @@ def publish(trainer, model_args, data_args, training_args, label_list, splits, c
         scorer = trainer.compute_metrics
         evaluated = scorer is not None and scorer.last_tags is not None
         facts = CardFacts(model_args.model_name_or_path, data_sources(data_args), label_list, command,
-                          trainer_hyperparameters(trainer.args, trainer.accelerator))
+                          trainer_hyperparameters(trainer.args, trainer.accelerator), hub_dataset(data_args))
         scores = CardScores(splits["validation"].tags, scorer.last_tags, data_args.metric_mode,
                             model_scheme(trainer.model.config)) if evaluated else None
         write_model_card(training_args.output_dir, facts, scores)

@@ -53,6 +53,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         CardScores,
         command_line,
         data_sources,
+        hub_dataset,
         save_confusion_matrix,
         save_error_analysis,
         save_learning_curves,
@@ -743,7 +744,7 @@ def report(run, state, kept_tags, origin):
         return
     base_model, command = origin
     facts = CardFacts(base_model, data_sources(run.data_args), run.label_list, command,
-                      loop_hyperparameters(run.args, run.accelerator, run.optimizer))
+                      loop_hyperparameters(run.args, run.accelerator, run.optimizer), hub_dataset(run.data_args))
     scores = CardScores(gold, kept_tags, run.data_args.metric_mode, run.scheme) if gold is not None else None
     write_model_card(run.args.output_dir, facts, scores)
     if gold is not None:

@@ -62,6 +62,7 @@ class CardFacts:
     label_list: list
     command: str
     hyperparameters: dict = field(default_factory=dict)
+    hub_dataset: tuple | None = None  # (name, config or None) of a --dataset_name from the hub
 
 
 @dataclass
@@ -75,16 +76,14 @@ class CardScores:
     scheme: str | None = None
 
 
-def model_card(facts, scores=None):
-    """README.md text: base model, data, labels, the exact command, the training hyperparameters, and with
-    `scores` (CardScores) the scores per entity type, or per tag for tags that name no entities."""
+def model_card(facts, scores=None, name="model"):
+    """README.md text: metadata (`name` is the model-index's), base model, data, labels, the exact command,
+    the training hyperparameters, and with `scores` (CardScores) the scores per entity type, or per tag for
+    tags that name no entities."""
     base_model, label_list = facts.base_model, facts.label_list
     lines = [
         "---",
-        "library_name: transformers",
-        "pipeline_tag: token-classification",
-        "tags: [token-classification, ner]",
-        *([f"base_model: {base_model}"] if HUB_ID.match(base_model) and not os.path.exists(base_model) else []),
+        yaml_text(card_metadata(facts, scores, name)).rstrip("\n"),
         "---",
         "",
         "# Token classification model",
@@ -116,6 +115,49 @@ def model_card(facts, scores=None):
               'tagger = pipeline("token-classification", model="PATH_TO_THIS_FOLDER", aggregation_strategy="first")',
               "```", "", "or `python predict_ner.py --model PATH_TO_THIS_FOLDER --input texts.txt`.", ""]
     return "\n".join(lines)
+
+
+def card_metadata(facts, scores, name):
+    """The card's YAML metadata as the hub reads it, upstream's fields: base_model for a hub id, the hub
+    dataset, and a model-index whose result (task, dataset, validation scores) is given only with a hub
+    dataset, as upstream gives it (the hub requires a dataset id). Scores are the overall entity scores,
+    or word accuracy alone for tags that name no entities."""
+    base_model = facts.base_model
+    metadata = {"library_name": "transformers", "pipeline_tag": "token-classification",
+                "tags": ["token-classification", "ner"]}
+    if HUB_ID.match(base_model) and not os.path.exists(base_model):
+        metadata["base_model"] = base_model
+    overall = overall_scores(scores, facts.label_list) if scores is not None else {}
+    if facts.hub_dataset:
+        metadata["datasets"] = [facts.hub_dataset[0]]
+    if overall:
+        metadata["metrics"] = list(overall)
+    result = []
+    if facts.hub_dataset and overall:
+        dataset_name, config = facts.hub_dataset
+        dataset = {"name": f"{dataset_name} {config}" if config else dataset_name, "type": dataset_name,
+                   **({"config": config, "args": config} if config else {}), "split": "validation"}
+        result = [{"task": {"name": "Token Classification", "type": "token-classification"}, "dataset": dataset,
+                   "metrics": [{"name": metric.capitalize(), "type": metric, "value": round(value, 4)}
+                               for metric, value in overall.items()]}]
+    metadata["model-index"] = [{"name": name, "results": result}]
+    return metadata
+
+
+def yaml_text(value):
+    import yaml
+
+    return yaml.safe_dump(value, sort_keys=False, allow_unicode=True)
+
+
+def overall_scores(scores, label_list):
+    """{precision, recall, f1, accuracy} over all entities of `scores` (seqeval in the run's mode), or
+    {accuracy} word by word for tags that name no entities."""
+    if labels_without_entities(label_list, scores.scheme):
+        pairs = [(g, p) for gold, predicted in zip(scores.gold, scores.predicted) for g, p in zip(gold, predicted)]
+        return {"accuracy": sum(g == p for g, p in pairs) / len(pairs)} if pairs else {}
+    found = entity_scores(scores.gold, scores.predicted, label_list, scores.metric_mode, scheme=scores.scheme)
+    return {metric: float(found[metric]) for metric in ("precision", "recall", "f1", "accuracy")}
 
 
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")  # owner/name as the hub spells it: the card's base_model metadata
@@ -185,7 +227,8 @@ def tag_scores_section(gold, predicted):
 
 
 def write_model_card(output_dir, facts, scores=None):
-    write_atomic(os.path.join(output_dir, "README.md"), model_card(facts, scores))
+    name = os.path.basename(os.path.normpath(os.path.abspath(output_dir)))  # upstream's model-index name
+    write_atomic(os.path.join(output_dir, "README.md"), model_card(facts, scores, name))
 
 
 def pyplot():
@@ -348,6 +391,14 @@ def _save(figure, plt, path):
 
 
 MISSING_GLYPH = re.compile(r"Glyph (\d+)")  # "Glyph 20154 (\N{...}) missing from font(s) DejaVu Sans."
+
+
+def hub_dataset(data_args):
+    """(name, config or None) of a --dataset_name that names a hub dataset, not a local folder; else None."""
+    name = data_args.dataset_name
+    if not name or os.path.exists(name) or not HUB_ID.match(name):
+        return None
+    return name, data_args.dataset_config_name
 
 
 def data_sources(data_args):

@@ -33,16 +33,46 @@ def test_model_card_and_pictures(tiny_bert, ner_files, tmp_path):
                      "- num_epochs: 2.0", "- optimizer: adamw_torch_fused", "- mixed_precision: "):
         assert expected in card, expected
     assert "base_model:" not in card  # a local folder is no hub id
+    from huggingface_hub import ModelCard
+
+    data = ModelCard(card).data  # upstream's model-index, named after the folder; local files give no result
+    assert data.model_name == os.path.basename(output) and not data.eval_results
     for picture in ("confusion_matrix.png", "learning_curves.png"):
         with open(os.path.join(output, picture), "rb") as handle:
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_card_names_a_hub_base_model_in_its_metadata():
+    from huggingface_hub import ModelCard
+
     from nerkit.report import CardFacts, model_card
 
     card = model_card(CardFacts("microsoft/deberta-v3-base", {"train": "train.json"}, ["O", "B-PER"], "python run_ner.py"))
-    assert "\nbase_model: microsoft/deberta-v3-base\n---\n" in card
+    assert ModelCard(card).data.base_model == "microsoft/deberta-v3-base"
+
+
+def test_the_card_gives_hub_data_scores_as_upstream_s_model_index():
+    """With a hub dataset the metadata has upstream's model-index result, as the hub library reads it: the
+    validation scores overall, figured here by hand (one of two entities found, none wrong)."""
+    from huggingface_hub import ModelCard
+
+    from nerkit.report import CardFacts, CardScores, model_card
+
+    labels = ["O", "B-PER", "I-PER", "B-LOC"]
+    facts = CardFacts("bert-base-cased", {"dataset": "conll2003"}, labels, "python run_ner.py", {},
+                      ("conll2003", "conll2003"))
+    scores = CardScores([["B-PER", "I-PER", "O", "B-LOC"]], [["B-PER", "I-PER", "O", "O"]])
+    data = ModelCard(model_card(facts, scores, "bert-conll")).data
+    assert data.model_name == "bert-conll" and data.datasets == ["conll2003"]
+    found = {result.metric_type: result.metric_value for result in data.eval_results}
+    assert found == {"precision": 1.0, "recall": 0.5, "f1": 0.6667, "accuracy": 0.75}
+    for result in data.eval_results:
+        assert (result.task_type, result.dataset_type, result.dataset_config, result.dataset_split) == (
+            "token-classification", "conll2003", "conll2003", "validation")
+    # tags that name no entities are scored by word accuracy alone (seqeval's made-up entities would mislead)
+    pos = CardScores([["NN", "VB", "DT"]], [["NN", "NN", "DT"]], scheme="none")
+    data = ModelCard(model_card(CardFacts("bert-base-cased", {}, ["DT", "NN", "VB"], "", {}, ("pos", None)), pos)).data
+    assert [(result.metric_type, result.metric_value) for result in data.eval_results] == [("accuracy", 0.6667)]
 
 
 def test_viterbi_decoding_in_training_gives_valid_sequences(tiny_bert, ner_files, tmp_path):
