@@ -26,7 +26,7 @@ from nerkit.startup import collection_paused, skip_collection_at_exit
 
 with collection_paused():  # what the imports make lives as long as the process (nerkit/startup.py)
     from nerkit.arguments import BriefErrors, at_least, file_in_the_way, unwritable_folder
-    from nerkit.data import Split, parse_conll, parse_conllu, unix_line_ends
+    from nerkit.data import Split, decode_utf8, parse_conll, parse_conllu, unix_line_ends
     from nerkit.errors import UserError, exit_on_user_error
     from nerkit.hub import hub_names, offline_unless_reachable
     from nerkit.labels import model_label_list, outside_label, saved_id2label
@@ -160,11 +160,7 @@ def read_documents(path, kind, labels=frozenset()):
     kind = input_format(path) if guessed else kind
     data = read_input(path)
     name = "standard input" if path == "-" else path
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise UserError(f"{name[:1].upper()}{name[1:]} is not UTF-8 text ({error.reason} at byte {error.start}); "
-                        "save it as UTF-8.") from None
+    text = decode_utf8(data, name)
     if kind in ("conll", "conllu") or "\n" not in text:
         # line ends read as the training scripts read them (nerkit.data.read_text); in text and JSON Lines a
         # lone "\r" stays inside its line, unless the input has no other line end (old Mac files)

@@ -274,18 +274,22 @@ def read_bytes(path, what="data file", flag=DATA_FILE_FLAGS, size=-1):
 
 def read_text(path, what="data file", flag=DATA_FILE_FLAGS):
     """The file's text as UTF-8 (a byte-order mark is dropped, Windows line ends become '\\n')."""
-    raw = read_bytes(path, what, flag)
+    return unix_line_ends(decode_utf8(read_bytes(path, what, flag), path))
+
+
+def decode_utf8(raw, name):
+    """`raw` bytes as UTF-8 text, a byte-order mark dropped; else a UserError naming `name` (a path, or
+    'standard input'), the line, the byte and the conversion, UTF-16 (Windows' 'Unicode') named as such."""
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or raw[:200].count(b"\x00") * 4 > len(raw[:200]):
-            raise UserError(f"{path}: the file is UTF-16 text (as Windows tools save 'Unicode'), not UTF-8. Convert "
+            raise UserError(f"{name}: the file is UTF-16 text (as Windows tools save 'Unicode'), not UTF-8. Convert "
                             "it, for example with `iconv -f utf-16 -t utf-8`.") from None
         line = raw[: error.start].count(b"\n") + 1
-        raise UserError(f"{path}, line {line}: the file is not valid UTF-8 (the byte at offset {error.start}, "
+        raise UserError(f"{name}, line {line}: the file is not valid UTF-8 (the byte at offset {error.start}, "
                         f"0x{raw[error.start]:02x}). Convert it to UTF-8 from its encoding, for example with "
                         "`iconv -f latin1 -t utf-8` for Latin-1.") from None
-    return unix_line_ends(text)
 
 
 def unix_line_ends(text):

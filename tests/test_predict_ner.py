@@ -185,7 +185,8 @@ def test_standard_input_and_viterbi(trained_model):
 
 
 @pytest.mark.parametrize("content, message", [(None, "does not exist"), (b'{"txt": 1}\n', "'text' string"),
-                                              (b"caf\xe9 au lait\n", "is not UTF-8 text")])
+                                              (b"ok\ncaf\xe9 au lait\n", "line 2: the file is not valid UTF-8"),
+                                              ("caf\u00e9\n".encode("utf-16"), "is UTF-16 text")])
 def test_bad_input_is_a_clear_error(trained_model, tmp_path, content, message):
     path = tmp_path / "input.jsonl"
     if content is not None:
