@@ -18,8 +18,8 @@ from .error_analysis import entity_spans
 from .errors import UserError
 from .schemes import RULES_IN_WORDS, decide_scheme, scheme_from_tags
 from .outputs import write_json
-from .summary import (entity_counts, foreign_prefixes, scheme_breaks, tag_count_text, tag_counts,
-                      tags_without_entities)
+from .summary import (bare_tags, entity_counts, foreign_prefixes, other_spelling_warning, scheme_breaks,
+                      seqeval_type, tag_count_text, tag_counts, tags_without_entities)
 from .tokenization import example_windows, load_fast_tokenizer, window_length, word_lengths_from_ids
 
 logger = logging.getLogger(__name__)
@@ -227,16 +227,19 @@ def scheme_break_report(splits):
         places = [split.where_word(index, position) for index, position in scheme_breaks(split.tags, label_list,
                                                                                           scheme)]
         foreign, prefixes = foreign_prefixes(split, scheme)
+        bare, bare_counts = bare_tags(split, scheme)
         found[name] = {"count": len(places), "first": places[:SHOWN_PLACES],
                        "outside_scheme": {"count": len(foreign), "prefixes": dict(prefixes),
-                                          "first": [split.where_word(*place) for place in foreign[:SHOWN_PLACES]]}}
+                                          "first": [split.where_word(*place) for place in foreign[:SHOWN_PLACES]]},
+                       "without_prefix": {"count": len(bare), "tags": dict(bare_counts.most_common()),
+                                          "first": [split.where_word(*place) for place in bare[:SHOWN_PLACES]]}}
     return found
 
 
 def data_report(splits, lengths, plan):
     """The whole report (data_report.json). `splits` maps a name to a `nerkit.data.Split`, `lengths` a name
     to the sub-tokens of each word of each example (see `subtoken_lengths`)."""
-    scheme = run_scheme(splits)[0]
+    scheme, label_list = run_scheme(splits)
     entities = not any(tags_without_entities(split, scheme) for split in splits.values())
     return {
         "max_length": plan.max_length,
@@ -248,6 +251,7 @@ def data_report(splits, lengths, plan):
         "inconsistent_annotations": inconsistent_annotations(splits),
         "labels_not_in_train": labels_not_in_train(splits),
         "scheme_breaks": scheme_break_report(splits),
+        "label_spelling": other_spelling_warning(label_list, scheme),
     }
 
 
@@ -304,6 +308,14 @@ def finding_lines(report):
             lines.append(f"tags outside the {report['scheme']} scheme in {name} (mixed schemes?): "
                          f"{outside['count']:,} ({', '.join(f'{p} {n}' for p, n in outside['prefixes'].items())}), "
                          f"first at {'; '.join(outside['first'])}")
+        bare = found["without_prefix"]
+        if bare["count"]:
+            lines.append(f"tags without an entity prefix in {name} (seqeval scores them as entities of made-up "
+                         f"types: {', '.join(f'{tag} as {seqeval_type(tag)}' for tag in bare['tags'])}): "
+                         f"{bare['count']:,} ({', '.join(f'{t} {n}' for t, n in bare['tags'].items())}), "
+                         f"first at {'; '.join(bare['first'])}")
+    if report["label_spelling"]:
+        lines.append(f"label spelling: {report['label_spelling']}")
     if not any(split["empty_words"]["count"] for split in report["splits"].values()):
         lines.append("words the tokenizer turns into nothing: none")
     return lines

@@ -89,7 +89,7 @@ class WordCollector:
     def result(self, label_list, fallback_label, scheme):
         """(tags per example, probabilities per example, number of words that had no sub-token); `scheme`
         (IOB1, IOB2, IOBES, BILOU or none) gives the sequences Viterbi decoding may choose. A word without
-        sub-tokens gets `fallback_label` (O), or I-X between two words of one entity X (`join_entities`);
+        sub-tokens gets I-X between two words of one entity X (`join_entities`), else `fallback_label` (O);
         where there is no O (chunks that cover every word), Viterbi decoding gives it the label that best
         fits its neighbours in the scheme, and argmax the first label."""
         fallback_id = label_list.index(fallback_label) if fallback_label is not None else None
@@ -101,7 +101,7 @@ class WordCollector:
             decoded = best_sequences(self.rows, found, fallback_id, len(label_list), rules)
         else:
             decoded = [best_labels(rows, mask, fallback_id or 0) for rows, mask in zip(self.rows, found)]
-        if missing and fallback_id is not None:
+        if missing:  # also without O: the label that fits between B-NP and I-NP could be B-NP, a new chunk
             decoded = [(join_entities(ids, mask, label_list), probabilities)
                        for (ids, probabilities), mask in zip(decoded, found)]
         tags = [[label_list[i] for i in ids] for ids, _ in decoded]
@@ -144,7 +144,8 @@ def best_sequences(rows_per_example, found_per_example, fallback_id, label_count
 def join_entities(ids, found, label_list):
     """A word without sub-tokens between two words of one entity (B-X or I-X before it, I-X, E-X or L-X after
     it, in any scheme) is inside that entity: I-X instead of the fallback label, which would split it in two
-    (argmax decoding, or IOB1 and IO under Viterbi, whose schemes allow O there)."""
+    (argmax decoding, or IOB1 and IO under Viterbi, whose schemes allow O there), or, where the labels have
+    no O, instead of B-X, which Viterbi may choose on a tie and which would open a second entity."""
     index = {label: i for i, label in enumerate(label_list)}
     positions = np.flatnonzero(found)
     for word in np.flatnonzero(~np.asarray(found, dtype=bool)):
@@ -224,9 +225,9 @@ class WordDecoder:
                                f"{len(self.example_ids)}")
         tags, scores, missing = self.collector.result(label_list, fallback_label, scheme)
         if missing:
-            given = (f"'{fallback_label}' (I-X between two words of one entity X)" if fallback_label is not None else
+            given = (f"'{fallback_label}'" if fallback_label is not None else
                      "the label that best fits their neighbours (the labels have no O)" if self.decoding == "viterbi"
-                     else f"'{label_list[0]}' (the labels have no O)")
+                     else f"'{label_list[0]}' (the labels have no O)") + " or I-X between two words of one entity X"
             logger.warning("%s: %d words produced no sub-token (the tokenizer drops them); they are predicted as "
                            "%s and still scored.", split_name, missing, given)
         return tags, scores

@@ -110,6 +110,37 @@ def foreign_prefix_warning(split, scheme):
             "them in its own way; write every file in one scheme.")
 
 
+def bare_tags(split, scheme):
+    """(example, position) of every tag of a labelled split that has no prefix in a scheme with prefixes, O
+    aside (`o` or `DATE` among B-X and I-X tags), and the count of each such tag."""
+    if scheme == "none" or split.tags is None:
+        return [], Counter()
+    bare = {label for label in outside_scheme(split.tag_set, scheme) if not split_label(label)[0]}
+    places = [(index, position) for index, tags in enumerate(split.tags) for position, tag in enumerate(tags)
+              if tag in bare]
+    return places, Counter(split.tags[index][position] for index, position in places)
+
+
+def seqeval_type(tag):
+    """The entity type seqeval's default mode reads in a tag without a prefix it knows: the text after the
+    first character (and after a hyphen there), `_` when that is empty: `o` is type `_`, `DATE` type `ATE`."""
+    return tag[1:].split("-", maxsplit=1)[-1] or "_"
+
+
+def bare_tag_warning(split, scheme):
+    """A warning text for tags without a prefix among entity tags (`bare_tags`); None when there are none."""
+    places, counts = bare_tags(split, scheme)
+    if not places:
+        return None
+    shown = "; ".join(split.where_word(index, position) for index, position in places[:SHOWN_BREAKS])
+    read_as = ", ".join(f"{tag} as {seqeval_type(tag)}" for tag in list(counts)[:4])
+    return (f"{split.name}: {len(places)} tags have no entity prefix in the {scheme} scheme "
+            f"({', '.join(f'{tag} {count}' for tag, count in counts.most_common())}), first at {shown}. seqeval's "
+            f"default mode reads them as entities of made-up types ({read_as}) that enter the scores, and "
+            "--metric_mode strict refuses them; write the outside tag as O and entity tags "
+            "with their prefix (B-X, I-X).")
+
+
 def log_summary(splits, label_list, scheme, source):
     for split in splits.values():
         logger.info(describe(split, scheme))
@@ -123,7 +154,8 @@ def log_summary(splits, label_list, scheme, source):
     if spelled:
         logger.warning(spelled)
     for split in splits.values():
-        for warning in (break_warning(split, label_list, scheme), foreign_prefix_warning(split, scheme)):
+        for warning in (break_warning(split, label_list, scheme), foreign_prefix_warning(split, scheme),
+                        bare_tag_warning(split, scheme)):
             if warning:
                 logger.warning(warning)
 
@@ -138,7 +170,8 @@ OTHER_SPELLINGS = (("a lowercase prefix", re.compile(r"^[biesl]-\S+$|^o$"), "b-l
 def other_spelling_warning(label_list, scheme):
     """A warning where no scheme was found but most labels are entity tags spelled another way: seqeval
     reads an uppercase prefix, then a hyphen, then the type, so these are scored as tags without a scheme
-    (b-loc and i-loc as two types merged into one entity by adjacency, an `o` as an entity of its own)."""
+    (b-per b-per as one entity, since only a change of type ends one; an `o` before an entity as an entity
+    of type `_`)."""
     if scheme != "none" or not label_list:
         return None
     for how, pattern, example in OTHER_SPELLINGS:

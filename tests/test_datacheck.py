@@ -78,11 +78,33 @@ def test_inconsistent_annotation_labels_and_breaks(report):
     assert report["inconsistent_annotations"] == {
         "count": 1, "forms": [{"text": "Paris", "occurrences": 4, "labels": [["LOC", 2], ["O", 1], ["ORG", 1]]}]}
     assert report["labels_not_in_train"] == {"validation": ["B-MISC", "I-PER"], "test": []}
-    none_outside = {"count": 0, "prefixes": {}, "first": []}
+    none_outside, none_bare = {"count": 0, "prefixes": {}, "first": []}, {"count": 0, "tags": {}, "first": []}
     assert report["scheme_breaks"] == {
-        "train": {"count": 1, "first": ["train.json, line 4, word 1"], "outside_scheme": none_outside},
-        "validation": {"count": 0, "first": [], "outside_scheme": none_outside},
-        "test": {"count": 0, "first": [], "outside_scheme": none_outside}}
+        "train": {"count": 1, "first": ["train.json, line 4, word 1"], "outside_scheme": none_outside,
+                  "without_prefix": none_bare},
+        "validation": {"count": 0, "first": [], "outside_scheme": none_outside, "without_prefix": none_bare},
+        "test": {"count": 0, "first": [], "outside_scheme": none_outside, "without_prefix": none_bare}}
+    assert report["label_spelling"] is None
+
+
+def test_tags_without_a_prefix_among_entity_tags_are_found():
+    # a lowercase o and a bare DATE: seqeval's default mode scores them as entities of types _ and ATE
+    rows = [("John met Mary on Monday", "B-PER O B-PER o DATE", [1] * 5)] + \
+        [("Anna Lee met Bob", "B-PER I-PER O B-PER", [1] * 4)] * 4
+    found = data_report({"train": split("train", rows)}, {"train": [row[2] for row in rows]}, PLAN)
+    assert found["scheme"] == "IOB2"
+    assert found["scheme_breaks"]["train"]["without_prefix"] == {
+        "count": 2, "tags": {"o": 1, "DATE": 1}, "first": ["train.json, line 1, word 3", "train.json, line 1, word 4"]}
+    assert ("tags without an entity prefix in train (seqeval scores them as entities of made-up types: o as _, "
+            "DATE as ATE): 2 (o 1, DATE 1), first at train.json, line 1, word 3") in report_text(found)
+
+
+def test_entity_tags_spelled_another_way_are_named_by_the_data_check():
+    rows = [("Anna Lee met Bob", "b-per i-per o b-per", [1] * 4)] * 3
+    found = data_report({"train": split("train", rows)}, {"train": [row[2] for row in rows]}, PLAN)
+    assert found["scheme"] == "none"
+    assert found["label_spelling"].startswith("The labels look like entity tags written with a lowercase prefix")
+    assert "label spelling: The labels look like entity tags" in report_text(found)
 
 
 def test_tags_outside_the_scheme_are_found_where_no_break_shows_them():

@@ -162,3 +162,16 @@ def test_the_score_table_has_a_gold_count_column_only_with_per_type_scores():
     table = score_table(per_type, "eval").splitlines()
     assert table[0].split() == ["precision", "recall", "f1", "number"]
     assert table[1].split()[-1] == "4" and table[2].split()[-1] == "4"
+
+
+@pytest.mark.parametrize("decoding", ["viterbi", "argmax"])
+def test_without_an_o_label_a_word_without_sub_tokens_inside_a_chunk_does_not_split_it(decoding):
+    # IOB2 chunks that cover every word: between B-NP and I-NP, Viterbi may give the dropped word B-NP (a tie
+    # with I-NP, both allowed there) and argmax the first label (B-NP): either opens a second chunk
+    labels = ["B-NP", "B-VP", "I-NP", "I-VP"]
+    rows = {"viterbi": lambda label: np.log(np.where(np.arange(4) == labels.index(label), 0.97, 0.01)),
+            "argmax": lambda label: (labels.index(label), 0.97)}[decoding]
+    collector = WordCollector([4], decoding=decoding)
+    collector.add(0, [NO_WORD, 0, 2, 3, NO_WORD], [rows(label) for label in ("B-NP", "B-NP", "I-NP", "B-VP", "B-NP")])
+    tags, _, missing = collector.result(labels, outside_label(labels), "IOB2")
+    assert missing == 1 and tags == [["B-NP", "I-NP", "I-NP", "B-VP"]]

@@ -220,6 +220,24 @@ def test_entity_tags_spelled_another_way_are_warned_about(tags, how, caplog):
     assert scheme == "none" and f"The labels look like entity tags written with {how}" in caplog.text
 
 
+def test_tags_without_a_prefix_among_entity_tags_are_warned_about(caplog):
+    # a lowercase o among IOB2 tags is scored by seqeval as an entity of type _ before another entity, and a
+    # bare DATE as one of type ATE: the scheme stays IOB2, and the summary names both with their first places
+    tags = [["B-PER", "I-PER", "O", "B-LOC"]] * 5 + [["B-PER", "o", "B-LOC", "DATE"]]
+    labels = labels_of(tags)
+    scheme, source = decide_scheme({"train": split("train", tags)}, labels)
+    caplog.set_level(logging.INFO)
+    log_summary({"train": split("train", tags)}, labels, scheme, source)
+    assert scheme == "IOB2"
+    assert "train: 2 tags have no entity prefix in the IOB2 scheme (o 1, DATE 1), first at" in caplog.text
+    assert "(o as _, DATE as ATE)" in caplog.text
+    scores = entity_scores(tags[-1:], tags[-1:], labels, entity_level=True)
+    assert scores["__number"] == scores["ATE_number"] == 1  # what the warning says seqeval does
+    caplog.clear()
+    log_summary({"train": split("train", tags[:5])}, labels_of(tags[:5]), scheme, source)
+    assert "no entity prefix" not in caplog.text
+
+
 def test_pos_tags_are_not_taken_for_entity_tags_spelled_another_way(caplog):
     tags = [["NNP", "VBZ", "-LRB-", "PRP$", "DT", "NN", "."]]
     caplog.set_level(logging.INFO)
