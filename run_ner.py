@@ -48,7 +48,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.labels import check_checkpoint_labels, outside_label
     from nerkit.metrics import EntityScorer, entity_type
     from nerkit.modeling import check_checkpoint_model, load_model
-    from nerkit.outputs import clear_earlier_run, save_results, timing_metrics, write_predictions
+    from nerkit.outputs import check_model_survives_clearing, clear_earlier_run, save_results, timing_metrics, write_predictions
     from nerkit.progress import interactive, score_table, use_short_lines
     from nerkit.projections import choose_fused_projections
     from nerkit.report import (
@@ -183,7 +183,7 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
         model_args, data_args, training_args, command = parse_command_line(sys.argv[1:])
     setup_logging("run_ner", training_args.should_log)
     logger.info("Running on %d process(es), device %s.", training_args.world_size, training_args.device)
-    check_arguments(data_args, training_args)
+    check_arguments(model_args, data_args, training_args)
     check_hub_for_training(model_args, data_args, training_args.push_to_hub)
     if data_args.check_data:
         check_data(model_args, data_args, training_args.output_dir, data_args.max_seq_length, "--max_seq_length",
@@ -232,7 +232,7 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
     publish(trainer, model_args, data_args, training_args, label_list, splits, command or command_line())
 
 
-def check_arguments(data_args, training_args):
+def check_arguments(model_args, data_args, training_args):
     """Flag values and combinations that would otherwise fail after the model loads or minutes of training;
     the rules run_ner_no_trainer.py shares (nerkit.arguments.check_run_arguments) apply to --check_data too."""
     check_run_arguments(data_args, training_args)
@@ -246,6 +246,8 @@ def check_arguments(data_args, training_args):
                             "(epoch or steps) with the same --save_strategy, and --metric_for_best_model f1.")
     if training_args.do_train:
         check_optimizer_installed(training_args)
+        check_model_survives_clearing(model_args.model_name_or_path, training_args.output_dir,
+                                      data_args.overwrite_output_dir, is_checkpoint_name)
     check_reporting_installed(training_args.report_to)
 
 
@@ -330,18 +332,15 @@ def checkpoint_to_resume(training_args, data_args):
                             "resumed from by itself.")
         if training_args.do_train:
             check_trains_on(path, training_args)
+            check_has_optimizer(path)
         return path
     output_dir = training_args.output_dir
     if not training_args.do_train or not os.path.isdir(output_dir) or data_args.overwrite_output_dir:
         return None
     last = last_complete_checkpoint(output_dir)
-    finished = finished_training(output_dir, last)
-    if finished:
-        raise UserError(f"The output folder {output_dir} holds a finished training run ({finished}); running the "
-                        "command again would train nothing and overwrite its results. Choose another --output_dir, "
-                        "add --overwrite_output_dir to train again from the start, or leave out --do_train to "
-                        f"evaluate or predict with the trained model (--model_name_or_path {output_dir}).")
+    check_not_finished(output_dir, last, training_args.load_best_model_at_end)
     if last is not None:
+        check_has_optimizer(last)
         logger.info("Resuming training from %s (add --overwrite_output_dir to start afresh).", last)
         return last
     if os.listdir(output_dir):
@@ -350,15 +349,27 @@ def checkpoint_to_resume(training_args, data_args):
     return None
 
 
-def finished_training(output_dir, checkpoint):
-    """Why `output_dir` holds a run whose training ended, or None: train_results.json is written once
-    training is over, and a checkpoint saved when training stopped (last step, early stopping) says so even
-    if the run died before writing it."""
+def check_not_finished(output_dir, checkpoint, keeps_best):
+    """Refuse to train into a folder whose run ended: train_results.json is written once training is over,
+    and a last checkpoint saved when training stopped (last step, early stopping) says so too when the run
+    died before writing it, in which case the top-level model may be missing or half-written: the message
+    names the checkpoint that holds the trained model (the best one with --load_best_model_at_end)."""
+    again = "Choose another --output_dir, or add --overwrite_output_dir to train again from the start"
     if os.path.isfile(os.path.join(output_dir, "train_results.json")):
-        return "train_results.json is there"
-    if checkpoint is None or not training_ended(trainer_state(checkpoint)):
-        return None
-    return f"{os.path.basename(checkpoint)} is its last step"
+        raise UserError(f"The output folder {output_dir} holds a finished training run (train_results.json is "
+                        f"there); running the command again would train nothing and overwrite its results. {again}, "
+                        "or leave out --do_train to evaluate or predict with the trained model (--model_name_or_path "
+                        f"{output_dir}).")
+    state = trainer_state(checkpoint) if checkpoint is not None else {}
+    if not training_ended(state):
+        return
+    best = state.get("best_model_checkpoint")
+    model = best if keeps_best and best and complete_checkpoint(best) else checkpoint
+    raise UserError(f"The output folder {output_dir} holds a training run that ended at {os.path.basename(checkpoint)} "
+                    "but stopped before writing its final model and results (there is no train_results.json), so "
+                    f"its top-level model may be missing or half-written. The trained model is in {model}: to "
+                    f"evaluate or predict with it, give --model_name_or_path {model} with another --output_dir and "
+                    f"without --do_train. {again}.")
 
 
 def check_trains_on(checkpoint, training_args):
@@ -373,6 +384,18 @@ def check_trains_on(checkpoint, training_args):
                         "train nothing. To train on, raise --num_train_epochs (or --max_steps) above that run's; to "
                         "evaluate or predict with its model, leave out --do_train and give the folder as "
                         "--model_name_or_path.")
+
+
+def check_has_optimizer(checkpoint):
+    """A checkpoint saved with --save_only_model has no optimizer, scheduler or random state: the Trainer
+    would resume it with a fresh optimizer and a schedule at its start, a run unlike the one interrupted.
+    (Sharded runs name their optimizer state optimizer_0, DeepSpeed global_stepN.)"""
+    if any(name.startswith(("optimizer", "global_step")) for name in os.listdir(checkpoint)):
+        return
+    raise UserError(f"The checkpoint {checkpoint} holds no optimizer state (it was saved with --save_only_model), so "
+                    "resuming it would not continue the interrupted run. Fine-tune from it instead: --model_name_or_path "
+                    f"{checkpoint} with another --output_dir; or add --overwrite_output_dir to train again from the "
+                    "start.")
 
 
 def trainer_state(checkpoint):

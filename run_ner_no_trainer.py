@@ -45,7 +45,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.errors import UserError, exit_on_user_error
     from nerkit.hub import check_hub_for_training
     from nerkit.modeling import check_checkpoint_weights, load_model
-    from nerkit.outputs import clear_earlier_run, save_results, timing_metrics, write_json, write_predictions
+    from nerkit.outputs import check_model_survives_clearing, clear_earlier_run, save_results, timing_metrics, write_json, write_predictions
     from nerkit.progress import interactive, progress_line
     from nerkit.projections import choose_fused_projections
     from nerkit.report import (
@@ -329,6 +329,8 @@ def check_arguments(model_args, data_args, args):
     at_least("--max_train_steps", args.max_train_steps, 1)  # 0 would silently mean "not given"
     if model_args.model_name_or_path is None and model_args.model_type is None:
         raise UserError("Give --model_name_or_path, or --model_type (with --tokenizer_name) to train from scratch.")
+    check_model_survives_clearing(model_args.model_name_or_path, args.output_dir, data_args.overwrite_output_dir,
+                                  is_checkpoint_name)
     if data_args.max_seq_length is not None:
         raise UserError("run_ner_no_trainer.py sets the window length with --max_length (default 128); "
                         "--max_seq_length is run_ner.py's spelling.")
@@ -371,13 +373,18 @@ def checkpoint_to_resume(args, data_args):
                     f"predict with its model, give --model_name_or_path {output_dir} --num_train_epochs 0 and another "
                     "--output_dir.")
         elif checkpoints_in(output_dir):
-            hint = " It holds checkpoints: add --resume_from_checkpoint latest to continue."
+            hint = (" It holds checkpoints: add --resume_from_checkpoint latest to continue (or to finish a run killed "
+                    "after its last step).")
         else:
             hint = ""
         raise UserError(f"The output folder {output_dir} already exists and is not empty.{hint} "
                         f"{'Otherwise choose' if hint else 'Choose'} another --output_dir, or add "
                         "--overwrite_output_dir to train into it from the start.")
     return None
+
+
+def is_checkpoint_name(name):
+    return CHECKPOINT_NAME.match(name) is not None
 
 
 def checkpoints_in(folder):
@@ -467,10 +474,12 @@ def train(run, max_steps, epochs, resume):
     """The loop: accumulate, step, checkpoint; evaluate every epoch. Returns the LoopState and the validation
     word labels of the kept epoch (None when that epoch was scored before this process resumed)."""
     state, skip_batches = restore(run, resume, max_steps) if resume else (LoopState(), 0)
+    if resume is None and run.accelerator.is_main_process:
+        clear_earlier_run(run.args.output_dir, is_checkpoint_name)
+    if resume and stop_early(state, run.data_args):  # resumed from the epoch that stopped the run: only finish it
+        return state, None
     if max_steps == 0:  # --num_train_epochs 0: evaluate (and predict) the model as it is
         return state, end_of_epoch(run, state, None)
-    if resume is None and run.accelerator.is_main_process:
-        clear_earlier_run(run.args.output_dir, lambda name: CHECKPOINT_NAME.match(name) is not None)
     progress = tqdm(range(max_steps), initial=state.completed_steps,
                     disable=not (run.accelerator.is_local_main_process and interactive()))
     started, kept_tags = time.time(), None
@@ -496,7 +505,9 @@ def train_epoch(run, state, skip_batches, max_steps, progress, started):
     model.train()
     run.loaders["train"].set_epoch(state.epoch)
     batches = run.loaders["train"]
-    if skip_batches:
+    if state.completed_steps >= max_steps:  # resumed at the run's last step: the epoch only ends
+        batches = []
+    elif skip_batches:
         batches = accelerator.skip_first_batches(batches, skip_batches)
     loss_sum = torch.tensor(state.epoch_loss, device=accelerator.device)  # on the device: no sync per batch
     loss_count, tokens = state.epoch_batches, 0
@@ -635,14 +646,18 @@ def restore(run, path, max_steps):
     with open(os.path.join(path, LOOP_STATE), encoding="utf-8") as handle:
         saved = json.load(handle)
     state = LoopState(**{key: value for key, value in saved.items() if key in LoopState.__dataclass_fields__})
-    if max_steps and state.completed_steps >= max_steps:
+    if max_steps and state.completed_steps >= max_steps and not ended_unfinished_run(path, run.args.output_dir):
         raise UserError(f"--resume_from_checkpoint: {path} has completed {state.completed_steps} optimizer steps, and "
                         f"this run has {max_steps}, so resuming it would train nothing. To train on, raise "
                         "--num_train_epochs (or --max_train_steps); to evaluate or predict with the trained model, "
                         "give its output folder as --model_name_or_path with --num_train_epochs 0.")
     model = run.accelerator.unwrap_model(run.model)
     check_checkpoint_weights(path, model, model.config.name_or_path)
-    logger.info("Resuming from %s", path)
+    if max_steps and state.completed_steps >= max_steps:
+        logger.info("%s completed all %d optimizer steps of this run, which stopped before writing its model and "
+                    "results: finishing it without training.", path, max_steps)
+    else:
+        logger.info("Resuming from %s", path)
     run.accelerator.load_state(path)
     if run.args.load_best_model_at_end and state.best_epoch is not None and \
             not os.path.isfile(os.path.join(run.args.output_dir, "config.json")):
@@ -650,6 +665,13 @@ def restore(run, path, max_steps):
                         f"of the run that wrote {path}, not in {run.args.output_dir}. Resume into that folder.")
     done_in_epoch = state.completed_steps - state.epoch * steps_per_epoch(len(run.loaders["train"]), run.args)
     return state, max(done_in_epoch, 0) * run.args.gradient_accumulation_steps
+
+
+def ended_unfinished_run(checkpoint, output_dir):
+    """Whether `checkpoint` is in `output_dir` and that folder has no train_results.json: a run whose training
+    ended there but that was killed before (or while) writing its model and results, which resuming finishes."""
+    inside = os.path.dirname(os.path.realpath(checkpoint)) == os.path.realpath(output_dir)
+    return inside and not os.path.isfile(os.path.join(output_dir, "train_results.json"))
 
 
 def finish(run, tokenizer, state, kept_tags, origin):

@@ -1,6 +1,7 @@
 """Files the runs write. Each is written to a temporary name beside it and renamed, so a run killed while
 writing never leaves a truncated file that looks finished."""
 
+import fnmatch
 import json
 import logging
 import os
@@ -8,10 +9,15 @@ import shutil
 import stat
 import uuid
 
+from .errors import UserError
 from .schemes import entity_spans
 
 logger = logging.getLogger(__name__)
 RESULT_FILES = tuple(f"{name}_results.json" for name in ("train", "eval", "predict", "all"))
+# The reports and predictions a run writes beside its results (nerkit.report, write_predictions): left from an
+# earlier run, they would pass for this run's where this one writes none (no --do_predict, no matplotlib).
+REPORT_FILES = ("predictions.txt", "predictions.jsonl", "errors_*.json", "errors*.png", "confusion_matrix.png",
+                "learning_curves.png")
 
 
 def write_atomic(path, text):
@@ -103,14 +109,16 @@ def timing_metrics(prefix, seconds, examples, steps):
 def clear_earlier_run(output_dir, is_checkpoint):
     """A fresh start (--overwrite_output_dir) drops what the run that was there left to be picked up: its
     result files, which would mark a new run killed midway as finished and leave stale keys in
-    all_results.json, and its checkpoint folders (names for which `is_checkpoint` is true), which a resume
-    would take for this run's and checkpoint rotation would keep over this run's newer ones."""
+    all_results.json, its reports and predictions, which would pass for this run's, and its checkpoint
+    folders (names for which `is_checkpoint` is true), which a resume would take for this run's and
+    checkpoint rotation would keep over this run's newer ones."""
     if not os.path.isdir(output_dir):
         return
     removed = []
     for name in sorted(os.listdir(output_dir)):
         path = os.path.join(output_dir, name)
-        if name in RESULT_FILES and os.path.isfile(path):
+        earlier = name in RESULT_FILES or any(fnmatch.fnmatchcase(name, pattern) for pattern in REPORT_FILES)
+        if earlier and os.path.isfile(path):
             os.remove(path)
             removed.append(name)
         elif is_checkpoint(name) and os.path.isdir(path):
@@ -118,3 +126,18 @@ def clear_earlier_run(output_dir, is_checkpoint):
             removed.append(name + "/")
     if removed:
         logger.info("Starting afresh: removed the earlier run's %s from %s.", ", ".join(removed), output_dir)
+
+
+def check_model_survives_clearing(model_path, output_dir, overwrite, is_checkpoint):
+    """Refuse a fresh start (`overwrite`) whose model to train from is one of the checkpoint folders in
+    `output_dir` that `clear_earlier_run` removes: the run would delete the model it fine-tunes."""
+    if not (overwrite and model_path and os.path.isdir(model_path) and os.path.isdir(output_dir)):
+        return
+    inside = os.path.relpath(os.path.realpath(model_path), os.path.realpath(output_dir))
+    folder = inside.split(os.sep)[0]
+    if folder in (os.curdir, os.pardir) or not is_checkpoint(folder):
+        return
+    raise UserError(f"--model_name_or_path {model_path} is the checkpoint {folder} in --output_dir {output_dir}, and "
+                    "--overwrite_output_dir removes the earlier run's checkpoints from that folder before training, "
+                    "so the model would be deleted. Give another --output_dir, or copy the checkpoint out of "
+                    f"{output_dir} first and train from the copy.")

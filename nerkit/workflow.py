@@ -224,4 +224,6 @@ def check_finite_loss(loss, step, accelerator):
     mean = accelerator.reduce(loss.detach().float().mean(), reduction="mean")
     if not torch.isfinite(mean):
         raise UserError(f"The training loss became {mean.item()} at optimizer step {step}. Lower the learning rate, "
-                        "add warmup, or train without fp16 (bf16 or fp32), then run again.")
+                        "add warmup, or train without fp16 (bf16 or fp32), then start afresh with "
+                        "--overwrite_output_dir or another --output_dir (resuming this run's checkpoints would keep "
+                        "its learning rate schedule).")

@@ -3,6 +3,7 @@ finished run is never redone by accident, and the log reads as lines a person ca
 
 import json
 import os
+import shutil
 import re
 import subprocess
 import sys
@@ -113,28 +114,52 @@ def finished_run_args(model, sample, output_dir, *flags):
 def test_running_a_finished_command_again_is_refused_and_keeps_its_results(tiny_bert, sample, tmp_path):
     args = finished_run_args(tiny_bert, sample, tmp_path, "--do_predict", "--test_file", sample)
     run_ner.cli(args)
+    assert (tmp_path / "predictions.txt").is_file() and (tmp_path / "errors_test.json").is_file()
     before = {name: (tmp_path / name).read_text() for name in ("train_results.json", "all_results.json")}
     with pytest.raises(UserError, match="finished training run"):
         run_ner.cli(args)
     assert {name: (tmp_path / name).read_text() for name in before} == before
-    # a run killed after its last checkpoint but before writing its results has finished training too
+    # a run killed after its last checkpoint, while writing its final model, has finished training too: the
+    # message names the checkpoint that holds the trained model, and that works as --model_name_or_path
     (tmp_path / "train_results.json").unlink()
-    with pytest.raises(UserError, match="checkpoint-10 is its last step"):
+    (tmp_path / "model.safetensors").write_bytes(b"half")
+    with pytest.raises(UserError, match=f"ended at checkpoint-10 .* The trained model is in {tmp_path}/checkpoint-10"):
         run_ner.cli(args)
+    run_ner.cli(["--model_name_or_path", str(tmp_path / "checkpoint-10"), "--validation_file", sample, "--do_eval",
+                 "--output_dir", str(tmp_path / "scored"), "--report_to", "none"])
+    assert read_json(tmp_path / "scored" / "eval_results.json")["eval_f1"] == \
+        read_json(tmp_path / "eval_results.json")["eval_f1"]
     # --overwrite_output_dir trains again from the start (a resumed finished run would report train_loss 0.0),
     # and the earlier run's results and checkpoints go: no stale predict_ keys in all_results.json, and no
     # checkpoint-10 of the 2-epoch run left beside this 1-epoch run's, for a resume to take as its own
     run_ner.cli(finished_run_args(tiny_bert, sample, tmp_path, "--overwrite_output_dir", "--num_train_epochs", "1"))
     assert read_json(tmp_path / "train_results.json")["train_loss"] > 0
-    assert not (tmp_path / "predict_results.json").exists()
+    assert not (tmp_path / "predict_results.json").exists() and not (tmp_path / "predictions.txt").exists()
+    assert not (tmp_path / "errors_test.json").exists()
     assert not any(key.startswith("predict_") for key in read_json(tmp_path / "all_results.json"))
     assert sorted(path.name for path in tmp_path.glob("checkpoint-*")) == ["checkpoint-5"]
+    # a fresh start would remove the checkpoint it is asked to fine-tune from: refused, the checkpoint kept
+    with pytest.raises(UserError, match="the model would be deleted"):
+        run_ner.cli(finished_run_args(str(tmp_path / "checkpoint-5"), sample, tmp_path, "--overwrite_output_dir"))
+    assert (tmp_path / "checkpoint-5" / "model.safetensors").is_file()
     # resuming a checkpoint that ended its run trains nothing: refused, the results kept
     before = (tmp_path / "all_results.json").read_text()
     with pytest.raises(UserError, match="checkpoint-5 is the last step of a finished run"):
         run_ner.cli(finished_run_args(tiny_bert, sample, tmp_path / "again", "--num_train_epochs", "1",
                                       "--resume_from_checkpoint", str(tmp_path / "checkpoint-5")))
     assert (tmp_path / "all_results.json").read_text() == before and not (tmp_path / "again").exists()
+
+
+def test_a_checkpoint_saved_without_its_optimizer_is_not_resumed(tiny_bert, sample, tmp_path):
+    # --save_only_model: a resume would restart the optimizer and the schedule, a run unlike the interrupted one
+    args = finished_run_args(tiny_bert, sample, tmp_path, "--save_only_model")
+    run_ner.cli(args)
+    shutil.rmtree(tmp_path / "checkpoint-10")  # as if killed in the second epoch
+    (tmp_path / "train_results.json").unlink()
+    for resume in ([], ["--resume_from_checkpoint", str(tmp_path / "checkpoint-5")]):
+        with pytest.raises(UserError, match="checkpoint-5 holds no optimizer state .* --save_only_model"):
+            run_ner.cli(args + resume)
+    assert sorted(path.name for path in tmp_path.glob("checkpoint-*")) == ["checkpoint-5"]
 
 
 def test_the_log_of_a_run_has_one_short_line_per_epoch_and_no_bars(tiny_bert, sample, tmp_path):

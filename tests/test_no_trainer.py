@@ -110,6 +110,31 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tiny_bert, files, tmp_path)
     run_loop(tiny_bert, whole, "--num_train_epochs", "1", "--checkpointing_steps", "4", "--overwrite_output_dir",
              files=files)
     assert sorted(path.name for path in whole.glob("step_*")) == ["step_4"]
+    with pytest.raises(UserError, match="the model would be deleted"):  # a fresh start from one of them
+        run_loop(str(whole / "step_4"), whole, "--overwrite_output_dir", files=files)
+    assert (whole / "step_4" / "loop_state.json").is_file()
+
+
+@pytest.mark.parametrize("flags, last", [(["--num_train_epochs", "3", "--checkpointing_steps", "5"], "step_15"),
+                                         (["--max_train_steps", "7", "--checkpointing_steps", "7"], "step_7")])
+def test_a_run_killed_after_its_last_checkpoint_is_finished_by_resuming(tiny_bert, files, tmp_path, flags, last):
+    # killed while writing its final model: the last checkpoint completed every step (at an epoch's end, or
+    # mid-epoch with --max_train_steps), and resuming it only ends the epoch, scores, saves: no extra step
+    whole = run_loop(tiny_bert, tmp_path / "whole", *flags, files=files)
+    killed = tmp_path / "killed"
+    shutil.copytree(whole / last, killed / last)
+    (killed / "model.safetensors").write_bytes(b"half")
+    run_loop(tiny_bert, killed, *flags, "--resume_from_checkpoint", "latest", files=files)
+    for name in ("train_results.json", "eval_results.json"):
+        finished, uninterrupted = read_json(killed / name), read_json(whole / name)
+        assert {key: value for key, value in finished.items() if "runtime" not in key and "per_second" not in key} \
+            == pytest.approx({key: value for key, value in uninterrupted.items()
+                              if "runtime" not in key and "per_second" not in key}, rel=1e-5)
+    assert predictions(killed) == predictions(whole)
+    assert same_weights(weights(killed), weights(whole))
+    # its results written, the run is finished: resuming it again is refused
+    with pytest.raises(UserError, match="would train nothing"):
+        run_loop(tiny_bert, killed, *flags, "--resume_from_checkpoint", "latest", files=files)
 
 
 def test_resuming_a_checkpoint_of_another_model_is_refused(tiny_bert, tiny_roberta, files, tmp_path):

@@ -278,6 +278,7 @@ def test_nan_loss_stops_with_the_step(broken_model, data, tmp_path, script):
     result = subprocess.run(command(script, *argv), env=ENV, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "loss became nan at optimizer step 1" in result.stderr and "Traceback" not in result.stderr
+    assert "start afresh with --overwrite_output_dir" in result.stderr  # not a rerun that resumes the diverged run
 
 
 @pytest.fixture(scope="module")
