@@ -47,7 +47,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.hub import check_hub_for_training
     from nerkit.labels import check_checkpoint_labels, outside_label
     from nerkit.metrics import EntityScorer, entity_type
-    from nerkit.modeling import check_checkpoint_model, load_model
+    from nerkit.modeling import check_checkpoint_model, declare_mean_loss, load_model
     from nerkit.outputs import check_model_survives_clearing, clear_earlier_run, save_results, timing_metrics, write_predictions
     from nerkit.progress import interactive, score_table, use_short_lines
     from nerkit.projections import choose_fused_projections
@@ -216,6 +216,7 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
     if training_args.do_train and data_args.train_used_embedding_rows:
         choose_embedding_rows(model, tokenizer.pad_token_id, features["train"], training_args, checkpoint)
     if training_args.do_train:
+        declare_mean_loss(model)  # else the Trainer scales the loss by accumulation steps and processes
         choose_dropout_masks(model, data_args.fast_dropout_masks, training_args.device.type)
         # torch.compile fuses on its own, and the group's checks of which tensor it was given would recompile
         choose_fused_projections(model, data_args.fused_projections and not training_args.torch_compile,

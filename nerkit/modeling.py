@@ -258,3 +258,34 @@ def raise_other_model(checkpoint, model_name, differing):
                     f"{model_name} ({listed(differing, 3)}), so it cannot be resumed. Resume with the model it was "
                     "trained from, or train afresh: leave out --resume_from_checkpoint, with --overwrite_output_dir "
                     "where --output_dir holds the earlier run.")
+
+
+def declare_mean_loss(model):
+    """Tell the Trainer whether the model's loss is a plain mean. Transformers 5 takes a model whose forward
+    accepts **kwargs for one that divides its loss by `num_items_in_batch` (the labelled tokens of the whole
+    accumulated batch of every process), and then no longer divides the loss by --gradient_accumulation_steps
+    and multiplies it by the number of processes. The token classification heads of BERT, RoBERTa, DeBERTa
+    and XLM-R take a plain mean, so they would train on, and log, a loss that many times too large. One
+    forward on the model's dummy batch with two values of `num_items_in_batch` tells; a model whose loss does
+    not move is declared a mean (`accepts_loss_kwargs = False`). Returns whether it was."""
+    import inspect
+
+    import torch
+
+    forward = inspect.signature(model.forward).parameters.values()
+    if getattr(model, "accepts_loss_kwargs", None) is False or \
+            not any(parameter.kind == parameter.VAR_KEYWORD for parameter in forward):
+        return False
+    inputs = {name: value.to(model.device) for name, value in model.dummy_inputs.items()}
+    labels = torch.zeros_like(inputs["input_ids"])
+    labels[:, 0] = -100
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        losses = [model(**inputs, labels=labels, num_items_in_batch=torch.tensor(count, device=model.device)).loss
+                  for count in (1, 2)]
+    model.train(was_training)
+    mean = bool(torch.isclose(losses[0], losses[1]))
+    if mean:
+        model.accepts_loss_kwargs = False
+    return mean

@@ -307,3 +307,43 @@ def test_remove_unused_columns_false_trains_evaluates_and_predicts(tiny_bert, ne
                  "--remove_unused_columns", "False", files={key: ner_files[key] for key in ("train", "validation", "test")})
     assert "eval_f1" in read_json(os.path.join(output, "eval_results.json"))
     assert len(predictions(output)) == 5
+
+
+def first_logged_loss(output_dir):
+    return next(entry["loss"] for entry in read_json(output_dir / "trainer_state.json")["log_history"] if "loss" in entry)
+
+
+def test_gradient_accumulation_does_not_scale_the_loss(tiny_bert, ner_files, tmp_path):
+    # transformers 5 takes BERT's head (forward(**kwargs)) for one that divides by the batch's labelled tokens and
+    # stops dividing by the accumulation steps: the loss trained on and logged came out twice as large here
+    flags = ["--do_train", "--logging_steps", "1", "--max_steps", "1", "--learning_rate", "1e-9"]
+    whole = run(tiny_bert, tmp_path / "whole", *flags, files={"train": ner_files["train"]})
+    accumulated = run(tiny_bert, tmp_path / "accumulated", *flags, "--per_device_train_batch_size", "4",
+                      "--gradient_accumulation_steps", "2", files={"train": ner_files["train"]})
+    assert first_logged_loss(accumulated) == pytest.approx(first_logged_loss(whole), rel=0.1)
+
+
+def test_a_loss_that_honours_num_items_in_batch_is_left_to_the_trainer(tiny_bert):
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    from nerkit.modeling import declare_mean_loss
+
+    class Normalised(torch.nn.Module):  # divides a summed loss by the batch's labelled tokens, as the Trainer expects
+        def __init__(self, model):
+            super().__init__()
+            self.model, self.dummy_inputs = model, model.dummy_inputs
+
+        @property
+        def device(self):
+            return self.model.device
+
+        def forward(self, labels=None, num_items_in_batch=None, **kwargs):
+            output = self.model(**kwargs)
+            output.loss = torch.nn.functional.cross_entropy(output.logits.flatten(0, 1), labels.flatten(),
+                                                            reduction="sum") / num_items_in_batch
+            return output
+
+    bert = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3)
+    assert declare_mean_loss(Normalised(bert)) is False
+    assert declare_mean_loss(bert) is True and bert.accepts_loss_kwargs is False
