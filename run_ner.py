@@ -10,6 +10,7 @@ A single `.json` argument is read as the whole configuration. See README.md for 
 Other programs call `main()` as upstream's example tests do: with no arguments it reads `sys.argv`.
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -181,6 +182,13 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
     the caller; `cli` turns it into a message and exit status 2."""
     if model_args is None and data_args is None and training_args is None:
         model_args, data_args, training_args, command = parse_command_line(sys.argv[1:])
+    with hub_token_in_environment(training_args):
+        run(model_args, data_args, training_args, command)
+
+
+def run(model_args, data_args, training_args, command):
+    """The run itself, in the order a reader follows it: checks, data, model, precision, training,
+    evaluation, prediction, reports."""
     setup_logging("run_ner", training_args.should_log)
     logger.info("Running on %d process(es), device %s.", training_args.world_size, training_args.device)
     check_arguments(model_args, data_args, training_args)
@@ -189,7 +197,6 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
         check_data(model_args, data_args, training_args.output_dir, data_args.max_seq_length, "--max_seq_length",
                    training_args.should_save)
         return
-    keep_token_out_of_files(training_args)
     prepare_device(training_args.device.type)
     checkpoint = checkpoint_to_resume(training_args, data_args)
     set_seed(training_args.seed)
@@ -280,12 +287,24 @@ def check_optimizer_installed(training_args):
         pass
 
 
-def keep_token_out_of_files(training_args):
+@contextlib.contextmanager
+def hub_token_in_environment(training_args):
     """The Trainer pickles its arguments into training_args.bin; a --hub_token travels in the environment
-    instead, where the hub client finds it, so it is never written anywhere."""
-    if training_args.hub_token:
-        os.environ["HF_TOKEN"] = training_args.hub_token
-        training_args.hub_token = None
+    instead, where the hub client finds it, so it is never written anywhere. The environment is given back
+    as it was, for a caller that runs main() in its own process."""
+    token = training_args.hub_token
+    if not token:
+        yield
+        return
+    before = os.environ.get("HF_TOKEN")
+    os.environ["HF_TOKEN"], training_args.hub_token = token, None
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("HF_TOKEN", None)
+        else:
+            os.environ["HF_TOKEN"] = before
 
 
 def last_complete_checkpoint(output_dir):

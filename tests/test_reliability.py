@@ -16,6 +16,7 @@ import run_ner
 from conftest import ROOT, examples, write_jsonl
 from nerkit import outputs
 from nerkit.decoding import reduce_logits
+from nerkit.errors import UserError
 from test_run_ner import predictions, read_json, run
 
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
@@ -352,3 +353,16 @@ def test_ctrl_c_stops_with_a_line_not_a_traceback(capsys):
     with pytest.raises(SystemExit) as stop:
         exit_on_user_error(interrupted)
     assert stop.value.code == 130 and capsys.readouterr().err == "Interrupted.\n"
+
+
+def test_an_in_process_run_gives_the_environment_back(tiny_bert, data, tmp_path, monkeypatch):
+    # --hub_token travels in HF_TOKEN during the run (never in training_args.bin); a caller's own token, or
+    # none, is there again afterwards
+    monkeypatch.setenv("HF_TOKEN", "hf_callers")
+    run_ner.cli(run_ner_args(tiny_bert, data, tmp_path / "a", "--do_train", "--num_train_epochs", "1",
+                             "--save_strategy", "no", "--hub_token", "hf_runs"))
+    assert os.environ["HF_TOKEN"] == "hf_callers"
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(UserError):  # a run that stops with a message gives it back too
+        run_ner.cli(run_ner_args(tiny_bert, data, tmp_path / "a", "--do_train", "--hub_token", "hf_runs"))
+    assert "HF_TOKEN" not in os.environ
