@@ -49,7 +49,8 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.labels import check_checkpoint_labels, outside_label
     from nerkit.metrics import EntityScorer, entity_type
     from nerkit.modeling import check_checkpoint_model, declare_mean_loss, load_model
-    from nerkit.outputs import check_model_survives_clearing, clear_earlier_run, save_results, timing_metrics, write_predictions
+    from nerkit.outputs import (check_model_survives_clearing, clear_earlier_run, save_results, timing_metrics,
+                                write_predictions)
     from nerkit.progress import interactive, score_table, use_short_lines
     from nerkit.projections import choose_fused_projections
     from nerkit.report import (
@@ -412,10 +413,10 @@ def check_has_optimizer(checkpoint):
     (Sharded runs name their optimizer state optimizer_0, DeepSpeed global_stepN.)"""
     if any(name.startswith(("optimizer", "global_step")) for name in os.listdir(checkpoint)):
         return
-    raise UserError(f"The checkpoint {checkpoint} holds no optimizer state (it was saved with --save_only_model), so "
-                    "resuming it would not continue the interrupted run. Fine-tune from it instead: --model_name_or_path "
-                    f"{checkpoint} with another --output_dir; or add --overwrite_output_dir to train again from the "
-                    "start.")
+    raise UserError(f"The checkpoint {checkpoint} holds no optimizer state (it was saved with --save_only_model), "
+                    "so resuming it would not continue the interrupted run. Fine-tune from it instead: "
+                    f"--model_name_or_path {checkpoint} with another --output_dir; or add --overwrite_output_dir to "
+                    "train again from the start.")
 
 
 def trainer_state(checkpoint):

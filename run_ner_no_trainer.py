@@ -45,7 +45,8 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.errors import UserError, exit_on_user_error
     from nerkit.hub import check_hub_for_training
     from nerkit.modeling import check_checkpoint_weights, load_model
-    from nerkit.outputs import check_model_survives_clearing, clear_earlier_run, save_results, timing_metrics, write_json, write_predictions
+    from nerkit.outputs import (check_model_survives_clearing, clear_earlier_run, save_results, timing_metrics,
+                                write_json, write_predictions)
     from nerkit.progress import interactive, progress_line
     from nerkit.projections import choose_fused_projections
     from nerkit.report import (

@@ -281,10 +281,16 @@ def declare_mean_loss(model):
     labels[:, 0] = -100
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        losses = [model(**inputs, labels=labels, num_items_in_batch=torch.tensor(count, device=model.device)).loss
-                  for count in (1, 2)]
-    model.train(was_training)
+    try:
+        with torch.no_grad():
+            losses = [model(**inputs, labels=labels, num_items_in_batch=torch.tensor(count, device=model.device)).loss
+                      for count in (1, 2)]
+    except (AttributeError, IndexError, KeyError, RuntimeError, TypeError, ValueError) as error:
+        # a model the dummy batch does not fit (or sharded before the Trainer prepares it): the Trainer decides
+        logger.info("Could not tell whether the model's loss is a plain mean (%s); the Trainer's guess stands.", error)
+        return False
+    finally:
+        model.train(was_training)
     mean = bool(torch.isclose(losses[0], losses[1]))
     if mean:
         model.accepts_loss_kwargs = False

@@ -310,7 +310,8 @@ def test_remove_unused_columns_false_trains_evaluates_and_predicts(tiny_bert, ne
 
 
 def first_logged_loss(output_dir):
-    return next(entry["loss"] for entry in read_json(output_dir / "trainer_state.json")["log_history"] if "loss" in entry)
+    history = read_json(output_dir / "trainer_state.json")["log_history"]
+    return next(entry["loss"] for entry in history if "loss" in entry)
 
 
 def test_gradient_accumulation_does_not_scale_the_loss(tiny_bert, ner_files, tmp_path):
