@@ -81,9 +81,11 @@ def model_card(facts, scores=None, name="model"):
     the training hyperparameters, and with `scores` (CardScores) the scores per entity type, or per tag for
     tags that name no entities."""
     base_model, label_list = facts.base_model, facts.label_list
+    evaluation = card_evaluation(scores, label_list) if scores is not None else None
+    overall = overall_scores(*evaluation) if evaluation else {}
     lines = [
         "---",
-        yaml_text(card_metadata(facts, scores, name)).rstrip("\n"),
+        yaml_text(card_metadata(facts, overall, name)).rstrip("\n"),
         "---",
         "",
         "# Token classification model",
@@ -108,8 +110,8 @@ def model_card(facts, scores=None, name="model"):
     if facts.hyperparameters:
         lines += ["## Training hyperparameters", "",
                   *[f"- {name}: {value}" for name, value in facts.hyperparameters.items() if value is not None], ""]
-    if scores is not None:
-        lines += scores_section(scores, label_list)
+    if evaluation:
+        lines += scores_section(scores, label_list, *evaluation)
     lines += ["## Framework versions", "", *[f"- {name} {version}" for name, version in framework_versions()], ""]
     lines += ["## Use", "", "```python", "from transformers import pipeline",
               'tagger = pipeline("token-classification", model="PATH_TO_THIS_FOLDER", aggregation_strategy="first")',
@@ -117,17 +119,15 @@ def model_card(facts, scores=None, name="model"):
     return "\n".join(lines)
 
 
-def card_metadata(facts, scores, name):
+def card_metadata(facts, overall, name):
     """The card's YAML metadata as the hub reads it, upstream's fields: base_model for a hub id, the hub
     dataset, and a model-index whose result (task, dataset, validation scores) is given only with a hub
-    dataset, as upstream gives it (the hub requires a dataset id). Scores are the overall entity scores,
-    or word accuracy alone for tags that name no entities."""
-    base_model = facts.base_model
+    dataset, as upstream gives it (the hub requires a dataset id). `overall` are the validation scores
+    (`overall_scores`)."""
     metadata = {"library_name": "transformers", "pipeline_tag": "token-classification",
                 "tags": ["token-classification", "ner"]}
-    if HUB_ID.match(base_model) and not os.path.exists(base_model):
-        metadata["base_model"] = base_model
-    overall = overall_scores(scores, facts.label_list) if scores is not None else {}
+    if is_hub_id(facts.base_model):
+        metadata["base_model"] = facts.base_model
     if facts.hub_dataset:
         metadata["datasets"] = [facts.hub_dataset[0]]
     if overall:
@@ -150,14 +150,26 @@ def yaml_text(value):
     return yaml.safe_dump(value, sort_keys=False, allow_unicode=True)
 
 
-def overall_scores(scores, label_list):
-    """{precision, recall, f1, accuracy} over all entities of `scores` (seqeval in the run's mode), or
-    {accuracy} word by word for tags that name no entities."""
+def card_evaluation(scores, label_list):
+    """The validation scores, computed once for the card's metadata and its tables: (True, the word-by-word
+    analysis) for tags that name no entities, else (False, seqeval's entity-level scores in the run's mode)."""
     if labels_without_entities(label_list, scores.scheme):
-        pairs = [(g, p) for gold, predicted in zip(scores.gold, scores.predicted) for g, p in zip(gold, predicted)]
-        return {"accuracy": sum(g == p for g, p in pairs) / len(pairs)} if pairs else {}
-    found = entity_scores(scores.gold, scores.predicted, label_list, scores.metric_mode, scheme=scores.scheme)
+        return True, analyse_tag_errors(None, scores.gold, scores.predicted, shown=0)
+    return False, entity_scores(scores.gold, scores.predicted, label_list, scores.metric_mode, entity_level=True,
+                                scheme=scores.scheme)
+
+
+def overall_scores(plain_tags, found):
+    """{precision, recall, f1, accuracy} over all entities of a `card_evaluation`, or {accuracy} word by
+    word for tags that name no entities (none without words)."""
+    if plain_tags:
+        return {"accuracy": found["accuracy"]} if found["words"] else {}
     return {metric: float(found[metric]) for metric in ("precision", "recall", "f1", "accuracy")}
+
+
+def is_hub_id(name):
+    """Whether `name` is spelled as a hub id (owner/name) and is no local path."""
+    return bool(HUB_ID.match(name)) and not os.path.exists(name)
 
 
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")  # owner/name as the hub spells it: the card's base_model metadata
@@ -177,13 +189,12 @@ def framework_versions():
     return found
 
 
-def scores_section(scores, label_list):
-    """The card's evaluation: per entity type (seqeval, in the run's mode), or per tag for tags that name no
-    entities, then the error categories."""
+def scores_section(scores, label_list, plain_tags, found):
+    """The card's evaluation (`card_evaluation`): per entity type (seqeval, in the run's mode), or per tag for
+    tags that name no entities, then the error categories."""
     gold, predicted, mode, scheme = scores.gold, scores.predicted, scores.metric_mode, scores.scheme
-    if labels_without_entities(label_list, scheme):
-        return tag_scores_section(gold, predicted)
-    found = entity_scores(gold, predicted, label_list, mode, entity_level=True, scheme=scheme)
+    if plain_tags:
+        return tag_scores_section(found)
     types = sorted({key.rsplit("_", 1)[0] for key in found if key.endswith("_number")})
     return [
         f"## Evaluation (validation, seqeval {mode} mode, per word)",
@@ -201,10 +212,9 @@ def scores_section(scores, label_list):
     ]
 
 
-def tag_scores_section(gold, predicted):
-    """The model card's evaluation for tags that name no entities: precision, recall and F1 per tag, word
-    by word, and the word-by-word error table."""
-    analysis = analyse_tag_errors(None, gold, predicted, shown=0)
+def tag_scores_section(analysis):
+    """The model card's evaluation for tags that name no entities (`analyse_tag_errors`): precision, recall
+    and F1 per tag, word by word, and the word-by-word error table."""
     rows = []
     for tag, tally in analysis["per_tag"].items():
         if not tally["gold"]:
@@ -396,7 +406,7 @@ MISSING_GLYPH = re.compile(r"Glyph (\d+)")  # "Glyph 20154 (\N{...}) missing fro
 def hub_dataset(data_args):
     """(name, config or None) of a --dataset_name that names a hub dataset, not a local folder; else None."""
     name = data_args.dataset_name
-    if not name or os.path.exists(name) or not HUB_ID.match(name):
+    if not name or not is_hub_id(name):
         return None
     return name, data_args.dataset_config_name
 

@@ -82,6 +82,12 @@ def break_warning(split, label_list, scheme):
             "in its own way; check the data.")
 
 
+def places_of(split, labels):
+    """(example, position) of every tag of a labelled split that is one of `labels`."""
+    return [(index, position) for index, tags in enumerate(split.tags) for position, tag in enumerate(tags)
+            if tag in labels]
+
+
 def foreign_prefixes(split, scheme):
     """(example, position) of every tag of a labelled split whose prefix the scheme does not have (E-X or S-X
     among IOB2 tags: data that mixes schemes, which no break reveals, since such labels are free in the
@@ -89,9 +95,7 @@ def foreign_prefixes(split, scheme):
     if scheme == "none":
         return [], Counter()
     # unprefixed labels are outside every scheme with prefixes, but do not mix schemes
-    foreign = {label for label in outside_scheme(split.tag_set, scheme) if split_label(label)[0]}
-    places = [(index, position) for index, tags in enumerate(split.tags) for position, tag in enumerate(tags)
-              if tag in foreign]
+    places = places_of(split, {label for label in outside_scheme(split.tag_set, scheme) if split_label(label)[0]})
     counts = Counter(split_label(split.tags[index][position])[0] + "-X" for index, position in places)
     return places, counts
 
@@ -115,9 +119,7 @@ def bare_tags(split, scheme):
     aside (`o` or `DATE` among B-X and I-X tags), and the count of each such tag."""
     if scheme == "none" or split.tags is None:
         return [], Counter()
-    bare = {label for label in outside_scheme(split.tag_set, scheme) if not split_label(label)[0]}
-    places = [(index, position) for index, tags in enumerate(split.tags) for position, tag in enumerate(tags)
-              if tag in bare]
+    places = places_of(split, {label for label in outside_scheme(split.tag_set, scheme) if not split_label(label)[0]})
     return places, Counter(split.tags[index][position] for index, position in places)
 
 
