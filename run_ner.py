@@ -31,6 +31,8 @@ with collection_paused():  # the libraries' objects live as long as the process 
         set_seed,
     )
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+    from transformers.training_args import ParallelMode
+    from transformers.utils import logging as transformers_logging
 
     from nerkit.arguments import (
         DataTrainingArguments,
@@ -48,7 +50,8 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.hub import check_hub_for_training
     from nerkit.labels import check_checkpoint_labels, outside_label
     from nerkit.metrics import EntityScorer, entity_type
-    from nerkit.modeling import check_checkpoint_model, declare_mean_loss, load_model
+    from nerkit.modeling import (check_checkpoint_model, declare_mean_loss, listed, load_model,
+                                 parameters_without_gradient)
     from nerkit.outputs import (check_model_survives_clearing, clear_earlier_run, save_results, timing_metrics,
                                 write_predictions)
     from nerkit.progress import interactive, score_table, use_short_lines
@@ -64,6 +67,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         save_learning_curves,
         write_model_card,
     )
+    from nerkit.resume import TrainBatch, check_same_train_batch, record_train_batch
     from nerkit.schemes import model_scheme
     from nerkit.speed import (
         check_bf16_runs,
@@ -85,6 +89,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         load_tokenizer_and_labels,
         read_data,
         setup_logging,
+        trainer_log_levels,
     )
 
 logger = logging.getLogger("run_ner")
@@ -100,6 +105,8 @@ class NerTrainer(Trainer):
 
     def __init__(self, *args, train_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
+        if not self.args.should_log:  # the Trainer set --log_level_replica's warning: once a process, each warning
+            transformers_logging.set_verbosity(trainer_log_levels(self.args).others)
         self.train_collator = train_collator
         self.flops_per_token = None  # read from the model once, at the first training step
         use_short_lines(self)
@@ -157,10 +164,13 @@ class NerTrainer(Trainer):
             return super().evaluation_loop(*args, **kwargs)
 
     def _save_optimizer_and_scheduler(self, output_dir):
-        """A checkpoint's optimizer state comes with the word-embedding rows it is for (nerkit.embedding_rows),
-        both written before trainer_state.json, which makes the checkpoint count as complete."""
+        """A checkpoint's optimizer state comes with the word-embedding rows it is for (nerkit.embedding_rows)
+        and the batch it was trained with (nerkit.resume), all written before trainer_state.json, which makes
+        the checkpoint count as complete."""
         if self.args.should_save:
             record_rows(output_dir, self.model)
+            devices = max(1, self.args.n_gpu)  # --auto_find_batch_size may have lowered the batch: the one in use
+            record_train_batch(output_dir, train_batch(self.args, self._train_batch_size // devices))
         super()._save_optimizer_and_scheduler(output_dir)
 
     def create_model_card(self, *args, **kwargs):
@@ -190,7 +200,7 @@ def main(model_args=None, data_args=None, training_args=None, command=None):
 def run(model_args, data_args, training_args, command):
     """The run itself, in the order a reader follows it: checks, data, model, precision, training,
     evaluation, prediction, reports."""
-    setup_logging("run_ner", training_args.should_log)
+    setup_logging("run_ner", training_args.should_log, trainer_log_levels(training_args))
     logger.info("Running on %d process(es), device %s.", training_args.world_size, training_args.device)
     check_arguments(model_args, data_args, training_args)
     check_hub_for_training(model_args, data_args, training_args.push_to_hub)
@@ -229,6 +239,8 @@ def run(model_args, data_args, training_args, command):
         # torch.compile fuses on its own, and the group's checks of which tensor it was given would recompile
         choose_fused_projections(model, data_args.fused_projections and not training_args.torch_compile,
                                  training_args.device.type, precision.mixed_precision)
+    if training_args.do_train:
+        training_args = choose_ddp_unused_parameters(model, training_args)
     trainer = build_trainer(model, tokenizer, training_args, data_args, splits, features, label_list, settings,
                             packer)
     log_precision(trainer.accelerator, precision, "Training" if training_args.do_train else "Inference")
@@ -353,7 +365,7 @@ def checkpoint_to_resume(training_args, data_args):
                             "resumed from by itself.")
         if training_args.do_train:
             check_trains_on(path, training_args)
-            check_has_optimizer(path)
+            check_resumable(path, training_args)
         return path
     output_dir = training_args.output_dir
     if not training_args.do_train or not os.path.isdir(output_dir) or data_args.overwrite_output_dir:
@@ -361,7 +373,7 @@ def checkpoint_to_resume(training_args, data_args):
     last = last_complete_checkpoint(output_dir)
     check_not_finished(output_dir, last, training_args.load_best_model_at_end)
     if last is not None:
-        check_has_optimizer(last)
+        check_resumable(last, training_args)
         logger.info("Resuming training from %s (add --overwrite_output_dir to start afresh).", last)
         return last
     if os.listdir(output_dir):
@@ -407,6 +419,19 @@ def check_trains_on(checkpoint, training_args):
                         "--model_name_or_path.")
 
 
+def check_resumable(checkpoint, training_args):
+    """A checkpoint this run can continue: its optimizer state is there, and its batch is this run's."""
+    check_has_optimizer(checkpoint)
+    check_same_train_batch(checkpoint, train_batch(training_args), training_args.auto_find_batch_size)
+
+
+def train_batch(training_args, per_device=None):
+    """The examples of one optimizer step (nerkit.resume.TrainBatch), `per_device` a device if given."""
+    return TrainBatch(per_device or training_args.per_device_train_batch_size,
+                      training_args.gradient_accumulation_steps, training_args.world_size,
+                      max(1, training_args.n_gpu))
+
+
 def check_has_optimizer(checkpoint):
     """A checkpoint saved with --save_only_model has no optimizer, scheduler or random state: the Trainer
     would resume it with a fresh optimizer and a schedule at its start, a run unlike the one interrupted.
@@ -428,6 +453,25 @@ def training_ended(state):
     """Whether a Trainer state was saved when training stopped: at its last step, or by early stopping."""
     control = state.get("stateful_callbacks", {}).get("TrainerControl", {}).get("args", {})
     return state.get("global_step", 0) >= state.get("max_steps", 0) > 0 or bool(control.get("should_training_stop"))
+
+
+def choose_ddp_unused_parameters(model, training_args):
+    """DDP's find_unused_parameters, which the Trainer turns on for every transformers model: a pass over the
+    autograd graph after each forward, and a warning from every process when no parameter was unused. Off,
+    where the user did not choose, when a forward and backward of the model as it trains (after the swaps
+    above) gives every trainable parameter a gradient. Read when the Trainer builds its Accelerator."""
+    if training_args.ddp_find_unused_parameters is not None or training_args.world_size < 2 or \
+            training_args.parallel_mode != ParallelMode.DISTRIBUTED or model.is_gradient_checkpointing:
+        return training_args
+    unused = parameters_without_gradient(model)
+    if unused is None:
+        return training_args
+    if unused:
+        logger.info("DDP looks for unused parameters at every step: %s get no gradient.", listed(unused, 3))
+        return training_args
+    logger.info("Every trainable parameter gets a gradient, so DDP does not look for unused ones at every step "
+                "(--ddp_find_unused_parameters True does).")
+    return dataclasses.replace(training_args, ddp_find_unused_parameters=False)
 
 
 def check_metric_name(training_args, label_list, data_args):

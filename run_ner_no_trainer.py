@@ -60,6 +60,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         save_learning_curves,
         write_model_card,
     )
+    from nerkit.resume import TrainBatch, check_same_train_batch, record_train_batch
     from nerkit.schemes import model_scheme
     from nerkit.speed import (
         check_bf16_runs,
@@ -209,7 +210,7 @@ def main(model_args=None, data_args=None, args=None, command=None):
         model_args, data_args, args, command = parse_command_line(sys.argv[1:])
     check_arguments(model_args, data_args, args)
     accelerator, precision = make_accelerator(args, data_args)
-    setup_logging("run_ner_no_trainer", accelerator.is_local_main_process, other_level=logging.ERROR)
+    setup_logging("run_ner_no_trainer", accelerator.is_local_main_process)
     logger.info("Running on %d process(es), device %s.", accelerator.num_processes, accelerator.device)
     training = trains(args)
     check_hub_for_training(model_args, data_args, args.push_to_hub)
@@ -217,7 +218,9 @@ def main(model_args=None, data_args=None, args=None, command=None):
         check_data(model_args, data_args, args.output_dir, args.max_length, "--max_length", accelerator.is_main_process)
         return
     prepare_device(accelerator.device.type)
-    resume = checkpoint_to_resume(args, data_args)
+    resume = checkpoint_to_resume(args, data_args, TrainBatch(args.per_device_train_batch_size,
+                                                          args.gradient_accumulation_steps,
+                                                          accelerator.num_processes))
     if args.seed is not None:
         set_seed(args.seed)
     elif resume:  # the shuffling seed drawn when the run began, for the same order of the epochs left
@@ -354,19 +357,22 @@ def check_keeping_best(accelerator, args, splits):
                         "in run_ner_no_trainer.py: use run_ner.py, or train without it (the last epoch is saved).")
 
 
-def checkpoint_to_resume(args, data_args):
+def checkpoint_to_resume(args, data_args, batch):
     """The checkpoint folder to continue from, or None. A non-empty output_dir is never trained into
-    silently: resume from it (--resume_from_checkpoint latest) or --overwrite_output_dir."""
+    silently: resume from it (--resume_from_checkpoint latest) or --overwrite_output_dir. The checkpoint
+    must have been trained with this run's `batch` of examples a step (nerkit.resume)."""
     output_dir = args.output_dir
     if args.resume_from_checkpoint == "latest":
         found = checkpoints_in(output_dir)
         if not found:
             raise UserError(f"--resume_from_checkpoint latest: {output_dir} holds no step_N or epoch_N checkpoint.")
+        check_same_train_batch(found[-1], batch)
         return found[-1]
     if args.resume_from_checkpoint:
         if not os.path.isfile(os.path.join(args.resume_from_checkpoint, LOOP_STATE)):
             raise UserError(f"--resume_from_checkpoint {args.resume_from_checkpoint} is not a checkpoint folder "
                             "written by this script (step_N or epoch_N with loop_state.json).")
+        check_same_train_batch(args.resume_from_checkpoint, batch)
         return args.resume_from_checkpoint
     if os.path.isdir(output_dir) and os.listdir(output_dir) and not data_args.overwrite_output_dir:
         if os.path.isfile(os.path.join(output_dir, "train_results.json")):  # written once training is over
@@ -627,14 +633,16 @@ def load_saved_weights(run):
 
 
 def save_checkpoint(run, name, state, started):
-    """accelerate's state (model, optimizer, scheduler, RNG) plus our counters and the word-embedding rows
-    trained, in output_dir/name. `started` is when this process began training: the time so far is stored
-    for a resumed run's runtime."""
+    """accelerate's state (model, optimizer, scheduler, RNG) plus our counters, the word-embedding rows
+    trained and the batch (nerkit.resume), in output_dir/name. `started` is when this process began
+    training: the time so far is stored for a resumed run's runtime."""
     accelerator = run.accelerator
     path = os.path.join(run.args.output_dir, name)
     accelerator.save_state(path)
     if accelerator.is_main_process:  # loop_state.json last: it marks the checkpoint complete
         record_rows(path, accelerator.unwrap_model(run.model))
+        record_train_batch(path, TrainBatch(run.args.per_device_train_batch_size,
+                                            run.args.gradient_accumulation_steps, accelerator.num_processes))
         write_json(os.path.join(path, LOOP_STATE), asdict(state) | {
             "train_seconds": state.train_seconds + time.time() - started,
             "data_seed": accelerator.dataloader_config.data_seed})

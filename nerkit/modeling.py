@@ -260,6 +260,27 @@ def raise_other_model(checkpoint, model_name, differing):
                     "where --output_dir holds the earlier run.")
 
 
+# What a model the dummy batch does not fit raises (or one sharded before the Trainer prepares it)
+DUMMY_BATCH_FAILURES = (AttributeError, IndexError, KeyError, RuntimeError, TypeError, ValueError)
+
+
+@contextlib.contextmanager
+def dummy_batch(model):
+    """The model's dummy batch with labels (the first token ignored, as a [CLS] is), for a probe of how the
+    model computes: in eval mode, so that no dropout draws from the run's random numbers."""
+    import torch
+
+    inputs = {name: value.to(model.device) for name, value in model.dummy_inputs.items()}
+    labels = torch.zeros_like(inputs["input_ids"])
+    labels[:, 0] = -100
+    was_training = model.training
+    model.eval()
+    try:
+        yield dict(inputs, labels=labels)
+    finally:
+        model.train(was_training)
+
+
 def declare_mean_loss(model):
     """Tell the Trainer whether the model's loss is a plain mean. Transformers 5 takes a model whose forward
     accepts **kwargs for one that divides its loss by `num_items_in_batch` (the labelled tokens of the whole
@@ -276,22 +297,33 @@ def declare_mean_loss(model):
     if getattr(model, "accepts_loss_kwargs", None) is False or \
             not any(parameter.kind == parameter.VAR_KEYWORD for parameter in forward):
         return False
-    inputs = {name: value.to(model.device) for name, value in model.dummy_inputs.items()}
-    labels = torch.zeros_like(inputs["input_ids"])
-    labels[:, 0] = -100
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
-            losses = [model(**inputs, labels=labels, num_items_in_batch=torch.tensor(count, device=model.device)).loss
+        with torch.no_grad(), dummy_batch(model) as batch:
+            losses = [model(**batch, num_items_in_batch=torch.tensor(count, device=model.device)).loss
                       for count in (1, 2)]
-    except (AttributeError, IndexError, KeyError, RuntimeError, TypeError, ValueError) as error:
+    except DUMMY_BATCH_FAILURES as error:
         # a model the dummy batch does not fit (or sharded before the Trainer prepares it): the Trainer decides
         logger.info("Could not tell whether the model's loss is a plain mean (%s); the Trainer's guess stands.", error)
         return False
-    finally:
-        model.train(was_training)
     mean = bool(torch.isclose(losses[0], losses[1]))
     if mean:
         model.accepts_loss_kwargs = False
     return mean
+
+
+def parameters_without_gradient(model):
+    """Names of the trainable parameters that a forward and backward of the model's dummy batch leave without
+    a gradient, or None where the batch does not fit the model. Gradients the model held are kept."""
+    trainable = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
+    held = [parameter.grad for _, parameter in trainable]
+    try:
+        for _, parameter in trainable:
+            parameter.grad = None
+        with dummy_batch(model) as batch:
+            model(**batch).loss.backward()
+        return [name for name, parameter in trainable if parameter.grad is None]
+    except DUMMY_BATCH_FAILURES:
+        return None
+    finally:
+        for (_, parameter), grad in zip(trainable, held):
+            parameter.grad = grad

@@ -168,11 +168,17 @@ def overall_scores(plain_tags, found):
 
 
 def is_hub_id(name):
-    """Whether `name` is spelled as a hub id (owner/name) and is no local path."""
-    return bool(HUB_ID.match(name)) and not os.path.exists(name)
+    """Whether `name` is spelled as a hub id (owner/name, by the hub's own rules: never ./x, ../x or /x) and is
+    no local path: the card's base_model and datasets metadata."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return not os.path.exists(name)
 
 
-HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")  # owner/name as the hub spells it: the card's base_model metadata
 FRAMEWORKS = ("transformers", "torch", "datasets", "tokenizers", "accelerate", "seqeval")
 
 

@@ -10,6 +10,7 @@
                                                     scheme)
 """
 
+import dataclasses
 import logging
 import sys
 import warnings
@@ -28,9 +29,32 @@ from .tokenization import EncodingSettings, encode_split, load_fast_tokenizer, w
 logger = logging.getLogger(__name__)
 
 
-def setup_logging(script, main_process, other_level=logging.WARNING):
-    """Log lines on stdout; this script's and nerkit's messages at INFO on the main process and at
-    `other_level` on the others; the libraries' own chatter (progress bars, per-dataloader warnings)
+@dataclasses.dataclass(frozen=True)
+class LogLevels:
+    """What each process logs: on the main process this script's and nerkit's lines (`ours`) and the
+    libraries' own (`libraries`); on the others everything at `others`. Every process reads the same data
+    and model, so at WARNING each warning would come once a process."""
+
+    ours: int = logging.INFO
+    libraries: int = logging.WARNING
+    others: int = logging.ERROR
+
+
+def trainer_log_levels(training_args):
+    """LogLevels from the Trainer's --log_level and --log_level_replica, as upstream's run_ner.py reads them:
+    --log_level (passive: as by default) sets every line of the main process, --log_level_replica those of
+    the others, but for its default, warning, which means error here (see LogLevels)."""
+    from transformers.training_args import trainer_log_levels as named
+
+    main, replica = named[training_args.log_level], named[training_args.log_level_replica]
+    levels = LogLevels() if main == -1 else LogLevels(main, main)
+    if replica in (-1, logging.WARNING):
+        return levels
+    return dataclasses.replace(levels, others=replica)
+
+
+def setup_logging(script, main_process, levels=LogLevels()):
+    """Log lines on stdout at `levels`; the libraries' own chatter (progress bars, per-dataloader warnings)
     kept down, and transformers' bars (loading and writing weights) shown only on a terminal."""
     import datasets
     import transformers
@@ -40,13 +64,13 @@ def setup_logging(script, main_process, other_level=logging.WARNING):
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
                         datefmt="%m/%d/%Y %H:%M:%S", handlers=[logging.StreamHandler(sys.stdout)])
     for name in (script, "nerkit"):
-        logging.getLogger(name).setLevel(logging.INFO if main_process else other_level)
+        logging.getLogger(name).setLevel(levels.ours if main_process else levels.others)
     # On CPU-only machines a DataLoader with pin_memory=True only earns a warning each time.
     warnings.filterwarnings("ignore", message=".*pin_memory.*no accelerator is found.*")
-    datasets.utils.logging.set_verbosity_warning()
+    datasets.utils.logging.set_verbosity(levels.libraries if main_process else levels.others)
     datasets.disable_progress_bars()
     library_messages_once()
-    transformers.utils.logging.set_verbosity(logging.WARNING if main_process else max(other_level, logging.WARNING))
+    transformers.utils.logging.set_verbosity(levels.libraries if main_process else levels.others)
     if not interactive():
         transformers.utils.logging.disable_progress_bar()
 

@@ -2,6 +2,7 @@
 finished run is never redone by accident, and the log reads as lines a person can follow."""
 
 import json
+import logging
 import os
 import shutil
 import re
@@ -16,6 +17,7 @@ import run_ner
 import run_ner_no_trainer
 from conftest import ROOT, examples, write_jsonl
 from nerkit.errors import UserError
+from nerkit.workflow import LogLevels, trainer_log_levels
 from test_run_ner import read_json, run_script
 
 # The flags of upstream's examples/pytorch/test_pytorch_examples.py::test_run_ner and
@@ -174,6 +176,26 @@ def test_the_log_of_a_run_has_one_short_line_per_epoch_and_no_bars(tiny_bert, sa
     assert "{'" not in log  # no metric dicts
     assert log.count("precision  recall      f1  number") == 1  # the table per entity type, once
     assert re.search(r"^PER +[\d.]+ +[\d.]+ +[\d.]+ +\d+$", log, re.MULTILINE)
+
+
+@pytest.mark.parametrize("flags, levels", [
+    ([], LogLevels(logging.INFO, logging.WARNING, logging.ERROR)),  # warnings come once, from the main process
+    (["--log_level", "error"], LogLevels(logging.ERROR, logging.ERROR, logging.ERROR)),
+    (["--log_level", "debug", "--log_level_replica", "info"], LogLevels(logging.DEBUG, logging.DEBUG, logging.INFO)),
+    (["--log_level_replica", "critical"], LogLevels(logging.INFO, logging.WARNING, logging.CRITICAL)),
+])
+def test_log_levels_follow_the_trainers_flags(flags, levels):
+    argv = ["--model_name_or_path", "m", "--train_file", "t.json", "--output_dir", "o", *flags]
+    training_args = run_ner.parse_command_line(argv)[2]
+    assert trainer_log_levels(training_args) == levels
+
+
+def test_log_level_error_leaves_only_the_metrics(tiny_bert, sample, tmp_path):
+    result = run_script(*finished_run_args(tiny_bert, sample, tmp_path, "--log_level", "error", "--save_strategy",
+                                           "no"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert " - INFO - " not in result.stdout and " - WARNING - " not in result.stdout
+    assert "***** eval metrics *****" in result.stdout  # printed, as upstream prints them, whatever the level
 
 
 def test_the_loop_logs_one_short_line_per_epoch_and_no_bars(tiny_bert, sample, tmp_path):

@@ -127,6 +127,21 @@ def test_two_processes_score_exactly_like_one(saved_model, data, tmp_path, scrip
     # (the loss is a mean of per-batch means, and the batches differ with two processes: not compared)
 
 
+@pytest.mark.parametrize("script", ["run_ner.py", "run_ner_no_trainer.py"])
+def test_accelerate_launch_multi_gpu_runs_two_processes_on_cpu(tiny_bert, data, tmp_path, script):
+    # the README's command for several processes without GPUs, besides torchrun
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    argv = ["--model_name_or_path", tiny_bert, "--train_file", data["train"], "--output_dir", str(tmp_path),
+            "--num_train_epochs", "1", "--per_device_train_batch_size", "8", "--seed", "3"]
+    if script == "run_ner.py":
+        argv += ["--do_train", "--report_to", "none", "--save_strategy", "no"]
+    result = subprocess.run(command(script, *argv, launcher=launcher), env=ENV, cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Running on 2 process(es)" in result.stdout
+    assert read_json(tmp_path / "train_results.json")["train_samples"] == 40
+
+
 def test_two_process_training_on_cpu(tiny_bert, data, tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     flags = ["--do_train", "--do_eval", "--num_train_epochs", "2", "--save_strategy", "no", "--learning_rate", "1e-9"]
@@ -137,6 +152,10 @@ def test_two_process_training_on_cpu(tiny_bert, data, tmp_path):
     assert read_json(tmp_path / "train_results.json")["train_samples"] == 40
     # 40 examples, 8 per device on 2 processes: 3 optimizer steps an epoch (one process would take 5)
     assert read_json(tmp_path / "trainer_state.json")["global_step"] == 6
+    # every parameter gets a gradient: DDP was built without looking for unused ones (it warns on each process
+    # when told to look and finds none, as the Trainer tells it for every transformers model)
+    assert "Every trainable parameter gets a gradient" in result.stdout
+    assert "find_unused_parameters=True was specified" not in result.stderr
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".tmp-")]
     # the losses of the untrained model (learning rate 1e-9) are the one-process run's, not scaled by the number
     # of processes (transformers 5 doubled them for BERT's head, whose loss is a plain mean)

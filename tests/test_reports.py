@@ -3,6 +3,7 @@
 import logging
 import os
 
+import pytest
 import transformers
 
 from nerkit.report import command_line, confusion_counts
@@ -49,6 +50,16 @@ def test_the_card_names_a_hub_base_model_in_its_metadata():
 
     card = model_card(CardFacts("microsoft/deberta-v3-base", {"train": "train.json"}, ["O", "B-PER"], "python run_ner.py"))
     assert ModelCard(card).data.base_model == "microsoft/deberta-v3-base"
+
+
+@pytest.mark.parametrize("name, hub", [("microsoft/deberta-v3-base", True), ("bert-base-cased", True),
+                                       ("./gone", False), ("../gone/model", False), ("/gone/model", False),
+                                       ("~/gone", False), ("a/b/c", False)])
+def test_only_a_hub_id_is_the_cards_base_model_even_when_the_folder_is_gone(name, hub):
+    # a local folder removed by the time the card is written is still no hub id: ./x is never one
+    from nerkit.report import is_hub_id
+
+    assert is_hub_id(name) == hub
 
 
 def test_the_card_gives_hub_data_scores_as_upstream_s_model_index():

@@ -348,3 +348,18 @@ def test_a_loss_that_honours_num_items_in_batch_is_left_to_the_trainer(tiny_bert
     bert = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3)
     assert declare_mean_loss(Normalised(bert)) is False
     assert declare_mean_loss(bert) is True and bert.accepts_loss_kwargs is False
+
+
+def test_parameters_without_gradient_are_found_by_one_backward_of_the_dummy_batch(tiny_bert):
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    from nerkit.modeling import parameters_without_gradient
+
+    bert = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3)
+    held = torch.ones_like(bert.classifier.bias)
+    bert.classifier.bias.grad = held
+    assert parameters_without_gradient(bert) == []
+    assert bert.classifier.bias.grad is held and bert.classifier.weight.grad is None  # as they were
+    bert.spare = torch.nn.Linear(2, 2)  # trainable, never called: DDP must look for it
+    assert parameters_without_gradient(bert) == ["spare.weight", "spare.bias"]

@@ -1,0 +1,101 @@
+"""What a checkpoint must share with the run that resumes it: the examples each optimizer step trains on.
+
+A checkpoint counts the optimizer steps it completed, and both scripts find their place from that count
+and this run's batch: the epoch, the batches of it already trained on, and the point of the learning-rate
+schedule (whose length, in steps, also follows from the batch). Resumed with another number of examples a
+step (another --per_device_train_batch_size, --gradient_accumulation_steps or number of processes), the
+count marks another place: the run trains again on examples it has seen, skips others, and ends its
+schedule elsewhere, without a word from the Trainer or accelerate. So each checkpoint records its batch
+(TRAIN_BATCH_FILE) and a resume with another total is refused before any weights load. The same total
+split another way (8 a device on 2 processes for 16 on 1) keeps the place: it is resumed, with a warning
+that dropout draws other random numbers than the interrupted run would have.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+
+from .errors import UserError
+from .outputs import write_json
+
+logger = logging.getLogger(__name__)
+
+TRAIN_BATCH_FILE = "train_batch.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainBatch:
+    """The examples of one optimizer step, by the factors a user sets."""
+
+    per_device: int  # --per_device_train_batch_size
+    accumulation: int  # --gradient_accumulation_steps
+    processes: int  # torchrun / accelerate launch
+    devices: int = 1  # GPUs that one process drives (the Trainer's DataParallel)
+
+    @property
+    def total(self):
+        return self.per_device * self.devices * self.accumulation * self.processes
+
+    def describe(self):
+        parts = [f"{self.per_device} a device"]
+        if self.devices > 1:
+            parts.append(f"{self.devices} devices a process")
+        parts.append(f"{self.accumulation} accumulation step{'s' if self.accumulation != 1 else ''}")
+        parts.append(f"{self.processes} process{'es' if self.processes != 1 else ''}")
+        return f"{self.total} ({' x '.join(parts)})"
+
+
+def record_train_batch(folder, batch):
+    """Write `batch` into a checkpoint folder (before the file that marks the checkpoint complete)."""
+    write_json(os.path.join(folder, TRAIN_BATCH_FILE), dataclasses.asdict(batch))
+
+
+def read_train_batch(checkpoint):
+    """The batch a checkpoint recorded, or None for one written without it (by an earlier version, or by
+    upstream's scripts): nothing to compare."""
+    path = os.path.join(checkpoint, TRAIN_BATCH_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return TrainBatch(**json.load(handle))
+    except (OSError, ValueError, TypeError) as error:
+        raise UserError(f"{path} cannot be read ({error}); it records the batch the checkpoint was trained with, "
+                        "which a resumed run must share. Resume from another checkpoint, or start afresh with "
+                        "--overwrite_output_dir.") from None
+
+
+def check_same_train_batch(checkpoint, batch, per_device_found=False):
+    """Refuse to resume `checkpoint` with a batch of another total than the one it recorded; warn where the
+    same total is split another way. `per_device_found`: the Trainer's --auto_find_batch_size, which resumes
+    with the per-device batch its checkpoint had found."""
+    recorded = read_train_batch(checkpoint)
+    if recorded is None:
+        return
+    if per_device_found:
+        batch = dataclasses.replace(batch, per_device=recorded.per_device)
+    if recorded == batch:
+        return
+    if recorded.total == batch.total:
+        logger.warning("Resuming %s with a batch of %s examples an optimizer step, where it was trained with %s: "
+                       "the same examples each step, but dropout draws other random numbers than the interrupted "
+                       "run would have.", checkpoint, batch.describe(), recorded.describe())
+        return
+    raise UserError(f"{checkpoint} was trained with {recorded.describe()} examples an optimizer step, and this run "
+                    f"has {batch.describe()}. A checkpoint's step count marks its place in the data and in the "
+                    "learning-rate schedule only for the batch it was trained with: resumed with another, the run "
+                    "would train again on examples it has seen, skip others and end its schedule elsewhere. "
+                    f"Resume with {recorded.total} examples a step{same_total_hint(recorded, batch)}; or fine-tune "
+                    f"from its weights as a new run (--model_name_or_path {checkpoint} with another --output_dir, "
+                    "the optimizer starting afresh); or start afresh with --overwrite_output_dir.")
+
+
+def same_total_hint(recorded, batch):
+    """A per-device batch that gives the recorded total with this run's processes and accumulation."""
+    per_step = batch.devices * batch.accumulation * batch.processes
+    if recorded.total % per_step:
+        return f" (as it was: {recorded.describe()})"
+    return (f", for instance --per_device_train_batch_size {recorded.total // per_step} with this run's "
+            f"{batch.accumulation} accumulation step{'s' if batch.accumulation != 1 else ''} and "
+            f"{batch.processes} process{'es' if batch.processes != 1 else ''}")

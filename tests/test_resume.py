@@ -1,0 +1,130 @@
+"""nerkit.resume: a checkpoint resumes only with the examples a step it was trained with, in both scripts and
+under torchrun, refused before any weights load."""
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import run_ner
+import run_ner_no_trainer
+from conftest import ROOT
+from nerkit.errors import UserError
+from nerkit.resume import TRAIN_BATCH_FILE, TrainBatch, check_same_train_batch, record_train_batch
+from test_run_ner import read_json
+
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+
+
+@pytest.mark.parametrize("now, outcome", [
+    (TrainBatch(16, 1, 1), None),
+    (TrainBatch(8, 2, 1), "warning"),  # the same 16 examples a step
+    (TrainBatch(8, 1, 2), "warning"),
+    (TrainBatch(16, 1, 2), "this run has 32 \\(16 a device x 1 accumulation step x 2 processes\\).*"
+                           "--per_device_train_batch_size 8 with this run's 1 accumulation step and 2 processes"),
+    (TrainBatch(16, 2, 1), "--per_device_train_batch_size 8 with this run's 2 accumulation steps"),
+    (TrainBatch(5, 3, 1), "Resume with 16 examples a step \\(as it was: 16 \\(16 a device"),  # 16 is not 3 x k
+])
+def test_a_checkpoint_resumes_only_with_its_examples_a_step(tmp_path, caplog, now, outcome):
+    record_train_batch(tmp_path, TrainBatch(16, 1, 1))
+    if outcome not in (None, "warning"):
+        with pytest.raises(UserError, match=f"{tmp_path} was trained with 16 \\(16 a device.*" + outcome):
+            check_same_train_batch(str(tmp_path), now)
+        return
+    with caplog.at_level(logging.WARNING, logger="nerkit.resume"):
+        check_same_train_batch(str(tmp_path), now)
+    assert ("other random numbers" in caplog.text) == (outcome == "warning")
+
+
+def test_a_checkpoint_without_the_record_is_resumed_and_an_unreadable_one_is_refused(tmp_path):
+    check_same_train_batch(str(tmp_path), TrainBatch(4, 1, 1))  # written before the record: nothing to compare
+    (tmp_path / TRAIN_BATCH_FILE).write_text("{\"per_device\": 4")
+    with pytest.raises(UserError, match=f"{TRAIN_BATCH_FILE} cannot be read"):
+        check_same_train_batch(str(tmp_path), TrainBatch(4, 1, 1))
+
+
+def test_auto_find_batch_size_compares_the_batch_the_checkpoint_found(tmp_path):
+    record_train_batch(tmp_path, TrainBatch(4, 1, 1))  # the Trainer had come down from 16 to 4
+    check_same_train_batch(str(tmp_path), TrainBatch(16, 1, 1), per_device_found=True)
+    with pytest.raises(UserError, match="this run has 8"):
+        check_same_train_batch(str(tmp_path), TrainBatch(16, 1, 2), per_device_found=True)
+
+
+def trainer_args(model, ner_files, output_dir, *flags):
+    return ["--model_name_or_path", model, "--train_file", ner_files["train"], "--output_dir", str(output_dir),
+            "--do_train", "--num_train_epochs", "2", "--learning_rate", "5e-3", "--report_to", "none",
+            "--save_strategy", "steps", "--save_steps", "5", "--seed", "7", "--per_device_train_batch_size", "4",
+            "--disable_tqdm", "True", *flags]
+
+
+def refuse_weights(monkeypatch):
+    """From here on, fail the test if a training script loads model weights."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("model weights were loaded before the checkpoint was refused")
+
+    for module in (run_ner, run_ner_no_trainer):
+        monkeypatch.setattr(module, "load_model", refuse)
+
+
+def test_the_trainer_resumes_only_with_the_checkpoints_examples_a_step(tiny_bert, ner_files, tmp_path, monkeypatch):
+    whole = tmp_path / "whole"
+    run_ner.cli(trainer_args(tiny_bert, ner_files, whole))  # 40 examples, 4 a step: 10 steps an epoch
+    assert read_json(whole / "checkpoint-5" / TRAIN_BATCH_FILE) == {
+        "per_device": 4, "accumulation": 1, "processes": 1, "devices": 1}
+    resumed = tmp_path / "resumed"
+    shutil.copytree(whole / "checkpoint-5", resumed / "checkpoint-5")  # as if killed after it
+    refuse_weights(monkeypatch)
+    for flags in ([], ["--resume_from_checkpoint", str(resumed / "checkpoint-5")]):  # found, or named
+        with pytest.raises(UserError, match="checkpoint-5 was trained with 4 .* this run has 8"):
+            run_ner.cli(trainer_args(tiny_bert, ner_files, resumed, "--gradient_accumulation_steps", "2", *flags))
+    assert sorted(os.listdir(resumed)) == ["checkpoint-5"]
+
+
+def test_torchrun_with_another_total_is_refused_and_the_same_total_resumes_in_place(tiny_bert, ner_files, tmp_path):
+    whole = tmp_path / "whole"
+    run_ner.cli(trainer_args(tiny_bert, ner_files, whole))
+    resumed = tmp_path / "resumed"
+    shutil.copytree(whole / "checkpoint-5", resumed / "checkpoint-5")
+    script = os.path.join(ROOT, "run_ner.py")
+    refused = subprocess.run([*TORCHRUN, script, *trainer_args(tiny_bert, ner_files, resumed)], env=ENV, cwd=ROOT,
+                             capture_output=True, text=True)
+    # each process says why and exits 2 (torchrun then reports its failed workers with a traceback of its own)
+    assert refused.returncode != 0 and "raise UserError" not in refused.stderr
+    assert "this run has 8 (4 a device x 1 accumulation step x 2 processes)" in refused.stderr
+    assert "--per_device_train_batch_size 2 with this run's 1 accumulation step and 2 processes" in refused.stderr
+    assert sorted(os.listdir(resumed)) == ["checkpoint-5"]
+    # 2 a device on 2 processes: 4 examples a step, as the checkpoint trained; it ends where the whole run ended
+    result = subprocess.run([*TORCHRUN, script, *trainer_args(tiny_bert, ner_files, resumed),
+                             "--per_device_train_batch_size", "2"], env=ENV, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Running on 2 process(es)" in result.stdout
+    assert result.stdout.count("dropout draws other random numbers") == 1  # once, not once a process
+    assert read_json(resumed / "trainer_state.json")["global_step"] == \
+        read_json(whole / "trainer_state.json")["global_step"] == 20
+
+
+def test_the_loop_resumes_only_with_the_checkpoints_examples_a_step(tiny_bert, ner_files, tmp_path, monkeypatch):
+    def loop_args(output_dir, *flags):
+        return ["--model_name_or_path", tiny_bert, "--train_file", ner_files["train"], "--output_dir",
+                str(output_dir), "--num_train_epochs", "2", "--learning_rate", "5e-3", "--seed", "7",
+                "--per_device_train_batch_size", "4", "--checkpointing_steps", "5", *flags]
+
+    whole = tmp_path / "whole"
+    run_ner_no_trainer.cli(loop_args(whole))
+    assert read_json(whole / "step_5" / TRAIN_BATCH_FILE)["per_device"] == 4
+    resumed = tmp_path / "resumed"
+    shutil.copytree(whole / "step_5", resumed / "step_5")
+    with monkeypatch.context() as patched:
+        refuse_weights(patched)
+        with pytest.raises(UserError, match="step_5 was trained with 4 .* this run has 8"):
+            run_ner_no_trainer.cli(loop_args(resumed, "--per_device_train_batch_size", "8",
+                                             "--resume_from_checkpoint", "latest"))
+    # the same 4 examples a step as 2 a device, accumulated twice: resumed at its place, to the same last step
+    run_ner_no_trainer.cli(loop_args(resumed, "--per_device_train_batch_size", "2", "--gradient_accumulation_steps",
+                                     "2", "--resume_from_checkpoint", "latest"))
+    assert read_json(resumed / "step_20" / "loop_state.json")["completed_steps"] == 20
+    assert sorted(path.name for path in resumed.glob("step_*")) == sorted(path.name for path in whole.glob("step_*"))
