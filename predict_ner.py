@@ -22,7 +22,7 @@ import sys
 
 import regex
 
-from nerkit.startup import collection_paused, skip_collection_at_exit
+from nerkit.startup import collection_paused, end_of_script
 
 with collection_paused():  # what the imports make lives as long as the process (nerkit/startup.py)
     from nerkit.arguments import BriefErrors, at_least, file_in_the_way, unwritable_folder
@@ -450,4 +450,4 @@ def write_records(records, path):
 
 if __name__ == "__main__":
     exit_on_user_error(lambda: main(parse_options(sys.argv[1:])))
-    skip_collection_at_exit()
+    end_of_script()

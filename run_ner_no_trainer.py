@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from nerkit.startup import collection_paused, skip_collection_at_exit
+from nerkit.startup import collection_paused, end_of_script
 
 with collection_paused():  # the libraries' objects live as long as the process (nerkit/startup.py)
     import torch
@@ -837,5 +837,7 @@ def _mp_fn(index):
 
 
 if __name__ == "__main__":
-    exit_on_user_error(cli)
-    skip_collection_at_exit()
+    try:
+        exit_on_user_error(cli)
+    finally:  # also after an error message: each process leaves its group
+        end_of_script()

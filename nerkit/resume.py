@@ -5,10 +5,10 @@ and this run's batch: the epoch, the batches of it already trained on, and the p
 schedule (whose length, in steps, also follows from the batch). Resumed with another number of examples a
 step (another --per_device_train_batch_size, --gradient_accumulation_steps or number of processes), the
 count marks another place: the run trains again on examples it has seen, skips others, and ends its
-schedule elsewhere, without a word from the Trainer or accelerate. So each checkpoint records its batch
-(TRAIN_BATCH_FILE) and a resume with another total is refused before any weights load. The same total
-split another way (8 a device on 2 processes for 16 on 1) keeps the place: it is resumed, with a warning
-that dropout draws other random numbers than the interrupted run would have.
+schedule elsewhere. The Trainer warns of another per-device batch only, accelerate of nothing. So each
+checkpoint records its batch (TRAIN_BATCH_FILE) and a resume with another total is refused before any
+weights load. The same total split another way (8 a device on 2 processes for 16 on 1) keeps the place:
+it is resumed, with a warning that dropout draws other random numbers than the interrupted run would have.
 """
 
 import dataclasses
@@ -78,9 +78,9 @@ def check_same_train_batch(checkpoint, batch, per_device_found=False):
     if recorded == batch:
         return
     if recorded.total == batch.total:
-        logger.warning("Resuming %s with a batch of %s examples an optimizer step, where it was trained with %s: "
-                       "the same examples each step, but dropout draws other random numbers than the interrupted "
-                       "run would have.", checkpoint, batch.describe(), recorded.describe())
+        logger.warning("Resuming %s with %s examples an optimizer step, where it was trained with %s: the same "
+                       "examples each step, but dropout draws other random numbers than the interrupted run would "
+                       "have.", checkpoint, batch.describe(), recorded.describe())
         return
     raise UserError(f"{checkpoint} was trained with {recorded.describe()} examples an optimizer step, and this run "
                     f"has {batch.describe()}. A checkpoint's step count marks its place in the data and in the "

@@ -1,4 +1,5 @@
-"""Start-up without garbage collections while the libraries load (nerkit.startup)."""
+"""A script's start and end (nerkit.startup): no garbage collections while the libraries load, no process
+group left for the interpreter's shutdown."""
 
 import gc
 import os
@@ -60,3 +61,16 @@ def test_importing_a_script_runs_no_full_collection_and_freezes_the_libraries(sc
     full, enabled, frozen = result.stdout.split()
     assert (int(full), enabled) == (0, "True")
     assert int(frozen) > 100_000
+
+
+def test_a_script_leaves_its_process_group_before_the_interpreter_ends(tmp_path):
+    # left to the interpreter's shutdown, a gloo group sometimes aborted a process that had done its work
+    import torch.distributed as distributed
+
+    from nerkit.startup import leave_process_group
+
+    leave_process_group()  # no group: nothing to do
+    distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert distributed.is_initialized()
+    leave_process_group()
+    assert not distributed.is_initialized()
