@@ -105,7 +105,7 @@ class NerTrainer(Trainer):
 
     def __init__(self, *args, train_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
-        if not self.args.should_log:  # the Trainer set --log_level_replica's warning: once a process, each warning
+        if not self.args.should_log:  # the Trainer set --log_level_replica, whose default means errors only here
             transformers_logging.set_verbosity(trainer_log_levels(self.args).others)
         self.train_collator = train_collator
         self.flops_per_token = None  # read from the model once, at the first training step
@@ -461,7 +461,7 @@ def choose_ddp_unused_parameters(model, training_args):
     where the user did not choose, when a forward and backward of the model as it trains (after the swaps
     above) gives every trainable parameter a gradient. Read when the Trainer builds its Accelerator."""
     if training_args.ddp_find_unused_parameters is not None or training_args.world_size < 2 or \
-            training_args.parallel_mode != ParallelMode.DISTRIBUTED or model.is_gradient_checkpointing:
+            training_args.parallel_mode != ParallelMode.DISTRIBUTED or recomputes_activations(model, training_args):
         return training_args
     unused = parameters_without_gradient(model)
     if unused is None:
@@ -472,6 +472,17 @@ def choose_ddp_unused_parameters(model, training_args):
     logger.info("Every trainable parameter gets a gradient, so DDP does not look for unused ones at every step "
                 "(--ddp_find_unused_parameters True does).")
     return dataclasses.replace(training_args, ddp_find_unused_parameters=False)
+
+
+def recomputes_activations(model, training_args):
+    """Whether the backward pass recomputes activations (the Trainer then needs DDP's search, and so does not
+    build DDP without it): the flag, or the model set so. Transformers 5.23 renamed gradient checkpointing to
+    activation checkpointing and warns on the old name; earlier 5.x know only the old one."""
+    if getattr(training_args, "activation_checkpointing", False) or training_args.gradient_checkpointing:
+        return True
+    name = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") else \
+        "is_gradient_checkpointing"
+    return bool(getattr(model, name, False))
 
 
 def check_metric_name(training_args, label_list, data_args):

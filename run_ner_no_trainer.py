@@ -218,9 +218,7 @@ def main(model_args=None, data_args=None, args=None, command=None):
         check_data(model_args, data_args, args.output_dir, args.max_length, "--max_length", accelerator.is_main_process)
         return
     prepare_device(accelerator.device.type)
-    resume = checkpoint_to_resume(args, data_args, TrainBatch(args.per_device_train_batch_size,
-                                                          args.gradient_accumulation_steps,
-                                                          accelerator.num_processes))
+    resume = checkpoint_to_resume(args, data_args, train_batch(args, accelerator))
     if args.seed is not None:
         set_seed(args.seed)
     elif resume:  # the shuffling seed drawn when the run began, for the same order of the epochs left
@@ -388,6 +386,11 @@ def checkpoint_to_resume(args, data_args, batch):
                         f"{'Otherwise choose' if hint else 'Choose'} another --output_dir, or add "
                         "--overwrite_output_dir to train into it from the start.")
     return None
+
+
+def train_batch(args, accelerator):
+    """The examples of one optimizer step (nerkit.resume.TrainBatch)."""
+    return TrainBatch(args.per_device_train_batch_size, args.gradient_accumulation_steps, accelerator.num_processes)
 
 
 def is_checkpoint_name(name):
@@ -641,8 +644,7 @@ def save_checkpoint(run, name, state, started):
     accelerator.save_state(path)
     if accelerator.is_main_process:  # loop_state.json last: it marks the checkpoint complete
         record_rows(path, accelerator.unwrap_model(run.model))
-        record_train_batch(path, TrainBatch(run.args.per_device_train_batch_size,
-                                            run.args.gradient_accumulation_steps, accelerator.num_processes))
+        record_train_batch(path, train_batch(run.args, accelerator))
         write_json(os.path.join(path, LOOP_STATE), asdict(state) | {
             "train_seconds": state.train_seconds + time.time() - started,
             "data_seed": accelerator.dataloader_config.data_seed})

@@ -713,15 +713,23 @@ def merge_results(path, heading, section):
         handle.write(head + "".join(sections).rstrip("\n") + "\n")
 
 
+HAND_WRITTEN = "Read by hand"  # a reading of the figures written after a run, kept by the next one
+
+
 def merge_subsections(old, new):
     """The new section's header, then the old section's subsections with those the new one has replaced
-    in place, then the new one's others."""
+    in place, then the new one's others. A replaced subsection keeps its readings by hand (from its first
+    paragraph that begins HAND_WRITTEN to its end) after the new figures."""
     def split(text):
         head, *chunks = re.split(r"(?m)^(?=### )", text)
         return head, {chunk.splitlines()[0]: chunk.rstrip("\n") + "\n\n" for chunk in chunks}
 
     _, old_parts = split(old)
     new_head, new_parts = split(new)
+    for title, chunk in new_parts.items():
+        found = re.search(rf"(?m)^{HAND_WRITTEN}", old_parts.get(title, ""))
+        if found:
+            new_parts[title] = chunk + old_parts[title][found.start():]
     return new_head + "".join({**old_parts, **new_parts}.values())
 
 

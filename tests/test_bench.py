@@ -72,6 +72,17 @@ def test_a_run_of_some_parts_replaces_only_its_own_subsections(bench, tmp_path):
                                      "C's training\n")
 
 
+
+def test_a_new_run_keeps_the_readings_by_hand_of_the_subsections_it_replaces(bench, tmp_path):
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Benchmark results\n\n## CPU A\n\n### Training\n\nold table\n\nRead by hand (day 1): why.\n\n"
+                    "More of it.\n\n### Prediction\n\nold prediction\n")
+    bench.merge_results(str(path), "CPU A", ["## CPU A", "", "### Training", "", "new table", "", "### Prediction", "",
+                                             "new prediction"])
+    assert path.read_text() == ("# Benchmark results\n\n## CPU A\n\n### Training\n\nnew table\n\n"
+                                "Read by hand (day 1): why.\n\nMore of it.\n\n### Prediction\n\nnew prediction\n")
+
+
 def test_each_cpu_kind_gets_its_own_section_by_its_bf16_instructions(bench, monkeypatch):
     """Two AMD EPYCs, one with AVX512-BF16 and one without, are both "AMD EPYC": their figures must not mix."""
     import torch
