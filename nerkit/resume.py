@@ -86,9 +86,17 @@ def check_same_train_batch(checkpoint, batch, per_device_found=False):
                     f"has {batch.describe()}. A checkpoint's step count marks its place in the data and in the "
                     "learning-rate schedule only for the batch it was trained with: resumed with another, the run "
                     "would train again on examples it has seen, skip others and end its schedule elsewhere. "
-                    f"Resume with {recorded.total} examples a step{same_total_hint(recorded, batch)}; or fine-tune "
-                    f"from its weights as a new run (--model_name_or_path {checkpoint} with another --output_dir, "
-                    "the optimizer starting afresh); or start afresh with --overwrite_output_dir.")
+                    f"Resume with {recorded.total} examples a step{same_total_hint(recorded, batch)}; "
+                    f"{new_run_hint(checkpoint)}or start afresh with --overwrite_output_dir.")
+
+
+def new_run_hint(checkpoint):
+    """Fine-tuning from the checkpoint's weights as a new run, where it is a model folder (the Trainer's
+    checkpoints are; the Accelerate loop's hold accelerate's state without a config.json)."""
+    if not os.path.isfile(os.path.join(checkpoint, "config.json")):
+        return ""
+    return (f"or fine-tune from its weights as a new run (--model_name_or_path {checkpoint} with another "
+            "--output_dir, the optimizer starting afresh); ")
 
 
 def same_total_hint(recorded, batch):

@@ -79,7 +79,8 @@ def test_the_trainer_resumes_only_with_the_checkpoints_examples_a_step(tiny_bert
     shutil.copytree(whole / "checkpoint-5", resumed / "checkpoint-5")  # as if killed after it
     refuse_weights(monkeypatch)
     for flags in ([], ["--resume_from_checkpoint", str(resumed / "checkpoint-5")]):  # found, or named
-        with pytest.raises(UserError, match="checkpoint-5 was trained with 4 .* this run has 8"):
+        with pytest.raises(UserError, match="checkpoint-5 was trained with 4 .* this run has 8.* fine-tune from its "
+                                             "weights as a new run \\(--model_name_or_path .*checkpoint-5"):
             run_ner.cli(trainer_args(tiny_bert, ner_files, resumed, "--gradient_accumulation_steps", "2", *flags))
     assert sorted(os.listdir(resumed)) == ["checkpoint-5"]
 
@@ -120,9 +121,10 @@ def test_the_loop_resumes_only_with_the_checkpoints_examples_a_step(tiny_bert, n
     shutil.copytree(whole / "step_5", resumed / "step_5")
     with monkeypatch.context() as patched:
         refuse_weights(patched)
-        with pytest.raises(UserError, match="step_5 was trained with 4 .* this run has 8"):
+        with pytest.raises(UserError, match="step_5 was trained with 4 .* this run has 8") as refused:
             run_ner_no_trainer.cli(loop_args(resumed, "--per_device_train_batch_size", "8",
                                              "--resume_from_checkpoint", "latest"))
+        assert "fine-tune" not in str(refused.value)  # accelerate's state is no model folder to start from
     # the same 4 examples a step as 2 a device, accumulated twice: resumed at its place, to the same last step
     run_ner_no_trainer.cli(loop_args(resumed, "--per_device_train_batch_size", "2", "--gradient_accumulation_steps",
                                      "2", "--resume_from_checkpoint", "latest"))
