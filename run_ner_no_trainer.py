@@ -60,7 +60,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         save_learning_curves,
         write_model_card,
     )
-    from nerkit.resume import TrainBatch, check_same_train_batch, record_train_batch
+    from nerkit.resume import TrainBatch, check_same_train_batch, check_same_training_data, record_train_batch
     from nerkit.schemes import model_scheme
     from nerkit.speed import (
         check_bf16_runs,
@@ -228,6 +228,8 @@ def main(model_args=None, data_args=None, args=None, command=None):
     if args.debug:
         splits = {name: split.select(100) for name, split in splits.items()}
     check_keeping_best(accelerator, args, splits)
+    if resume and "train" in splits:
+        check_same_training_data(resume, len(splits["train"].tokens))
     tokenizer, config, label_list, head_reused = load_tokenizer_and_labels(model_args, data_args, splits, declared,
                                                                            training)
     settings = encoding_settings(tokenizer, config, label_list, data_args, args.max_length, flag="--max_length")
@@ -644,7 +646,7 @@ def save_checkpoint(run, name, state, started):
     accelerator.save_state(path)
     if accelerator.is_main_process:  # loop_state.json last: it marks the checkpoint complete
         record_rows(path, accelerator.unwrap_model(run.model))
-        record_train_batch(path, train_batch(run.args, accelerator))
+        record_train_batch(path, train_batch(run.args, accelerator), len(run.splits["train"].tokens))
         write_json(os.path.join(path, LOOP_STATE), asdict(state) | {
             "train_seconds": state.train_seconds + time.time() - started,
             "data_seed": accelerator.dataloader_config.data_seed})

@@ -9,6 +9,8 @@ schedule elsewhere. The Trainer warns of another per-device batch only, accelera
 checkpoint records its batch (TRAIN_BATCH_FILE) and a resume with another total is refused before any
 weights load. The same total split another way (8 a device on 2 processes for 16 on 1) keeps the place:
 it is resumed, with a warning that dropout draws other random numbers than the interrupted run would have.
+The file also records how many training examples there were: training data of another size (an edited
+file, another --max_train_samples) moves the place just as well, and is refused too.
 """
 
 import dataclasses
@@ -46,33 +48,50 @@ class TrainBatch:
         return f"{self.total} ({' x '.join(parts)})"
 
 
-def record_train_batch(folder, batch):
-    """Write `batch` into a checkpoint folder (before the file that marks the checkpoint complete)."""
-    write_json(os.path.join(folder, TRAIN_BATCH_FILE), dataclasses.asdict(batch))
+def record_train_batch(folder, batch, train_examples):
+    """Write `batch` and the number of training examples into a checkpoint folder (before the file that
+    marks the checkpoint complete)."""
+    write_json(os.path.join(folder, TRAIN_BATCH_FILE), dict(dataclasses.asdict(batch), train_examples=train_examples))
 
 
-def read_train_batch(checkpoint):
-    """The batch a checkpoint recorded, or None for one written without it (by an earlier version, or by
-    upstream's scripts): nothing to compare."""
+def read_record(checkpoint):
+    """(the batch, the training examples) a checkpoint recorded, or None for one written without them (by
+    upstream's scripts, or before they were kept): nothing to compare."""
     path = os.path.join(checkpoint, TRAIN_BATCH_FILE)
     if not os.path.isfile(path):
         return None
     try:
         with open(path, encoding="utf-8") as handle:
-            return TrainBatch(**json.load(handle))
-    except (OSError, ValueError, TypeError) as error:
-        raise UserError(f"{path} cannot be read ({error}); it records the batch the checkpoint was trained with, "
-                        "which a resumed run must share. Resume from another checkpoint, or start afresh with "
-                        "--overwrite_output_dir.") from None
+            record = json.load(handle)
+        batch = TrainBatch(**{field.name: record[field.name] for field in dataclasses.fields(TrainBatch)})
+        return batch, record.get("train_examples")
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise UserError(f"{path} cannot be read ({error!r}); it records the batch and the data the checkpoint was "
+                        "trained with, which a resumed run must share. Resume from another checkpoint, or start "
+                        "afresh with --overwrite_output_dir.") from None
+
+
+def check_same_training_data(checkpoint, train_examples):
+    """Refuse to resume `checkpoint` on training data of another number of examples than it was trained on
+    (the file edited, --max_train_samples changed): its step count would mark another place in them."""
+    recorded = read_record(checkpoint) if checkpoint is not None else None
+    if recorded is None or recorded[1] in (None, train_examples):
+        return
+    raise UserError(f"{checkpoint} was trained on {recorded[1]:,} training examples, and the training data now has "
+                    f"{train_examples:,} (the file changed, or --max_train_samples). Its step count marks its place "
+                    "in the data it was trained on: resumed on these, the run would train again on some examples "
+                    "and skip others. Give the data it was trained on to resume it; to train on these data, start "
+                    f"afresh with --overwrite_output_dir{new_run(checkpoint)}.")
 
 
 def check_same_train_batch(checkpoint, batch, per_device_found=False):
     """Refuse to resume `checkpoint` with a batch of another total than the one it recorded; warn where the
     same total is split another way. `per_device_found`: the Trainer's --auto_find_batch_size, which resumes
     with the per-device batch its checkpoint had found."""
-    recorded = read_train_batch(checkpoint)
+    recorded = read_record(checkpoint)
     if recorded is None:
         return
+    recorded = recorded[0]
     if per_device_found:
         batch = dataclasses.replace(batch, per_device=recorded.per_device)
     if recorded == batch:
@@ -86,17 +105,17 @@ def check_same_train_batch(checkpoint, batch, per_device_found=False):
                     f"has {batch.describe()}. A checkpoint's step count marks its place in the data and in the "
                     "learning-rate schedule only for the batch it was trained with: resumed with another, the run "
                     "would train again on examples it has seen, skip others and end its schedule elsewhere. "
-                    f"Resume with {recorded.total} examples a step{same_total_hint(recorded, batch)}; "
-                    f"{new_run_hint(checkpoint)}or start afresh with --overwrite_output_dir.")
+                    f"Resume with {recorded.total} examples a step{same_total_hint(recorded, batch)}; or start "
+                    f"afresh with --overwrite_output_dir{new_run(checkpoint)}.")
 
 
-def new_run_hint(checkpoint):
-    """Fine-tuning from the checkpoint's weights as a new run, where it is a model folder (the Trainer's
-    checkpoints are; the Accelerate loop's hold accelerate's state without a config.json)."""
+def new_run(checkpoint):
+    """", or fine-tune from its weights as a new run (...)" where the checkpoint is a model folder (the
+    Trainer's are; the Accelerate loop's hold accelerate's state without a config.json), else ""."""
     if not os.path.isfile(os.path.join(checkpoint, "config.json")):
         return ""
-    return (f"or fine-tune from its weights as a new run (--model_name_or_path {checkpoint} with another "
-            "--output_dir, the optimizer starting afresh); ")
+    return (f", or fine-tune from its weights as a new run (--model_name_or_path {checkpoint} with another "
+            "--output_dir, the optimizer starting afresh)")
 
 
 def same_total_hint(recorded, batch):

@@ -13,7 +13,8 @@ import run_ner
 import run_ner_no_trainer
 from conftest import ROOT
 from nerkit.errors import UserError
-from nerkit.resume import TRAIN_BATCH_FILE, TrainBatch, check_same_train_batch, record_train_batch
+from nerkit.resume import (TRAIN_BATCH_FILE, TrainBatch, check_same_train_batch, check_same_training_data,
+                           record_train_batch)
 from test_run_ner import read_json
 
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
@@ -30,7 +31,7 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "
     (TrainBatch(5, 3, 1), "Resume with 16 examples a step \\(as it was: 16 \\(16 a device"),  # 16 is not 3 x k
 ])
 def test_a_checkpoint_resumes_only_with_its_examples_a_step(tmp_path, caplog, now, outcome):
-    record_train_batch(tmp_path, TrainBatch(16, 1, 1))
+    record_train_batch(tmp_path, TrainBatch(16, 1, 1), 40)
     if outcome not in (None, "warning"):
         with pytest.raises(UserError, match=f"{tmp_path} was trained with 16 \\(16 a device.*" + outcome):
             check_same_train_batch(str(tmp_path), now)
@@ -47,8 +48,16 @@ def test_a_checkpoint_without_the_record_is_resumed_and_an_unreadable_one_is_ref
         check_same_train_batch(str(tmp_path), TrainBatch(4, 1, 1))
 
 
+def test_a_checkpoint_resumes_only_on_data_of_its_size(tmp_path):
+    record_train_batch(tmp_path, TrainBatch(4, 1, 1), 40)
+    check_same_training_data(str(tmp_path), 40)
+    check_same_training_data(None, 41)  # nothing to resume
+    with pytest.raises(UserError, match="was trained on 40 training examples, and the training data now has 41"):
+        check_same_training_data(str(tmp_path), 41)
+
+
 def test_auto_find_batch_size_compares_the_batch_the_checkpoint_found(tmp_path):
-    record_train_batch(tmp_path, TrainBatch(4, 1, 1))  # the Trainer had come down from 16 to 4
+    record_train_batch(tmp_path, TrainBatch(4, 1, 1), 40)  # the Trainer had come down from 16 to 4
     check_same_train_batch(str(tmp_path), TrainBatch(16, 1, 1), per_device_found=True)
     with pytest.raises(UserError, match="this run has 8"):
         check_same_train_batch(str(tmp_path), TrainBatch(16, 1, 2), per_device_found=True)
@@ -74,7 +83,7 @@ def test_the_trainer_resumes_only_with_the_checkpoints_examples_a_step(tiny_bert
     whole = tmp_path / "whole"
     run_ner.cli(trainer_args(tiny_bert, ner_files, whole))  # 40 examples, 4 a step: 10 steps an epoch
     assert read_json(whole / "checkpoint-5" / TRAIN_BATCH_FILE) == {
-        "per_device": 4, "accumulation": 1, "processes": 1, "devices": 1}
+        "per_device": 4, "accumulation": 1, "processes": 1, "devices": 1, "train_examples": 40}
     resumed = tmp_path / "resumed"
     shutil.copytree(whole / "checkpoint-5", resumed / "checkpoint-5")  # as if killed after it
     refuse_weights(monkeypatch)
@@ -82,6 +91,8 @@ def test_the_trainer_resumes_only_with_the_checkpoints_examples_a_step(tiny_bert
         with pytest.raises(UserError, match="checkpoint-5 was trained with 4 .* this run has 8.* fine-tune from its "
                                              "weights as a new run \\(--model_name_or_path .*checkpoint-5"):
             run_ner.cli(trainer_args(tiny_bert, ner_files, resumed, "--gradient_accumulation_steps", "2", *flags))
+    with pytest.raises(UserError, match="trained on 40 training examples, and the training data now has 30"):
+        run_ner.cli(trainer_args(tiny_bert, ner_files, resumed, "--max_train_samples", "30"))
     assert sorted(os.listdir(resumed)) == ["checkpoint-5"]
 
 
@@ -125,6 +136,9 @@ def test_the_loop_resumes_only_with_the_checkpoints_examples_a_step(tiny_bert, n
             run_ner_no_trainer.cli(loop_args(resumed, "--per_device_train_batch_size", "8",
                                              "--resume_from_checkpoint", "latest"))
         assert "fine-tune" not in str(refused.value)  # accelerate's state is no model folder to start from
+        with pytest.raises(UserError, match="trained on 40 training examples, and the training data now has 30"):
+            run_ner_no_trainer.cli(loop_args(resumed, "--max_train_samples", "30", "--resume_from_checkpoint",
+                                             "latest"))
     # the same 4 examples a step as 2 a device, accumulated twice: resumed at its place, to the same last step
     run_ner_no_trainer.cli(loop_args(resumed, "--per_device_train_batch_size", "2", "--gradient_accumulation_steps",
                                      "2", "--resume_from_checkpoint", "latest"))
