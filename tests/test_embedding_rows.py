@@ -185,7 +185,8 @@ def test_resuming_on_data_with_new_tokens_says_their_rows_stay_as_they_are(tiny_
     checkpoint = tmp_path / "checkpoint"
     shutil.copytree(output / "checkpoint-1", checkpoint)
     tweet = "Tweets about the new iPhone spread quickly over the weekend !".split()
-    changed = write_jsonl(tmp_path / "changed.json", examples(40) + [(tweet, ["O"] * len(tweet))] * 8)
+    # as many examples as before (data of another size is refused: nerkit.resume), 8 of them new
+    changed = write_jsonl(tmp_path / "changed.json", examples(32) + [(tweet, ["O"] * len(tweet))] * 8)
     with caplog.at_level(logging.INFO, logger="nerkit.embedding_rows"):
         run(tiny_bert, tmp_path / "again", "--do_train", "--max_steps", "2", "--resume_from_checkpoint",
             str(checkpoint), files={"train": changed})
