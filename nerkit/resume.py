@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import os
+import typing
 
 from .errors import UserError
 from .outputs import write_json
@@ -54,9 +55,16 @@ def record_train_batch(folder, batch, train_examples):
     write_json(os.path.join(folder, TRAIN_BATCH_FILE), dict(dataclasses.asdict(batch), train_examples=train_examples))
 
 
+class Record(typing.NamedTuple):
+    """What a checkpoint's TRAIN_BATCH_FILE says."""
+
+    batch: TrainBatch
+    train_examples: int | None
+
+
 def read_record(checkpoint):
-    """(the batch, the training examples) a checkpoint recorded, or None for one written without them (by
-    upstream's scripts, or before they were kept): nothing to compare."""
+    """The Record a checkpoint holds, or None for one written without it (by upstream's scripts, or before
+    it was kept): nothing to compare."""
     path = os.path.join(checkpoint, TRAIN_BATCH_FILE)
     if not os.path.isfile(path):
         return None
@@ -64,7 +72,7 @@ def read_record(checkpoint):
         with open(path, encoding="utf-8") as handle:
             record = json.load(handle)
         batch = TrainBatch(**{field.name: record[field.name] for field in dataclasses.fields(TrainBatch)})
-        return batch, record.get("train_examples")
+        return Record(batch, record.get("train_examples"))
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise UserError(f"{path} cannot be read ({error!r}); it records the batch and the data the checkpoint was "
                         "trained with, which a resumed run must share. Resume from another checkpoint, or start "
@@ -75,9 +83,9 @@ def check_same_training_data(checkpoint, train_examples):
     """Refuse to resume `checkpoint` on training data of another number of examples than it was trained on
     (the file edited, --max_train_samples changed): its step count would mark another place in them."""
     recorded = read_record(checkpoint) if checkpoint is not None else None
-    if recorded is None or recorded[1] in (None, train_examples):
+    if recorded is None or recorded.train_examples in (None, train_examples):
         return
-    raise UserError(f"{checkpoint} was trained on {recorded[1]:,} training examples, and the training data now has "
+    raise UserError(f"{checkpoint} was trained on {recorded.train_examples:,} training examples, and the training data now has "
                     f"{train_examples:,} (the file changed, or --max_train_samples). Its step count marks its place "
                     "in the data it was trained on: resumed on these, the run would train again on some examples "
                     "and skip others. Give the data it was trained on to resume it; to train on these data, start "
@@ -88,10 +96,10 @@ def check_same_train_batch(checkpoint, batch, per_device_found=False):
     """Refuse to resume `checkpoint` with a batch of another total than the one it recorded; warn where the
     same total is split another way. `per_device_found`: the Trainer's --auto_find_batch_size, which resumes
     with the per-device batch its checkpoint had found."""
-    recorded = read_record(checkpoint)
-    if recorded is None:
+    record = read_record(checkpoint)
+    if record is None:
         return
-    recorded = recorded[0]
+    recorded = record.batch
     if per_device_found:
         batch = dataclasses.replace(batch, per_device=recorded.per_device)
     if recorded == batch:
