@@ -1,5 +1,5 @@
-"""nerkit.resume: a checkpoint resumes only with the examples a step it was trained with, in both scripts and
-under torchrun, refused before any weights load."""
+"""nerkit.resume: a checkpoint resumes only with the examples a step and on training data of the size it was
+trained with, in both scripts and under torchrun; anything else is refused before any weights load."""
 
 import logging
 import os
