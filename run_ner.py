@@ -50,8 +50,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.hub import check_hub_for_training
     from nerkit.labels import check_checkpoint_labels, outside_label
     from nerkit.metrics import EntityScorer, entity_type
-    from nerkit.modeling import (check_checkpoint_model, declare_mean_loss, listed, load_model,
-                                 parameters_without_gradient)
+    from nerkit.modeling import check_checkpoint_model, declare_mean_loss, load_model, needs_unused_parameter_search
     from nerkit.outputs import (check_model_survives_clearing, clear_earlier_run, save_results, timing_metrics,
                                 write_predictions)
     from nerkit.progress import interactive, score_table, use_short_lines
@@ -467,11 +466,7 @@ def choose_ddp_unused_parameters(model, training_args):
     if training_args.ddp_find_unused_parameters is not None or training_args.world_size < 2 or \
             training_args.parallel_mode != ParallelMode.DISTRIBUTED or recomputes_activations(model, training_args):
         return training_args
-    unused = parameters_without_gradient(model)
-    if unused is None:
-        return training_args
-    if unused:
-        logger.info("DDP looks for unused parameters at every step: %s get no gradient.", listed(unused, 3))
+    if needs_unused_parameter_search(model) is not False:
         return training_args
     logger.info("Every trainable parameter gets a gradient, so DDP does not look for unused ones at every step "
                 "(--ddp_find_unused_parameters True does).")

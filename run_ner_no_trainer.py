@@ -27,7 +27,8 @@ from nerkit.startup import collection_paused, end_of_script
 with collection_paused():  # the libraries' objects live as long as the process (nerkit/startup.py)
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, DistributedType, broadcast_object_list, set_seed
+    from accelerate.utils import (DataLoaderConfiguration, DistributedDataParallelKwargs, DistributedType,
+                                   broadcast_object_list, set_seed)
     from safetensors.torch import load_file
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -44,7 +45,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.embedding_rows import fold_rows, flops_per_input_token, record_rows, train_used_rows, why_whole_table
     from nerkit.errors import UserError, exit_on_user_error
     from nerkit.hub import check_hub_for_training
-    from nerkit.modeling import check_checkpoint_weights, load_model
+    from nerkit.modeling import check_checkpoint_weights, load_model, needs_unused_parameter_search
     from nerkit.outputs import (check_model_survives_clearing, clear_earlier_run, save_results, timing_metrics,
                                 write_json, write_predictions)
     from nerkit.progress import interactive, progress_line
@@ -248,6 +249,8 @@ def main(model_args=None, data_args=None, args=None, command=None):
         choose_dropout_masks(model, data_args.fast_dropout_masks, accelerator.device.type)
         choose_fused_projections(model, data_args.fused_projections, accelerator.device.type,
                                  accelerator.mixed_precision)
+    if training:
+        choose_ddp_unused_parameters(accelerator, model)
     loaders = make_dataloaders(features, tokenizer, settings, data_args, args, accelerator, packer)
     optimizer = make_optimizer(model, args, accelerator.device.type, training)
     model, optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders.values())
@@ -410,6 +413,16 @@ def checkpoints_in(folder):
             with open(os.path.join(path, LOOP_STATE), encoding="utf-8") as handle:
                 found.append((json.load(handle)["completed_steps"], path))
     return [path for _, path in sorted(found)]
+
+
+def choose_ddp_unused_parameters(accelerator, model):
+    """accelerate builds DDP without its search for unused parameters, and DDP then stops a model that has
+    some at its second step with a traceback: where the model has some (nerkit.modeling), DDP searches, as
+    the Trainer has it do. Read when prepare() wraps the model."""
+    sharded = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.XLA, DistributedType.MEGATRON_LM)
+    if accelerator.num_processes > 1 and accelerator.distributed_type not in sharded and \
+            needs_unused_parameter_search(model):
+        accelerator.ddp_handler = DistributedDataParallelKwargs(find_unused_parameters=True)
 
 
 def make_dataloaders(features, tokenizer, settings, data_args, args, accelerator, packer):

@@ -327,3 +327,15 @@ def parameters_without_gradient(model):
     finally:
         for (_, parameter), grad in zip(trainable, held):
             parameter.grad = grad
+
+
+def needs_unused_parameter_search(model):
+    """Whether DDP must look for unused parameters after every forward: a trainable parameter gets no
+    gradient from a forward and backward of the model's dummy batch (Longformer's global-attention projections,
+    without a global attention mask), named in the log. Without the search DDP stops such a model at its second
+    step with a traceback; with it, it pays a pass over the autograd graph every step. None where the dummy
+    batch does not fit the model."""
+    unused = parameters_without_gradient(model)
+    if unused:
+        logger.info("DDP looks for unused parameters at every step: %s get no gradient.", listed(unused, 3))
+    return None if unused is None else bool(unused)

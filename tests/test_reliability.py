@@ -142,6 +142,26 @@ def test_accelerate_launch_multi_gpu_runs_two_processes_on_cpu(tiny_bert, data, 
     assert read_json(tmp_path / "train_results.json")["train_samples"] == 40
 
 
+@pytest.mark.parametrize("script", ["run_ner.py", "run_ner_no_trainer.py"])
+def test_a_model_with_parameters_no_step_uses_trains_on_two_processes(data, tmp_path, script):
+    # Longformer's global-attention projections get no gradient without a global attention mask: DDP must look
+    # for them at every step, or it stops at the second step (the loop's accelerate does not look by default)
+    from tiny_models import build_tiny_longformer
+
+    model = build_tiny_longformer(tmp_path / "longformer")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    argv = ["--model_name_or_path", model, "--train_file", data["train"], "--output_dir", str(tmp_path / "out"),
+            "--num_train_epochs", "1", "--per_device_train_batch_size", "4", "--seed", "3"]
+    if script == "run_ner.py":
+        argv += ["--do_train", "--report_to", "none", "--save_strategy", "no"]
+    result = subprocess.run(command(script, *argv, launcher=torchrun), env=ENV, cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "DDP looks for unused parameters at every step: longformer.encoder.layer.0.attention.self.query_global" \
+        in result.stdout
+    assert read_json(tmp_path / "out" / "train_results.json")["train_samples"] == 40
+
+
 def test_two_process_training_on_cpu(tiny_bert, data, tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     flags = ["--do_train", "--do_eval", "--num_train_epochs", "2", "--save_strategy", "no", "--learning_rate", "1e-9"]

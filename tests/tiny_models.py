@@ -1,11 +1,12 @@
 """Tiny random checkpoints for tests: a BERT with a WordPiece vocabulary, a RoBERTa with a byte-level
-BPE vocabulary and a GPT-2 whose tokenizer has no padding token, trained in a second with `tokenizers` on a few sentences and saved like a hub folder.
+BPE vocabulary (and a Longformer on it) and a GPT-2 whose tokenizer has no padding token, trained in a second with `tokenizers` on a few sentences and saved like a hub folder.
 Nothing is downloaded and no weights are committed."""
 
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
+    AutoTokenizer,
     BertConfig,
     BertForMaskedLM,
     BertForTokenClassification,
@@ -14,6 +15,8 @@ from transformers import (
     GPT2ForTokenClassification,
     GPT2LMHeadModel,
     GPT2Tokenizer,
+    LongformerConfig,
+    LongformerForMaskedLM,
     RobertaConfig,
     RobertaForMaskedLM,
     RobertaForTokenClassification,
@@ -81,6 +84,16 @@ def build_tiny_roberta(path, labels=None, seed=0):
         eos_token_id=2, **_label_kwargs(labels),
     )
     return _save(RobertaForTokenClassification if labels else RobertaForMaskedLM, config, fast, path, seed)
+
+
+def build_tiny_longformer(path, seed=0):
+    """Save a 2-layer Longformer (masked LM) of the tiny RoBERTa's sizes and vocabulary: its global-attention
+    projections get no gradient without a global attention mask, so DDP must look for unused parameters."""
+    folder = build_tiny_roberta(path, seed=seed)
+    sizes = {key: value for key, value in RobertaConfig.from_pretrained(folder).to_dict().items()
+             if key not in ("model_type", "architectures", "transformers_version")}
+    config = LongformerConfig(**sizes, attention_window=4)
+    return _save(LongformerForMaskedLM, config, AutoTokenizer.from_pretrained(folder), path, seed)
 
 
 def build_tiny_gpt2(path, labels=None, seed=0):
