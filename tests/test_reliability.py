@@ -21,6 +21,7 @@ from test_run_ner import predictions, read_json, run
 
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
 SCORES = ("eval_precision", "eval_recall", "eval_f1", "eval_accuracy")
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
 
 
 def command(script, *argv, launcher=None):
@@ -127,19 +128,24 @@ def test_two_processes_score_exactly_like_one(saved_model, data, tmp_path, scrip
     # (the loss is a mean of per-batch means, and the batches differ with two processes: not compared)
 
 
-@pytest.mark.parametrize("script", ["run_ner.py", "run_ner_no_trainer.py"])
-def test_accelerate_launch_multi_gpu_runs_two_processes_on_cpu(tiny_bert, data, tmp_path, script):
-    # the README's command for several processes without GPUs, besides torchrun
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    argv = ["--model_name_or_path", tiny_bert, "--train_file", data["train"], "--output_dir", str(tmp_path),
-            "--num_train_epochs", "1", "--per_device_train_batch_size", "8", "--seed", "3"]
+def train_one_epoch(script, model, data, output_dir, launcher):
+    """One epoch of `script` on the 40 training examples under `launcher`, which must succeed; its log."""
+    argv = ["--model_name_or_path", model, "--train_file", data["train"], "--output_dir", str(output_dir),
+            "--num_train_epochs", "1", "--per_device_train_batch_size", "4", "--seed", "3"]
     if script == "run_ner.py":
         argv += ["--do_train", "--report_to", "none", "--save_strategy", "no"]
     result = subprocess.run(command(script, *argv, launcher=launcher), env=ENV, cwd=ROOT, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Running on 2 process(es)" in result.stdout
-    assert read_json(tmp_path / "train_results.json")["train_samples"] == 40
+    assert read_json(os.path.join(output_dir, "train_results.json"))["train_samples"] == 40
+    return result.stdout
+
+
+@pytest.mark.parametrize("script", ["run_ner.py", "run_ner_no_trainer.py"])
+def test_accelerate_launch_multi_gpu_runs_two_processes_on_cpu(tiny_bert, data, tmp_path, script):
+    # the README's command for several processes without GPUs, besides torchrun
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    assert "Running on 2 process(es)" in train_one_epoch(script, tiny_bert, data, tmp_path, launcher)
 
 
 @pytest.mark.parametrize("script", ["run_ner.py", "run_ner_no_trainer.py"])
@@ -148,25 +154,15 @@ def test_a_model_with_parameters_no_step_uses_trains_on_two_processes(data, tmp_
     # for them at every step, or it stops at the second step (the loop's accelerate does not look by default)
     from tiny_models import build_tiny_longformer
 
-    model = build_tiny_longformer(tmp_path / "longformer")
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    argv = ["--model_name_or_path", model, "--train_file", data["train"], "--output_dir", str(tmp_path / "out"),
-            "--num_train_epochs", "1", "--per_device_train_batch_size", "4", "--seed", "3"]
-    if script == "run_ner.py":
-        argv += ["--do_train", "--report_to", "none", "--save_strategy", "no"]
-    result = subprocess.run(command(script, *argv, launcher=torchrun), env=ENV, cwd=ROOT, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    log = train_one_epoch(script, build_tiny_longformer(tmp_path / "longformer"), data, tmp_path / "out", TORCHRUN)
     assert "DDP looks for unused parameters at every step: longformer.encoder.layer.0.attention.self.query_global" \
-        in result.stdout
-    assert read_json(tmp_path / "out" / "train_results.json")["train_samples"] == 40
+        in log
 
 
 def test_two_process_training_on_cpu(tiny_bert, data, tmp_path):
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     flags = ["--do_train", "--do_eval", "--num_train_epochs", "2", "--save_strategy", "no", "--learning_rate", "1e-9"]
     argv = run_ner_args(tiny_bert, data, tmp_path, *flags)
-    result = subprocess.run(command("run_ner.py", *argv, launcher=torchrun), env=ENV, cwd=ROOT, capture_output=True,
+    result = subprocess.run(command("run_ner.py", *argv, launcher=TORCHRUN), env=ENV, cwd=ROOT, capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_json(tmp_path / "train_results.json")["train_samples"] == 40
@@ -210,9 +206,8 @@ def test_loop_processes_share_one_shuffle(tmp_path, seed):
     """Each process of the loop trains on its own share of every epoch's examples, with or without --seed."""
     probe = tmp_path / "probe.py"
     probe.write_text(SHUFFLE_PROBE)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     argv = ["--model_name_or_path", "unused", "--train_file", "unused.json", "--output_dir", str(tmp_path), *seed]
-    result = subprocess.run([*torchrun, str(probe), *argv], env=dict(ENV, PYTHONPATH=ROOT), cwd=ROOT,
+    result = subprocess.run([*TORCHRUN, str(probe), *argv], env=dict(ENV, PYTHONPATH=ROOT), cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     first, second = (read_json(tmp_path / f"seen-{process}.json") for process in (0, 1))
