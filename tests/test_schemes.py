@@ -73,6 +73,16 @@ def split(name, tag_lists):
     return Split(name, f"{name}.json", [["w"] * len(tags) for tags in tag_lists], tag_lists, [""] * len(tag_lists))
 
 
+def summarised(tags, caplog):
+    """(scheme, source, labels) decided from `tags` as the training data, with the data summary logged into
+    `caplog` at INFO."""
+    labels, splits = labels_of(tags), {"train": split("train", tags)}
+    scheme, source = decide_scheme(splits, labels)
+    caplog.set_level(logging.INFO)
+    log_summary(splits, labels, scheme, source)
+    return scheme, source, labels
+
+
 def test_training_tags_decide_then_the_saved_scheme_then_other_tags_then_names():
     labels = labels_of(IOB1_TAGS + IOB2_TAGS)
     train, validation = split("train", IOB1_TAGS), split("validation", IOB2_TAGS)
@@ -172,11 +182,7 @@ def test_strict_mode_without_a_scheme_stops_before_any_weights_load(script, tiny
 
 
 def test_entity_tags_that_fit_no_scheme_are_warned_about(tiny_bert, caplog):
-    mixed = IOB1_TAGS * 3 + IOB2_TAGS * 3
-    caplog.set_level(logging.INFO)
-    labels = labels_of(mixed)
-    scheme, source = decide_scheme({"train": split("train", mixed)}, labels)
-    log_summary({"train": split("train", mixed)}, labels, scheme, source)
+    summarised(IOB1_TAGS * 3 + IOB2_TAGS * 3, caplog)
     assert "Tagging scheme none, decided from the training tags" in caplog.text
     assert "no tagging scheme fits them" in caplog.text
 
@@ -184,11 +190,7 @@ def test_entity_tags_that_fit_no_scheme_are_warned_about(tiny_bert, caplog):
 def test_data_that_mixes_iob2_and_iobes_is_warned_about(caplog):
     # the IOB2 half leaves B-X entities open, so IOBES does not fit; in IOB2, E-X and S-X are free labels,
     # so no tag breaks it: only their prefixes tell
-    mixed = IOB2_TAGS * 3 + IOBES_TAGS * 3
-    labels = labels_of(mixed)
-    scheme, source = decide_scheme({"train": split("train", mixed)}, labels)
-    caplog.set_level(logging.INFO)
-    log_summary({"train": split("train", mixed)}, labels, scheme, source)
+    scheme, source, _ = summarised(IOB2_TAGS * 3 + IOBES_TAGS * 3, caplog)
     assert scheme == "IOB2"
     assert "train: 15 tags have a prefix the IOB2 scheme does not use (S-X 9, E-X 6)" in caplog.text
     assert "may mix tagging schemes" in caplog.text
@@ -198,11 +200,7 @@ def test_data_that_mixes_iob2_and_iobes_is_warned_about(caplog):
 
 
 def test_pos_tags_are_summarised_as_tags_not_as_seqevals_entities(caplog):
-    pos = [["DT", "NNP", "VBZ", "NNP", "."], ["NNP", "VBD", "."]]
-    labels = labels_of(pos)
-    scheme, source = decide_scheme({"train": split("train", pos)}, labels)
-    caplog.set_level(logging.INFO)
-    log_summary({"train": split("train", pos)}, labels, scheme, source)
+    scheme, _, _ = summarised([["DT", "NNP", "VBZ", "NNP", "."], ["NNP", "VBD", "."]], caplog)
     assert scheme == "none" and "5 tags: NNP 3, . 2, DT 1, VBZ 1, VBD 1" in caplog.text
     assert "entities" not in caplog.text  # seqeval would read NNP as an entity of type NP
 
@@ -213,10 +211,7 @@ def test_pos_tags_are_summarised_as_tags_not_as_seqevals_entities(caplog):
     ([["B_LOC", "I_LOC", "O", "B_PER"]], "an underscore after the prefix"),
 ])
 def test_entity_tags_spelled_another_way_are_warned_about(tags, how, caplog):
-    caplog.set_level(logging.INFO)
-    labels = labels_of(tags)
-    scheme, source = decide_scheme({"train": split("train", tags)}, labels)
-    log_summary({"train": split("train", tags)}, labels, scheme, source)
+    scheme, _, _ = summarised(tags, caplog)
     assert scheme == "none" and f"The labels look like entity tags written with {how}" in caplog.text
 
 
@@ -224,10 +219,7 @@ def test_tags_without_a_prefix_among_entity_tags_are_warned_about(caplog):
     # a lowercase o among IOB2 tags is scored by seqeval as an entity of type _ before another entity, and a
     # bare DATE as one of type ATE: the scheme stays IOB2, and the summary names both with their first places
     tags = [["B-PER", "I-PER", "O", "B-LOC"]] * 5 + [["B-PER", "o", "B-LOC", "DATE"]]
-    labels = labels_of(tags)
-    scheme, source = decide_scheme({"train": split("train", tags)}, labels)
-    caplog.set_level(logging.INFO)
-    log_summary({"train": split("train", tags)}, labels, scheme, source)
+    scheme, source, labels = summarised(tags, caplog)
     assert scheme == "IOB2"
     assert "train: 2 tags have no entity prefix in the IOB2 scheme (o 1, DATE 1), first at" in caplog.text
     assert "(o as _, DATE as ATE)" in caplog.text
