@@ -324,9 +324,9 @@ class Tagger:
         from transformers import AutoConfig, AutoModelForTokenClassification
 
         from nerkit.schemes import model_scheme
-        from nerkit.speed import (accelerator_type, check_bf16_runs, check_int8_possible, fresh_accelerator,
+        from nerkit.speed import (check_bf16_runs, check_int8_possible, fresh_accelerator,
                                   inference_batch_size, inference_precision, int8_linear_layers, log_precision,
-                                  prepare_device)
+                                  prepare_device, run_device_type)
 
         if int8:
             check_int8_possible()
@@ -353,7 +353,7 @@ class Tagger:
             # a window of the longest length the texts may fill, for a model that fails in bf16 on long inputs
             longest = self.tokenizer(["a"] * self.settings.max_length, is_split_into_words=True, truncation=True,
                                      max_length=self.settings.max_length)["input_ids"]
-            precision = check_bf16_runs(inference_precision(), model, longest, accelerator_type() or "cpu")
+            precision = check_bf16_runs(inference_precision(), model, longest, run_device_type())
             self.accelerator = fresh_accelerator(mixed_precision=precision.mixed_precision)
             log_precision(self.accelerator, precision, "Tagging")
         prepare_device(self.accelerator.device.type)

@@ -66,7 +66,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         save_learning_curves,
         write_model_card,
     )
-    from nerkit.resume import (TrainBatch, check_same_train_batch, check_same_training_data,
+    from nerkit.resume import (TrainBatch, TrainingData, check_same_train_batch, check_same_training_data,
                                record_train_batch)
     from nerkit.schemes import model_scheme
     from nerkit.speed import (
@@ -103,12 +103,12 @@ class NerTrainer(Trainer):
     stopping at once when the loss becomes NaN or infinite (the Trainer alone only hides such steps from
     its logs), and one short line per log instead of the dict of every metric."""
 
-    def __init__(self, *args, train_collator=None, train_examples=None, **kwargs):
+    def __init__(self, *args, train_collator=None, train_data=None, **kwargs):
         super().__init__(*args, **kwargs)
         if not self.args.should_log:  # the Trainer set --log_level_replica, whose default means errors only here
             transformers_logging.set_verbosity(trainer_log_levels(self.args).others)
         self.train_collator = train_collator
-        self.train_examples = train_examples  # recorded in checkpoints (nerkit.resume)
+        self.train_data = train_data  # recorded in checkpoints (nerkit.resume)
         self.flops_per_token = None  # read from the model once, at the first training step
         use_short_lines(self)
 
@@ -172,7 +172,7 @@ class NerTrainer(Trainer):
             record_rows(output_dir, self.model)
             devices = max(1, self.args.n_gpu)  # --auto_find_batch_size may have lowered the batch: the one in use
             record_train_batch(output_dir, train_batch(self.args, self._train_batch_size // devices),
-                               self.train_examples)
+                               self.train_data)
         super()._save_optimizer_and_scheduler(output_dir)
 
     def create_model_card(self, *args, **kwargs):
@@ -222,7 +222,7 @@ def run(model_args, data_args, training_args, command):
                                                                            training_args.do_train)
     check_metric_name(training_args, label_list, data_args)
     if training_args.do_train:
-        check_same_training_data(checkpoint, len(splits["train"].tokens))
+        check_same_training_data(checkpoint, TrainingData(splits["train"]))
         check_checkpoint_model(checkpoint, config, model_args.model_name_or_path)
         check_checkpoint_labels(checkpoint, label_list)
     settings = encoding_settings(tokenizer, config, label_list, data_args, data_args.max_seq_length)
@@ -558,7 +558,7 @@ def build_trainer(model, tokenizer, training_args, data_args, splits, features, 
         preprocess_logits_for_metrics=partial(reduce_logits, keep_distribution=data_args.decoding == "viterbi"),
         callbacks=callbacks,
         train_collator=packer,
-        train_examples=len(splits["train"].tokens) if "train" in splits else None,
+        train_data=TrainingData(splits["train"]) if "train" in splits else None,
     )
 
 

@@ -13,6 +13,7 @@ through the `nerkit` package. See README.md for every flag and file. Other progr
 upstream's example tests do: with no arguments it reads `sys.argv`.
 """
 
+import functools
 import json
 import logging
 import math
@@ -61,7 +62,8 @@ with collection_paused():  # the libraries' objects live as long as the process 
         save_learning_curves,
         write_model_card,
     )
-    from nerkit.resume import TrainBatch, check_same_train_batch, check_same_training_data, record_train_batch
+    from nerkit.resume import (TrainBatch, TrainingData, check_same_train_batch, check_same_training_data,
+                               record_train_batch)
     from nerkit.schemes import model_scheme
     from nerkit.speed import (
         check_bf16_runs,
@@ -72,6 +74,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         log_precision,
         longest_input,
         prepare_device,
+        run_device_type,
     )
     from nerkit.tokenization import DECODER_COLUMNS
     from nerkit.workflow import (
@@ -202,6 +205,11 @@ class Run:
         """The tagging scheme decoding and strict scoring follow: the one saved in the model's config."""
         return model_scheme(self.accelerator.unwrap_model(self.model).config)
 
+    @functools.cached_property
+    def train_data(self):
+        """The training examples as each checkpoint records them (nerkit.resume)."""
+        return TrainingData(self.splits["train"])
+
 
 def main(model_args=None, data_args=None, args=None, command=None):
     """Train (and evaluate, predict) as the parsed arguments say. Called with none (as upstream's example
@@ -230,7 +238,7 @@ def main(model_args=None, data_args=None, args=None, command=None):
         splits = {name: split.select(100) for name, split in splits.items()}
     check_keeping_best(accelerator, args, splits)
     if resume and "train" in splits:
-        check_same_training_data(resume, len(splits["train"].tokens))
+        check_same_training_data(resume, TrainingData(splits["train"]))
     tokenizer, config, label_list, head_reused = load_tokenizer_and_labels(model_args, data_args, splits, declared,
                                                                            training)
     settings = encoding_settings(tokenizer, config, label_list, data_args, args.max_length, flag="--max_length")
@@ -274,8 +282,8 @@ def make_accelerator(args, data_args, precision=None):
     tracking = {"log_with": log_with, "project_dir": args.output_dir} if log_with else {}
     # A seedable sampler shuffles by (seed, epoch) alone, so a resumed epoch sees the same order.
     loader_config = DataLoaderConfiguration(use_seedable_sampler=True)
-    # Under torchrun without CUDA, accelerate 1.15 sets up no distributed state unless asked for the CPU.
-    on_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    # Under torchrun on the CPU, accelerate 1.15 sets up no distributed state unless asked for the CPU.
+    on_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and run_device_type() == "cpu"
     # No precision flag of its own: `accelerate launch` passes its configuration's, or the automatic choice.
     precision = precision or decide_precision(None, data_args.auto_mixed_precision, use_cpu=on_cpu)
     accelerator = fresh_accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -333,6 +341,7 @@ def check_arguments(model_args, data_args, args):
     """Flag values and combinations that would otherwise fail after the model loads or after training; the
     rules run_ner.py shares are in nerkit.arguments.check_run_arguments."""
     check_run_arguments(data_args, args)
+    check_cpu_processes_beside_gpus()
     at_least("--max_train_steps", args.max_train_steps, 1)  # 0 would silently mean "not given"
     if model_args.model_name_or_path is None and model_args.model_type is None:
         raise UserError("Give --model_name_or_path, or --model_type (with --tokenizer_name) to train from scratch.")
@@ -344,6 +353,21 @@ def check_arguments(model_args, data_args, args):
     if data_args.early_stopping_patience is not None and not args.load_best_model_at_end:
         raise UserError("--early_stopping_patience needs --load_best_model_at_end (as in run_ner.py): otherwise the "
                         "saved model would be the last one, trained past the best epoch.")
+
+
+def check_cpu_processes_beside_gpus():
+    """Refuse several processes on the CPU of a machine with fewer GPUs than processes (`accelerate launch
+    --cpu --num_processes 2` there): accelerate 1.15 waits for the processes with a barrier on cuda:<local
+    rank>, and the second stopped with "CUDA error: invalid device ordinal" (seen on a one-GPU machine)."""
+    import torch
+
+    from nerkit.speed import run_device_type
+
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if processes > 1 and run_device_type() == "cpu" and 0 < torch.cuda.device_count() < processes:
+        raise UserError(f"{processes} processes on the CPU of a machine with {torch.cuda.device_count()} GPU(s): "
+                        "accelerate's barrier between them picks a GPU for each process, and fails. Hide the GPUs "
+                        "(CUDA_VISIBLE_DEVICES= accelerate launch --cpu ...), or train on the GPUs.")
 
 
 def check_keeping_best(accelerator, args, splits):
@@ -659,7 +683,7 @@ def save_checkpoint(run, name, state, started):
     accelerator.save_state(path)
     if accelerator.is_main_process:  # loop_state.json last: it marks the checkpoint complete
         record_rows(path, accelerator.unwrap_model(run.model))
-        record_train_batch(path, train_batch(run.args, accelerator), len(run.splits["train"].tokens))
+        record_train_batch(path, train_batch(run.args, accelerator), run.train_data)
         write_json(os.path.join(path, LOOP_STATE), asdict(state) | {
             "train_seconds": state.train_seconds + time.time() - started,
             "data_seed": accelerator.dataloader_config.data_seed})

@@ -291,6 +291,9 @@ def check_run_arguments(data_args, args):
     --overwrite_output_dir the earlier run's results are removed before training: a bad flag must stop
     the run first). `args` is TrainingArguments or run_ner_no_trainer's LoopArguments: the fields checked
     here have the same names in both."""
+    from .speed import check_processes_fit_gpus
+
+    check_processes_fit_gpus(getattr(args, "use_cpu", False))
     check_output_dir(args.output_dir)
     if data_args.dataset_name and (data_args.train_file or data_args.validation_file or data_args.test_file):
         given = [flag for flag in ("--train_file", "--validation_file", "--test_file") if getattr(data_args, flag[2:])]
@@ -453,11 +456,16 @@ def example_value(expected, value):
 
 
 def launcher_defaults():
-    """Under torchrun on a machine without CUDA, transformers 5.23 with accelerate 1.15 sets up no
-    distributed state (each rank sees one process, gathers nothing) unless told both the backend and the
-    device: gloo on CPU."""
+    """TrainingArguments defaults that the launcher decides. `accelerate launch --cpu` (ACCELERATE_USE_CPU)
+    puts accelerate's state on the CPU, but TrainingArguments' own device stays cuda:0 on a machine with a
+    GPU, and the run failed with the model on one device and its batches on the other: it is --use_cpu.
+    Under torchrun on the CPU, transformers 5.23 with accelerate 1.15 sets up no distributed state (each
+    rank sees one process, gathers nothing) unless told both the backend and the device: gloo on CPU."""
     import torch
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+    from .speed import launched_on_cpu
+
+    on_cpu = launched_on_cpu() or not torch.cuda.is_available()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and on_cpu:
         return {"ddp_backend": "gloo", "use_cpu": True}
-    return {}
+    return {"use_cpu": True} if launched_on_cpu() else {}

@@ -10,10 +10,14 @@ checkpoint records its batch (TRAIN_BATCH_FILE) and a resume with another total 
 weights load. The same total split another way (8 a device on 2 processes for 16 on 1) keeps the place:
 it is resumed, with a warning that dropout draws other random numbers than the interrupted run would have.
 The file also records how many training examples there were: training data of another size (an edited
-file, another --max_train_samples) moves the place just as well, and is refused too.
+file, another --max_train_samples) moves the place just as well, and is refused too. Data of the same size
+edited in place (labels corrected, words replaced) keep the place; a digest of their words and tags tells
+them apart, and such a resume is warned of.
 """
 
 import dataclasses
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -49,17 +53,38 @@ class TrainBatch:
         return f"{self.total} ({' x '.join(parts)})"
 
 
-def record_train_batch(folder, batch, train_examples):
-    """Write `batch` and the number of training examples into a checkpoint folder (before the file that
-    marks the checkpoint complete)."""
-    write_json(os.path.join(folder, TRAIN_BATCH_FILE), dict(dataclasses.asdict(batch), train_examples=train_examples))
+class TrainingData:
+    """The training examples as a checkpoint records them: their number, and a digest of their words and tags
+    in order, computed when first needed (a run that saves no checkpoint and resumes none never hashes)."""
+
+    def __init__(self, split):
+        self.split = split
+
+    @property
+    def examples(self):
+        return len(self.split.tokens)
+
+    @functools.cached_property
+    def digest(self):
+        digest = hashlib.sha256()
+        for words, tags in zip(self.split.tokens, self.split.tags):
+            digest.update(json.dumps([words, tags], ensure_ascii=False).encode("utf-8"))
+        return digest.hexdigest()
+
+
+def record_train_batch(folder, batch, data):
+    """Write `batch` and what identifies the TrainingData `data` into a checkpoint folder (before the file
+    that marks the checkpoint complete)."""
+    write_json(os.path.join(folder, TRAIN_BATCH_FILE),
+               dict(dataclasses.asdict(batch), train_examples=data.examples, train_digest=data.digest))
 
 
 class Record(typing.NamedTuple):
-    """What a checkpoint's TRAIN_BATCH_FILE says."""
+    """What a checkpoint's TRAIN_BATCH_FILE says (the digest is None in files written before it was kept)."""
 
     batch: TrainBatch
     train_examples: int | None
+    train_digest: str | None = None
 
 
 def read_record(checkpoint):
@@ -72,21 +97,29 @@ def read_record(checkpoint):
         with open(path, encoding="utf-8") as handle:
             record = json.load(handle)
         batch = TrainBatch(**{field.name: record[field.name] for field in dataclasses.fields(TrainBatch)})
-        return Record(batch, record.get("train_examples"))
+        return Record(batch, record.get("train_examples"), record.get("train_digest"))
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise UserError(f"{path} cannot be read ({error!r}); it records the batch and the data the checkpoint was "
                         "trained with, which a resumed run must share. Resume from another checkpoint, or start "
                         "afresh with --overwrite_output_dir.") from None
 
 
-def check_same_training_data(checkpoint, train_examples):
-    """Refuse to resume `checkpoint` on training data of another number of examples than it was trained on
-    (the file edited, --max_train_samples changed): its step count would mark another place in them."""
+def check_same_training_data(checkpoint, data):
+    """Refuse to resume `checkpoint` on training data (TrainingData) of another number of examples than it was
+    trained on (the file edited, --max_train_samples changed): its step count would mark another place in
+    them. Warn where the same number of examples has other words or tags."""
     recorded = read_record(checkpoint) if checkpoint is not None else None
-    if recorded is None or recorded.train_examples in (None, train_examples):
+    if recorded is None or recorded.train_examples is None:
+        return
+    if recorded.train_examples == data.examples:
+        if recorded.train_digest not in (None, data.digest):
+            logger.warning("Resuming %s on training data that differ from those it was trained on: %s examples "
+                           "both times, but other words or tags in some. The run goes on at its place in these "
+                           "data; the steps before it trained on the data as they were.", checkpoint,
+                           f"{data.examples:,}")
         return
     raise UserError(f"{checkpoint} was trained on {recorded.train_examples:,} training examples, and the training data now has "
-                    f"{train_examples:,} (the file changed, or --max_train_samples). Its step count marks its place "
+                    f"{data.examples:,} (the file changed, or --max_train_samples). Its step count marks its place "
                     "in the data it was trained on: resumed on these, the run would train again on some examples "
                     "and skip others. Give the data it was trained on to resume it; to train on these data, start "
                     f"afresh with --overwrite_output_dir{new_run(checkpoint)}.")

@@ -469,17 +469,48 @@ def automatic_precision(use_cpu=False):
             raise UserError(f"{AUTO_PRECISION_VARIABLE}={forced} is not a precision: set it to bf16 or fp32, or "
                             "unset it to let the hardware decide.")
         return ("bf16" if forced.lower() == "bf16" else "no"), f"forced by {AUTO_PRECISION_VARIABLE}={forced}"
-    device = None if use_cpu else accelerator_type()
+    device = run_device_type(use_cpu)
     if device == "cuda":
         if torch.cuda.is_bf16_supported():
             return "bf16", "this GPU supports bf16"
         return "no", "this GPU has no bf16 support"
-    if device is not None:
+    if device != "cpu":
         return "no", f"the automatic choice is bf16 on CUDA GPUs and CPUs only, not on {device}"
     found = cpu_bf16_instructions()
     if found:
         return "bf16", f"this CPU has bf16 matrix instructions: {', '.join(found)}"
     return "no", "this CPU has no bf16 matrix instructions (AMX-BF16, AVX512-BF16), where bf16 is slower than fp32"
+
+
+def run_device_type(use_cpu=False):
+    """The kind of device a run computes on: "cpu" where it is asked onto the CPU (`use_cpu`, or
+    `launched_on_cpu`), else the accelerator torch would use ("cuda", "mps", ...), else "cpu"."""
+    if use_cpu or launched_on_cpu():
+        return "cpu"
+    return accelerator_type() or "cpu"
+
+
+def launched_on_cpu():
+    """Whether ACCELERATE_USE_CPU asks for the CPU: `accelerate launch --cpu` sets it, and accelerate's state
+    obeys it on a machine with a GPU too."""
+    from accelerate.utils import parse_flag_from_env
+
+    return parse_flag_from_env("ACCELERATE_USE_CPU")
+
+
+def check_processes_fit_gpus(use_cpu=False):
+    """Refuse more processes on this machine than it has GPUs, for a run on CUDA, before anything loads:
+    NCCL drives one GPU a process, and stopped at the first collective with "Duplicate GPU detected" and a
+    traceback from every process."""
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if processes <= 1 or run_device_type(use_cpu) != "cuda":
+        return
+    gpus = torch.cuda.device_count()
+    if processes > gpus:
+        raise UserError(f"{processes} processes were started on this machine, which has {gpus} GPU"
+                        f"{'' if gpus == 1 else 's'}: each process needs a GPU of its own. Start {gpus} "
+                        f"(torchrun --nproc_per_node {gpus}, accelerate launch --num_processes {gpus}), or train "
+                        "on the CPU with accelerate launch --cpu (ACCELERATE_USE_CPU=true).")
 
 
 def accelerator_type():
@@ -558,8 +589,8 @@ def check_int8_possible():
     """Refuse --int8 before any weights load where it cannot run: torch's dynamically quantized linear
     layers are CPU kernels, and a precision named by `accelerate launch` would be a second, conflicting
     choice of arithmetic."""
-    device = accelerator_type()
-    if device is not None:
+    device = run_device_type()
+    if device != "cpu":
         hide = ", or hide it (CUDA_VISIBLE_DEVICES=) to tag on the CPU in int8" if device == "cuda" else ""
         raise UserError(f"--int8 tags on the CPU (torch's int8 linear layers have no {device} kernels), but this "
                         f"machine would tag on its {device} device. Drop --int8 to tag there{hide}.")

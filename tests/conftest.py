@@ -36,6 +36,13 @@ def write_jsonl(path, rows, label_key="ner_tags", labelled=True):
     return str(path)
 
 
+@pytest.fixture
+def on_the_cpu(monkeypatch):
+    """Runs on the CPU also on a machine with a GPU, as `accelerate launch --cpu` asks (ACCELERATE_USE_CPU):
+    for tests of what the scripts do on a CPU (its precision rule, kernels, batch sizes)."""
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory):
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))

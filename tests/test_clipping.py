@@ -5,10 +5,10 @@ import types
 import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
-from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
 from nerkit.clipping import clip_gradients, gradient_norm
+from nerkit.speed import fresh_accelerator
 
 
 def small_model(seed=0):
@@ -41,7 +41,7 @@ def test_folded_clipping_takes_the_step_that_clipping_first_takes(max_norm):
     """Three steps with clip_gradients and the fused step give the parameters (and gradients) of
     clip_grad_norm_ followed by the same step; the gradients are left as they are until the step divides
     them, and a later step that was not clipped divides by nothing."""
-    launcher = Accelerator(cpu=True)
+    launcher = fresh_accelerator(cpu=True)  # also after a run in this process left accelerate on a GPU
     ours, theirs = small_model(), small_model()
     our_step = torch.optim.AdamW(ours.parameters(), lr=1e-2, fused=True)
     their_step = torch.optim.AdamW(theirs.parameters(), lr=1e-2, fused=True)

@@ -34,7 +34,7 @@ class OpCounter(TorchDispatchMode):
 
 
 @pytest.fixture
-def probe_stubbed(monkeypatch):
+def probe_stubbed(monkeypatch, on_the_cpu):  # the masks are a CPU choice
     # the log's probe calls torch's dropout (bernoulli_) too, which these tests count
     monkeypatch.setattr(dropout, "time_dropouts", lambda: (0.4, 1.2))
 

@@ -11,6 +11,7 @@ import predict_ner
 import run_ner
 import run_ner_no_trainer
 from nerkit import speed
+from nerkit.arguments import launcher_defaults
 from nerkit.errors import UserError
 from test_predict_ner import TEXTS, trained_model  # noqa: F401 (a fixture)
 from test_run_ner import run
@@ -101,6 +102,55 @@ def test_what_the_command_names_wins(cpu_only, monkeypatch):
     assert (precision.mixed_precision, precision.automatic) == ("no", False)
 
 
+def test_a_run_sent_to_the_cpu_on_a_gpu_machine_decides_for_the_cpu(cpu_only, monkeypatch):
+    """`accelerate launch --cpu` (ACCELERATE_USE_CPU) and --use_cpu put the run on the CPU of a machine with a
+    GPU: the automatic choice is then the CPU's, not the GPU's, and --int8 (a CPU kernel) is not refused."""
+    cpu_only(avx2=True)  # a CPU without bf16 instructions
+    monkeypatch.setattr(speed, "accelerator_type", lambda: "cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert speed.decide_precision(None, automatic=True).reason == "this GPU supports bf16"
+    with pytest.raises(UserError, match="--int8 tags on the CPU"):
+        speed.check_int8_possible()
+    on_cpu = speed.decide_precision(None, automatic=True, use_cpu=True)
+    assert on_cpu.mixed_precision == "no" and "this CPU has no bf16" in on_cpu.reason
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
+    launched = speed.decide_precision(None, automatic=True)
+    assert launched.mixed_precision == "no" and "this CPU has no bf16" in launched.reason
+    speed.check_int8_possible()
+    # TrainingArguments would keep its own device at cuda:0 while accelerate's state is on the CPU
+    assert launcher_defaults() == {"use_cpu": True}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert launcher_defaults() == {"ddp_backend": "gloo", "use_cpu": True}
+
+
+def test_more_processes_than_gpus_are_refused_before_anything_loads(monkeypatch):
+    """NCCL drives one GPU a process; two on one GPU stopped at the first collective with a traceback."""
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    monkeypatch.setattr(speed, "accelerator_type", lambda: "cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(UserError, match=r"2 processes were started on this machine, which has 1 GPU: .*"
+                                        r"torchrun --nproc_per_node 1"):
+        speed.check_processes_fit_gpus()
+    speed.check_processes_fit_gpus(use_cpu=True)  # run_ner.py --use_cpu: gloo on the CPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    speed.check_processes_fit_gpus()
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
+    speed.check_processes_fit_gpus()
+
+
+def test_the_loops_cpu_processes_beside_too_few_gpus_are_refused(monkeypatch):
+    """accelerate's barrier names cuda:<local rank> also for processes on the CPU: refused, with the way out."""
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match="CUDA_VISIBLE_DEVICES= accelerate launch --cpu"):
+        run_ner_no_trainer.check_cpu_processes_beside_gpus()
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)  # a machine without GPUs: the README's case
+    run_ner_no_trainer.check_cpu_processes_beside_gpus()
+
+
 def test_automatic_choice_can_be_forced(cpu_only, monkeypatch):
     cpu_only()
     monkeypatch.setenv(speed.AUTO_PRECISION_VARIABLE, "bf16")
@@ -187,7 +237,8 @@ class WeightCasts(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_evaluation_and_prediction_cast_each_weight_once(trained_model, ner_files, tmp_path, monkeypatch):
+def test_evaluation_and_prediction_cast_each_weight_once(trained_model, ner_files, tmp_path, monkeypatch,
+                                                         on_the_cpu):
     """Autocast casts the fp32 weights once per split (nerkit.speed.one_cast_per_weight), not once a batch."""
     monkeypatch.setenv(speed.AUTO_PRECISION_VARIABLE, "bf16")
     counter, original_load = WeightCasts(), run_ner.load_model
@@ -209,7 +260,7 @@ def test_evaluation_and_prediction_cast_each_weight_once(trained_model, ner_file
 # ---- a model that fails in bf16 ----
 
 @pytest.fixture
-def fails_in_bf16(monkeypatch):
+def fails_in_bf16(monkeypatch, on_the_cpu):  # the fallback is the CPU's rule
     """BERT's attention raising as BigBird's block-sparse attention does under bf16 autocast on the CPU."""
     from transformers.models.bert import modeling_bert
 

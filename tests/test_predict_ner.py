@@ -352,7 +352,7 @@ def test_a_tab_separated_text_file_is_refused_as_conll_unless_format_text_says_s
     assert predict_ner.read_documents(str(path), "conll") == [{"tokens": ["John", "lives"]}]
 
 
-def test_without_batch_size_the_tagger_takes_the_devices_default(trained_model, monkeypatch):
+def test_without_batch_size_the_tagger_takes_the_devices_default(trained_model, monkeypatch, on_the_cpu):
     sizes = []
     monkeypatch.setattr(speed, "inference_batch_size", lambda device_type, precision: {"cpu": 3}.get(device_type, 99))
     tagger = predict_ner.Tagger(trained_model, None, 64, None, "viterbi")
@@ -365,7 +365,8 @@ def test_without_batch_size_the_tagger_takes_the_devices_default(trained_model, 
     assert predict_ner.parse_options(["--model", trained_model]).batch_size is None
 
 
-def test_the_default_batch_is_small_on_a_cpu_in_fp32_and_large_in_bf16_or_on_a_gpu(trained_model, monkeypatch):
+def test_the_default_batch_is_small_on_a_cpu_in_fp32_and_large_in_bf16_or_on_a_gpu(trained_model, monkeypatch,
+                                                                                   on_the_cpu):
     assert speed.inference_batch_size("cpu") == 8 and speed.inference_batch_size("cuda") == 32
     assert speed.inference_batch_size("cpu", "bf16") == 32
     for forced, expected in (("fp32", 8), ("bf16", 32)):  # the tagger asks with the precision it really runs in

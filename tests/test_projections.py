@@ -138,7 +138,7 @@ def test_only_training_in_bf16_on_the_cpu_fuses_plain_linear_layers(tiny_bert, c
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_training_in_bf16_fuses_the_projections_and_saves_the_same_checkpoint(script, tiny_bert, ner_files,
-                                                                              tmp_path, monkeypatch):
+                                                                              tmp_path, monkeypatch, on_the_cpu):
     monkeypatch.setenv("NERKIT_AUTO_PRECISION", "bf16")  # the automatic choice, on any CPU
     files = {"train": ner_files["train"], "validation": ner_files["validation"]}
     fused, three = counted_runs(script, tiny_bert, files, tmp_path, ["--num_train_epochs", "1",

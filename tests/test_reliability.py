@@ -19,9 +19,10 @@ from nerkit.decoding import reduce_logits
 from nerkit.errors import UserError
 from test_run_ner import predictions, read_json, run
 
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+# several processes on the CPU, also on a machine with GPUs: as on one without (CUDA_VISIBLE_DEVICES empty)
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="")
 SCORES = ("eval_precision", "eval_recall", "eval_f1", "eval_accuracy")
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
 def command(script, *argv, launcher=None):
@@ -100,7 +101,7 @@ def saved_model(tiny_bert, data, tmp_path_factory):
 
 
 def evaluate_with(processes, script, model, data, output_dir):
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     if script == "run_ner.py":
         argv = run_ner_args(model, data, output_dir, "--do_eval", "--do_predict", "--test_file", data["test"],
                             "--per_device_eval_batch_size", "2")
@@ -207,7 +208,7 @@ def test_loop_processes_share_one_shuffle(tmp_path, seed):
     probe = tmp_path / "probe.py"
     probe.write_text(SHUFFLE_PROBE)
     argv = ["--model_name_or_path", "unused", "--train_file", "unused.json", "--output_dir", str(tmp_path), *seed]
-    result = subprocess.run([*TORCHRUN, str(probe), *argv], env=dict(ENV, PYTHONPATH=ROOT), cwd=ROOT,
+    result = subprocess.run([*TORCHRUN, str(probe), *argv], env=dict(ENV, PYTHONPATH=os.pathsep.join([ROOT, *filter(None, [ENV.get("PYTHONPATH")])])), cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     first, second = (read_json(tmp_path / f"seen-{process}.json") for process in (0, 1))
@@ -345,7 +346,7 @@ def test_nan_loss_on_one_of_two_processes_stops_both(one_word_breaks, tmp_path, 
     if script == "run_ner.py":
         argv += ["--do_train", "--report_to", "none", "--save_strategy", "no"]
     # torchrun looks at its workers every 5 seconds: time enough for each to stop by itself
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--monitor-interval", "5"]
+    torchrun = [*TORCHRUN, "--monitor-interval", "5"]
     result = subprocess.run(command(script, *argv, launcher=torchrun), env=ENV, cwd=ROOT, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode != 0, result.stdout[-3000:]  # the log says how far training went

@@ -1,6 +1,7 @@
 """nerkit.resume: a checkpoint resumes only with the examples a step and on training data of the size it was
 trained with, in both scripts and under torchrun; anything else is refused before any weights load."""
 
+import json
 import logging
 import os
 import shutil
@@ -13,12 +14,25 @@ import run_ner
 import run_ner_no_trainer
 from conftest import ROOT
 from nerkit.errors import UserError
-from nerkit.resume import (TRAIN_BATCH_FILE, TrainBatch, check_same_train_batch, check_same_training_data,
-                           record_train_batch)
+from nerkit.data import Split
+from nerkit.resume import (TRAIN_BATCH_FILE, TrainBatch, TrainingData, check_same_train_batch,
+                           check_same_training_data, record_train_batch)
 from test_run_ner import read_json
 
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+# several processes on the CPU, also on a machine with GPUs: as on one without (CUDA_VISIBLE_DEVICES empty)
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="")
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def training_data(count, tag="O"):
+    return TrainingData(Split("train", "train.json", [["word"]] * count, [[tag]] * count, [""] * count))
+
+
+def training_data_of(path):
+    with open(path, encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    return TrainingData(Split("train", path, [row["tokens"] for row in rows], [row["ner_tags"] for row in rows],
+                              [""] * len(rows)))
 
 
 @pytest.mark.parametrize("now, outcome", [
@@ -31,7 +45,7 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "
     (TrainBatch(5, 3, 1), "Resume with 16 examples a step \\(as it was: 16 \\(16 a device"),  # 16 is not 3 x k
 ])
 def test_a_checkpoint_resumes_only_with_its_examples_a_step(tmp_path, caplog, now, outcome):
-    record_train_batch(tmp_path, TrainBatch(16, 1, 1), 40)
+    record_train_batch(tmp_path, TrainBatch(16, 1, 1), training_data(40))
     if outcome not in (None, "warning"):
         with pytest.raises(UserError, match=f"{tmp_path} was trained with 16 \\(16 a device.*" + outcome):
             check_same_train_batch(str(tmp_path), now)
@@ -49,15 +63,24 @@ def test_a_checkpoint_without_the_record_is_resumed_and_an_unreadable_one_is_ref
 
 
 def test_a_checkpoint_resumes_only_on_data_of_its_size(tmp_path):
-    record_train_batch(tmp_path, TrainBatch(4, 1, 1), 40)
-    check_same_training_data(str(tmp_path), 40)
-    check_same_training_data(None, 41)  # nothing to resume
+    record_train_batch(tmp_path, TrainBatch(4, 1, 1), training_data(40))
+    check_same_training_data(str(tmp_path), training_data(40))
+    check_same_training_data(None, training_data(41))  # nothing to resume
     with pytest.raises(UserError, match="was trained on 40 training examples, and the training data now has 41"):
-        check_same_training_data(str(tmp_path), 41)
+        check_same_training_data(str(tmp_path), training_data(41))
+
+
+def test_data_of_its_size_edited_in_place_is_resumed_with_a_warning(tmp_path, caplog):
+    record_train_batch(tmp_path, TrainBatch(4, 1, 1), training_data(40))
+    with caplog.at_level(logging.WARNING, logger="nerkit.resume"):
+        check_same_training_data(str(tmp_path), training_data(40))
+        assert not caplog.text
+        check_same_training_data(str(tmp_path), training_data(40, tag="B-PER"))  # labels corrected, say
+    assert "40 examples both times, but other words or tags in some" in caplog.text
 
 
 def test_auto_find_batch_size_compares_the_batch_the_checkpoint_found(tmp_path):
-    record_train_batch(tmp_path, TrainBatch(4, 1, 1), 40)  # the Trainer had come down from 16 to 4
+    record_train_batch(tmp_path, TrainBatch(4, 1, 1), training_data(40))  # the Trainer had come down from 16 to 4
     check_same_train_batch(str(tmp_path), TrainBatch(16, 1, 1), per_device_found=True)
     with pytest.raises(UserError, match="this run has 8"):
         check_same_train_batch(str(tmp_path), TrainBatch(16, 1, 2), per_device_found=True)
@@ -83,7 +106,8 @@ def test_the_trainer_resumes_only_with_the_checkpoints_examples_a_step(tiny_bert
     whole = tmp_path / "whole"
     run_ner.cli(trainer_args(tiny_bert, ner_files, whole))  # 40 examples, 4 a step: 10 steps an epoch
     assert read_json(whole / "checkpoint-5" / TRAIN_BATCH_FILE) == {
-        "per_device": 4, "accumulation": 1, "processes": 1, "devices": 1, "train_examples": 40}
+        "per_device": 4, "accumulation": 1, "processes": 1, "devices": 1, "train_examples": 40,
+        "train_digest": training_data_of(ner_files["train"]).digest}
     resumed = tmp_path / "resumed"
     shutil.copytree(whole / "checkpoint-5", resumed / "checkpoint-5")  # as if killed after it
     refuse_weights(monkeypatch)
@@ -127,7 +151,8 @@ def test_the_loop_resumes_only_with_the_checkpoints_examples_a_step(tiny_bert, n
 
     whole = tmp_path / "whole"
     run_ner_no_trainer.cli(loop_args(whole))
-    assert read_json(whole / "step_5" / TRAIN_BATCH_FILE)["per_device"] == 4
+    record = read_json(whole / "step_5" / TRAIN_BATCH_FILE)
+    assert record["per_device"] == 4 and record["train_digest"] == training_data_of(ner_files["train"]).digest
     resumed = tmp_path / "resumed"
     shutil.copytree(whole / "step_5", resumed / "step_5")
     with monkeypatch.context() as patched:

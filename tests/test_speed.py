@@ -469,7 +469,7 @@ def test_attention_by_buckets_hands_back_the_projections_gradients_without_copyi
         torch.testing.assert_close(grad, expected_grad)
 
 
-def test_training_computes_attention_per_bucket(tiny_bert, ner_files, tmp_path, monkeypatch):
+def test_training_computes_attention_per_bucket(tiny_bert, ner_files, tmp_path, monkeypatch, on_the_cpu):
     """run_ner.py on the CPU: the Trainer's batches are single rows, and attention runs on buckets as wide
     as their longest example, not over the row."""
     from nerkit import varlen
