@@ -359,10 +359,6 @@ def check_cpu_processes_beside_gpus():
     """Refuse several processes on the CPU of a machine with fewer GPUs than processes (`accelerate launch
     --cpu --num_processes 2` there): accelerate 1.15 waits for the processes with a barrier on cuda:<local
     rank>, and the second stopped with "CUDA error: invalid device ordinal" (seen on a one-GPU machine)."""
-    import torch
-
-    from nerkit.speed import run_device_type
-
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     if processes > 1 and run_device_type() == "cpu" and 0 < torch.cuda.device_count() < processes:
         raise UserError(f"{processes} processes on the CPU of a machine with {torch.cuda.device_count()} GPU(s): "
