@@ -222,13 +222,15 @@ def run(model_args, data_args, training_args, command):
                                                                            training_args.do_train)
     check_metric_name(training_args, label_list, data_args)
     if training_args.do_train:
-        check_same_training_data(checkpoint, TrainingData(splits["train"]))
         check_checkpoint_model(checkpoint, config, model_args.model_name_or_path)
         check_checkpoint_labels(checkpoint, label_list)
     settings = encoding_settings(tokenizer, config, label_list, data_args, data_args.max_seq_length)
-    model = load_model(model_args, config, head_reused, training_args.do_train)
     features = encode_splits(splits, tokenizer, config, settings, data_args,
                              lambda: training_args.main_process_first(desc="tokenizing"))
+    if training_args.do_train:  # before the weights load
+        check_same_training_data(checkpoint, TrainingData(splits["train"], len(features["train"])),
+                                 "--max_seq_length")
+    model = load_model(model_args, config, head_reused, training_args.do_train)
 
     training_args, precision = choose_precision(training_args, data_args, model, features)
     packer = choose_packing(model, tokenizer, features.get("train") if training_args.do_train else None,
@@ -558,7 +560,7 @@ def build_trainer(model, tokenizer, training_args, data_args, splits, features, 
         preprocess_logits_for_metrics=partial(reduce_logits, keep_distribution=data_args.decoding == "viterbi"),
         callbacks=callbacks,
         train_collator=packer,
-        train_data=TrainingData(splits["train"]) if "train" in splits else None,
+        train_data=TrainingData(splits["train"], len(features["train"])) if "train" in splits else None,
     )
 
 

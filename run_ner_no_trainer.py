@@ -208,7 +208,7 @@ class Run:
     @functools.cached_property
     def train_data(self):
         """The training examples as each checkpoint records them (nerkit.resume)."""
-        return TrainingData(self.splits["train"])
+        return TrainingData(self.splits["train"], len(self.features["train"]))
 
 
 def main(model_args=None, data_args=None, args=None, command=None):
@@ -237,13 +237,13 @@ def main(model_args=None, data_args=None, args=None, command=None):
     if args.debug:
         splits = {name: split.select(100) for name, split in splits.items()}
     check_keeping_best(accelerator, args, splits)
-    if resume and "train" in splits:
-        check_same_training_data(resume, TrainingData(splits["train"]))
     tokenizer, config, label_list, head_reused = load_tokenizer_and_labels(model_args, data_args, splits, declared,
                                                                            training)
     settings = encoding_settings(tokenizer, config, label_list, data_args, args.max_length, flag="--max_length")
-    model = load_model(model_args, config, head_reused)
     features = encode_splits(splits, tokenizer, config, settings, data_args, accelerator.main_process_first)
+    if resume and "train" in splits:  # before the weights load
+        check_same_training_data(resume, TrainingData(splits["train"], len(features["train"])), "--max_length")
+    model = load_model(model_args, config, head_reused)
     fallback = check_bf16_runs(precision, model, longest_input(features), accelerator.device.type)
     if fallback is not precision:  # the model fails in the automatic bf16: an Accelerator in fp32 instead
         accelerator, precision = make_accelerator(args, data_args, fallback)

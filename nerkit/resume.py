@@ -10,9 +10,10 @@ checkpoint records its batch (TRAIN_BATCH_FILE) and a resume with another total 
 weights load. The same total split another way (8 a device on 2 processes for 16 on 1) keeps the place:
 it is resumed, with a warning that dropout draws other random numbers than the interrupted run would have.
 The file also records how many training examples there were: training data of another size (an edited
-file, another --max_train_samples) moves the place just as well, and is refused too. Data of the same size
-edited in place (labels corrected, words replaced) keep the place; a digest of their words and tags tells
-them apart, and such a resume is warned of.
+file, another --max_train_samples) moves the place just as well, and is refused too; so are the same
+examples cut into another number of windows (another window length or tokenizer), since the batches are
+made of windows. Data of the same size edited in place (labels corrected, words replaced) keep the place;
+a digest of their words and tags tells them apart, and such a resume is warned of.
 """
 
 import dataclasses
@@ -54,11 +55,13 @@ class TrainBatch:
 
 
 class TrainingData:
-    """The training examples as a checkpoint records them: their number, and a digest of their words and tags
-    in order, computed when first needed (a run that saves no checkpoint and resumes none never hashes)."""
+    """The training examples as a checkpoint records them: their number, the number of windows (features)
+    they were cut into, and a digest of their words and tags in order, computed when first needed (a run
+    that saves no checkpoint and resumes none never hashes)."""
 
-    def __init__(self, split):
+    def __init__(self, split, windows):
         self.split = split
+        self.windows = windows
 
     @property
     def examples(self):
@@ -76,14 +79,16 @@ def record_train_batch(folder, batch, data):
     """Write `batch` and what identifies the TrainingData `data` into a checkpoint folder (before the file
     that marks the checkpoint complete)."""
     write_json(os.path.join(folder, TRAIN_BATCH_FILE),
-               dict(dataclasses.asdict(batch), train_examples=data.examples, train_digest=data.digest))
+               dict(dataclasses.asdict(batch), train_examples=data.examples, train_windows=data.windows,
+                    train_digest=data.digest))
 
 
 class Record(typing.NamedTuple):
-    """What a checkpoint's TRAIN_BATCH_FILE says (the digest is None in files written before it was kept)."""
+    """What a checkpoint's TRAIN_BATCH_FILE says (None for what files written before it was kept lack)."""
 
     batch: TrainBatch
     train_examples: int | None
+    train_windows: int | None = None
     train_digest: str | None = None
 
 
@@ -97,20 +102,28 @@ def read_record(checkpoint):
         with open(path, encoding="utf-8") as handle:
             record = json.load(handle)
         batch = TrainBatch(**{field.name: record[field.name] for field in dataclasses.fields(TrainBatch)})
-        return Record(batch, record.get("train_examples"), record.get("train_digest"))
+        return Record(batch, record.get("train_examples"), record.get("train_windows"), record.get("train_digest"))
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise UserError(f"{path} cannot be read ({error!r}); it records the batch and the data the checkpoint was "
                         "trained with, which a resumed run must share. Resume from another checkpoint, or start "
                         "afresh with --overwrite_output_dir.") from None
 
 
-def check_same_training_data(checkpoint, data):
+def check_same_training_data(checkpoint, data, window_flag):
     """Refuse to resume `checkpoint` on training data (TrainingData) of another number of examples than it was
-    trained on (the file edited, --max_train_samples changed): its step count would mark another place in
-    them. Warn where the same number of examples has other words or tags."""
+    trained on (the file edited, --max_train_samples changed), or cut into another number of windows (another
+    `window_flag`, or tokenizer): its step count would mark another place in them. Warn where the same number
+    of examples has other words or tags."""
     recorded = read_record(checkpoint) if checkpoint is not None else None
     if recorded is None or recorded.train_examples is None:
         return
+    if recorded.train_examples == data.examples and recorded.train_windows not in (None, data.windows):
+        raise UserError(f"{checkpoint} was trained on {recorded.train_examples:,} training examples cut into "
+                        f"{recorded.train_windows:,} windows, and they now make {data.windows:,} (another "
+                        f"{window_flag}, or another tokenizer). Batches are made of windows, and its step count "
+                        "marks its place among those it was trained on: resumed on these, the run would train "
+                        f"again on some and skip others. Resume with the {window_flag} it was trained with; or "
+                        f"start afresh with --overwrite_output_dir{new_run(checkpoint)}.")
     if recorded.train_examples == data.examples:
         if recorded.train_digest not in (None, data.digest):
             logger.warning("Resuming %s on training data that differ from those it was trained on: %s examples "

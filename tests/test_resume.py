@@ -24,15 +24,16 @@ ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", CUDA_VISIBLE_DE
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
-def training_data(count, tag="O"):
-    return TrainingData(Split("train", "train.json", [["word"]] * count, [[tag]] * count, [""] * count))
+def training_data(count, tag="O", windows=None):
+    return TrainingData(Split("train", "train.json", [["word"]] * count, [[tag]] * count, [""] * count),
+                        windows or count)
 
 
 def training_data_of(path):
     with open(path, encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle]
     return TrainingData(Split("train", path, [row["tokens"] for row in rows], [row["ner_tags"] for row in rows],
-                              [""] * len(rows)))
+                              [""] * len(rows)), len(rows))
 
 
 @pytest.mark.parametrize("now, outcome", [
@@ -64,18 +65,25 @@ def test_a_checkpoint_without_the_record_is_resumed_and_an_unreadable_one_is_ref
 
 def test_a_checkpoint_resumes_only_on_data_of_its_size(tmp_path):
     record_train_batch(tmp_path, TrainBatch(4, 1, 1), training_data(40))
-    check_same_training_data(str(tmp_path), training_data(40))
-    check_same_training_data(None, training_data(41))  # nothing to resume
+    check_same_training_data(str(tmp_path), training_data(40), "--max_length")
+    check_same_training_data(None, training_data(41), "--max_length")  # nothing to resume
     with pytest.raises(UserError, match="was trained on 40 training examples, and the training data now has 41"):
-        check_same_training_data(str(tmp_path), training_data(41))
+        check_same_training_data(str(tmp_path), training_data(41), "--max_length")
+
+
+def test_the_same_examples_cut_into_other_windows_are_refused(tmp_path):
+    record_train_batch(tmp_path, TrainBatch(4, 1, 1), training_data(40, windows=40))
+    with pytest.raises(UserError, match="40 training examples cut into 40 windows, and they now make 46 \\(another "
+                                        "--max_seq_length, or another tokenizer\\).*Resume with the --max_seq_length"):
+        check_same_training_data(str(tmp_path), training_data(40, windows=46), "--max_seq_length")
 
 
 def test_data_of_its_size_edited_in_place_is_resumed_with_a_warning(tmp_path, caplog):
     record_train_batch(tmp_path, TrainBatch(4, 1, 1), training_data(40))
     with caplog.at_level(logging.WARNING, logger="nerkit.resume"):
-        check_same_training_data(str(tmp_path), training_data(40))
+        check_same_training_data(str(tmp_path), training_data(40), "--max_length")
         assert not caplog.text
-        check_same_training_data(str(tmp_path), training_data(40, tag="B-PER"))  # labels corrected, say
+        check_same_training_data(str(tmp_path), training_data(40, tag="B-PER"), "--max_length")  # labels corrected, say
     assert "40 examples both times, but other words or tags in some" in caplog.text
 
 
@@ -106,7 +114,7 @@ def test_the_trainer_resumes_only_with_the_checkpoints_examples_a_step(tiny_bert
     whole = tmp_path / "whole"
     run_ner.cli(trainer_args(tiny_bert, ner_files, whole))  # 40 examples, 4 a step: 10 steps an epoch
     assert read_json(whole / "checkpoint-5" / TRAIN_BATCH_FILE) == {
-        "per_device": 4, "accumulation": 1, "processes": 1, "devices": 1, "train_examples": 40,
+        "per_device": 4, "accumulation": 1, "processes": 1, "devices": 1, "train_examples": 40, "train_windows": 40,
         "train_digest": training_data_of(ner_files["train"]).digest}
     resumed = tmp_path / "resumed"
     shutil.copytree(whole / "checkpoint-5", resumed / "checkpoint-5")  # as if killed after it
@@ -164,6 +172,8 @@ def test_the_loop_resumes_only_with_the_checkpoints_examples_a_step(tiny_bert, n
         with pytest.raises(UserError, match="trained on 40 training examples, and the training data now has 30"):
             run_ner_no_trainer.cli(loop_args(resumed, "--max_train_samples", "30", "--resume_from_checkpoint",
                                              "latest"))
+        with pytest.raises(UserError, match="cut into 40 windows, and they now make [0-9]+ \\(another --max_length"):
+            run_ner_no_trainer.cli(loop_args(resumed, "--max_length", "8", "--resume_from_checkpoint", "latest"))
     # the same 4 examples a step as 2 a device, accumulated twice: resumed at its place, to the same last step
     run_ner_no_trainer.cli(loop_args(resumed, "--per_device_train_batch_size", "2", "--gradient_accumulation_steps",
                                      "2", "--resume_from_checkpoint", "latest"))
