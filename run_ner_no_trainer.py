@@ -67,6 +67,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.schemes import model_scheme
     from nerkit.speed import (
         check_bf16_runs,
+        check_cpu_processes_beside_gpus,
         choose_packing,
         decide_precision,
         fresh_accelerator,
@@ -353,17 +354,6 @@ def check_arguments(model_args, data_args, args):
     if data_args.early_stopping_patience is not None and not args.load_best_model_at_end:
         raise UserError("--early_stopping_patience needs --load_best_model_at_end (as in run_ner.py): otherwise the "
                         "saved model would be the last one, trained past the best epoch.")
-
-
-def check_cpu_processes_beside_gpus():
-    """Refuse several processes on the CPU of a machine with fewer GPUs than processes (`accelerate launch
-    --cpu --num_processes 2` there): accelerate 1.15 waits for the processes with a barrier on cuda:<local
-    rank>, and the second stopped with "CUDA error: invalid device ordinal" (seen on a one-GPU machine)."""
-    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    if processes > 1 and run_device_type() == "cpu" and 0 < torch.cuda.device_count() < processes:
-        raise UserError(f"{processes} processes on the CPU of a machine with {torch.cuda.device_count()} GPU(s): "
-                        "accelerate's barrier between them picks a GPU for each process, and fails. Hide the GPUs "
-                        "(CUDA_VISIBLE_DEVICES= accelerate launch --cpu ...), or train on the GPUs.")
 
 
 def check_keeping_best(accelerator, args, splits):

@@ -465,7 +465,7 @@ def launcher_defaults():
 
     from .speed import launched_on_cpu
 
-    on_cpu = launched_on_cpu() or not torch.cuda.is_available()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and on_cpu:
+    asked = launched_on_cpu()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and (asked or not torch.cuda.is_available()):
         return {"ddp_backend": "gloo", "use_cpu": True}
-    return {"use_cpu": True} if launched_on_cpu() else {}
+    return {"use_cpu": True} if asked else {}

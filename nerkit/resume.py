@@ -117,25 +117,23 @@ def check_same_training_data(checkpoint, data, window_flag):
     recorded = read_record(checkpoint) if checkpoint is not None else None
     if recorded is None or recorded.train_examples is None:
         return
-    if recorded.train_examples == data.examples and recorded.train_windows not in (None, data.windows):
+    if recorded.train_examples != data.examples:
+        raise UserError(f"{checkpoint} was trained on {recorded.train_examples:,} training examples, and the training "
+                        f"data now has {data.examples:,} (the file changed, or --max_train_samples). Its step count "
+                        "marks its place in the data it was trained on: resumed on these, the run would train again "
+                        "on some examples and skip others. Give the data it was trained on to resume it; to train on "
+                        f"these data, start afresh with --overwrite_output_dir{new_run(checkpoint)}.")
+    if recorded.train_windows not in (None, data.windows):
         raise UserError(f"{checkpoint} was trained on {recorded.train_examples:,} training examples cut into "
                         f"{recorded.train_windows:,} windows, and they now make {data.windows:,} (another "
                         f"{window_flag}, or another tokenizer). Batches are made of windows, and its step count "
                         "marks its place among those it was trained on: resumed on these, the run would train "
                         f"again on some and skip others. Resume with the {window_flag} it was trained with; or "
                         f"start afresh with --overwrite_output_dir{new_run(checkpoint)}.")
-    if recorded.train_examples == data.examples:
-        if recorded.train_digest not in (None, data.digest):
-            logger.warning("Resuming %s on training data that differ from those it was trained on: %s examples "
-                           "both times, but other words or tags in some. The run goes on at its place in these "
-                           "data; the steps before it trained on the data as they were.", checkpoint,
-                           f"{data.examples:,}")
-        return
-    raise UserError(f"{checkpoint} was trained on {recorded.train_examples:,} training examples, and the training data now has "
-                    f"{data.examples:,} (the file changed, or --max_train_samples). Its step count marks its place "
-                    "in the data it was trained on: resumed on these, the run would train again on some examples "
-                    "and skip others. Give the data it was trained on to resume it; to train on these data, start "
-                    f"afresh with --overwrite_output_dir{new_run(checkpoint)}.")
+    if recorded.train_digest not in (None, data.digest):
+        logger.warning("Resuming %s on training data that differ from those it was trained on: %s examples both "
+                       "times, but other words or tags in some. The run goes on at its place in these data; the "
+                       "steps before it trained on the data as they were.", checkpoint, f"{data.examples:,}")
 
 
 def check_same_train_batch(checkpoint, batch, per_device_found=False):

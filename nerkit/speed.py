@@ -502,7 +502,7 @@ def check_processes_fit_gpus(use_cpu=False):
     """Refuse more processes on this machine than it has GPUs, for a run on CUDA, before anything loads:
     NCCL drives one GPU a process, and stopped at the first collective with "Duplicate GPU detected" and a
     traceback from every process."""
-    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    processes = local_processes()
     if processes <= 1 or run_device_type(use_cpu) != "cuda":
         return
     gpus = torch.cuda.device_count()
@@ -511,6 +511,24 @@ def check_processes_fit_gpus(use_cpu=False):
                         f"{'' if gpus == 1 else 's'}: each process needs a GPU of its own. Start {gpus} "
                         f"(torchrun --nproc_per_node {gpus}, accelerate launch --num_processes {gpus}), or train "
                         "on the CPU with accelerate launch --cpu (ACCELERATE_USE_CPU=true).")
+
+
+def check_cpu_processes_beside_gpus():
+    """For the Accelerate loop: refuse several processes on the CPU of a machine with fewer GPUs than
+    processes (`accelerate launch --cpu --num_processes 2` there). accelerate 1.15 waits for the processes with
+    a barrier on cuda:<local rank>, and the second stopped with "CUDA error: invalid device ordinal" (seen on a
+    one-GPU machine); the Trainer's runs are not affected."""
+    processes = local_processes()
+    if processes > 1 and run_device_type() == "cpu" and 0 < torch.cuda.device_count() < processes:
+        raise UserError(f"{processes} processes on the CPU of a machine with {torch.cuda.device_count()} GPU(s): "
+                        "accelerate's barrier between them picks a GPU for each process, and fails. Hide the GPUs "
+                        "(CUDA_VISIBLE_DEVICES= accelerate launch --cpu ...), or train on the GPUs.")
+
+
+def local_processes():
+    """How many processes the launcher started on this machine (torchrun and accelerate launch set
+    LOCAL_WORLD_SIZE); 1 without a launcher."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
 def accelerator_type():
