@@ -419,14 +419,23 @@ def machine_heading():
 
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)}"
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
-    # CPUs of one model name differ in their bf16 instructions (AMD EPYCs with and without AVX512-BF16 are both
-    # "AMD EPYC" here), and with them the automatic precision: each gets its own section
+    # CPUs of one model name are of several generations (a Zen 4 and a Zen 5 are both "AMD EPYC" here) and
+    # differ in their bf16 instructions, and with them the automatic precision: each gets its own section
     bf16 = "".join(f", {name}" for name in cpu_bf16_instructions())
     forced = forced_precision()
-    return f"{cpu}, {os.cpu_count()} cores{bf16}" + (f", every run in {forced} ({AUTO_PRECISION_VARIABLE})" if forced
-                                                     else "")
+    return f"{cpu_name()}, {os.cpu_count()} cores{bf16}" + (f", every run in {forced} ({AUTO_PRECISION_VARIABLE})"
+                                                            if forced else "")
+
+
+def cpu_name(cpuinfo="/proc/cpuinfo"):
+    """The CPU's model name with its family and model numbers, as /proc/cpuinfo gives them."""
+    fields = {}
+    if os.path.exists(cpuinfo):
+        for line in open(cpuinfo):
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor()
+    return f"{name} (family {fields['cpu family']}, model {fields['model']})" if "cpu family" in fields else name
 
 
 def software():

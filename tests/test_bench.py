@@ -95,6 +95,19 @@ def test_each_cpu_kind_gets_its_own_section_by_its_bf16_instructions(bench, monk
     assert plain.endswith(f"{os.cpu_count()} cores")
 
 
+def test_cpus_of_one_model_name_and_other_generations_get_their_own_sections(bench, tmp_path):
+    """A Zen 4 and a Zen 5 both call themselves "AMD EPYC" (with AVX512-BF16 both): their family and model
+    numbers tell them apart."""
+    names = []
+    for family, model in (("25", "17"), ("26", "2")):
+        cpuinfo = tmp_path / f"cpuinfo{family}"
+        processor = f"processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\nmodel\t\t: {model}\n" \
+                    "model name\t: AMD EPYC\nstepping\t: 1\n"
+        cpuinfo.write_text(processor + "\n" + processor.replace(": 0", ": 1", 1))
+        names.append(bench.cpu_name(str(cpuinfo)))
+    assert names == ["AMD EPYC (family 25, model 17)", "AMD EPYC (family 26, model 2)"]
+
+
 def test_prediction_lines_leave_out_int8_where_it_cannot_run(bench):
     prediction = {"texts": 3, "words": 30, "long": 1, "rounds": 3, "agreement": 1.0, "ours": 20.0, "ours_first": 15.0,
                   "tagger": 30.0, "pipeline": 10.0}
