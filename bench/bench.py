@@ -26,8 +26,9 @@ run_ner.py, the same command line, for the packaged MiniLM and a BERT-base-sized
 weights; real sub-tokens a second and the linear layers' FLOP/s against the device's measured
 matrix-multiply peak (bf16 where it is fast, `--bf16` on both command lines).
 
-RESULTS.md keeps one section per machine kind (CPU model and core count, or GPU): a run replaces, in the
-section of its own machine kind, the subsections it measured, and leaves the rest and the other sections.
+RESULTS.md keeps one section per machine kind (CPU model with its family and model numbers, core count and
+bf16 instructions, or GPU): a run replaces, in the section of its own machine kind, the subsections it
+measured, and leaves the rest and the other sections.
 """
 
 import argparse
