@@ -432,9 +432,10 @@ def cpu_name(cpuinfo="/proc/cpuinfo"):
     """The CPU's model name with its family and model numbers, as /proc/cpuinfo gives them."""
     fields = {}
     if os.path.exists(cpuinfo):
-        for line in open(cpuinfo):
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
+        with open(cpuinfo) as lines:
+            for line in lines:  # the first processor's fields
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     name = fields.get("model name") or platform.processor()
     return f"{name} (family {fields['cpu family']}, model {fields['model']})" if "cpu family" in fields else name
 
