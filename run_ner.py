@@ -227,9 +227,9 @@ def run(model_args, data_args, training_args, command):
     settings = encoding_settings(tokenizer, config, label_list, data_args, data_args.max_seq_length)
     features = encode_splits(splits, tokenizer, config, settings, data_args,
                              lambda: training_args.main_process_first(desc="tokenizing"))
-    if training_args.do_train:  # before the weights load
-        check_same_training_data(checkpoint, TrainingData(splits["train"], len(features["train"])),
-                                 "--max_seq_length")
+    train_data = TrainingData.of(splits, features) if training_args.do_train else None
+    if train_data:  # before the weights load
+        check_same_training_data(checkpoint, train_data, "--max_seq_length")
     model = load_model(model_args, config, head_reused, training_args.do_train)
 
     training_args, precision = choose_precision(training_args, data_args, model, features)
@@ -247,7 +247,7 @@ def run(model_args, data_args, training_args, command):
     if training_args.do_train:
         training_args = choose_ddp_unused_parameters(model, training_args)
     trainer = build_trainer(model, tokenizer, training_args, data_args, splits, features, label_list, settings,
-                            packer)
+                            packer, train_data)
     log_precision(trainer.accelerator, precision, "Training" if training_args.do_train else "Inference")
     if training_args.do_train:
         train(trainer, checkpoint, len(splits["train"].tokens))
@@ -526,7 +526,8 @@ def choose_embedding_rows(model, pad_token_id, train_features, training_args, ch
     train_used_rows(model, train_features, pad_token_id, why_not, checkpoint)
 
 
-def build_trainer(model, tokenizer, training_args, data_args, splits, features, label_list, settings, packer):
+def build_trainer(model, tokenizer, training_args, data_args, splits, features, label_list, settings, packer,
+                  train_data=None):
     evaluating = "validation" in splits and (training_args.do_eval or training_args.eval_strategy != "no")
     scorer = None
     if evaluating:
@@ -560,7 +561,7 @@ def build_trainer(model, tokenizer, training_args, data_args, splits, features, 
         preprocess_logits_for_metrics=partial(reduce_logits, keep_distribution=data_args.decoding == "viterbi"),
         callbacks=callbacks,
         train_collator=packer,
-        train_data=TrainingData(splits["train"], len(features["train"])) if "train" in splits else None,
+        train_data=train_data,
     )
 
 

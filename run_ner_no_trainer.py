@@ -13,7 +13,6 @@ through the `nerkit` package. See README.md for every flag and file. Other progr
 upstream's example tests do: with no arguments it reads `sys.argv`.
 """
 
-import functools
 import json
 import logging
 import math
@@ -200,16 +199,12 @@ class Run:
     data_args: DataTrainingArguments
     args: LoopArguments
     flops_per_token: int = 0  # nerkit.embedding_rows.flops_per_input_token of the model
+    train_data: TrainingData | None = None  # the training examples as each checkpoint records them (nerkit.resume)
 
     @property
     def scheme(self):
         """The tagging scheme decoding and strict scoring follow: the one saved in the model's config."""
         return model_scheme(self.accelerator.unwrap_model(self.model).config)
-
-    @functools.cached_property
-    def train_data(self):
-        """The training examples as each checkpoint records them (nerkit.resume)."""
-        return TrainingData(self.splits["train"], len(self.features["train"]))
 
 
 def main(model_args=None, data_args=None, args=None, command=None):
@@ -242,8 +237,9 @@ def main(model_args=None, data_args=None, args=None, command=None):
                                                                            training)
     settings = encoding_settings(tokenizer, config, label_list, data_args, args.max_length, flag="--max_length")
     features = encode_splits(splits, tokenizer, config, settings, data_args, accelerator.main_process_first)
-    if resume and "train" in splits:  # before the weights load
-        check_same_training_data(resume, TrainingData(splits["train"], len(features["train"])), "--max_length")
+    train_data = TrainingData.of(splits, features)
+    if resume and train_data:  # before the weights load
+        check_same_training_data(resume, train_data, "--max_length")
     model = load_model(model_args, config, head_reused)
     fallback = check_bf16_runs(precision, model, longest_input(features), accelerator.device.type)
     if fallback is not precision:  # the model fails in the automatic bf16: an Accelerator in fp32 instead
@@ -270,7 +266,7 @@ def main(model_args=None, data_args=None, args=None, command=None):
         accelerator.init_trackers("ner_no_trainer", tracked_config(model_args, data_args, args))
 
     run = Run(accelerator, model, optimizer, scheduler, loaders, splits, features, label_list, data_args, args,
-              flops_per_input_token(accelerator.unwrap_model(model)))
+              flops_per_input_token(accelerator.unwrap_model(model)), train_data)
     state, kept_tags = train(run, max_steps, epochs, resume)
     fold_rows(accelerator.unwrap_model(run.model))
     base_model = model_args.model_name_or_path or f"a new {model_args.model_type} (trained from scratch)"

@@ -63,6 +63,12 @@ class TrainingData:
         self.split = split
         self.windows = windows
 
+    @classmethod
+    def of(cls, splits, features):
+        """The "train" split's, or None where there is none. One per run: the check on resuming and every
+        checkpoint then share its digest."""
+        return cls(splits["train"], len(features["train"])) if "train" in splits else None
+
     @property
     def examples(self):
         return len(self.split.tokens)
