@@ -1,5 +1,6 @@
 """Errors a user can fix, reported as one paragraph with exit status 2 and no traceback."""
 
+import re
 import sys
 
 
@@ -16,8 +17,14 @@ def exit_on_user_error(function, *args, **kwargs):
         return function(*args, **kwargs)
     except UserError as error:
         # one write, so that the messages of several processes stopping together do not run into each other
-        sys.stderr.write(f"error: {error}\n")
+        sys.stderr.write(f"error: {one_paragraph(str(error))}\n")
         sys.exit(2)
     except KeyboardInterrupt:  # Ctrl-C: what was being written is kept whole or not at all (write_atomic)
         sys.stderr.write("Interrupted.\n")
         sys.exit(130)
+
+
+def one_paragraph(message):
+    """`message` on one line: a library's text quoted in it (the hub's complaint when offline spans lines) is
+    joined with spaces, while the spacing within a line, which may quote a word or a tag, is kept."""
+    return re.sub(r"\s*\n\s*", " ", message.strip())

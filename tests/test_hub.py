@@ -116,3 +116,21 @@ def test_a_library_warning_is_printed_once():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     printed = result.stdout + result.stderr
     assert printed.count("datasets says so") == 1 and printed.count("the hub says so") == 1, printed
+
+
+@pytest.mark.parametrize("script, model_flag", [("run_ner.py", "--model_name_or_path"),
+                                                ("run_ner_no_trainer.py", "--model_name_or_path"),
+                                                ("predict_ner.py", "--model")])
+def test_a_model_neither_cached_nor_local_is_one_paragraph_when_the_hub_does_not_answer(script, model_flag, tmp_path):
+    train = write_jsonl(tmp_path / "train.json", examples(8))
+    flags = {"run_ner.py": ["--train_file", train, "--output_dir", str(tmp_path / "out"), "--do_train"],
+             "run_ner_no_trainer.py": ["--train_file", train, "--output_dir", str(tmp_path / "out")],
+             "predict_ner.py": ["--input", train, "--output", str(tmp_path / "out.jsonl")]}[script]
+    result = subprocess.run([sys.executable, os.path.join(ROOT, script), model_flag, "nerkit-tests/not-cached",
+                             *flags], capture_output=True, text=True, cwd=ROOT, env=unreachable_hub(tmp_path / "c"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    message = result.stderr.splitlines()[-1]  # after the warning that the hub does not answer, in predict_ner.py
+    assert result.stderr.endswith("\n" + message + "\n") or result.stderr == message + "\n", result.stderr
+    assert message.startswith("error: ") and "Traceback" not in result.stderr  # one paragraph, on one line
+    assert "nerkit-tests/not-cached" in message and model_flag in message
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.jsonl").exists()
