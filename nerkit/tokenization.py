@@ -171,11 +171,11 @@ def window_length(tokenizer, config, requested, flag="--max_seq_length"):
 
 
 def position_capacity(config):
-    """Sub-tokens the model's table of absolute positions holds, or None where it has none. Models that
-    number positions the fairseq way (RoBERTa, XLM-R, CamemBERT, Longformer, MPNet, ...) start after the
-    padding token's id, so their table of 514 holds 512 sub-tokens."""
+    """Sub-tokens the model's table of absolute positions holds, or None where it has none (XLNet, with
+    relative positions only, reports -1). Models that number positions the fairseq way (RoBERTa, XLM-R,
+    CamemBERT, Longformer, MPNet, ...) start after the padding token's id, so their table of 514 holds 512."""
     positions = getattr(config, "max_position_embeddings", None)
-    if not positions or getattr(config, "position_embedding_type", "absolute") != "absolute" or \
+    if not positions or positions < 0 or getattr(config, "position_embedding_type", "absolute") != "absolute" or \
             not getattr(config, "position_biased_input", True):  # DeBERTa-v3: relative positions only
         return None
     return positions - (config.pad_token_id + 1 if numbers_positions_after_padding(config) else 0)

@@ -363,3 +363,16 @@ def test_parameters_without_gradient_are_found_by_one_backward_of_the_dummy_batc
     assert bert.classifier.bias.grad is held and bert.classifier.weight.grad is None  # as they were
     bert.spare = torch.nn.Linear(2, 2)  # trainable, never called: DDP must look for it
     assert parameters_without_gradient(bert) == ["spare.weight", "spare.bias"]
+
+
+def test_a_model_without_a_position_table_and_padding_on_the_left_trains_and_predicts(ner_files, tmp_path):
+    """XLNet reports max_position_embeddings -1 and pads on the left: its windows are the tokenizer's
+    maximum, and every word of the test file is predicted after its special tokens come last."""
+    from tiny_models import build_tiny_xlnet
+
+    model = build_tiny_xlnet(tmp_path / "xlnet")
+    files = {split: ner_files[split] for split in ("train", "validation", "test")}
+    output_dir = run(model, tmp_path / "out", "--do_train", "--do_eval", "--do_predict", "--max_steps", "3",
+                     files=files)
+    assert [len(line) for line in predictions(output_dir)] == [len(w) for w, _ in examples(5, offset=2)]
+    assert "eval_f1" in read_json(os.path.join(output_dir, "all_results.json"))

@@ -185,6 +185,24 @@ def test_window_length_without_a_tokenizer_maximum_keeps_to_the_position_table(t
     assert "allows 512 sub-tokens but the model has positions for 64" in caplog.text
 
 
+def test_window_length_of_a_model_without_a_position_table(tmp_path, caplog):
+    """XLNet's config reports max_position_embeddings -1: no table, so the tokenizer's maximum holds, and
+    512 for a tokenizer without one (as xlnet-base-cased's), never -1."""
+    from transformers import AutoConfig
+
+    from nerkit.tokenization import UNBOUNDED, position_capacity
+    from tiny_models import build_tiny_xlnet
+
+    model = build_tiny_xlnet(tmp_path / "xlnet")
+    tokenizer, config = load_fast_tokenizer(model, {}), AutoConfig.from_pretrained(model)
+    assert config.max_position_embeddings == -1 and position_capacity(config) is None
+    with caplog.at_level("WARNING"):
+        assert window_length(tokenizer, config, None) == 64
+    assert caplog.text == ""
+    tokenizer.model_max_length = UNBOUNDED * 1000
+    assert window_length(tokenizer, config, None) == 512
+
+
 def test_windows_of_the_full_length_fit_a_roberta_model(tiny_roberta):
     import torch
     from transformers import AutoConfig, AutoModelForTokenClassification

@@ -1,5 +1,6 @@
 """Tiny random checkpoints for tests: a BERT with a WordPiece vocabulary, a RoBERTa with a byte-level
-BPE vocabulary (and a Longformer on it) and a GPT-2 whose tokenizer has no padding token, trained in a second with `tokenizers` on a few sentences and saved like a hub folder.
+BPE vocabulary (and a Longformer on it), a GPT-2 whose tokenizer has no padding token and an XLNet with a
+sentencepiece-style Unigram vocabulary, relative positions only and padding on the left, trained in a second with `tokenizers` on a few sentences and saved like a hub folder.
 Nothing is downloaded and no weights are committed."""
 
 from pathlib import Path
@@ -21,6 +22,9 @@ from transformers import (
     RobertaForMaskedLM,
     RobertaForTokenClassification,
     RobertaTokenizer,
+    XLNetConfig,
+    XLNetLMHeadModel,
+    XLNetTokenizer,
 )
 
 CORPUS = [
@@ -108,6 +112,28 @@ def build_tiny_gpt2(path, labels=None, seed=0):
     config = GPT2Config(vocab_size=tok.get_vocab_size(), n_embd=32, n_layer=2, n_head=2, n_positions=MAX_LENGTH,
                         bos_token_id=0, eos_token_id=0, **_label_kwargs(labels))
     return _save(GPT2ForTokenClassification if labels else GPT2LMHeadModel, config, fast, path, seed)
+
+
+def build_tiny_xlnet(path, seed=0):
+    """Save a 2-layer XLNet: its config reports max_position_embeddings -1 (no position table), its
+    tokenizer puts the special tokens last and pads on the left."""
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    specials = ["<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>"]
+    tok.train_from_iterator(CORPUS, trainers.UnigramTrainer(vocab_size=300, special_tokens=specials, unk_token="<unk>"))
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A:0 <sep>:0 <cls>:2", pair="$A:0 <sep>:0 $B:1 <sep>:1 <cls>:2",
+        special_tokens=[("<sep>", tok.token_to_id("<sep>")), ("<cls>", tok.token_to_id("<cls>"))],
+    )
+    fast = XLNetTokenizer(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", sep_token="<sep>",
+        pad_token="<pad>", cls_token="<cls>", mask_token="<mask>", model_max_length=MAX_LENGTH,
+    )
+    config = XLNetConfig(vocab_size=tok.get_vocab_size(), d_model=32, n_layer=2, n_head=2, d_inner=64,
+                         pad_token_id=tok.token_to_id("<pad>"))
+    return _save(XLNetLMHeadModel, config, fast, path, seed)
 
 
 def _label_kwargs(labels):
