@@ -310,8 +310,73 @@ def check_run_arguments(data_args, args):
              " 0, or leaving it out, tokenizes in this process.")
     if not args.learning_rate > 0:  # also NaN
         raise UserError(f"--learning_rate must be more than 0, got {args.learning_rate}.")
+    check_optimizer_numbers(args)
+    check_scheduler(args)
     if args.seed is not None and not 0 <= args.seed < 2 ** 32:  # numpy's limits, which set_seed reaches
         raise UserError(f"--seed must be between 0 and {2 ** 32 - 1}, got {args.seed}.")
+
+
+# (flag, lowest, highest, whether the highest is allowed, advice): numbers the optimizer, the scheduler or the
+# data loader would refuse only once built, after the weights load, or take silently and train wrongly (a
+# negative --max_grad_norm flips every gradient in a clipping step). A field one script lacks is skipped.
+OPTIMIZER_NUMBERS = [
+    ("--max_grad_norm", 0, None, True, " 0 turns clipping off."),
+    ("--weight_decay", 0, None, True, ""),
+    ("--adam_beta1", 0, 1, False, " 0.9 is usual."),
+    ("--adam_beta2", 0, 1, False, " 0.999 is usual."),
+    ("--adam_epsilon", 0, None, True, " 1e-8 is usual."),
+    ("--label_smoothing_factor", 0, 1, False, " 0 turns it off; 0.1 is usual."),
+    ("--warmup_steps", 0, None, True, ""),
+    ("--num_warmup_steps", 0, None, True, ""),
+    ("--dataloader_num_workers", 0, None, True, " 0 loads batches in the training process."),
+]
+
+
+def check_optimizer_numbers(args):
+    for flag, lowest, highest, highest_allowed, advice in OPTIMIZER_NUMBERS:
+        value = getattr(args, flag[2:], None)
+        if value is None:
+            continue
+        above = highest is not None and (value > highest or (value == highest and not highest_allowed))
+        if not value >= lowest or above:  # `not >=` also catches NaN
+            allowed = f"at least {lowest}" if highest is None else f"from {lowest} up to {highest}" + \
+                ("" if highest_allowed else f" (not {highest} itself)")
+            raise UserError(f"{flag} must be {allowed}, got {value}.{advice}")
+
+
+# Schedulers whose step needs the validation loss: the Accelerate loop steps its scheduler without one.
+STEPPED_WITH_A_METRIC = ("reduce_lr_on_plateau", "greedy")
+# What the schedulers that cannot run without settings need, for the message.
+SCHEDULER_SETTINGS = {"cosine_with_min_lr": '{"min_lr_rate": 0.1}', "cosine_warmup_with_min_lr": '{"min_lr_rate": 0.1}',
+                      "warmup_stable_decay": '{"num_decay_steps": 100}'}
+
+
+def check_scheduler(args):
+    """Build the --lr_scheduler_type on a stand-in optimizer, with the --lr_scheduler_kwargs where the script
+    has the flag: a scheduler that needs settings not given (cosine_with_min_lr's min_lr, warmup_stable_decay's
+    num_decay_steps) or given settings it does not take would fail only after the weights load."""
+    import torch
+    from transformers import get_scheduler
+
+    name = str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type))
+    takes_settings = hasattr(args, "lr_scheduler_kwargs")
+    if not takes_settings and name in STEPPED_WITH_A_METRIC:
+        raise UserError(f"--lr_scheduler_type {name} steps on the validation loss, which run_ner_no_trainer.py does "
+                        "not give its scheduler. Choose another type, or use run_ner.py, whose Trainer gives it.")
+    settings = (getattr(args, "lr_scheduler_kwargs", None) or {}) if takes_settings else {}
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    try:
+        get_scheduler(name, optimizer=optimizer, num_warmup_steps=0, num_training_steps=10,
+                      scheduler_specific_kwargs=dict(settings))
+    except (TypeError, ValueError) as error:
+        reason = " ".join(str(error).split()).rstrip(".")
+        example = SCHEDULER_SETTINGS.get(name)
+        fix = (f"Give its settings with --lr_scheduler_kwargs as JSON{f' (for example {example!r})' if example else ''}"
+               ", or choose another type." if takes_settings else "run_ner_no_trainer.py has no --lr_scheduler_kwargs: choose another type, "
+               "or use run_ner.py, which takes them.")
+        raise UserError(f"--lr_scheduler_type {name} cannot be set up with "
+                        f"{'--lr_scheduler_kwargs ' + json.dumps(settings) if settings else 'no settings'}: "
+                        f"{reason}. {fix}") from None
 
 
 def check_output_dir(output_dir):

@@ -914,7 +914,10 @@ def read_label_names(value):
         raise UserError(f"The --label_list file {value} does not exist. Give the path of a file with one label "
                         "name per line, or the names themselves: O,B-PER,I-PER,...")
     else:
-        names = [name.strip() for name in value.split(",") if name.strip()]
+        names = [name.strip() for name in value.strip().rstrip(",").split(",")]
+        if "" in names:  # dropping it would shift every later id, as a blank line in the file form would
+            raise UserError(f"--label_list {value} has an empty name at position {names.index('') + 1}: each "
+                            "name is the label of the id at its position. Remove the extra comma, or name that id.")
     if len(set(names)) != len(names):
         raise UserError(f"--label_list lists a name twice: {names}.")
     return names

@@ -67,6 +67,9 @@ BAD_NUMBERS = [
     ("--num_train_epochs", "-1"),
     ("--preprocessing_num_workers", "-1"),
     ("--seed", "-1"),
+    ("--max_grad_norm", "-1"),  # the loop's clipping step would flip every gradient
+    ("--max_grad_norm", "nan"),
+    ("--weight_decay", "-0.01"),
 ]
 
 
@@ -85,6 +88,41 @@ def test_bad_numbers_are_refused_before_the_earlier_results_are_touched(script, 
                                             flag, value))
     assert message.startswith(f"{flag} must be") and value in message
     assert folder_contents(output) == before
+
+
+@pytest.mark.parametrize("script, flag, value", [
+    ("run_ner.py", "--adam_beta1", "1"), ("run_ner.py", "--adam_beta2", "-0.1"), ("run_ner.py", "--adam_epsilon", "-1"),
+    ("run_ner.py", "--label_smoothing_factor", "1"), ("run_ner.py", "--dataloader_num_workers", "-1"),
+    ("run_ner_no_trainer.py", "--num_warmup_steps", "-5"),
+])
+def test_one_scripts_optimizer_numbers_are_refused_before_any_weights_load(script, flag, value, tiny_bert, ner_files,
+                                                                            tmp_path, no_weights):
+    message = refused(script, training_argv(script, tiny_bert, ner_files, tmp_path / "out", flag, value))
+    assert message.startswith(f"{flag} must be") and value in message and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("script, flags, said", [
+    ("run_ner.py", ["--lr_scheduler_type", "cosine_with_min_lr"], "with --lr_scheduler_kwargs as JSON (for example "
+                                                                  "'{\"min_lr_rate\": 0.1}')"),
+    ("run_ner.py", ["--lr_scheduler_type", "cosine", "--lr_scheduler_kwargs", '{"min_lr": 1e-6}'],
+     "unexpected keyword argument 'min_lr'"),
+    ("run_ner_no_trainer.py", ["--lr_scheduler_type", "warmup_stable_decay"], "has no --lr_scheduler_kwargs"),
+    ("run_ner_no_trainer.py", ["--lr_scheduler_type", "reduce_lr_on_plateau"], "steps on the validation loss"),
+])
+def test_a_scheduler_that_cannot_be_built_is_refused_before_any_weights_load(script, flags, said, tiny_bert, ner_files,
+                                                                             tmp_path, no_weights):
+    message = refused(script, training_argv(script, tiny_bert, ner_files, tmp_path / "out", *flags))
+    assert message.startswith(f"--lr_scheduler_type {flags[1]} ") and said in message, message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_scheduler_with_its_settings_passes_the_check():
+    from types import SimpleNamespace
+
+    from nerkit.arguments import check_scheduler
+
+    check_scheduler(SimpleNamespace(lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1}))
+    check_scheduler(SimpleNamespace(lr_scheduler_type="linear"))  # the loop's arguments have no settings
 
 
 def test_an_optimizer_whose_package_is_missing_is_refused_before_the_earlier_results_go(tiny_bert, ner_files,

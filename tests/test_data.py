@@ -260,6 +260,14 @@ def test_a_label_list_file_that_does_not_exist_is_named(tmp_path):
     assert read_label_names("O,B-PER,I-PER") == ["O", "B-PER", "I-PER"]
 
 
+def test_an_empty_name_in_the_label_list_is_refused_as_it_would_shift_the_ids():
+    from nerkit.data import read_label_names
+
+    with pytest.raises(UserError, match="--label_list O,,B-PER has an empty name at position 2"):
+        read_label_names("O,,B-PER")
+    assert read_label_names(" O, B-PER ,I-PER,") == ["O", "B-PER", "I-PER"]  # spaces and a final comma are kept out
+
+
 def test_named_column_must_exist(tmp_path):
     with pytest.raises(UserError, match="--label_column_name"):
         read(train_file=write_jsonl(tmp_path / "t.json", ROWS), label_column_name="tags")
