@@ -66,8 +66,8 @@ with collection_paused():  # the libraries' objects live as long as the process 
         save_learning_curves,
         write_model_card,
     )
-    from nerkit.resume import (TrainBatch, TrainingData, check_same_train_batch, check_same_training_data,
-                               record_train_batch)
+    from nerkit.resume import (TrainBatch, TrainingData, check_checkpoint_readable, check_same_train_batch,
+                               check_same_training_data, record_train_batch)
     from nerkit.schemes import model_scheme
     from nerkit.speed import (
         check_bf16_runs,
@@ -425,7 +425,9 @@ def check_trains_on(checkpoint, training_args):
 
 
 def check_resumable(checkpoint, training_args):
-    """A checkpoint this run can continue: its optimizer state is there, and its batch is this run's."""
+    """A checkpoint this run can continue: its optimizer state is there, its batch is this run's, and its
+    files are whole."""
+    check_checkpoint_readable(checkpoint)
     check_has_optimizer(checkpoint)
     check_same_train_batch(checkpoint, train_batch(training_args), training_args.auto_find_batch_size)
 

@@ -61,8 +61,8 @@ with collection_paused():  # the libraries' objects live as long as the process 
         save_learning_curves,
         write_model_card,
     )
-    from nerkit.resume import (TrainBatch, TrainingData, check_same_train_batch, check_same_training_data,
-                               record_train_batch)
+    from nerkit.resume import (TrainBatch, TrainingData, check_checkpoint_readable, check_same_train_batch,
+                               check_same_training_data, record_train_batch)
     from nerkit.schemes import model_scheme
     from nerkit.speed import (
         check_bf16_runs,
@@ -375,12 +375,17 @@ def checkpoint_to_resume(args, data_args, batch):
         found = checkpoints_in(output_dir)
         if not found:
             raise UserError(f"--resume_from_checkpoint latest: {output_dir} holds no step_N or epoch_N checkpoint.")
+        check_checkpoint_readable(found[-1])
         check_same_train_batch(found[-1], batch)
         return found[-1]
     if args.resume_from_checkpoint:
+        if not os.path.isdir(args.resume_from_checkpoint):
+            raise UserError(f"--resume_from_checkpoint {args.resume_from_checkpoint} does not exist. Give a step_N or "
+                            "epoch_N folder of an earlier run, or 'latest' for the newest in --output_dir.")
         if not os.path.isfile(os.path.join(args.resume_from_checkpoint, LOOP_STATE)):
             raise UserError(f"--resume_from_checkpoint {args.resume_from_checkpoint} is not a checkpoint folder "
                             "written by this script (step_N or epoch_N with loop_state.json).")
+        check_checkpoint_readable(args.resume_from_checkpoint)
         check_same_train_batch(args.resume_from_checkpoint, batch)
         return args.resume_from_checkpoint
     if os.path.isdir(output_dir) and os.listdir(output_dir) and not data_args.overwrite_output_dir:
@@ -416,8 +421,11 @@ def checkpoints_in(folder):
     for name in os.listdir(folder):
         path = os.path.join(folder, name)
         if CHECKPOINT_NAME.match(name) and os.path.isfile(os.path.join(path, LOOP_STATE)):
-            with open(os.path.join(path, LOOP_STATE), encoding="utf-8") as handle:
-                found.append((json.load(handle)["completed_steps"], path))
+            try:
+                with open(os.path.join(path, LOOP_STATE), encoding="utf-8") as handle:
+                    found.append((int(json.load(handle)["completed_steps"]), path))
+            except (OSError, ValueError, KeyError, TypeError):  # not whole: never resumed from
+                logger.warning("Skipping the checkpoint %s: its %s cannot be read.", path, LOOP_STATE)
     return [path for _, path in sorted(found)]
 
 

@@ -184,3 +184,45 @@ def same_total_hint(recorded, batch):
     return (f", for instance --per_device_train_batch_size {recorded.total // per_step} with this run's "
             f"{batch.accumulation} accumulation step{'s' if batch.accumulation != 1 else ''} and "
             f"{batch.processes} process{'es' if batch.processes != 1 else ''}")
+
+
+def check_checkpoint_readable(checkpoint):
+    """Every file of the checkpoint opens as its kind: JSON parses, a safetensors header covers its file, a
+    torch archive (.pt, .pth, .bin, accelerate's .pkl) has its zip directory. A file cut short (a full disk,
+    a copy stopped midway) or overwritten would otherwise stop the resume deep inside the Trainer or
+    accelerate, after the weights load, with the library's traceback. Only headers are read."""
+    for name in sorted(os.listdir(checkpoint)):
+        path = os.path.join(checkpoint, name)
+        reason = unreadable(path) if os.path.isfile(path) else None
+        if reason:
+            raise UserError(f"The checkpoint {checkpoint} is damaged: {name} cannot be read ({reason}). Resume from "
+                            "an earlier checkpoint with --resume_from_checkpoint, or start afresh with "
+                            "--overwrite_output_dir.")
+
+
+def unreadable(path):
+    """Why the file at `path` cannot be read as its extension says, or None."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    extension = os.path.splitext(path)[1]
+    try:
+        if extension == ".json":
+            with open(path, encoding="utf-8") as handle:
+                json.load(handle)
+        elif extension == ".safetensors":
+            with safe_open(path, "pt") as handle:
+                handle.keys()
+        elif extension in (".pt", ".pth", ".bin", ".pkl"):
+            with zipfile.ZipFile(path) as archive:
+                archive.namelist()
+    except OSError as error:
+        return error.strerror or str(error)
+    except (ValueError, zipfile.BadZipFile) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return f"{type(error).__name__}: {error}"
+    except Exception as error:  # safetensors' SafetensorError derives from Exception alone
+        if type(error).__name__ != "SafetensorError":
+            raise
+        return str(error)
+    return None

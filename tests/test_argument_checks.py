@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import predict_ner
 import run_ner
@@ -219,7 +220,7 @@ def test_resuming_a_checkpoint_trained_for_other_labels_is_refused(tiny_bert, ne
     checkpoint = tmp_path / "earlier" / "checkpoint-2"
     checkpoint.mkdir(parents=True)
     (checkpoint / "trainer_state.json").write_text('{"global_step": 2, "max_steps": 10}', encoding="utf-8")
-    (checkpoint / "optimizer.pt").write_bytes(b"")
+    torch.save({}, checkpoint / "optimizer.pt")  # a whole archive: a damaged one is refused first
     (checkpoint / "config.json").write_text(json.dumps({"id2label": {"0": "B-MISC", "1": "O"}}), encoding="utf-8")
     message = refused("run_ner.py", training_argv("run_ner.py", tiny_bert, ner_files, tmp_path / "out",
                                                   "--resume_from_checkpoint", str(checkpoint)))
@@ -233,7 +234,7 @@ def test_resuming_a_checkpoint_of_another_model_is_refused_before_its_weights_lo
     checkpoint = output / "checkpoint-2"  # a run stopped at a checkpoint, run again with another model
     checkpoint.mkdir(parents=True)
     (checkpoint / "trainer_state.json").write_text('{"global_step": 2, "max_steps": 10}', encoding="utf-8")
-    (checkpoint / "optimizer.pt").write_bytes(b"")
+    torch.save({}, checkpoint / "optimizer.pt")  # a whole archive: a damaged one is refused first
     shutil.copy(os.path.join(tiny_roberta, "config.json"), checkpoint / "config.json")
     message = refused("run_ner.py", training_argv("run_ner.py", tiny_bert, ner_files, output))
     assert f"The checkpoint {checkpoint} was trained from another model than --model_name_or_path {tiny_bert} " \

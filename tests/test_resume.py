@@ -179,3 +179,32 @@ def test_the_loop_resumes_only_with_the_checkpoints_examples_a_step(tiny_bert, n
                                      "2", "--resume_from_checkpoint", "latest"))
     assert read_json(resumed / "step_20" / "loop_state.json")["completed_steps"] == 20
     assert sorted(path.name for path in resumed.glob("step_*")) == sorted(path.name for path in whole.glob("step_*"))
+
+
+def damage(path, how):
+    data = path.read_bytes()
+    path.write_bytes(data[:80] if how == "cut" else b"{bad")
+
+
+@pytest.mark.parametrize("script", ["run_ner.py", "run_ner_no_trainer.py"])
+def test_a_damaged_checkpoint_is_named_before_any_weights_load(script, tiny_bert, ner_files, tmp_path, monkeypatch):
+    """A checkpoint file cut short or overwritten (the weights, the optimizer's state, the config, the loop's
+    state) would fail inside the Trainer or accelerate with a traceback, after the weights load."""
+    trainer = script == "run_ner.py"
+    module, checkpoint = (run_ner, "checkpoint-5") if trainer else (run_ner_no_trainer, "step_5")
+    argv = trainer_args(tiny_bert, ner_files, tmp_path / "whole") if trainer else [
+        "--model_name_or_path", tiny_bert, "--train_file", ner_files["train"], "--output_dir", str(tmp_path / "whole"),
+        "--num_train_epochs", "2", "--seed", "7", "--per_device_train_batch_size", "4", "--checkpointing_steps", "5"]
+    module.cli(argv)
+    files = ["model.safetensors"] + (["config.json", "optimizer.pt", "rng_state.pth"] if trainer else
+                                     ["optimizer.bin", "random_states_0.pkl", "loop_state.json"])
+    refuse_weights(monkeypatch)
+    for name in files:
+        for how in ("cut", "overwrite"):
+            copy = tmp_path / f"{name}-{how}" / checkpoint
+            shutil.copytree(tmp_path / "whole" / checkpoint, copy)
+            damage(copy / name, how)
+            resume = ["--resume_from_checkpoint", str(copy), "--output_dir", str(tmp_path / "resumed")]
+            with pytest.raises(UserError, match=f"The checkpoint {copy} is damaged: {name} cannot be read") as refused:
+                module.cli([*argv, *resume])
+            assert "--overwrite_output_dir" in str(refused.value) and not (tmp_path / "resumed").exists()
