@@ -657,8 +657,28 @@ def parse_command_line(argv):
     """(model_args, data_args, training_args, the command as the model card shows it). Off a terminal the
     Trainer's progress bars are off unless --disable_tqdm says otherwise, so logs hold no bars."""
     defaults = launcher_defaults() | ({} if interactive() else {"disable_tqdm": True})
-    arguments = parse_arguments((ModelArguments, DataTrainingArguments, TrainingArguments), argv, defaults)
+    arguments = parse_arguments((ModelArguments, DataTrainingArguments, TrainingArguments), argv, defaults,
+                                explain=explain_training_arguments)
     return (*arguments, command_line(["run_ner.py", *argv]))
+
+
+def explain_training_arguments(values, error):
+    """What to do about the refusals of TrainingArguments that its own text leaves open, else None. `values`
+    are the flags as parsed (a JSON configuration's too)."""
+    said = str(error)
+    if values.get("bf16") and values.get("fp16"):
+        return ("--bf16 and --fp16 each ask for a precision: give one of them, or neither (the run then chooses "
+                "its precision itself: README, Performance, Mixed precision where it pays).")
+    if "bf16" in said and (values.get("bf16") or values.get("bf16_full_eval")) and not values.get("use_cpu"):
+        return ("--bf16 asks for bf16 on a GPU, and PyTorch sees none with bf16 here. To train in bf16 on the CPU "
+                "add --use_cpu; or leave --bf16 out: the run chooses bf16 by itself on a CPU with bf16 matrix "
+                "instructions (README, Performance, Mixed precision where it pays).")
+    if "load_best_model_at_end" in said and "strategy" in said:
+        evaluated, saved = str(values.get("eval_strategy")), str(values.get("save_strategy"))
+        return (f"--load_best_model_at_end keeps the best evaluated checkpoint, so the run must evaluate when it "
+                f"saves: --eval_strategy is {evaluated} and --save_strategy {saved}. Give both the same value (epoch, "
+                "or steps with --save_steps a multiple of --eval_steps), or leave --load_best_model_at_end out.")
+    return None
 
 
 def cli(argv=None):

@@ -419,19 +419,21 @@ def file_in_the_way(path):
     return None if os.path.isdir(path) else path
 
 
-def parse_arguments(dataclass_types, argv, defaults=None, hidden=()):
+def parse_arguments(dataclass_types, argv, defaults=None, hidden=(), explain=None):
     """Parse `argv` into the dataclasses; a single `.json` argument is read as the whole configuration.
     `defaults` ({field: typed value}) fill fields that neither form names; the flags of `hidden` fields are
     read (a script may refuse them with a message) but left out of --help.
 
     Invalid values (a `__post_init__` ValueError, an unknown key in the JSON file, a value argparse cannot
-    read, an unknown flag) become a `UserError`.
+    read, an unknown flag) become a `UserError`. `explain(values, error)`, given the values as parsed (field
+    name to value) and a dataclass's ValueError, may return a message that says more than the library's.
     """
     parser = ArgumentParser(dataclass_types)
     for action in parser._actions:
         if action.dest in hidden:
             action.help = argparse.SUPPRESS
     defaults = defaults or {}
+    given = None  # the values as parsed, before the dataclasses check them
     try:
         if len(argv) == 1 and argv[0].endswith(".json"):
             path = os.path.abspath(argv[0])
@@ -443,19 +445,22 @@ def parse_arguments(dataclass_types, argv, defaults=None, hidden=()):
                 raise UserError(f"The configuration file {argv[0]} holds {type(values).__name__}, not an object of "
                                 'arguments: write {"model_name_or_path": "...", "do_train": true, ...}.')
             check_value_types(dataclass_types, values, argv[0])
+            given = {**field_defaults(dataclass_types), **defaults, **values}
             return parser.parse_dict({**defaults, **values})
         named = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
         extra = [item for key, value in defaults.items() if f"--{key}" not in named
                  for item in (f"--{key}", str(value))]
         # unknown flags first: building the dataclasses may already refuse a value the flag was meant to set
-        unknown = parser.parse_known_args([*argv, *extra])[1]
+        parsed, unknown = parser.parse_known_args([*argv, *extra])
         if unknown:
             raise UserError(f"Unknown argument(s): {' '.join(unknown)}. Run with --help to see all flags.")
+        given = vars(parsed)
         return parser.parse_args_into_dataclasses(args=[*argv, *extra])
     except json.JSONDecodeError as error:
         raise UserError(f"The configuration file {argv[0]} is not valid JSON: {error}.") from None
     except (ValueError, TypeError) as error:
-        raise UserError(f"Invalid arguments: {error}") from None
+        said = explain(given, error) if explain and given is not None and isinstance(error, ValueError) else None
+        raise UserError(said or f"Invalid arguments: {error}") from None
     except ImportError as error:  # TrainingArguments checks some packages at once (--deepspeed's)
         raise UserError(f"The arguments need a package that is not installed: {str(error).rstrip('. ')}. Install "
                         "it, or leave out the flag that needs it.") from None
@@ -476,10 +481,21 @@ def plain_type(hint):
     return None, True
 
 
+def field_defaults(dataclass_types):
+    """{field: default} of the dataclasses' fields that have one."""
+    return {field_.name: field_.default for dataclass_type in dataclass_types
+            for field_ in dataclasses.fields(dataclass_type) if field_.default is not dataclasses.MISSING}
+
+
 def check_value_types(dataclass_types, values, source):
     """A JSON configuration's values against the fields' types, as the command line's parser converts flags:
     the dataclasses take any value, and a string epoch count or a null learning rate would otherwise fail
-    deep in training, after the weights load."""
+    deep in training, after the weights load. A key that is no field is named with its file."""
+    names = {field_.name for dataclass_type in dataclass_types for field_ in dataclasses.fields(dataclass_type)}
+    unknown = sorted(key for key in values if key not in names)
+    if unknown:
+        raise UserError(f"The configuration file {source} has keys that are no flag of this script: "
+                        f"{', '.join(unknown)}. Remove them, or correct their spelling (--help lists the flags).")
     for dataclass_type in dataclass_types:
         try:
             hints = typing.get_type_hints(dataclass_type)

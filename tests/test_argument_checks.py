@@ -417,6 +417,8 @@ def test_rewritten_files_keep_their_mode(tmp_path):
     ({"learning_rate": None}, '"learning_rate": null, which is not a number'),
     ({"return_entity_level_metrics": "yes"}, '"return_entity_level_metrics": "yes", which is not true or false'),
     ({"seed": True}, '"seed": true, which is not a whole number'),
+    ({"num_train_epoch": 3, "learning_rte": 1e-4}, "has keys that are no flag of this script: learning_rte, "
+                                                   "num_train_epoch"),
 ])
 def test_json_configuration_values_of_the_wrong_type_are_refused(script, values, message, tiny_bert, ner_files,
                                                                  tmp_path, no_weights):
@@ -445,3 +447,16 @@ def test_an_unnamed_heads_size_is_read_from_the_hub_cache_for_a_hub_id(unnamed_h
     (cache / "models--acme--ner" / "refs" / "main").write_text("0123abc", encoding="utf-8")
     assert saved_head_size("acme/ner", cache_dir=str(cache)) == 3
     assert saved_head_size("acme/other", cache_dir=str(cache)) is None  # not downloaded: loading will tell
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--bf16", "--fp16"], "--bf16 and --fp16 each ask for a precision: give one of them, or neither"),
+    (["--load_best_model_at_end", "--metric_for_best_model", "f1"],
+     "--eval_strategy is no and --save_strategy steps. Give both the same value"),
+    pytest.param(["--bf16"], "To train in bf16 on the CPU add --use_cpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="--bf16 alone trains on this GPU")),
+])
+def test_training_arguments_refusals_say_what_to_do(flags, said, tiny_bert, ner_files, tmp_path, no_weights):
+    """TrainingArguments' own text names the problem (\"Your setup doesn't support bf16/gpu\") but not the fix."""
+    message = refused("run_ner.py", training_argv("run_ner.py", tiny_bert, ner_files, tmp_path / "out", *flags))
+    assert said in message and "Invalid arguments" not in message and not (tmp_path / "out").exists()
