@@ -323,6 +323,7 @@ class Tagger:
         """`batch_size`: windows per batch, or None for the device's default (nerkit.speed.inference_batch_size)."""
         from transformers import AutoConfig, AutoModelForTokenClassification
 
+        from nerkit.modeling import check_model_folder
         from nerkit.schemes import model_scheme
         from nerkit.speed import (check_bf16_runs, check_int8_possible, fresh_accelerator,
                                   inference_batch_size, inference_precision, int8_linear_layers, log_precision,
@@ -330,6 +331,7 @@ class Tagger:
 
         if int8:
             check_int8_possible()
+        check_model_folder(model_name, "--model")
         self.tokenizer = load_fast_tokenizer(model_name, {}, "--model")
         config = load_pretrained(AutoConfig, model_name)
         check_trained_head(config, model_name)

@@ -25,6 +25,30 @@ def load_config(model_args, task_name):
                         "--model_name_or_path or --config_name; when offline, give a local folder.") from None
 
 
+def check_model_folder(name, flag, config_elsewhere=False):
+    """A local model folder, before its tokenizer or weights load: it has a config.json (unless the config
+    comes from --config_name), and its config, weights and weight index open (nerkit.resume.unreadable: only
+    headers are read). transformers would otherwise speak of a missing `model_type` key, of sentencepiece for
+    a folder with no tokenizer, or of a safetensors header, without naming the file. A hub id passes."""
+    import os
+
+    from .resume import unreadable
+
+    if not name or not os.path.isdir(name):
+        return
+    files = sorted(os.listdir(name))
+    if "config.json" not in files and not config_elsewhere:
+        holds = f"it holds {', '.join(files[:6])}{', ...' if len(files) > 6 else ''}" if files else "it is empty"
+        raise UserError(f"{name} ({flag}) has no config.json, so it is not a model folder as save_pretrained writes "
+                        f"one ({holds}). Give the folder of a saved or downloaded model, or a hub id.")
+    for file in files:
+        if file == "config.json" or file.endswith((".safetensors", ".bin", ".index.json")):
+            reason = unreadable(os.path.join(name, file))
+            if reason:
+                raise UserError(f"{os.path.join(name, file)} cannot be read ({reason}): the model folder ({flag}) is "
+                                "damaged or was copied only in part. Save or download the model again.")
+
+
 def set_labels(config, label_list, scheme):
     """Put the real label names in the config, so the saved config.json and any pipeline name them, and the
     tagging scheme (`tagging_scheme`, see nerkit.schemes), so that later runs decode with it."""

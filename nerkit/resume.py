@@ -215,6 +215,10 @@ def unreadable(path):
             with safe_open(path, "pt") as handle:
                 handle.keys()
         elif extension in (".pt", ".pth", ".bin", ".pkl"):
+            with open(path, "rb") as handle:
+                start = handle.read(2)
+            if start[:1] == b"\x80":  # torch's format before 1.6, a bare pickle: nothing to check cheaply
+                return None
             with zipfile.ZipFile(path) as archive:
                 archive.namelist()
     except OSError as error:

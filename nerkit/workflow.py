@@ -21,7 +21,7 @@ from .errors import UserError
 from .labels import (check_model_labels, choose_label_list, data_label_list, inside_label_ids, model_label_list,
                      outside_label)
 from .metrics import check_strict_mode, entity_scores
-from .modeling import check_unnamed_head, load_config, set_labels
+from .modeling import check_model_folder, check_unnamed_head, load_config, set_labels
 from .schemes import decide_scheme, saved_scheme
 from .summary import log_summary
 from .tokenization import EncodingSettings, encode_split, load_fast_tokenizer, window_length
@@ -131,6 +131,7 @@ def load_tokenizer_and_labels(model_args, data_args, splits, declared, training)
     if name is None:
         raise UserError("Give --model_name_or_path, or --tokenizer_name when training from scratch with "
                         "--model_type.")
+    check_model_folder(model_args.model_name_or_path, "--model_name_or_path", bool(model_args.config_name))
     tokenizer = load_fast_tokenizer(name, model_args.hub_kwargs())
     config = load_config(model_args, data_args.task_name)
     labelled = {name: split for name, split in splits.items() if split.tags is not None}

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import predict_ner
-from conftest import ROOT, SENTENCES
+from conftest import ROOT, SENTENCES, examples, write_jsonl
 from nerkit import speed
 from test_run_ner import run
 
@@ -69,8 +69,32 @@ def test_a_truncated_weights_file_is_one_paragraph(trained_model, tmp_path):
     shutil.copytree(trained_model, broken)
     with open(broken / "model.safetensors", "r+b") as handle:
         handle.truncate(2000)
-    with pytest.raises(predict_ner.UserError, match="Could not load a token-classification model"):
+    with pytest.raises(predict_ner.UserError, match="model.safetensors cannot be read .*the model folder \\(--model\\) "
+                                                    "is damaged") as refused:
         predict_ner.Tagger(str(broken), None, 64, None, "viterbi")
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("script", ["run_ner.py", "predict_ner.py"])
+@pytest.mark.parametrize("contents", [[], ["train.json"]])
+def test_a_folder_without_a_config_is_not_called_a_tokenizer_problem(script, contents, tmp_path):
+    """An empty folder, or a data folder given as the model: transformers would speak of sentencepiece."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name in contents:
+        (folder / name).write_text("{}\n", encoding="utf-8")
+    train = write_jsonl(tmp_path / "train.json", examples(4))
+    argv = (["--model_name_or_path", str(folder), "--train_file", train, "--do_train",
+             "--output_dir", str(tmp_path / "out")] if script == "run_ner.py" else
+            ["--model", str(folder), "--input", str(tmp_path / "in.txt")])
+    (tmp_path / "in.txt").write_text("John lives in Paris\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, script), *argv], capture_output=True, text=True,
+                            cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    flag = "--model_name_or_path" if script == "run_ner.py" else "--model"
+    holds = "it holds train.json" if contents else "it is empty"
+    assert result.returncode == 2 and result.stderr.startswith(f"error: {folder} ({flag}) has no config.json"), \
+        result.stderr[-2000:]
+    assert holds in result.stderr and "sentencepiece" not in result.stderr
 
 
 @pytest.mark.parametrize("text, words", [
