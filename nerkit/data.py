@@ -379,21 +379,24 @@ LINE_SPACE = " \t\r\f\v"
 
 def parse_conll(path, text, text_index=0, label_index=-1):
     """CoNLL/IOB column files: token first and tag last (or the columns at the given indexes), columns
-    separated by a tab or spaces, a blank line between sentences, -DOCSTART- lines skipped."""
+    separated by a tab or spaces, a blank line between sentences, -DOCSTART- lines and comment lines
+    (conll_comments) skipped."""
     records, locations = [], []
     tokens, tags, start, width, width_line = [], [], None, None, None
-    lines = text.split("\n") + [""]
+    lines = [conll_line(line) for line in text.split("\n")] + [""]
+    comments = conll_comments(lines, label_index)
+    if comments:
+        logger.info("%s: %d comment line(s) skipped (a '#' line opening a sentence whose columns or tag no token "
+                    "line has; line %s first).", path, len(comments), min(comments))
     for number, line in enumerate(lines, start=1):
-        # a tab before the first cell is an empty word, not padding: only spaces pad a line's start
-        line = line.rstrip(LINE_SPACE).lstrip(" ")
         if not line.strip(LINE_SPACE):
             if tokens:
                 records.append({"tokens": tokens, "tags": tags} if width > 1 else {"tokens": tokens})
                 locations.append(f"line {start}")
             tokens, tags, start = [], [], None
             continue
-        cells = line.split("\t") if "\t" in line else [cell for cell in line.split(" ") if cell]
-        if cells[0] == "-DOCSTART-":
+        cells = conll_cells(line)
+        if cells[0] == "-DOCSTART-" or number in comments:
             continue
         width, width_line = (width, width_line) if width else (len(cells), number)
         if len(cells) != width:
@@ -410,6 +413,38 @@ def parse_conll(path, text, text_index=0, label_index=-1):
         raise UserError(f"{path}: no sentences found. A CoNLL file has one token per line, the tag in the last "
                         "column, and a blank line between sentences.")
     return records, locations
+
+
+def conll_line(line):
+    # a tab before the first cell is an empty word, not padding: only spaces pad a line's start
+    return line.rstrip(LINE_SPACE).lstrip(" ")
+
+
+def conll_cells(line):
+    return line.split("\t") if "\t" in line else [cell for cell in line.split(" ") if cell]
+
+
+def conll_comments(lines, label_index):
+    """Numbers of the comment lines of a CoNLL file: lines that open a sentence with a cell starting with '#'
+    (`# id 3f2a... domain=en` in MultiCoNER, `# sent_id = 1`, `# doc1`) and have another number of columns
+    than the token lines, or a last cell (tag) that no token line has. A '#' token that opens a tweet, tagged
+    as other tokens are (`# O`), stays a token."""
+    candidates, widths, tags, opening = {}, set(), set(), True
+    for number, line in enumerate(lines, start=1):
+        if not line.strip(LINE_SPACE):
+            opening = True
+            continue
+        cells = conll_cells(line)
+        if opening and cells[0].startswith("#"):
+            candidates[number] = cells
+            continue  # a comment may be followed by another; the sentence opens after them
+        opening = False
+        if cells[0] != "-DOCSTART-":
+            widths.add(len(cells))
+            if len(cells) > 1 and -len(cells) <= label_index < len(cells):
+                tags.add(cells[label_index])
+    return {number for number, cells in candidates.items()
+            if len(cells) not in widths or len(cells) > 1 and cells[label_index] not in tags}
 
 
 def column_hint(line, cells):

@@ -76,6 +76,20 @@ def test_conll_variants_read_the_same_examples(tmp_path, name, text):
     assert read_train(write(tmp_path / name, text))[0] == ROWS
 
 
+def test_conll_comment_lines_are_skipped_and_a_hash_token_is_kept(tmp_path, caplog):
+    """MultiCoNER opens each sentence with `# id ... domain=en` in as many columns as its token lines; other
+    files write `# sent_id = 1` or `# doc1`. A tweet may open with the token `#`, tagged as tokens are."""
+    text = ("# id 6e9e1f domain=en\nJohn _ _ B-PER\nSmith _ _ I-PER\n\n"
+            "# id 77aa domain=en\n# sent_id = 2\nParis _ _ B-LOC\n\n"
+            "# _ _ O\nlove _ _ O\n")
+    with caplog.at_level("INFO"):
+        rows = read_train(write(tmp_path / "multiconer.conll", text))[0]
+    assert rows == [(["John", "Smith"], ["B-PER", "I-PER"]), (["Paris"], ["B-LOC"]), (["#", "love"], ["O", "O"])]
+    assert "3 comment line(s) skipped" in caplog.text and "line 1 first" in caplog.text
+    rows = read_train(write(tmp_path / "docs.conll", "# doc1\nJohn B-PER\n\n#hashtag O\nwow O\n"))[0]
+    assert rows == [(["John"], ["B-PER"]), (["#hashtag", "wow"], ["O", "O"])]
+
+
 def test_conll_columns_by_index(tmp_path):
     path = write(tmp_path / "pos.conll", conll_text(ROWS, columns=3))
     pos_rows = [(tokens, ["NNP"] * len(tokens)) for tokens, _ in ROWS]
