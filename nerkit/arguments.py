@@ -167,8 +167,8 @@ class DataTrainingArguments:
         default="default",
         metadata={
             "help": "seqeval matching: 'default' (lenient, conlleval-style, what upstream reports) or 'strict' "
-            "(entities must follow the run's tagging scheme, decided from the training tags: IOB1, IOB2, IOBES "
-            "or BILOU).",
+            "(entities must follow the run's tagging scheme, decided from the training tags: IOB1, IOB2, IOBES, "
+            "BILOU, IOE1 or IOE2).",
             "choices": ["default", "strict"],
         },
     )

@@ -88,7 +88,7 @@ class WordCollector:
 
     def result(self, label_list, fallback_label, scheme):
         """(tags per example, probabilities per example, number of words that had no sub-token); `scheme`
-        (IOB1, IOB2, IOBES, BILOU or none) gives the sequences Viterbi decoding may choose. A word without
+        (nerkit.schemes.SCHEMES) gives the sequences Viterbi decoding may choose. A word without
         sub-tokens gets I-X between two words of one entity X (`join_entities`), else `fallback_label` (O);
         where there is no O (chunks that cover every word), Viterbi decoding gives it the label that best
         fits its neighbours in the scheme, and argmax the first label."""

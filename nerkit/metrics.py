@@ -7,13 +7,13 @@ same way, so numbers compare; no hub download is ever needed.
 import warnings
 
 from seqeval.metrics import accuracy_score, classification_report
-from seqeval.scheme import BILOU, IOB1, IOB2, IOBES
+from seqeval.scheme import BILOU, IOB1, IOB2, IOBES, IOE1, IOE2
 
 from .errors import UserError
 from .schemes import PREFIXES, iobes_spelling, outside_scheme, scheme_from_names
 
 # The schemes seqeval's strict mode reads entities by; "none" (POS tags) has no entities to check.
-STRICT_SCHEMES = {"IOB1": IOB1, "IOB2": IOB2, "IOBES": IOBES, "BILOU": BILOU}
+STRICT_SCHEMES = {"IOB1": IOB1, "IOB2": IOB2, "IOBES": IOBES, "BILOU": BILOU, "IOE1": IOE1, "IOE2": IOE2}
 
 
 def check_strict_mode(label_list, scheme, source="the label names"):

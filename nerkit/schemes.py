@@ -2,8 +2,10 @@
 
 IOB1 (the raw CoNLL-2003 files): I-X opens and continues an entity; B-X only opens an entity right after
 one of the same type. IOB2: B-X opens every entity, I-X only continues one. IOBES and BILOU also close
-every entity of several words (E-X, L-X) and tag single words S-X, U-X. "none": labels without a scheme
-(POS tags); every sequence is allowed.
+every entity of several words (E-X, L-X) and tag single words S-X, U-X. IOE1 and IOE2 mark the end
+instead of the start: in IOE2, E-X ends every entity (a single word too) and I-X is only followed by its
+entity's next word; in IOE1, I-X opens, continues and may end an entity, and E-X ends one only right
+before another of the same type. "none": labels without a scheme (POS tags); every sequence is allowed.
 
 The scheme is decided by what the tag sequences do, not by which prefixes exist: the most specific scheme
 whose rules the training tags break at most rarely wins, so one stray E-X in IOB2 data does not make it
@@ -16,16 +18,21 @@ from typing import NamedTuple
 
 import numpy as np
 
-SCHEMES = ("IOB1", "IOB2", "IOBES", "BILOU", "none")
+SCHEMES = ("IOB1", "IOB2", "IOBES", "BILOU", "IOE1", "IOE2", "none")
 # The prefixes each scheme gives a meaning to; labels with other prefixes are free in it.
-PREFIXES = {"IOB1": "BI", "IOB2": "BI", "IOBES": "BIES", "BILOU": "BILU"}
-# Labels that need B-X or I-X of the same type right before them.
-JOINS = {"IOB1": "B", "IOB2": "I", "IOBES": "IE", "BILOU": "IL"}
-# Labels that leave their entity open: the next label must join it (IOBES, BILOU).
-STAYS_OPEN = {"IOBES": "BI", "BILOU": "BI"}
-# What the closing schemes need to be seen in the data: a closing or single-word prefix.
-CLOSING = {"IOBES": {"E", "S"}, "BILOU": {"L", "U"}}
-MOST_SPECIFIC_FIRST = ("IOBES", "BILOU", "IOB2", "IOB1")
+PREFIXES = {"IOB1": "BI", "IOB2": "BI", "IOBES": "BIES", "BILOU": "BILU", "IOE1": "IE", "IOE2": "IE"}
+# Labels that need a label of the same type right before them: {prefix: the prefixes it may follow}.
+JOINS = {"IOB1": {"B": "BI"}, "IOB2": {"I": "BI"}, "IOBES": {"I": "BI", "E": "BI"}, "BILOU": {"I": "BI", "L": "BI"},
+         "IOE1": {}, "IOE2": {}}
+# Labels that leave their entity open: {prefix: the prefixes of the same type that may come next}.
+STAYS_OPEN = {"IOBES": {"B": "IE", "I": "IE"}, "BILOU": {"B": "IL", "I": "IL"}, "IOE1": {"E": "IE"},
+              "IOE2": {"I": "IE"}}
+# What a scheme needs to be seen in the data to be considered: a closing or single-word prefix.
+CLOSING = {"IOBES": {"E", "S"}, "BILOU": {"L", "U"}, "IOE1": {"E"}, "IOE2": {"E"}}
+# What rules a scheme out at once: IOE data has no B-X, so B-X tags with one stray E-X stay IOB.
+NEVER_USED = {"IOE1": {"B"}, "IOE2": {"B"}}
+# IOE1 before IOB1: IOB1's only rule is on B-X, which IOE data never has.
+MOST_SPECIFIC_FIRST = ("IOBES", "BILOU", "IOE2", "IOE1", "IOB2", "IOB1")
 # A scheme still fits data that breaks it at this share of the entity tags (annotation noise); the summary
 # warns about every break.
 TOLERANCE = 0.01
@@ -37,6 +44,8 @@ RULES_IN_WORDS = {
     "IOB2": "I-X only after B-X or I-X",
     "IOBES": "I-X and E-X only after B-X or I-X, and B-X and I-X followed by I-X or E-X",
     "BILOU": "I-X and L-X only after B-X or I-X, and B-X and I-X followed by I-X or L-X",
+    "IOE1": "E-X only right before I-X or E-X",
+    "IOE2": "I-X only before I-X or E-X",
     "none": "every sequence",
 }
 
@@ -67,15 +76,17 @@ def transition_rules(label_list, scheme):
         return Rules(allowed, first, last)
     parts = [split_label(label) for label in label_list]
     parts = [(prefix if prefix and prefix in PREFIXES[scheme] else None, kind) for prefix, kind in parts]
-    joins, stays_open = JOINS[scheme], STAYS_OPEN.get(scheme, "")
+    joins, stays_open = JOINS[scheme], STAYS_OPEN.get(scheme, {})
     for j, (prefix, kind) in enumerate(parts):
-        if prefix and prefix in joins:
+        if prefix in joins:
             first[j] = False
-            allowed[:, j] = [bool(before) and before in "BI" and before_kind == kind for before, before_kind in parts]
+            allowed[:, j] = [bool(before) and before in joins[prefix] and before_kind == kind
+                             for before, before_kind in parts]
     for i, (prefix, kind) in enumerate(parts):
-        if prefix and prefix in stays_open:
+        if prefix in stays_open:
             last[i] = False
-            allowed[i, :] &= [bool(after) and after in joins and after_kind == kind for after, after_kind in parts]
+            allowed[i, :] &= [bool(after) and after in stays_open[prefix] and after_kind == kind
+                              for after, after_kind in parts]
     return Rules(allowed, first, last)
 
 
@@ -111,7 +122,7 @@ def scheme_from_tags(tag_lists, label_list):
     entity_tags = np.array([prefix is not None for prefix in prefixes])[ids].sum()
     breaks = {}
     for scheme in MOST_SPECIFIC_FIRST:
-        if scheme in CLOSING and not used & CLOSING[scheme]:
+        if scheme in CLOSING and not used & CLOSING[scheme] or used & NEVER_USED.get(scheme, set()):
             continue
         breaks[scheme] = broken(ids, starts, transition_rules(label_list, scheme)).sum()
         if breaks[scheme] <= TOLERANCE * entity_tags:
@@ -128,7 +139,7 @@ def scheme_from_names(label_list):
         return "none"
     if used <= set(PREFIXES["IOB2"]):
         return "IOB2" if "B" in used else "IOB1"  # I-X alone: IOB1, where B-X is rare
-    for scheme in ("IOBES", "BILOU"):
+    for scheme in ("IOE2", "IOBES", "BILOU"):  # I-X and E-X alone: IOE2, the usual one of the IOE two
         if used <= set(PREFIXES[scheme]):
             return scheme
     return "none"

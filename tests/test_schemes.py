@@ -20,6 +20,9 @@ IOB1_TAGS = [["I-PER", "I-PER", "O", "I-LOC"], ["I-ORG", "B-ORG", "O"], ["O", "I
 IOB2_TAGS = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "B-ORG", "O"], ["O", "B-MISC", "I-MISC"]]
 IOBES_TAGS = [["B-PER", "E-PER", "O", "S-LOC"], ["S-ORG", "S-ORG", "O"], ["O", "B-MISC", "I-MISC", "E-MISC"]]
 BILOU_TAGS = [["B-PER", "L-PER", "O", "U-LOC"], ["U-ORG", "U-ORG", "O"], ["O", "B-MISC", "I-MISC", "L-MISC"]]
+IOE2_TAGS = [["I-PER", "E-PER", "O", "E-LOC"], ["E-ORG", "E-ORG", "O"], ["O", "I-MISC", "I-MISC", "E-MISC"]]
+# IOE1: I-X ends entities too; E-X only where another entity of the type follows at once.
+IOE1_TAGS = [["I-PER", "I-PER", "O", "I-LOC"], ["E-ORG", "I-ORG", "O"], ["O", "I-MISC", "E-MISC", "I-MISC"]]
 # IOB2 data with one stray E- and one stray S- tag: B-X entities stay unclosed, so it is not IOBES.
 STRAY_TAGS = IOB2_TAGS * 40 + [["B-PER", "E-PER"], ["S-LOC", "O"]]
 
@@ -35,6 +38,9 @@ def labels_of(tag_lists, extra=()):
         (IOB2_TAGS, (), "IOB2"),
         (IOBES_TAGS, (), "IOBES"),
         (BILOU_TAGS, (), "BILOU"),
+        (IOE2_TAGS, (), "IOE2"),
+        (IOE1_TAGS, (), "IOE1"),
+        (IOB2_TAGS * 40 + [["E-PER", "I-PER"]], (), "IOB2"),  # B-X tags: never IOE, whatever a stray E-X does
         (STRAY_TAGS, (), "IOB2"),
         ([["S-PER", "O", "S-LOC"]], (), "IOBES"),  # single words only, closed by definition
         ([["I-PER", "O"], ["I-LOC"]], ("B-PER",), "IOB1"),  # B-X declared but never needed
@@ -61,6 +67,8 @@ def test_rare_breaks_are_noise_not_another_scheme():
         (["O", "I-PER", "I-LOC"], "IOB1"),
         (["O", "B-X", "I-X", "E-X", "S-X"], "IOBES"),
         (["O", "B-X", "I-X", "L-X", "U-X"], "BILOU"),
+        (["O", "I-X", "E-X"], "IOE2"),
+        (["O", "B-X", "I-X", "E-X"], "IOBES"),
         (["NN", "VB"], "none"),
         (["O", "B-X", "E-X", "L-X"], "none"),
     ],
@@ -119,6 +127,31 @@ def test_strict_mode_reads_iob1_and_agrees_with_default_on_valid_sequences():
     invalid = [["I-PER", "I-PER", "B-PER", "O", "B-LOC"]]
     assert entity_scores(gold, invalid, labels)["f1"] == 1.0
     assert entity_scores(gold, invalid, labels, "strict", scheme="IOB1")["recall"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("scheme, seqeval_scheme", [("IOE2", "IOE2"), ("IOE1", "IOE1")])
+def test_strict_mode_reads_ioe_schemes_as_seqeval_does(scheme, seqeval_scheme):
+    """Scores of IOE data equal seqeval's own in strict mode with the matching scheme class, and the
+    labels are not refused as schemes mixed."""
+    import seqeval.scheme
+    from seqeval.metrics import f1_score, precision_score, recall_score
+
+    gold = IOE2_TAGS if scheme == "IOE2" else IOE1_TAGS
+    predicted = [["I-PER", "E-PER", "O", "I-LOC"], ["E-ORG", "I-ORG", "E-ORG"], ["O", "E-MISC", "I-MISC", "E-MISC"]]
+    labels = labels_of(gold + predicted)
+    check_strict_mode(labels, scheme, "the training tags")
+    ours = entity_scores(gold, predicted, labels, "strict", scheme=scheme)
+    reference = {"mode": "strict", "scheme": getattr(seqeval.scheme, seqeval_scheme)}
+    assert ours["precision"] == pytest.approx(precision_score(gold, predicted, **reference))
+    assert ours["recall"] == pytest.approx(recall_score(gold, predicted, **reference))
+    assert ours["f1"] == pytest.approx(f1_score(gold, predicted, **reference))
+    assert 0 < ours["f1"] < 1
+
+
+def test_ioe_data_is_summarised_without_warnings_of_mixed_schemes(caplog):
+    scheme, _, _ = summarised(IOE2_TAGS * 10, caplog)
+    assert scheme == "IOE2" and "Tagging scheme IOE2" in caplog.text
+    assert "mix" not in caplog.text and "break" not in caplog.text
 
 
 @pytest.mark.parametrize(

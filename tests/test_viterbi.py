@@ -43,6 +43,17 @@ def test_iobes_rules_close_entities():
     assert not last[1] and not last[2] and last[3] and not first[3]
 
 
+def test_ioe_rules_close_entities_at_their_last_word():
+    labels = ["O", "I-X", "E-X", "I-Y"]
+    allowed, first, last = transition_rules(labels, "IOE2")
+    assert allowed[1, 1] and allowed[1, 2] and not allowed[1, 0] and not allowed[1, 3]  # I-X goes on to its end
+    assert allowed[0, 2] and allowed[2, 2] and allowed[2, 0] and first[2] and last[2]  # E-X alone is an entity
+    assert not last[1] and first[1]
+    allowed, first, last = transition_rules(labels, "IOE1")
+    assert allowed[1, 0] and last[1]  # in IOE1 I-X may end an entity
+    assert allowed[2, 1] and allowed[2, 2] and not allowed[2, 0] and not allowed[2, 3] and not last[2]
+
+
 def test_labels_outside_the_scheme_stay_reachable():
     labels = ["O", "B-PER", "I-PER", "E-PER", "X"]
     allowed, first, last = transition_rules(labels, "IOB2")
