@@ -78,12 +78,7 @@ def test_a_model_whose_tokenizer_has_no_padding_token_trains_and_predicts(ner_fi
     of the test file is predicted, and the saved tokenizer keeps the padding token for later use."""
     from transformers import AutoTokenizer
 
-    model = build_tiny_gpt2(tmp_path / "gpt2")
-    files = {split: ner_files[split] for split in ("train", "validation", "test")}
-    output_dir = run(model, tmp_path / "out", "--do_train", "--do_eval", "--do_predict", "--max_steps", "3",
-                     files=files)
-    assert [len(line) for line in predictions(output_dir)] == [len(w) for w, _ in examples(5, offset=2)]
-    assert "eval_f1" in read_json(os.path.join(output_dir, "all_results.json"))
+    output_dir = trains_and_predicts_every_word(build_tiny_gpt2(tmp_path / "gpt2"), ner_files, tmp_path)
     saved = AutoTokenizer.from_pretrained(output_dir)
     assert saved.pad_token == saved.eos_token == "<|endoftext|>"
 
@@ -370,9 +365,14 @@ def test_a_model_without_a_position_table_and_padding_on_the_left_trains_and_pre
     maximum, and every word of the test file is predicted after its special tokens come last."""
     from tiny_models import build_tiny_xlnet
 
-    model = build_tiny_xlnet(tmp_path / "xlnet")
+    trains_and_predicts_every_word(build_tiny_xlnet(tmp_path / "xlnet"), ner_files, tmp_path)
+
+
+def trains_and_predicts_every_word(model, ner_files, tmp_path):
+    """A few steps of training on `model`, scored and predicted: one label per word of the test file."""
     files = {split: ner_files[split] for split in ("train", "validation", "test")}
     output_dir = run(model, tmp_path / "out", "--do_train", "--do_eval", "--do_predict", "--max_steps", "3",
                      files=files)
     assert [len(line) for line in predictions(output_dir)] == [len(w) for w, _ in examples(5, offset=2)]
     assert "eval_f1" in read_json(os.path.join(output_dir, "all_results.json"))
+    return output_dir
