@@ -666,7 +666,7 @@ def explain_training_arguments(values, error):
     """What to do about the refusals of TrainingArguments that its own text leaves open, else None. `values`
     are the flags as parsed (a JSON configuration's too)."""
     said = str(error)
-    if values.get("bf16") and values.get("fp16"):
+    if values.get("bf16") and values.get("fp16") and "16" in said:
         return ("--bf16 and --fp16 each ask for a precision: give one of them, or neither (the run then chooses "
                 "its precision itself: README, Performance, Mixed precision where it pays).")
     if "bf16" in said and (values.get("bf16") or values.get("bf16_full_eval")) and not values.get("use_cpu"):

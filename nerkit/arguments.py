@@ -370,10 +370,11 @@ def check_scheduler(args):
                       scheduler_specific_kwargs=dict(settings))
     except (TypeError, ValueError) as error:
         reason = " ".join(str(error).split()).rstrip(".")
-        example = SCHEDULER_SETTINGS.get(name)
-        fix = (f"Give its settings with --lr_scheduler_kwargs as JSON{f' (for example {example!r})' if example else ''}"
-               ", or choose another type." if takes_settings else "run_ner_no_trainer.py has no --lr_scheduler_kwargs: choose another type, "
-               "or use run_ner.py, which takes them.")
+        example = f" (for example {SCHEDULER_SETTINGS[name]!r})" if name in SCHEDULER_SETTINGS else ""
+        fix = (f"Give its settings with --lr_scheduler_kwargs as JSON{example}, or choose another type."
+               if takes_settings else
+               "run_ner_no_trainer.py has no --lr_scheduler_kwargs: choose another type, or use run_ner.py, which "
+               "takes them.")
         raise UserError(f"--lr_scheduler_type {name} cannot be set up with "
                         f"{'--lr_scheduler_kwargs ' + json.dumps(settings) if settings else 'no settings'}: "
                         f"{reason}. {fix}") from None

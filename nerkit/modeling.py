@@ -2,6 +2,7 @@
 
 import contextlib
 import logging
+import os
 
 from .errors import UserError
 
@@ -30,8 +31,6 @@ def check_model_folder(name, flag, config_elsewhere=False):
     comes from --config_name), and its config, weights and weight index open (nerkit.resume.unreadable: only
     headers are read). transformers would otherwise speak of a missing `model_type` key, of sentencepiece for
     a folder with no tokenizer, or of a safetensors header, without naming the file. A hub id passes."""
-    import os
-
     from .resume import unreadable
 
     if not name or not os.path.isdir(name):

@@ -204,7 +204,7 @@ def unreadable(path):
     """Why the file at `path` cannot be read as its extension says, or None."""
     import zipfile
 
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     extension = os.path.splitext(path)[1]
     try:
@@ -216,17 +216,14 @@ def unreadable(path):
                 handle.keys()
         elif extension in (".pt", ".pth", ".bin", ".pkl"):
             with open(path, "rb") as handle:
-                start = handle.read(2)
-            if start[:1] == b"\x80":  # torch's format before 1.6, a bare pickle: nothing to check cheaply
-                return None
+                if handle.read(1) == b"\x80":  # torch's format before 1.6, a bare pickle: nothing to check cheaply
+                    return None
             with zipfile.ZipFile(path) as archive:
                 archive.namelist()
     except OSError as error:
         return error.strerror or str(error)
     except (ValueError, zipfile.BadZipFile) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return f"{type(error).__name__}: {error}"
-    except Exception as error:  # safetensors' SafetensorError derives from Exception alone
-        if type(error).__name__ != "SafetensorError":
-            raise
+    except SafetensorError as error:
         return str(error)
     return None
