@@ -316,31 +316,29 @@ def check_run_arguments(data_args, args):
         raise UserError(f"--seed must be between 0 and {2 ** 32 - 1}, got {args.seed}.")
 
 
-# (flag, lowest, highest, whether the highest is allowed, advice): numbers the optimizer, the scheduler or the
-# data loader would refuse only once built, after the weights load, or take silently and train wrongly (a
-# negative --max_grad_norm flips every gradient in a clipping step). A field one script lacks is skipped.
+# (flag, lowest, the bound it stays below or None, advice): numbers the optimizer, the scheduler or the data
+# loader would refuse only once built, after the weights load, or take silently and train wrongly (a negative
+# --max_grad_norm flips every gradient in a clipping step). A field one script lacks is skipped; the Trainer's
+# --warmup_steps is refused by TrainingArguments itself.
 OPTIMIZER_NUMBERS = [
-    ("--max_grad_norm", 0, None, True, " 0 turns clipping off."),
-    ("--weight_decay", 0, None, True, ""),
-    ("--adam_beta1", 0, 1, False, " 0.9 is usual."),
-    ("--adam_beta2", 0, 1, False, " 0.999 is usual."),
-    ("--adam_epsilon", 0, None, True, " 1e-8 is usual."),
-    ("--label_smoothing_factor", 0, 1, False, " 0 turns it off; 0.1 is usual."),
-    ("--warmup_steps", 0, None, True, ""),
-    ("--num_warmup_steps", 0, None, True, ""),
-    ("--dataloader_num_workers", 0, None, True, " 0 loads batches in the training process."),
+    ("--max_grad_norm", 0, None, " 0 turns clipping off."),
+    ("--weight_decay", 0, None, ""),
+    ("--adam_beta1", 0, 1, " 0.9 is usual."),
+    ("--adam_beta2", 0, 1, " 0.999 is usual."),
+    ("--adam_epsilon", 0, None, " 1e-8 is usual."),
+    ("--label_smoothing_factor", 0, 1, " 0 turns it off; 0.1 is usual."),
+    ("--num_warmup_steps", 0, None, ""),
+    ("--dataloader_num_workers", 0, None, " 0 loads batches in the training process."),
 ]
 
 
 def check_optimizer_numbers(args):
-    for flag, lowest, highest, highest_allowed, advice in OPTIMIZER_NUMBERS:
+    for flag, lowest, below, advice in OPTIMIZER_NUMBERS:
         value = getattr(args, flag[2:], None)
         if value is None:
             continue
-        above = highest is not None and (value > highest or (value == highest and not highest_allowed))
-        if not value >= lowest or above:  # `not >=` also catches NaN
-            allowed = f"at least {lowest}" if highest is None else f"from {lowest} up to {highest}" + \
-                ("" if highest_allowed else f" (not {highest} itself)")
+        if not value >= lowest or below is not None and value >= below:  # `not >=` also catches NaN
+            allowed = f"at least {lowest}" if below is None else f"from {lowest} up to {below} (not {below} itself)"
             raise UserError(f"{flag} must be {allowed}, got {value}.{advice}")
 
 
@@ -369,7 +367,7 @@ def check_scheduler(args):
         get_scheduler(name, optimizer=optimizer, num_warmup_steps=0, num_training_steps=10,
                       scheduler_specific_kwargs=dict(settings))
     except (TypeError, ValueError) as error:
-        reason = " ".join(str(error).split()).rstrip(".")
+        reason = str(error).rstrip(".")
         example = f" (for example {SCHEDULER_SETTINGS[name]!r})" if name in SCHEDULER_SETTINGS else ""
         fix = (f"Give its settings with --lr_scheduler_kwargs as JSON{example}, or choose another type."
                if takes_settings else

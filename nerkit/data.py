@@ -384,18 +384,18 @@ def parse_conll(path, text, text_index=0, label_index=-1):
     records, locations = [], []
     tokens, tags, start, width, width_line = [], [], None, None, None
     lines = [conll_line(line) for line in text.split("\n")] + [""]
-    comments = conll_comments(lines, label_index)
+    rows = [conll_cells(line) if line.strip(LINE_SPACE) else None for line in lines]  # None: a blank line
+    comments = conll_comments(rows, label_index)
     if comments:
         logger.info("%s: %d comment line(s) skipped (a '#' line opening a sentence whose columns or tag no token "
                     "line has; line %s first).", path, len(comments), min(comments))
-    for number, line in enumerate(lines, start=1):
-        if not line.strip(LINE_SPACE):
+    for number, (line, cells) in enumerate(zip(lines, rows), start=1):
+        if cells is None:
             if tokens:
                 records.append({"tokens": tokens, "tags": tags} if width > 1 else {"tokens": tokens})
                 locations.append(f"line {start}")
             tokens, tags, start = [], [], None
             continue
-        cells = conll_cells(line)
         if cells[0] == "-DOCSTART-" or number in comments:
             continue
         width, width_line = (width, width_line) if width else (len(cells), number)
@@ -424,17 +424,16 @@ def conll_cells(line):
     return line.split("\t") if "\t" in line else [cell for cell in line.split(" ") if cell]
 
 
-def conll_comments(lines, label_index):
-    """Numbers of the comment lines of a CoNLL file: lines that open a sentence with a cell starting with '#'
-    (`# id 3f2a... domain=en` in MultiCoNER, `# sent_id = 1`, `# doc1`) and have another number of columns
-    than the token lines, or a last cell (tag) that no token line has. A '#' token that opens a tweet, tagged
-    as other tokens are (`# O`), stays a token."""
+def conll_comments(rows, label_index):
+    """Numbers of the comment lines of a CoNLL file, given the cells of its lines (None for a blank one):
+    lines that open a sentence with a cell starting with '#' (`# id 3f2a... domain=en` in MultiCoNER,
+    `# sent_id = 1`, `# doc1`) and have another number of columns than the token lines, or a last cell (tag)
+    that no token line has. A '#' token that opens a tweet, tagged as other tokens are (`# O`), stays a token."""
     candidates, widths, tags, opening = {}, set(), set(), True
-    for number, line in enumerate(lines, start=1):
-        if not line.strip(LINE_SPACE):
+    for number, cells in enumerate(rows, start=1):
+        if cells is None:
             opening = True
             continue
-        cells = conll_cells(line)
         if opening and cells[0].startswith("#"):
             candidates[number] = cells
             continue  # a comment may be followed by another; the sentence opens after them

@@ -33,8 +33,9 @@ def check_model_folder(name, flag, config_elsewhere=False):
     a folder with no tokenizer, or of a safetensors header, without naming the file. A hub id passes."""
     from .resume import unreadable
 
-    if not name or not os.path.isdir(name):
+    if not name or not os.path.isdir(os.path.expanduser(name)):
         return
+    name = os.path.expanduser(name)
     files = sorted(os.listdir(name))
     if "config.json" not in files and not config_elsewhere:
         holds = f"it holds {', '.join(files[:6])}{', ...' if len(files) > 6 else ''}" if files else "it is empty"
