@@ -177,8 +177,6 @@ def saved_head_size(name_or_path, cache_dir=None, revision=None):
 def model_folder(name_or_path, cache_dir=None, revision=None):
     """A model's folder on disk: the path itself, or the snapshot of a hub id in the local cache (where its
     config.json is), or None."""
-    import os
-
     if os.path.isdir(name_or_path):
         return name_or_path
     from huggingface_hub import try_to_load_from_cache
@@ -191,7 +189,6 @@ def head_file(folder, weights, index):
     """The file of `folder` that holds the head: `weights`, or the one shard `index` names for it; None if
     neither is there."""
     import json
-    import os
 
     path = os.path.join(folder, weights)
     if not os.path.isfile(path) and os.path.isfile(os.path.join(folder, index)):
@@ -203,10 +200,9 @@ def head_file(folder, weights, index):
 
 def safetensors_shapes(path):
     """{tensor name: shape} of a safetensors file, from its header: no weight is read."""
-    from safetensors import safe_open
+    from .resume import safetensors_header
 
-    with safe_open(path, framework="pt") as handle:
-        return {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    return {key: list(entry["shape"]) for key, entry in safetensors_header(path).items()}
 
 
 def safetensors_rows(path):
@@ -262,8 +258,6 @@ def check_checkpoint_weights(checkpoint, model, model_name):
     """The same refusal for a checkpoint that holds model.safetensors without a config.json, from the file's
     header (no weight is read): tensors of another shape, or none under the model's base name (`bert.` in a
     checkpoint of a RoBERTa)."""
-    import os
-
     path = os.path.join(checkpoint, "model.safetensors")
     if not os.path.isfile(path):
         return

@@ -204,16 +204,13 @@ def unreadable(path):
     """Why the file at `path` cannot be read as its extension says, or None."""
     import zipfile
 
-    from safetensors import SafetensorError, safe_open
-
     extension = os.path.splitext(path)[1]
     try:
         if extension == ".json":
             with open(path, encoding="utf-8") as handle:
                 json.load(handle)
         elif extension == ".safetensors":
-            with safe_open(path, "pt") as handle:
-                handle.keys()
+            return safetensors_damage(path)
         elif extension in (".pt", ".pth", ".bin", ".pkl"):
             with open(path, "rb") as handle:
                 if handle.read(1) == b"\x80":  # torch's format before 1.6, a bare pickle: nothing to check cheaply
@@ -224,6 +221,35 @@ def unreadable(path):
         return error.strerror or str(error)
     except (ValueError, zipfile.BadZipFile) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return f"{type(error).__name__}: {error}"
-    except SafetensorError as error:
+    return None
+
+
+def safetensors_damage(path):
+    """Why a safetensors file is not whole, or None (`safetensors_header`)."""
+    try:
+        safetensors_header(path)
+    except ValueError as error:
         return str(error)
     return None
+
+
+def safetensors_header(path):
+    """{tensor name: {dtype, shape, data_offsets}} of a safetensors file, read by hand from its header (8 bytes
+    of length, then JSON): safetensors' own reader pages in the whole file (a second for 90 MB from disk).
+    A ValueError says why the file is not whole: a header that does not parse, or tensors that do not end
+    where the file ends."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        if size < 8 or length > size - 8:
+            raise ValueError(f"its header claims {length:,} bytes, more than the file's {size:,}")
+        try:
+            header = json.loads(handle.read(length))
+            header.pop("__metadata__", None)
+            end = max((entry["data_offsets"][1] for entry in header.values()), default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+            raise ValueError(f"its header does not parse ({type(error).__name__})") from None
+    if 8 + length + end != size:
+        raise ValueError(f"the file has {size:,} bytes and its header describes {8 + length + end:,}: it was cut "
+                         "short")
+    return header
