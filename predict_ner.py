@@ -73,6 +73,11 @@ def main(options):
     if not interactive():
         transformers_logging.disable_progress_bar()
     documents = read_documents(options.input, options.format, saved_labels(options.model))
+    if not documents:  # an empty output answers an empty input line for line; no model needs loading for it
+        logger.warning("%s holds no text: nothing to tag, so the output is empty.",
+                       "Standard input" if options.input == "-" else options.input)
+        write_records([], options.output)
+        return
     offline_unless_reachable(hub_names(options.model))
     words, offsets = zip(*(split_words(document, options.split) for document in documents)) if documents else ((), ())
     tagger = Tagger(options.model, options.max_length, options.stride, options.batch_size, options.decoding,

@@ -270,6 +270,10 @@ def check_arguments(model_args, data_args, training_args):
         if not training_args.load_best_model_at_end or training_args.eval_strategy == "no":
             raise UserError("--early_stopping_patience needs --load_best_model_at_end and an --eval_strategy "
                             "(epoch or steps) with the same --save_strategy, and --metric_for_best_model f1.")
+    if training_args.do_train and training_args.num_train_epochs == 0 and training_args.max_steps <= 0:
+        raise UserError("--do_train with --num_train_epochs 0 trains no step, and would save the model unchanged as "
+                        "if trained. Give --num_train_epochs above 0 (or --max_steps), or leave --do_train out to "
+                        "evaluate or predict with the model as it is (--do_eval, --do_predict).")
     if training_args.do_train:
         check_optimizer_installed(training_args)
         check_model_survives_clearing(model_args.model_name_or_path, training_args.output_dir,

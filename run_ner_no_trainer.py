@@ -217,6 +217,9 @@ def main(model_args=None, data_args=None, args=None, command=None):
     accelerator, precision = make_accelerator(args, data_args)
     setup_logging("run_ner_no_trainer", accelerator.is_local_main_process)
     logger.info("Running on %d process(es), device %s.", accelerator.num_processes, accelerator.device)
+    if not args.with_tracking and args.report_to not in ("all", "none"):  # "all" is the default, given or not
+        logger.warning("--report_to %s is read only with --with_tracking, which is not given: nothing is tracked. "
+                       "Add --with_tracking to track the run.", args.report_to)
     training = trains(args)
     check_hub_for_training(model_args, data_args, args.push_to_hub)
     if data_args.check_data:

@@ -336,6 +336,20 @@ def test_report_to_none_tracks_nothing_and_an_unknown_tracker_is_refused(tiny_be
     assert not (tmp_path / "typo").exists()
 
 
+def test_report_to_without_with_tracking_is_told_to_track_nothing(tiny_bert, files, tmp_path, caplog):
+    """Upstream's loop reads --report_to only with --with_tracking; a tracker named without it is told."""
+    caplog.set_level(logging.INFO)
+    run_loop(tiny_bert, tmp_path / "o", "--num_train_epochs", "0", "--report_to", "tensorboard",
+             files={"validation": files["validation"]})
+    told = [record for record in caplog.records if "--report_to tensorboard is read only with --with_tracking" in
+            record.getMessage()]
+    assert len(told) == 1 and told[0].levelno == logging.WARNING
+    assert not (tmp_path / "o" / "ner_no_trainer").exists()  # the tracker's log folder: nothing was tracked
+    caplog.clear()
+    run_loop(tiny_bert, tmp_path / "default", "--num_train_epochs", "0", files={"validation": files["validation"]})
+    assert not any("--with_tracking" in record.getMessage() for record in caplog.records)
+
+
 def test_the_saved_model_line_names_validation_only_where_there_is_one(caplog):
     caplog.set_level(logging.INFO)
     args = run_ner_no_trainer.LoopArguments(output_dir="out")

@@ -125,6 +125,21 @@ def test_json_lines_keep_their_other_fields_and_are_told_on_standard_input(train
     assert not predict_ner.looks_like_json_lines(['{"text": "a"}', "Hello {world}"])
 
 
+def test_an_input_without_text_writes_an_empty_output_with_a_warning_and_loads_no_model(tmp_path, monkeypatch,
+                                                                                         caplog):
+    """No input line, no output line (a blank line is a document and gets its line: see below)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded for an empty input")
+
+    source, output = tmp_path / "empty.txt", tmp_path / "out.jsonl"
+    source.write_text("", encoding="utf-8")
+    monkeypatch.setattr(predict_ner, "Tagger", refuse)
+    predict_ner.main(predict_ner.parse_options(["--model", str(tmp_path / "no-model-needed"), "--input", str(source),
+                                                "--output", str(output)]))
+    assert output.read_text(encoding="utf-8") == ""
+    assert f"{source} holds no text: nothing to tag" in caplog.text
+
+
 def test_entities_have_exact_character_offsets(trained_model, tmp_path):
     records = predict(trained_model, tmp_path, TEXTS, "--words")
     assert len(records) == len(TEXTS)
