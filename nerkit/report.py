@@ -11,7 +11,7 @@ import shlex
 import sys
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .error_analysis import (
     CATEGORIES,
@@ -29,6 +29,7 @@ from .metrics import entity_scores
 from .outputs import write_atomic, write_json
 from .schemes import split_label
 from .summary import labels_without_entities
+from .tokenization import class_that_drops_the_space
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class CardFacts:
     command: str
     hyperparameters: dict = field(default_factory=dict)
     hub_dataset: tuple | None = None  # (name, config or None) of a --dataset_name from the hub
+    tokenizer_rebuilt_as: str | None = None  # nerkit.tokenization.class_that_drops_the_space; write_model_card's
 
 
 @dataclass
@@ -113,10 +115,23 @@ def model_card(facts, scores=None, name="model"):
     if evaluation:
         lines += scores_section(scores, label_list, *evaluation)
     lines += ["## Framework versions", "", *[f"- {name} {version}" for name, version in framework_versions()], ""]
-    lines += ["## Use", "", "```python", "from transformers import pipeline",
-              'tagger = pipeline("token-classification", model="PATH_TO_THIS_FOLDER", aggregation_strategy="first")',
-              "```", "", "or `python predict_ner.py --model PATH_TO_THIS_FOLDER --input texts.txt`.", ""]
+    lines += ["## Use", "", "```python", *pipeline_lines(facts.tokenizer_rebuilt_as), "```", "",
+              "or `python predict_ner.py --model PATH_TO_THIS_FOLDER --input texts.txt`.", ""]
     return "\n".join(lines)
+
+
+def pipeline_lines(rebuilt_as):
+    """Python that tags text with the saved folder; with the tokenizer loaded as saved where AutoTokenizer would
+    rebuild it as `rebuilt_as`, without the space training put before each word (nerkit.tokenization)."""
+    if rebuilt_as is None:
+        return ["from transformers import pipeline",
+                'tagger = pipeline("token-classification", model="PATH_TO_THIS_FOLDER", aggregation_strategy="first")']
+    return ["from transformers import PreTrainedTokenizerFast, pipeline",
+            f"# not AutoTokenizer: it would rebuild the tokenizer as {rebuilt_as}, without the space put before each",
+            "# word in training",
+            'tokenizer = PreTrainedTokenizerFast.from_pretrained("PATH_TO_THIS_FOLDER")',
+            'tagger = pipeline("token-classification", model="PATH_TO_THIS_FOLDER", tokenizer=tokenizer,',
+            '                  aggregation_strategy="first")']
 
 
 def card_metadata(facts, overall, name):
@@ -243,7 +258,14 @@ def tag_scores_section(analysis):
 
 
 def write_model_card(output_dir, facts, scores=None):
+    """README.md of a trained folder, after its tokenizer is saved: how to load that tokenizer depends on it."""
     name = os.path.basename(os.path.normpath(os.path.abspath(output_dir)))  # upstream's model-index name
+    facts = replace(facts, tokenizer_rebuilt_as=class_that_drops_the_space(output_dir))
+    if facts.tokenizer_rebuilt_as:
+        logger.warning("AutoTokenizer loads the saved tokenizer of %s as %s, which rebuilds its pipeline without the "
+                       "space put before each word in training, so words would be tokenized otherwise. This suite's "
+                       "scripts put it back; elsewhere load the tokenizer with PreTrainedTokenizerFast (README.md of "
+                       "the folder shows how).", output_dir, facts.tokenizer_rebuilt_as)
     write_atomic(os.path.join(output_dir, "README.md"), model_card(facts, scores, name))
 
 

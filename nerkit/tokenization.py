@@ -6,6 +6,7 @@ word of every example is trained on, predicted and scored; nothing is truncated 
 
 import json
 import logging
+import os
 import uuid
 from dataclasses import dataclass
 
@@ -126,11 +127,35 @@ def prepend_space(tokenizer):
     from tokenizers import normalizers
 
     current = tokenizer.backend_tokenizer.normalizer
-    state = json.loads(tokenizer.backend_tokenizer.to_str()).get("normalizer") or {}
-    if {"type": "Prepend", "prepend": " "} in (state.get("normalizers") or [state]):
+    if prepends_space(json.loads(tokenizer.backend_tokenizer.to_str())):
         return
     space = normalizers.Prepend(" ")
     tokenizer.backend_tokenizer.normalizer = space if current is None else normalizers.Sequence([current, space])
+
+
+def prepends_space(state):
+    """Whether a tokenizer.json's state puts a space before each word (`prepend_space`)."""
+    normalizer = state.get("normalizer") or {}
+    return {"type": "Prepend", "prepend": " "} in (normalizer.get("normalizers") or [normalizer])
+
+
+def class_that_drops_the_space(folder):
+    """The tokenizer class AutoTokenizer rebuilds a saved folder's tokenizer as, when that class builds its
+    own pipeline and leaves out the space put before each word (`prepend_space`); else None. transformers 5
+    maps some model types (Qwen2 among them) to such a class whatever tokenizer_config.json names, so only
+    loading the tokenizer.json as it is (PreTrainedTokenizerFast) tokenizes as training did."""
+    from transformers import AutoTokenizer
+
+    try:
+        with open(os.path.join(folder, "tokenizer.json"), encoding="utf-8") as handle:
+            if not prepends_space(json.load(handle)):
+                return None
+    except (OSError, ValueError):
+        return None
+    reloaded = AutoTokenizer.from_pretrained(folder)
+    if prepends_space(json.loads(reloaded.backend_tokenizer.to_str())):
+        return None
+    return type(reloaded).__name__
 
 
 def set_prefix_space(tokenizer):

@@ -376,3 +376,36 @@ def trains_and_predicts_every_word(model, ner_files, tmp_path):
     assert [len(line) for line in predictions(output_dir)] == [len(w) for w, _ in examples(5, offset=2)]
     assert "eval_f1" in read_json(os.path.join(output_dir, "all_results.json"))
     return output_dir
+
+
+def test_a_tokenizer_that_autotokenizer_rebuilds_gets_a_model_card_that_loads_it_as_trained(ner_files, tmp_path,
+                                                                                            caplog):
+    """A Qwen2 tokenizer is given a space before each word (nerkit.tokenization.prepend_space) and saved with
+    it, but transformers 5 rebuilds Qwen2Tokenizer from its vocabulary on every AutoTokenizer load, without
+    the space. The card's pipeline loads the tokenizer as saved, which tokenizes as training did."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast, pipeline
+
+    from nerkit.tokenization import load_fast_tokenizer
+    from tiny_models import build_tiny_qwen2
+
+    caplog.set_level(logging.INFO)
+    output_dir = str(trains_and_predicts_every_word(build_tiny_qwen2(tmp_path / "qwen2"), ner_files, tmp_path))
+    card = open(os.path.join(output_dir, "README.md"), encoding="utf-8").read()
+    assert "tokenizer = PreTrainedTokenizerFast.from_pretrained" in card and "as Qwen2Tokenizer" in card
+    assert "loads the saved tokenizer of" in caplog.text and "as Qwen2Tokenizer" in caplog.text
+
+    words = ["Acme", "paid", "1,000", "dollars"]
+    as_trained = load_fast_tokenizer(output_dir, {})(words, is_split_into_words=True).tokens()
+    assert PreTrainedTokenizerFast.from_pretrained(output_dir)(words, is_split_into_words=True).tokens() == as_trained
+    assert AutoTokenizer.from_pretrained(output_dir)(words, is_split_into_words=True).tokens() != as_trained
+    code = card.split("```python\n")[-1].split("```")[0].replace("PATH_TO_THIS_FOLDER", output_dir)
+    namespace = {}
+    exec(code, namespace)  # the card's own lines
+    assert namespace["tagger"].tokenizer(words, is_split_into_words=True).tokens() == as_trained
+    assert namespace["tagger"]("Acme paid 1,000 dollars") is not None
+
+
+def test_the_model_card_of_a_tokenizer_that_reloads_as_saved_uses_autotokenizer(trained):
+    card = open(os.path.join(trained, "README.md"), encoding="utf-8").read()
+    assert 'pipeline("token-classification", model="PATH_TO_THIS_FOLDER", aggregation_strategy="first")' in card
+    assert "PreTrainedTokenizerFast" not in card

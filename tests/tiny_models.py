@@ -1,8 +1,11 @@
 """Tiny random checkpoints for tests: a BERT with a WordPiece vocabulary, a RoBERTa with a byte-level
 BPE vocabulary (and a Longformer on it), a GPT-2 whose tokenizer has no padding token and an XLNet with a
-sentencepiece-style Unigram vocabulary, relative positions only and padding on the left, trained in a second with `tokenizers` on a few sentences and saved like a hub folder.
+sentencepiece-style Unigram vocabulary, relative positions only and padding on the left, and a Qwen2 whose
+tokenizer class builds its own pipeline on loading, trained in a second with `tokenizers` on a few sentences
+and saved like a hub folder.
 Nothing is downloaded and no weights are committed."""
 
+import json
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -18,6 +21,9 @@ from transformers import (
     GPT2Tokenizer,
     LongformerConfig,
     LongformerForMaskedLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen2Tokenizer,
     RobertaConfig,
     RobertaForMaskedLM,
     RobertaForTokenClassification,
@@ -134,6 +140,23 @@ def build_tiny_xlnet(path, seed=0):
     config = XLNetConfig(vocab_size=tok.get_vocab_size(), d_model=32, n_layer=2, n_head=2, d_inner=64,
                          pad_token_id=tok.token_to_id("<pad>"))
     return _save(XLNetLMHeadModel, config, fast, path, seed)
+
+
+def build_tiny_qwen2(path, seed=0):
+    """Save a 2-layer Qwen2: a byte-level BPE vocabulary behind a regex that splits before the byte-level step
+    (digits one by one), and a tokenizer class that transformers 5 rebuilds from the vocabulary and merges on
+    every load, whatever the saved tokenizer.json's pipeline says."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    state = json.loads(tok.to_str())["model"]
+    fast = Qwen2Tokenizer(vocab=state["vocab"], merges=[tuple(pair) for pair in state["merges"]],
+                          model_max_length=MAX_LENGTH)
+    config = Qwen2Config(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=MAX_LENGTH,
+                         bos_token_id=0, eos_token_id=0)
+    return _save(Qwen2ForCausalLM, config, fast, path, seed)
 
 
 def _label_kwargs(labels):
