@@ -383,7 +383,7 @@ def test_a_tokenizer_that_autotokenizer_rebuilds_gets_a_model_card_that_loads_it
     """A Qwen2 tokenizer is given a space before each word (nerkit.tokenization.prepend_space) and saved with
     it, but transformers 5 rebuilds Qwen2Tokenizer from its vocabulary on every AutoTokenizer load, without
     the space. The card's pipeline loads the tokenizer as saved, which tokenizes as training did."""
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast, pipeline
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     from nerkit.tokenization import load_fast_tokenizer
     from tiny_models import build_tiny_qwen2
