@@ -30,7 +30,7 @@ with collection_paused():  # what the imports make lives as long as the process 
     from nerkit.errors import UserError, exit_on_user_error
     from nerkit.hub import hub_names, offline_unless_reachable
     from nerkit.labels import model_label_list, outside_label, saved_id2label
-    from nerkit.outputs import write_atomic
+    from nerkit.outputs import open_descriptor, write_atomic
     from nerkit.schemes import entity_spans, split_label
     from nerkit.tokenization import (DECODER_COLUMNS, EncodingSettings, encode_split, load_fast_tokenizer,
                                      window_length)
@@ -130,7 +130,7 @@ def check_options(options):
     if options.batch_size is not None:
         at_least("--batch_size", options.batch_size, 1)
     at_least("--stride", options.stride, 0, "sub-tokens")  # the training scripts' rule
-    if options.output == "-":
+    if options.output == "-" or open_descriptor(options.output) is not None:  # /dev/stdout: written as it is open
         return
     if os.path.isdir(options.output):
         raise UserError(f"--output {options.output} is a folder. Give the path of a file to write, for example "

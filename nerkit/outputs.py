@@ -5,14 +5,18 @@ import fnmatch
 import json
 import logging
 import os
+import re
 import shutil
 import stat
+import sys
 import uuid
 
 from .errors import UserError
 from .schemes import entity_spans
 
 logger = logging.getLogger(__name__)
+DESCRIPTOR_PATH = re.compile(r"/dev/(?:(?P<name>stdin|stdout|stderr)|fd/(?P<fd>\d+))"
+                             r"|/proc/(?P<pid>self|thread-self|\d+)/fd/(?P<number>\d+)")
 RESULT_FILES = tuple(f"{name}_results.json" for name in ("train", "eval", "predict", "all"))
 # The reports and predictions a run writes beside its results (nerkit.report, write_predictions): left from an
 # earlier run, they would pass for this run's where this one writes none (no --do_predict, no matplotlib).
@@ -24,7 +28,13 @@ def write_atomic(path, text):
     """Write `text` to `path` whole or not at all, with the mode open() would give it: the existing file's,
     else 0666 less the umask. A link is written through to its target (replacing it would leave the target
     as it was); what is not a regular file (a pipe, /dev/null) is written to directly, as nothing can be
-    put in its place."""
+    put in its place; and a descriptor this process has open (/dev/stdout, /dev/fd/N, /proc/self/fd/N) is
+    written to as it is open, so `>> log` appends (opened again by name it would be emptied, and renamed
+    over, replaced)."""
+    descriptor = open_descriptor(path)
+    if descriptor is not None:
+        write_to_descriptor(descriptor, text)
+        return
     path = os.path.realpath(path)
     if os.path.exists(path) and not os.path.isfile(path):
         with open(path, "w", encoding="utf-8") as stream:
@@ -45,6 +55,34 @@ def write_atomic(path, text):
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def open_descriptor(path):
+    """The file descriptor of this process that `path` names (/dev/stdout, /dev/stderr, /dev/fd/N,
+    /proc/self/fd/N, /proc/<this process>/fd/N), when it is open; else None."""
+    match = DESCRIPTOR_PATH.fullmatch(os.path.normpath(path))
+    if match is None or match["pid"] not in (None, "self", "thread-self", str(os.getpid())):
+        return None
+    names = {"stdin": 0, "stdout": 1, "stderr": 2}
+    descriptor = names[match["name"]] if match["name"] else int(match["fd"] or match["number"])
+    try:
+        os.fstat(descriptor)
+    except OSError:  # not open: left to open() by name, which says why
+        return None
+    return descriptor
+
+
+def write_to_descriptor(descriptor, text):
+    """Write all of `text` in UTF-8 to an open descriptor, after what Python's own streams hold for it."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream.fileno() == descriptor:
+                stream.flush()
+        except (AttributeError, OSError, ValueError):  # no stream, or one without a descriptor (captured)
+            pass
+    data = memoryview(text.encode("utf-8"))
+    while data:  # a pipe may take part of it at a time
+        data = data[os.write(descriptor, data):]
 
 
 def write_json(path, value):

@@ -140,6 +140,15 @@ def test_an_input_without_text_writes_an_empty_output_with_a_warning_and_loads_n
     assert f"{source} holds no text: nothing to tag" in caplog.text
 
 
+def test_output_to_dev_stdout_reaches_a_pipe(trained_model, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("Peter Blackburn reported from Brussels\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "predict_ner.py"), "--model", trained_model, "--input",
+                             str(source), "--output", "/dev/stdout"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["text"] == "Peter Blackburn reported from Brussels"
+
+
 def test_entities_have_exact_character_offsets(trained_model, tmp_path):
     records = predict(trained_model, tmp_path, TEXTS, "--words")
     assert len(records) == len(TEXTS)

@@ -269,6 +269,27 @@ def test_a_link_is_written_through_and_a_pipe_written_to(tmp_path):
     os.close(reader)
 
 
+def test_a_descriptor_of_the_process_is_written_as_it_is_open(tmp_path):
+    """/dev/stdout of a process run with `>> app.log` is that file opened for appending: reopened by name it
+    was emptied, or replaced by the rename; under `| cat` its link names no file, and writing it failed."""
+    def write(path, **kwargs):
+        code = f"from nerkit import outputs; outputs.write_atomic({path!r}, 'new\\n')"
+        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, **kwargs)
+
+    log = tmp_path / "app.log"
+    log.write_text("earlier\n")
+    for path in ("/dev/stdout", "/proc/self/fd/1"):
+        with open(log, "a") as appended:
+            write(path, stdout=appended)
+        assert write(path, stdout=subprocess.PIPE).stdout == b"new\n"
+    assert log.read_text() == "earlier\nnew\nnew\n"
+    reader, writer = os.pipe()  # as bash's >(command) hands one over: /dev/fd/63
+    write(f"/dev/fd/{writer}", pass_fds=[writer])
+    os.close(writer)
+    assert os.read(reader, 100) == b"new\n"
+    os.close(reader)
+
+
 def test_tokens_never_reach_files_or_logs(tiny_bert, data, tmp_path):
     secrets = ("hf_modelSECRET123", "hf_hubSECRET456")
     trainer_run = subprocess.run(command("run_ner.py", *run_ner_args(
