@@ -238,8 +238,9 @@ def run(model_args, data_args, training_args, command):
                             "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else None)
     if training_args.do_train and data_args.train_used_embedding_rows:
         choose_embedding_rows(model, tokenizer.pad_token_id, features["train"], training_args, checkpoint)
+    # else the Trainer scales the loss by accumulation steps and processes, the evaluation loss too
+    declare_mean_loss(model)
     if training_args.do_train:
-        declare_mean_loss(model)  # else the Trainer scales the loss by accumulation steps and processes
         choose_dropout_masks(model, data_args.fast_dropout_masks, training_args.device.type)
         # torch.compile fuses on its own, and the group's checks of which tensor it was given would recompile
         choose_fused_projections(model, data_args.fused_projections and not training_args.torch_compile,

@@ -126,7 +126,10 @@ def test_two_processes_score_exactly_like_one(saved_model, data, tmp_path, scrip
     for key in SCORES + tuple(key.replace("eval_", "predict_") for key in SCORES):
         assert two_results[key] == one_results[key], key
     assert two_predictions == one_predictions and len(two_predictions) == 7
-    # (the loss is a mean of per-batch means, and the batches differ with two processes: not compared)
+    # The loss is a mean of per-batch means, and the batches differ with two processes: close, not equal
+    # (without a training step the Trainer once multiplied it by the number of processes)
+    for key in ("eval_loss", "predict_loss"):
+        assert two_results[key] == pytest.approx(one_results[key], rel=0.2), key
 
 
 def train_one_epoch(script, model, data, output_dir, launcher):
