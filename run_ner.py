@@ -67,7 +67,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         write_model_card,
     )
     from nerkit.resume import (TrainBatch, TrainingData, check_checkpoint_readable, check_same_train_batch,
-                               check_same_training_data, record_train_batch)
+                               check_same_training_data, in_folder, record_train_batch)
     from nerkit.schemes import model_scheme
     from nerkit.speed import (
         check_bf16_runs,
@@ -362,45 +362,62 @@ def checkpoint_to_resume(training_args, data_args):
     """The checkpoint training resumes from: --resume_from_checkpoint, else the last one in output_dir.
 
     A non-empty output_dir with no checkpoint, or one whose training finished, is never trained into unless
-    --overwrite_output_dir says so.
+    --overwrite_output_dir says so, also from a checkpoint given that is not in it.
     """
-    if training_args.resume_from_checkpoint:
-        path = training_args.resume_from_checkpoint
-        if not os.path.isdir(path):
-            raise UserError(f"--resume_from_checkpoint {path} is not a folder.")
-        if not complete_checkpoint(path):
-            raise UserError(f"--resume_from_checkpoint {path} is not a complete checkpoint written by the Trainer "
-                            "(a checkpoint-N folder with its trainer_state.json). Give one of the checkpoint-N "
-                            "folders in an output folder, or leave the flag out: the newest one in --output_dir is "
-                            "resumed from by itself.")
-        if training_args.do_train:
-            check_trains_on(path, training_args)
-            check_resumable(path, training_args)
-        return path
-    output_dir = training_args.output_dir
-    if not training_args.do_train or not os.path.isdir(output_dir) or data_args.overwrite_output_dir:
+    given, output_dir = training_args.resume_from_checkpoint, training_args.output_dir
+    if given:
+        check_given_checkpoint(given)
+    if not training_args.do_train:
+        return given
+    if given:
+        check_trains_on(given, training_args)
+    last = None
+    if not (given and in_folder(given, output_dir)):  # a checkpoint of the run in output_dir continues that run
+        last = resumable_in(output_dir, data_args.overwrite_output_dir, training_args.load_best_model_at_end, given)
+    checkpoint = given or last
+    if checkpoint is not None:
+        check_resumable(checkpoint, training_args)
+        logger.info("Resuming training from %s%s.", checkpoint, "" if given else
+                    " (add --overwrite_output_dir to start afresh)")
+    return checkpoint
+
+
+def check_given_checkpoint(path):
+    if not os.path.isdir(path):
+        raise UserError(f"--resume_from_checkpoint {path} is not a folder.")
+    if not complete_checkpoint(path):
+        raise UserError(f"--resume_from_checkpoint {path} is not a complete checkpoint written by the Trainer "
+                        "(a checkpoint-N folder with its trainer_state.json). Give one of the checkpoint-N "
+                        "folders in an output folder, or leave the flag out: the newest one in --output_dir is "
+                        "resumed from by itself.")
+
+
+def resumable_in(output_dir, overwrite, keeps_best, given=None):
+    """The last complete checkpoint of the run in output_dir, or None; a folder whose run finished, or that
+    is not empty and holds no checkpoint, is refused unless --overwrite_output_dir. `given`: the checkpoint
+    from elsewhere this run resumes from instead, for the message."""
+    if overwrite or not os.path.isdir(output_dir):
         return None
     last = last_complete_checkpoint(output_dir)
-    check_not_finished(output_dir, last, training_args.load_best_model_at_end)
-    if last is not None:
-        check_resumable(last, training_args)
-        logger.info("Resuming training from %s (add --overwrite_output_dir to start afresh).", last)
-        return last
-    if os.listdir(output_dir):
-        raise UserError(f"The output folder {output_dir} already exists, is not empty and holds no checkpoint to "
-                        "resume from. Choose another --output_dir, or add --overwrite_output_dir to train into it.")
-    return None
+    check_not_finished(output_dir, last, keeps_best, given)
+    if last is None and os.listdir(output_dir):
+        over = f"; resuming {given} would write this run over what it holds" if given else ""
+        raise UserError(f"The output folder {output_dir} already exists, is not empty and holds no checkpoint to resume "
+                        f"from{over}. Choose another --output_dir, or add --overwrite_output_dir to train into it.")
+    return last
 
 
-def check_not_finished(output_dir, checkpoint, keeps_best):
+def check_not_finished(output_dir, checkpoint, keeps_best, given=None):
     """Refuse to train into a folder whose run ended: train_results.json is written once training is over,
     and a last checkpoint saved when training stopped (last step, early stopping) says so too when the run
     died before writing it, in which case the top-level model may be missing or half-written: the message
     names the checkpoint that holds the trained model (the best one with --load_best_model_at_end)."""
     again = "Choose another --output_dir, or add --overwrite_output_dir to train again from the start"
     if os.path.isfile(os.path.join(output_dir, "train_results.json")):
+        then = f"resuming {given} would overwrite its model and results" if given else \
+            "running the command again would train nothing and overwrite its results"
         raise UserError(f"The output folder {output_dir} holds a finished training run (train_results.json is "
-                        f"there); running the command again would train nothing and overwrite its results. {again}, "
+                        f"there); {then}. {again}, "
                         "or leave out --do_train to evaluate or predict with the trained model (--model_name_or_path "
                         f"{output_dir}).")
     state = trainer_state(checkpoint) if checkpoint is not None else {}

@@ -62,7 +62,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         write_model_card,
     )
     from nerkit.resume import (TrainBatch, TrainingData, check_checkpoint_readable, check_same_train_batch,
-                               check_same_training_data, record_train_batch)
+                               check_same_training_data, in_folder, record_train_batch)
     from nerkit.schemes import model_scheme
     from nerkit.speed import (
         check_bf16_runs,
@@ -371,40 +371,48 @@ def check_keeping_best(accelerator, args, splits):
 
 def checkpoint_to_resume(args, data_args, batch):
     """The checkpoint folder to continue from, or None. A non-empty output_dir is never trained into
-    silently: resume from it (--resume_from_checkpoint latest) or --overwrite_output_dir. The checkpoint
-    must have been trained with this run's `batch` of examples a step (nerkit.resume)."""
-    output_dir = args.output_dir
-    if args.resume_from_checkpoint == "latest":
+    silently: resume from it (--resume_from_checkpoint latest, or one of its checkpoints) or
+    --overwrite_output_dir. The checkpoint must have been trained with this run's `batch` of examples a
+    step (nerkit.resume)."""
+    output_dir, given = args.output_dir, args.resume_from_checkpoint
+    if given == "latest":
         found = checkpoints_in(output_dir)
         if not found:
             raise UserError(f"--resume_from_checkpoint latest: {output_dir} holds no step_N or epoch_N checkpoint.")
-        check_checkpoint_readable(found[-1])
-        check_same_train_batch(found[-1], batch)
-        return found[-1]
-    if args.resume_from_checkpoint:
-        if not os.path.isdir(args.resume_from_checkpoint):
-            raise UserError(f"--resume_from_checkpoint {args.resume_from_checkpoint} does not exist. Give a step_N or "
-                            "epoch_N folder of an earlier run, or 'latest' for the newest in --output_dir.")
-        if not os.path.isfile(os.path.join(args.resume_from_checkpoint, LOOP_STATE)):
-            raise UserError(f"--resume_from_checkpoint {args.resume_from_checkpoint} is not a checkpoint folder "
-                            "written by this script (step_N or epoch_N with loop_state.json).")
-        check_checkpoint_readable(args.resume_from_checkpoint)
-        check_same_train_batch(args.resume_from_checkpoint, batch)
-        return args.resume_from_checkpoint
-    if os.path.isdir(output_dir) and os.listdir(output_dir) and not data_args.overwrite_output_dir:
-        if os.path.isfile(os.path.join(output_dir, "train_results.json")):  # written once training is over
-            hint = (" It holds a finished run (train_results.json): resuming it would train nothing; to evaluate or "
-                    f"predict with its model, give --model_name_or_path {output_dir} --num_train_epochs 0 and another "
-                    "--output_dir.")
-        elif checkpoints_in(output_dir):
-            hint = (" It holds checkpoints: add --resume_from_checkpoint latest to continue (or to finish a run killed "
-                    "after its last step).")
-        else:
-            hint = ""
-        raise UserError(f"The output folder {output_dir} already exists and is not empty.{hint} "
-                        f"{'Otherwise choose' if hint else 'Choose'} another --output_dir, or add "
-                        "--overwrite_output_dir to train into it from the start.")
-    return None
+        given = found[-1]
+    elif given:
+        if not os.path.isdir(given):
+            raise UserError(f"--resume_from_checkpoint {given} does not exist. Give a step_N or epoch_N folder of an "
+                            "earlier run, or 'latest' for the newest in --output_dir.")
+        if not os.path.isfile(os.path.join(given, LOOP_STATE)):
+            raise UserError(f"--resume_from_checkpoint {given} is not a checkpoint folder written by this script "
+                            "(step_N or epoch_N with loop_state.json).")
+    if not (given and in_folder(given, output_dir)):  # a checkpoint of the run in output_dir continues that run
+        check_output_dir_unused(output_dir, data_args.overwrite_output_dir, given)
+    if given:
+        check_checkpoint_readable(given)
+        check_same_train_batch(given, batch)
+    return given or None
+
+
+def check_output_dir_unused(output_dir, overwrite, given=None):
+    """Refuse a non-empty output_dir without --overwrite_output_dir, saying what it holds. `given`: the
+    checkpoint from elsewhere this run resumes from, for the message."""
+    if overwrite or not os.path.isdir(output_dir) or not os.listdir(output_dir):
+        return
+    if os.path.isfile(os.path.join(output_dir, "train_results.json")):  # written once training is over
+        hint = (" It holds a finished run (train_results.json): resuming it would train nothing; to evaluate or "
+                f"predict with its model, give --model_name_or_path {output_dir} --num_train_epochs 0 and another "
+                "--output_dir.")
+    elif checkpoints_in(output_dir):
+        hint = (" It holds checkpoints: add --resume_from_checkpoint latest to continue (or to finish a run killed "
+                "after its last step).")
+    else:
+        hint = ""
+    over = f" Resuming {given} would write this run over what it holds." if given else ""
+    raise UserError(f"The output folder {output_dir} already exists and is not empty.{hint}{over} "
+                    f"{'Otherwise choose' if hint else 'Choose'} another --output_dir, or add "
+                    "--overwrite_output_dir to train into it from the start.")
 
 
 def train_batch(args, accelerator):
@@ -417,18 +425,22 @@ def is_checkpoint_name(name):
 
 
 def checkpoints_in(folder):
-    """Checkpoint folders in `folder`, oldest first by the optimizer steps they completed."""
+    """Checkpoint folders in `folder`, oldest first by the optimizer steps they completed; one without a
+    whole loop_state.json (written last) is skipped with a warning."""
     if not os.path.isdir(folder):
         return []
     found = []
     for name in os.listdir(folder):
         path = os.path.join(folder, name)
-        if CHECKPOINT_NAME.match(name) and os.path.isfile(os.path.join(path, LOOP_STATE)):
-            try:
-                with open(os.path.join(path, LOOP_STATE), encoding="utf-8") as handle:
-                    found.append((int(json.load(handle)["completed_steps"]), path))
-            except (OSError, ValueError, KeyError, TypeError):  # not whole: never resumed from
-                logger.warning("Skipping the checkpoint %s: its %s cannot be read.", path, LOOP_STATE)
+        if not CHECKPOINT_NAME.match(name) or not os.path.isdir(path):
+            continue
+        try:
+            with open(os.path.join(path, LOOP_STATE), encoding="utf-8") as handle:
+                found.append((int(json.load(handle)["completed_steps"]), path))
+        except FileNotFoundError:  # the run stopped while saving it
+            logger.warning("Skipping the incomplete checkpoint %s (no %s).", path, LOOP_STATE)
+        except (OSError, ValueError, KeyError, TypeError):  # not whole: never resumed from
+            logger.warning("Skipping the checkpoint %s: its %s cannot be read.", path, LOOP_STATE)
     return [path for _, path in sorted(found)]
 
 
@@ -713,8 +725,7 @@ def restore(run, path, max_steps):
 def ended_unfinished_run(checkpoint, output_dir):
     """Whether `checkpoint` is in `output_dir` and that folder has no train_results.json: a run whose training
     ended there but that was killed before (or while) writing its model and results, which resuming finishes."""
-    inside = os.path.dirname(os.path.realpath(checkpoint)) == os.path.realpath(output_dir)
-    return inside and not os.path.isfile(os.path.join(output_dir, "train_results.json"))
+    return in_folder(checkpoint, output_dir) and not os.path.isfile(os.path.join(output_dir, "train_results.json"))
 
 
 def finish(run, tokenizer, state, kept_tags, origin):

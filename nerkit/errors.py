@@ -1,7 +1,11 @@
 """Errors a user can fix, reported as one paragraph with exit status 2 and no traceback."""
 
+import os
 import re
 import sys
+import time
+
+OTHER_PROCESS_DELAY = 1  # second; torchrun looks at its processes every 0.1 s
 
 
 class UserError(Exception):
@@ -16,6 +20,10 @@ def exit_on_user_error(function, *args, **kwargs):
     try:
         return function(*args, **kwargs)
     except UserError as error:
+        if int(os.environ.get("RANK", "0")) > 0:  # another process of a launch (torchrun, accelerate launch)
+            # Process 0 meets the same error at the same check and says it; the launcher stops the other
+            # processes as soon as it exits, before they repeat it. An error of this process alone is said.
+            time.sleep(OTHER_PROCESS_DELAY)
         # one write, so that the messages of several processes stopping together do not run into each other
         sys.stderr.write(f"error: {one_paragraph(str(error))}\n")
         sys.exit(2)

@@ -186,6 +186,11 @@ def same_total_hint(recorded, batch):
             f"{batch.processes} process{'es' if batch.processes != 1 else ''}")
 
 
+def in_folder(checkpoint, folder):
+    """Whether `checkpoint` is a checkpoint of the run in `folder` (a folder of it, through links too)."""
+    return os.path.dirname(os.path.realpath(checkpoint)) == os.path.realpath(folder)
+
+
 def check_checkpoint_readable(checkpoint):
     """Every file of the checkpoint opens as its kind: JSON parses, a safetensors header covers its file, a
     torch archive (.pt, .pth, .bin, accelerate's .pkl) has its zip directory. A file cut short (a full disk,

@@ -467,3 +467,33 @@ def test_training_for_no_epoch_is_refused_in_run_ner_before_any_weights_load(tin
     message = refused("run_ner.py", training_argv("run_ner.py", tiny_bert, ner_files, tmp_path / "out",
                                                   "--num_train_epochs", "0"))
     assert "--do_train with --num_train_epochs 0 trains no step" in message and not (tmp_path / "out").exists()
+
+
+def fake_checkpoint(script, folder, model):
+    """A checkpoint folder of `script` that passes the checks made before the output folder's."""
+    folder.mkdir(parents=True)
+    if script == "run_ner.py":
+        (folder / "trainer_state.json").write_text('{"global_step": 2, "max_steps": 10}', encoding="utf-8")
+        torch.save({}, folder / "optimizer.pt")
+    else:
+        (folder / "loop_state.json").write_text('{"completed_steps": 2, "epoch": 0}', encoding="utf-8")
+    shutil.copy(os.path.join(model, "config.json"), folder / "config.json")
+    return folder
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("held", ["notes", "finished run"])
+def test_resuming_a_checkpoint_from_elsewhere_into_a_used_output_dir_is_refused(script, held, tiny_bert, ner_files,
+                                                                                 tmp_path, no_weights):
+    """An explicit --resume_from_checkpoint wrote its run over whatever --output_dir held; a checkpoint of the
+    run in --output_dir itself still continues that run."""
+    name = "checkpoint-2" if script == "run_ner.py" else "step_2"
+    checkpoint = fake_checkpoint(script, tmp_path / "earlier" / name, tiny_bert)
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / ("README.md" if held == "notes" else "train_results.json")).write_text("mine\n", encoding="utf-8")
+    before = folder_contents(output)
+    message = refused(script, training_argv(script, tiny_bert, ner_files, output, "--resume_from_checkpoint",
+                                            str(checkpoint)))
+    assert f"The output folder {output}" in message and "--overwrite_output_dir" in message
+    assert f"resuming {checkpoint}" in message.lower() and folder_contents(output) == before

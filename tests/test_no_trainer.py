@@ -357,3 +357,16 @@ def test_the_saved_model_line_names_validation_only_where_there_is_one(caplog):
     assert caplog.messages[-1] == "Saved the model of the last epoch, 1."
     run_ner_no_trainer.log_saved_model(run_ner_no_trainer.LoopState(completed_steps=2, epoch=1), args, True)
     assert "--load_best_model_at_end" in caplog.messages[-1]
+
+
+def test_a_checkpoint_the_run_stopped_writing_is_skipped_with_a_warning(tmp_path, caplog):
+    """loop_state.json is written last: a checkpoint without it was cut short (kill -9 while saving), as
+    run_ner.py says of its own."""
+    for name, state in (("step_10", '{"completed_steps": 10}'), ("step_20", None), ("step_30", "{")):
+        (tmp_path / name).mkdir()
+        if state is not None:
+            (tmp_path / name / "loop_state.json").write_text(state, encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        assert run_ner_no_trainer.checkpoints_in(str(tmp_path)) == [str(tmp_path / "step_10")]
+    assert f"Skipping the incomplete checkpoint {tmp_path / 'step_20'} (no loop_state.json)" in caplog.text
+    assert f"Skipping the checkpoint {tmp_path / 'step_30'}: its loop_state.json cannot be read" in caplog.text
