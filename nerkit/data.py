@@ -8,12 +8,14 @@ source, a split ends up as lists of words and lists of string tags.
 
 import ast
 import csv
+import io
 import itertools
 import json
 import logging
 import os
 import re
 import shlex
+import tokenize
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -814,27 +816,53 @@ def looks_like_tags(values):
 
 
 def as_list(value, column, where):
-    """A cell as a Python list: lists stay, CSV cells are parsed as JSON, then as a Python literal."""
+    """A cell as a Python list: lists stay, CSV cells are parsed as JSON, then as a Python literal or the way
+    numpy prints an array (`python_list`)."""
     if isinstance(value, list):
         return value
     if isinstance(value, tuple):
         return list(value)
     if isinstance(value, str) and value.lstrip().startswith("["):
-        for parse in (json.loads, ast.literal_eval):
-            try:
-                parsed = parse(value)
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                continue
-            if isinstance(parsed, (list, tuple)):
-                return list(parsed)
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = python_list(value)
+        if isinstance(parsed, (list, tuple)):
+            return list(parsed)
         raise UserError(f"{where}: the '{column}' cell is not a valid list: {value[:80]!r}. Write it as a JSON "
-                        "list (\"[\"\"EU\"\", \"\"rejects\"\"]\" in CSV) or a Python list.")
+                        "list (\"[\"\"EU\"\", \"\"rejects\"\"]\" in CSV) or a Python list, with a comma between "
+                        "items (Python would join two quoted words without one into one word).")
     if missing(value):
         raise UserError(f"{where}: this example has no '{column}' (the key is missing or null), which the other "
                         f"examples have. Give it a '{column}' list, or remove the example.")
     raise UserError(f"{where}: the '{column}' column must hold a list per example, got "
                     f"{type(value).__name__} {str(value)[:80]!r}. Name the right column with --text_column_name "
                     "or --label_column_name.")
+
+
+def python_list(text):
+    """A Python list literal, or an array as numpy prints it (`['John' 'Smith' '.']`, `[1 2 0]`: items apart by
+    spaces, as pandas writes a column of arrays to CSV, from `Dataset.to_pandas()` say); None for anything else,
+    and for a list in which two quoted items have no comma between them, which Python would join into one."""
+    if re.search(r"""['"]\s*['"]""", text):  # quoted items that may touch: looked at token by token
+        try:
+            tokens = [token for token in tokenize.generate_tokens(io.StringIO(text.strip()).readline)
+                      if token.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER)]
+        except (tokenize.TokenError, SyntaxError):
+            return None
+        items = tokens[1:-1]
+        if items and tokens[0].string == "[" and tokens[-1].string == "]" and \
+                all(token.type in (tokenize.STRING, tokenize.NUMBER) for token in items):
+            text = "[" + ", ".join(token.string for token in items) + "]"  # numpy's layout, commas put in
+        elif any(first.type == second.type == tokenize.STRING for first, second in zip(tokens, tokens[1:])):
+            return None
+    elif re.fullmatch(r"\[\s*\d+(?:\s+\d+)*\s*\]", text.strip()):  # numpy's integers: [1 2 0]
+        text = "[" + ", ".join(text.strip()[1:-1].split()) + "]"
+    try:
+        parsed = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return parsed if isinstance(parsed, (list, tuple)) else None
 
 
 def check_word_types(words, column, where):

@@ -51,6 +51,29 @@ def test_csv_list_cells(tmp_path, as_python):
     assert as_pairs(read(train_file=path)[0]["train"]) == ROWS
 
 
+def test_csv_of_numpy_arrays_as_pandas_writes_them(tmp_path):
+    """Dataset.to_pandas() holds numpy arrays, which DataFrame.to_csv writes as numpy prints them: items apart
+    by spaces (a long one over several lines). Read as a Python literal, the quoted words joined into one."""
+    import numpy
+    import pandas
+
+    rows = ROWS + [(["word"] * 40, ["O"] * 40)]  # long enough for numpy to break its line
+    frame = pandas.DataFrame({"tokens": [numpy.array(t) for t, _ in rows], "ner_tags": [numpy.array(g) for _, g in rows],
+                              "ids": [numpy.array([NAMES.index(tag) for tag in g]) for _, g in rows]})
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    assert "['EU' 'rejects'" in (tmp_path / "train.csv").read_text()
+    assert as_pairs(read(train_file=str(tmp_path / "train.csv"))[0]["train"]) == rows
+    by_id = read(train_file=str(tmp_path / "train.csv"), label_column_name="ids", label_list=",".join(NAMES))
+    assert as_pairs(by_id[0]["train"]) == rows
+
+
+def test_a_csv_list_with_quoted_words_not_apart_by_a_comma_is_refused(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("tokens,ner_tags\n\"['John', 'Smith' 'x']\",\"['B-PER', 'I-PER']\"\n", encoding="utf-8")
+    with pytest.raises(UserError, match="train.csv.*'tokens' cell is not a valid list.*with a comma between items"):
+        read(train_file=str(path))
+
+
 def test_columns_found_by_position_and_by_name(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps({"words": t, "labels": g, "id": 1}) + "\n" for t, g in ROWS))
