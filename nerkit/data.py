@@ -429,8 +429,10 @@ def conll_cells(line):
 def conll_comments(rows, label_index):
     """Numbers of the comment lines of a CoNLL file, given the cells of its lines (None for a blank one):
     lines that open a sentence with a cell starting with '#' (`# id 3f2a... domain=en` in MultiCoNER,
-    `# sent_id = 1`, `# doc1`) and have another number of columns than the token lines, or a last cell (tag)
-    that no token line has. A '#' token that opens a tweet, tagged as other tokens are (`# O`), stays a token."""
+    `# sent_id = 1`, `# doc1`) and have another number of columns than the token lines, or a last cell that
+    no token line has and that is not shaped as an entity tag. A '#' token that opens a tweet, tagged as
+    other tokens are (`# O`), stays a token, and so does a hashtag whose entity is rare (`#Avengers B-movie`
+    in a test file without another movie)."""
     candidates, widths, tags, opening = {}, set(), set(), True
     for number, cells in enumerate(rows, start=1):
         if cells is None:
@@ -445,7 +447,8 @@ def conll_comments(rows, label_index):
             if len(cells) > 1 and -len(cells) <= label_index < len(cells):
                 tags.add(cells[label_index])
     return {number for number, cells in candidates.items()
-            if len(cells) not in widths or len(cells) > 1 and cells[label_index] not in tags}
+            if len(cells) not in widths or len(cells) > 1 and cells[label_index] not in tags
+            and cells[label_index] != "O" and split_label(cells[label_index])[0] is None}
 
 
 def column_hint(line, cells):

@@ -88,6 +88,9 @@ def test_conll_comment_lines_are_skipped_and_a_hash_token_is_kept(tmp_path, capl
     assert "3 comment line(s) skipped" in caplog.text and "line 1 first" in caplog.text
     rows = read_train(write(tmp_path / "docs.conll", "# doc1\nJohn B-PER\n\n#hashtag O\nwow O\n"))[0]
     assert rows == [(["John"], ["B-PER"]), (["#hashtag", "wow"], ["O", "O"])]
+    # a hashtag tagged with an entity that no other line of the file has is a word all the same
+    rows = read_train(write(tmp_path / "rare.conll", "John B-PER\nSmith I-PER\n\n#Avengers B-movie\nrocks O\n"))[0]
+    assert rows == [(["John", "Smith"], ["B-PER", "I-PER"]), (["#Avengers", "rocks"], ["B-movie", "O"])]
 
 
 def test_conll_columns_by_index(tmp_path):
