@@ -30,7 +30,7 @@ with collection_paused():  # what the imports make lives as long as the process 
     from nerkit.errors import UserError, exit_on_user_error
     from nerkit.hub import hub_names, offline_unless_reachable
     from nerkit.labels import model_label_list, outside_label, saved_id2label
-    from nerkit.outputs import open_descriptor, write_atomic
+    from nerkit.outputs import json_lines, open_descriptor, write_atomic
     from nerkit.schemes import entity_spans, split_label
     from nerkit.tokenization import (DECODER_COLUMNS, EncodingSettings, encode_split, load_fast_tokenizer,
                                      window_length)
@@ -438,10 +438,8 @@ def document_record(document, words, offsets, tags, probabilities, with_words):
 
 
 def write_records(records, path):
-    """JSON Lines in UTF-8, whatever the console's encoding; U+2028, U+2029 and U+0085 escaped, as readers that
-    split lines with str.splitlines would break a record at them."""
-    text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\x85", "\\u0085")
+    """JSON Lines in UTF-8, whatever the console's encoding (nerkit.outputs.json_lines)."""
+    text = json_lines(records)
     if path == "-":
         sys.stdout.flush()
         sys.stdout.buffer.write(text.encode("utf-8"))

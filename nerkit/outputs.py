@@ -112,8 +112,14 @@ def prediction_record(tokens, predicted, scores, gold=None):
 def predictions_jsonl(tokens, predicted, scores, gold=None):
     """predictions.jsonl: one JSON object per example (see `prediction_record`)."""
     gold = gold or [None] * len(tokens)
-    return "".join(json.dumps(prediction_record(*fields), ensure_ascii=False) + "\n"
-                   for fields in zip(tokens, predicted, scores, gold))
+    return json_lines(prediction_record(*fields) for fields in zip(tokens, predicted, scores, gold))
+
+
+def json_lines(records):
+    """JSON Lines text, characters as they are, except U+2028, U+2029 and U+0085, written as escapes: readers
+    that split lines with str.splitlines would break a record at them."""
+    text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\x85", "\\u0085")
 
 
 def write_predictions(output_dir, split, tags, probabilities):

@@ -125,3 +125,12 @@ def test_an_unlabelled_test_file_is_batched_by_length_in_both_scripts(tiny_bert,
         assert any(max(batch) == 64 for batch in batches), batches  # the document's windows
         assert all(2 * min(batch) >= max(batch) for batch in batches), batches
         assert [len(line) for line in predictions(output)] == [len(tokens) for tokens, _ in rows]
+
+
+def test_predictions_jsonl_escapes_the_characters_splitlines_breaks_lines_at():
+    from nerkit.outputs import predictions_jsonl
+
+    tokens = [["a\u2028b", "c"], ["d\x85e"], ["x\u2029y"]]
+    text = predictions_jsonl(tokens, [["O", "O"], ["O"], ["O"]], [[0.9, 0.8], [0.7], [0.6]])
+    lines = text.splitlines()
+    assert len(lines) == 3 and [json.loads(line)["tokens"] for line in lines] == tokens
