@@ -429,7 +429,8 @@ def document_record(document, words, offsets, tags, probabilities, with_words):
     entities = []
     for kind, first, last in entity_spans(tags):
         start, end = offsets[first][0], offsets[last][1]
-        score = sum(probabilities[first:last + 1]) / (last - first + 1)
+        scored = [p for p in probabilities[first:last + 1] if p > 0]  # 0: no sub-token, labelled by its neighbours
+        score = sum(scored) / len(scored) if scored else 0.0
         entities.append({"type": kind, "start": start, "end": end, "text": text[start:end], "score": round(score, 6)})
     record = {**kept, "text": text, "entities": entities}
     if with_words:

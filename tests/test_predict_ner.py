@@ -188,6 +188,16 @@ def test_whitespace_words_of_a_tokens_list_are_tagged_as_in_conll(trained_model,
     with pytest.raises(predict_ner.UserError, match="line 1: expected an object"):
         predict_ner.json_document(json.dumps({"tokens": ["John", ""]}), "input.jsonl", 1)
 
+def test_a_word_without_sub_tokens_does_not_lower_its_entitys_score(trained_model, tmp_path):
+    """A zero-width space inside a name gets its entity's inside label from its neighbours and a score of 0,
+    which the entity's mean leaves out."""
+    tokens = ["John", "\u200b", "Smith", "works", "at", "Acme"]
+    record = predict(trained_model, tmp_path, [json.dumps({"tokens": tokens})], "--words", name="input.jsonl")[0]
+    assert record["labels"][:3] == ["B-PER", "I-PER", "I-PER"] and record["scores"][1] == 0
+    person = next(entity for entity in record["entities"] if entity["type"] == "PER")
+    assert person["score"] == pytest.approx((record["scores"][0] + record["scores"][2]) / 2, abs=1e-6)
+
+
 def test_old_mac_line_ends_separate_sentences_and_lines_as_the_training_scripts_read_them(tmp_path):
     conll = tmp_path / "input.conll"
     conll.write_bytes(b"John\tB-PER\rSmith\tI-PER\r\rMary\tB-PER\r")
