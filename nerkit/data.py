@@ -193,8 +193,9 @@ def check_content_matches(path, text, kind):
         raise UserError(f"{path}, line 1: the file looks like JSON but is read as {kind.upper()} because of its "
                         "extension. Rename it to .json/.jsonl or pass --file_format json.")
     if kind in ("conll", "conllu") and looks_like_csv(lines):
-        raise UserError(f"{path}, line 1: the file looks like CSV but is read as a CoNLL column file because of its "
-                        "extension. Rename it to .csv or pass --file_format csv.")
+        raise UserError(f"{path}, line 1: the file looks like CSV (a header of column names, then list cells) but is "
+                        "read as a CoNLL column file because of its extension. Rename it to .csv or pass --file_format "
+                        "csv (tab-separated tables are read too).")
 
 
 def looks_like_json(lines):
@@ -214,11 +215,17 @@ def looks_like_json(lines):
 
 
 def looks_like_csv(lines):
-    """A header of two or more column names separated by commas, then a row of list cells."""
-    if "," not in lines[0] or "\t" in lines[0] or len(lines) < 2:
+    """A header of two or more column names separated by commas (or by tabs: `csv_delimiter`), then a row of
+    list cells."""
+    if len(lines) < 2:
         return False
-    names = next(csv.reader([lines[0]]))
+    names = next(csv.reader([lines[0]], delimiter=csv_delimiter(lines[0])))
     return len(names) > 1 and all(CSV_COLUMN_NAME.match(name.strip()) for name in names) and "[" in lines[1]
+
+
+def csv_delimiter(header):
+    """Commas, or tabs for a header with tabs and no comma (a table saved with sep="\\t")."""
+    return "\t" if "\t" in header and "," not in header else ","
 
 
 def read_parquet(path):
@@ -357,15 +364,18 @@ def check_one_object(path, record):
 
 
 def parse_csv_records(path, text):
-    """CSV with a header; list cells are JSON or Python lists (parsed later, per column)."""
-    reader = csv.DictReader(text.split("\n"))
+    """CSV with a header, comma- or tab-separated (`csv_delimiter`); list cells are JSON or Python lists
+    (parsed later, per column)."""
+    lines = text.split("\n")
+    delimiter = csv_delimiter(lines[0])
+    reader = csv.DictReader(lines, delimiter=delimiter)
     if not reader.fieldnames:
         raise UserError(f"{path}: the CSV file has no header line naming its columns.")
     records, locations = [], []
     for record in reader:
         if None in record:
             raise UserError(f"{path}, line {reader.line_num}: this row has more cells than the header has "
-                            "columns. Quote cells that contain commas.")
+                            f"columns. Quote cells that contain {'tabs' if delimiter == chr(9) else 'commas'}.")
         if all(value in ("", None) for value in record.values()):
             continue
         records.append(record)

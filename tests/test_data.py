@@ -401,12 +401,21 @@ def test_conll_tokens_that_look_like_json_or_csv_are_read_as_conll(tmp_path):
     ('{"tokens": ["a"], "ner_tags": ["O"]}\n', "looks like JSON"),
     ('[\n  {"tokens": ["a"], "ner_tags": ["O"]}\n]\n', "looks like JSON"),
     ('tokens,ner_tags\n"[""a""]","[""O""]"\n', "looks like CSV"),
+    ('tokens\tner_tags\n["John", "Smith"]\t["B-PER", "I-PER"]\n', "looks like CSV.*tab-separated tables are read"),
 ])
 def test_other_formats_behind_a_conll_extension_are_still_caught(tmp_path, content, message):
     path = tmp_path / "train.conll"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(UserError, match=message):
         read(train_file=str(path))
+
+
+def test_a_tab_separated_table_reads_as_csv(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_text('tokens\tner_tags\n["John", "Smith"]\t["B-PER", "I-PER"]\n"[\'EU\', \'rejects\']"\t"[\'B-ORG\', \'O\']"\n',
+                    encoding="utf-8")
+    rows = as_pairs(read(train_file=str(path), file_format="csv")[0]["train"])
+    assert rows == [(["John", "Smith"], ["B-PER", "I-PER"]), (["EU", "rejects"], ["B-ORG", "O"])]
 
 
 # ---------------------------------------------------------------------------------------------------------
