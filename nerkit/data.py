@@ -547,9 +547,13 @@ def read_dataset(name, config_name, cache_dir, token, wanted, columns=None):
     conll_files = conll_folder_files(path) if os.path.isdir(path) and not is_saved_dataset(path) else None
     if conll_files:
         return {split: read_file(file, "auto", columns) for split, file in conll_files.items() if split in wanted}
+    by_split = files_with_own_labels(path) if os.path.isdir(path) and not is_saved_dataset(path) else None
     try:
         if os.path.isdir(path) and is_saved_dataset(path):
             loaded = datasets.load_from_disk(path)
+        elif by_split:  # each split with its own label names, as separate data files are read
+            loaded = datasets.DatasetDict({split: datasets.Dataset.from_parquet(files, cache_dir=cache_dir)
+                                           for split, files in by_split.items()})
         else:
             loaded = datasets.load_dataset(path, config_name, cache_dir=cache_dir, token=token)
     except Exception as error:  # datasets raises many types; the user needs the name and the reason
@@ -576,6 +580,51 @@ def read_dataset(name, config_name, cache_dir, token, wanted, columns=None):
         records[split] = Records(source, dataset, locations, dataset.column_names, dataset.features,
                                  editable=False)
     return records
+
+
+def files_with_own_labels(folder):
+    """{split: Parquet files} of a local folder in hub layout whose splits' files name different labels
+    (`ClassLabel` names), else None. datasets reads every split of a folder with one set of features, the
+    first split's, so the same ids would silently become other labels. Shards of one split that disagree
+    are refused."""
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
+    try:
+        files = DataFilesDict.from_patterns(get_data_patterns(folder), base_path=folder)
+    except Exception:  # noqa: BLE001 -- no data files datasets would find: load_dataset says why
+        return None
+    names = {}
+    for split, paths in files.items():
+        if not paths or not all(str(file).endswith(".parquet") for file in paths):
+            return None
+        found = {json.dumps(parquet_label_names(file), sort_keys=True) for file in paths}
+        if len(found) > 1:
+            raise UserError(f"--dataset_name {folder}: the files of the {split} split name their labels differently "
+                            "(the ClassLabel names saved in each Parquet file), so the same ids would mean other "
+                            "labels. Save them again with one list of label names.")
+        names[split] = found.pop()
+    if len(set(names.values())) < 2:
+        return None
+    logger.info("The splits of %s name their labels differently: each split is read with its own names.", folder)
+    return {split: list(paths) for split, paths in files.items()}
+
+
+def parquet_label_names(path):
+    """{column: ClassLabel names} that `datasets` saved in a Parquet file's metadata (for a column of labels or
+    of lists of labels); {} for a file without them."""
+    import pyarrow.parquet
+
+    try:
+        metadata = pyarrow.parquet.read_schema(path).metadata or {}
+        features = json.loads(metadata.get(b"huggingface", b"{}")).get("info", {}).get("features", {})
+    except (OSError, ValueError, AttributeError, pyarrow.ArrowException):
+        return {}
+    found = {}
+    for column, feature in features.items():
+        inner = feature.get("feature", feature) if isinstance(feature, dict) else {}
+        if isinstance(inner, dict) and inner.get("_type") == "ClassLabel":
+            found[column] = inner.get("names")
+    return found
 
 
 def conll_folder_files(folder):

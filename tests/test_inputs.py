@@ -57,6 +57,27 @@ def write_hub_folder(folder, rows):
     return str(folder)
 
 
+def test_hub_layout_splits_naming_their_labels_differently_are_each_read_with_their_own(tmp_path):
+    """datasets reads every split of a folder with the first split's features: validation's id 1 (B-LOC in
+    its own file) would have read as train's B-PER."""
+    def save(names, rows, path):
+        features = Features({"tokens": List(Value("string")), "ner_tags": List(ClassLabel(names=names))})
+        ids = {"tokens": [t for t, _ in rows], "ner_tags": [[names.index(tag) for tag in g] for _, g in rows]}
+        Dataset.from_dict(ids, features=features).to_parquet(str(path))
+
+    os.makedirs(tmp_path / "hub" / "data")
+    save(["O", "B-PER", "I-PER"], [(["John", "Smith"], ["B-PER", "I-PER"])], tmp_path / "hub" / "data" /
+         "train-00000-of-00001.parquet")
+    save(["O", "B-LOC", "I-LOC"], [(["Paris", "."], ["B-LOC", "O"])], tmp_path / "hub" / "data" /
+         "validation-00000-of-00001.parquet")
+    splits, declared = load_splits(DataTrainingArguments(dataset_name=str(tmp_path / "hub")))
+    assert splits["validation"].tags == [["B-LOC", "O"]] and splits["train"].tags == [["B-PER", "I-PER"]]
+    assert declared == ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    save(["O", "B-ORG", "I-ORG"], [(["EU"], ["B-ORG"])], tmp_path / "hub" / "data" / "train-00001-of-00002.parquet")
+    with pytest.raises(UserError, match="the files of the train split name their labels differently"):
+        load_splits(DataTrainingArguments(dataset_name=str(tmp_path / "hub")))
+
+
 def read_train(path, **kwargs):
     splits, declared = load_splits(DataTrainingArguments(train_file=path, **kwargs))
     return list(zip(splits["train"].tokens, splits["train"].tags)), declared
