@@ -350,6 +350,9 @@ def check_arguments(model_args, data_args, args):
     if data_args.max_seq_length is not None:
         raise UserError("run_ner_no_trainer.py sets the window length with --max_length (default 128); "
                         "--max_seq_length is run_ner.py's spelling.")
+    if args.push_to_hub and not trains(args) and not data_args.check_data:
+        raise UserError("--push_to_hub with --num_train_epochs 0: the run only scores the model given, and saves no "
+                        "model to push. Train (--num_train_epochs above 0), or push that model's folder itself.")
     if data_args.early_stopping_patience is not None and not args.load_best_model_at_end:
         raise UserError("--early_stopping_patience needs --load_best_model_at_end (as in run_ner.py): otherwise the "
                         "saved model would be the last one, trained past the best epoch.")
@@ -732,12 +735,14 @@ def finish(run, tokenizer, state, kept_tags, origin):
     """The saved model (the last epoch's, or the best one's with --load_best_model_at_end, loaded back into
     the model), results, reports, predictions with that model, push. `origin` is (base model, command)."""
     accelerator, args = run.accelerator, run.args
-    if kept_epoch(state, args) != state.epoch:
+    trained = trains(args)  # else (--num_train_epochs 0) the given model is scored as it is, not saved again
+    if trained and kept_epoch(state, args) != state.epoch:
         load_saved_weights(run)
-    elif not (args.load_best_model_at_end and state.best_epoch is not None):  # else saved when it was scored
+    elif trained and not (args.load_best_model_at_end and state.best_epoch is not None):  # else saved when scored
         save_model(run)
     if accelerator.is_main_process:
-        tokenizer.save_pretrained(args.output_dir)
+        if trained:
+            tokenizer.save_pretrained(args.output_dir)
         train_results, eval_results = final_results(run, state)
         if train_results:
             save_results(args.output_dir, "train", train_results)
@@ -745,7 +750,7 @@ def finish(run, tokenizer, state, kept_tags, origin):
             save_results(args.output_dir, "eval", eval_results)
         log_saved_model(state, args, "validation" in run.loaders)
     accelerator.wait_for_everyone()
-    report(run, state, kept_tags, origin)
+    report(run, state, kept_tags, origin, trained)
     if "test" in run.loaders:
         predict(run)
     # trackers finish, and the process group is taken down before the interpreter exits, as torch asks of
@@ -781,8 +786,8 @@ def final_results(run, state):
 def log_saved_model(state, args, validated):
     """Say which epoch's model output_dir holds, and which keys describe it."""
     kept = kept_epoch(state, args)
-    if not state.completed_steps:
-        logger.info("Saved the model as it was given (no training step).")
+    if not trains(args):
+        logger.info("--num_train_epochs 0: the model given was scored as it is, and is not saved again.")
     elif not validated:
         logger.info("Saved the model of the last epoch, %d.", state.epoch)
     elif kept == state.epoch:
@@ -810,24 +815,26 @@ def loop_hyperparameters(args, accelerator, optimizer):
             "mixed_precision": accelerator.mixed_precision}
 
 
-def report(run, state, kept_tags, origin):
+def report(run, state, kept_tags, origin, trained=True):
     """Model card, confusion matrix (the saved model's validation labels, those of the kept epoch's
-    evaluation) and learning curves."""
+    evaluation) and learning curves; without training, the confusion matrix and error analysis only."""
     gold = run.splits["validation"].tags if "validation" in run.loaders else None
     if gold is not None and kept_tags is None:  # the kept epoch was scored before this process resumed
         kept_tags, _, _ = evaluate(run, "validation")
     if not run.accelerator.is_main_process:
         return
-    base_model, command = origin
-    facts = CardFacts(base_model, data_sources(run.data_args), run.label_list, command,
-                      loop_hyperparameters(run.args, run.accelerator, run.optimizer), hub_dataset(run.data_args))
-    scores = CardScores(gold, kept_tags, run.data_args.metric_mode, run.scheme) if gold is not None else None
-    write_model_card(run.args.output_dir, facts, scores)
+    if trained:
+        base_model, command = origin
+        facts = CardFacts(base_model, data_sources(run.data_args), run.label_list, command,
+                          loop_hyperparameters(run.args, run.accelerator, run.optimizer), hub_dataset(run.data_args))
+        scores = CardScores(gold, kept_tags, run.data_args.metric_mode, run.scheme) if gold is not None else None
+        write_model_card(run.args.output_dir, facts, scores)
     if gold is not None:
         save_confusion_matrix(run.args.output_dir, gold, kept_tags)
         save_error_analysis(run.args.output_dir, run.splits["validation"], kept_tags, run.label_list,
                             run.data_args.metric_mode, run.scheme)
-    save_learning_curves(run.args.output_dir, state.history)
+    if trained:
+        save_learning_curves(run.args.output_dir, state.history)
 
 
 def predict(run):

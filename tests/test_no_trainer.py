@@ -254,6 +254,11 @@ def test_results_and_model_are_the_last_epochs_as_upstream(tiny_bert, files, tmp
                                files={"validation": files["validation"]}) / "eval_results.json")
     assert results["eval_f1"] == again["eval_f1"]
     assert results["eval_loss"] == pytest.approx(again["eval_loss"], rel=1e-5)
+    # ... and writes the scores and their reports, not a copy of the model, a model card or learning curves
+    written = set(os.listdir(tmp_path / "again"))
+    assert {"eval_results.json", "all_results.json", "errors_validation.json"} <= written
+    assert not written & {"model.safetensors", "config.json", "tokenizer.json", "README.md", "learning_curves.png",
+                          "train_results.json"}
 
 
 def custom_code_model(tiny_bert, folder):
@@ -334,6 +339,13 @@ def test_report_to_none_tracks_nothing_and_an_unknown_tracker_is_refused(tiny_be
     with pytest.raises(UserError, match="'tensorbored' is not a tracker accelerate knows"):
         run_loop(tiny_bert, tmp_path / "typo", "--with_tracking", "--report_to", "tensorbored", files=files)
     assert not (tmp_path / "typo").exists()
+
+
+def test_push_to_hub_without_training_is_refused_before_anything_loads(tiny_bert, files, tmp_path):
+    with pytest.raises(UserError, match="--push_to_hub with --num_train_epochs 0"):
+        run_loop(tiny_bert, tmp_path / "o", "--num_train_epochs", "0", "--push_to_hub",
+                 files={"validation": files["validation"]})
+    assert not (tmp_path / "o").exists()
 
 
 def test_report_to_without_with_tracking_is_told_to_track_nothing(tiny_bert, files, tmp_path, caplog):
