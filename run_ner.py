@@ -270,7 +270,7 @@ def check_arguments(model_args, data_args, training_args):
     if data_args.early_stopping_patience is not None:
         if not training_args.load_best_model_at_end or training_args.eval_strategy == "no":
             raise UserError("--early_stopping_patience needs --load_best_model_at_end and an --eval_strategy "
-                            "(epoch or steps) with the same --save_strategy, and --metric_for_best_model f1.")
+                            "(epoch or steps) with the same --save_strategy, and a --metric_for_best_model (f1, say).")
     if training_args.do_train and training_args.num_train_epochs == 0 and training_args.max_steps <= 0:
         raise UserError("--do_train with --num_train_epochs 0 trains no step, and would save the model unchanged as "
                         "if trained. Give --num_train_epochs above 0 (or --max_steps), or leave --do_train out to "

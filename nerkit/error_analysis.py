@@ -20,7 +20,7 @@ wrong_boundary_and_type or spurious (by the gold entities that overlap it), whic
 count. A gold entity split into two predictions is one wrong_boundary on the gold side and two on the
 predicted side; `counts` reports the gold side plus spurious, `predicted_counts` the predicted side.
 
-Why not nervaluate (installed; 1.2): it has no single partition into these six categories. Each of its
+Why not nervaluate (1.2, not a requirement): it has no single partition into these six categories. Each of its
 strategies (strict, exact, partial, ent_type) gives its own correct/incorrect/partial/missed/spurious,
 matching greedily prediction by prediction, so a gold entity overlapped by two predictions makes the second
 one "spurious" although it overlaps gold, and combining the strategies does not give one consistent
