@@ -764,8 +764,8 @@ def final_results(run, state):
     """(train results, eval results) with upstream's meaning: the last epoch's training loss and evaluation,
     `epoch` the epochs trained; with --load_best_model_at_end also the saved epoch's scores as best_*."""
     last = state.history[-1] if state.history else {}
-    epochs = state.completed_steps / steps_per_epoch(len(run.loaders["train"]), run.args) if state.completed_steps \
-        else 0.0
+    per_epoch = steps_per_epoch(len(run.loaders["train"]), run.args) if state.completed_steps else None
+    epochs = state.completed_steps / per_epoch if per_epoch else 0.0
     train_results = {}
     if state.completed_steps:
         examples = len(run.splits["train"].tokens)
@@ -779,7 +779,7 @@ def final_results(run, state):
         best = next(entry for entry in state.history if entry["epoch"] == state.best_epoch)
         eval_results.update({f"best_{key}": value for key, value in best.items()
                              if key.startswith("eval_") and not key.endswith(TIMING_KEYS)},
-                            best_epoch=float(state.best_epoch))
+                            best_epoch=best["step"] / per_epoch)  # 2.5 for an epoch --max_train_steps cut short
     return train_results, eval_results
 
 

@@ -382,3 +382,19 @@ def test_a_checkpoint_the_run_stopped_writing_is_skipped_with_a_warning(tmp_path
         assert run_ner_no_trainer.checkpoints_in(str(tmp_path)) == [str(tmp_path / "step_10")]
     assert f"Skipping the incomplete checkpoint {tmp_path / 'step_20'} (no loop_state.json)" in caplog.text
     assert f"Skipping the checkpoint {tmp_path / 'step_30'}: its loop_state.json cannot be read" in caplog.text
+
+
+def test_best_epoch_counts_the_epochs_trained_when_an_epoch_was_cut_short():
+    """--max_train_steps 50 with 20 steps an epoch: the third epoch ends after half its steps, at 2.5
+    epochs, which is what `epoch` and `best_epoch` say when that evaluation is the best."""
+    from types import SimpleNamespace
+
+    history = [{"epoch": k, "step": step, "loss": 1.0 / k, "eval_f1": f1}
+               for k, step, f1 in ((1, 20, 0.5), (2, 40, 0.6), (3, 50, 0.7))]
+    state = run_ner_no_trainer.LoopState(completed_steps=50, epoch=3, best_f1=0.7, best_epoch=3, history=history)
+    run = SimpleNamespace(loaders={"train": [None] * 20}, splits={"train": SimpleNamespace(tokens=[["a"]] * 20)},
+                          args=SimpleNamespace(gradient_accumulation_steps=1, load_best_model_at_end=True))
+    train_results, eval_results = run_ner_no_trainer.final_results(run, state)
+    assert train_results["epoch"] == eval_results["epoch"] == eval_results["best_epoch"] == 2.5
+    state.best_epoch = 1
+    assert run_ner_no_trainer.final_results(run, state)[1]["best_epoch"] == 1.0
