@@ -238,8 +238,9 @@ def run(model_args, data_args, training_args, command):
                             "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else None)
     if training_args.do_train and data_args.train_used_embedding_rows:
         choose_embedding_rows(model, tokenizer.pad_token_id, features["train"], training_args, checkpoint)
-    # else the Trainer scales the loss by accumulation steps and processes, the evaluation loss too
-    declare_mean_loss(model)
+    if training_args.do_train or training_args.world_size > 1:
+        # else the Trainer scales the loss by accumulation steps and processes, the evaluation loss too
+        declare_mean_loss(model)
     if training_args.do_train:
         choose_dropout_masks(model, data_args.fast_dropout_masks, training_args.device.type)
         # torch.compile fuses on its own, and the group's checks of which tensor it was given would recompile
@@ -420,16 +421,20 @@ def check_not_finished(output_dir, checkpoint, keeps_best, given=None):
                         f"there); {then}. {again}, "
                         "or leave out --do_train to evaluate or predict with the trained model (--model_name_or_path "
                         f"{output_dir}).")
-    state = trainer_state(checkpoint) if checkpoint is not None else {}
+    # the state written when training ended (before the final model), else the last checkpoint's
+    state = trainer_state(output_dir) if complete_checkpoint(output_dir) else \
+        trainer_state(checkpoint) if checkpoint is not None else {}
     if not training_ended(state):
         return
     best = state.get("best_model_checkpoint")
-    model = best if keeps_best and best and complete_checkpoint(best) else checkpoint
-    raise UserError(f"The output folder {output_dir} holds a training run that ended at {os.path.basename(checkpoint)} "
+    last = checkpoint if checkpoint is not None and trainer_state(checkpoint).get("global_step") == \
+        state.get("global_step") else None
+    model = best if keeps_best and best and complete_checkpoint(best) else last
+    where = (f"The trained model is in {model}: to evaluate or predict with it, give --model_name_or_path {model} "
+             "with another --output_dir and without --do_train." if model else "No checkpoint holds the trained model.")
+    raise UserError(f"The output folder {output_dir} holds a training run that ended at step {state.get('global_step')} "
                     "but stopped before writing its final model and results (there is no train_results.json), so "
-                    f"its top-level model may be missing or half-written. The trained model is in {model}: to "
-                    f"evaluate or predict with it, give --model_name_or_path {model} with another --output_dir and "
-                    f"without --do_train. {again}.")
+                    f"its top-level model may be missing or half-written. {where} {again}.")
 
 
 def check_trains_on(checkpoint, training_args):
@@ -593,6 +598,9 @@ def train(trainer, checkpoint, num_examples):
     if checkpoint is None and trainer.is_world_process_zero():
         clear_earlier_run(trainer.args.output_dir, is_checkpoint_name)
     result = trainer.train(resume_from_checkpoint=checkpoint)
+    # trainer_state.json first: it says training ended should the process die while the model is written,
+    # after the Trainer has removed the last checkpoint (--save_total_limit 1 keeps the best one alone)
+    trainer.save_state()
     fold_rows(trainer.model)
     trainer.save_model()  # the tokenizer and the config with the real label names come along
     metrics = dict(result.metrics, train_samples=num_examples)
@@ -602,7 +610,6 @@ def train(trainer, checkpoint, num_examples):
         save_learning_curves(trainer.args.output_dir, [
             dict(entry, step=entry.get("step", 0)) for entry in trainer.state.log_history
             if "loss" in entry or "eval_f1" in entry])
-    trainer.save_state()
 
 
 def evaluate(trainer, split):

@@ -152,7 +152,8 @@ def timing_metrics(prefix, seconds, examples, steps):
 
 def clear_earlier_run(output_dir, is_checkpoint):
     """A fresh start (--overwrite_output_dir) drops what the run that was there left to be picked up: its
-    result files, which would mark a new run killed midway as finished and leave stale keys in
+    result files and the Trainer's trainer_state.json, which would mark a new run killed midway as
+    finished, the results also leaving stale keys in
     all_results.json, its reports and predictions, which would pass for this run's, and its checkpoint
     folders (names for which `is_checkpoint` is true), which a resume would take for this run's and
     checkpoint rotation would keep over this run's newer ones."""
@@ -161,7 +162,8 @@ def clear_earlier_run(output_dir, is_checkpoint):
     removed = []
     for name in sorted(os.listdir(output_dir)):
         path = os.path.join(output_dir, name)
-        earlier = name in RESULT_FILES or any(fnmatch.fnmatchcase(name, pattern) for pattern in REPORT_FILES)
+        earlier = name in RESULT_FILES + ("trainer_state.json",) or \
+            any(fnmatch.fnmatchcase(name, pattern) for pattern in REPORT_FILES)
         if earlier and os.path.isfile(path):
             os.remove(path)
             removed.append(name)

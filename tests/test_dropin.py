@@ -125,8 +125,14 @@ def test_running_a_finished_command_again_is_refused_and_keeps_its_results(tiny_
     # message names the checkpoint that holds the trained model, and that works as --model_name_or_path
     (tmp_path / "train_results.json").unlink()
     (tmp_path / "model.safetensors").write_bytes(b"half")
-    with pytest.raises(UserError, match=f"ended at checkpoint-10 .* The trained model is in {tmp_path}/checkpoint-10"):
+    with pytest.raises(UserError, match=f"ended at step 10 .* The trained model is in {tmp_path}/checkpoint-10"):
         run_ner.cli(args)
+    # the same, after the Trainer removed the last checkpoint (--save_total_limit 1 with a best one elsewhere):
+    # the trainer_state.json written before the final model says training ended, not checkpoint-5's
+    shutil.move(tmp_path / "checkpoint-10", tmp_path.parent / "kept-checkpoint-10")
+    with pytest.raises(UserError, match="ended at step 10 .* No checkpoint holds the trained model"):
+        run_ner.cli(args)
+    shutil.move(tmp_path.parent / "kept-checkpoint-10", tmp_path / "checkpoint-10")
     run_ner.cli(["--model_name_or_path", str(tmp_path / "checkpoint-10"), "--validation_file", sample, "--do_eval",
                  "--output_dir", str(tmp_path / "scored"), "--report_to", "none"])
     assert read_json(tmp_path / "scored" / "eval_results.json")["eval_f1"] == \
@@ -157,7 +163,8 @@ def test_a_checkpoint_saved_without_its_optimizer_is_not_resumed(tiny_bert, samp
     args = finished_run_args(tiny_bert, sample, tmp_path, "--save_only_model")
     run_ner.cli(args)
     shutil.rmtree(tmp_path / "checkpoint-10")  # as if killed in the second epoch
-    (tmp_path / "train_results.json").unlink()
+    for name in ("train_results.json", "trainer_state.json"):  # written once training is over
+        (tmp_path / name).unlink()
     for resume in ([], ["--resume_from_checkpoint", str(tmp_path / "checkpoint-5")]):
         with pytest.raises(UserError, match="checkpoint-5 holds no optimizer state .* --save_only_model"):
             run_ner.cli(args + resume)
