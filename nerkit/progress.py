@@ -71,8 +71,12 @@ def trainer_line(state, control, logs):
     if evaluation:  # the training loss logged at the same step, if any
         logs = {**next((e for e in history if e.get("step") == state.global_step and "loss" in e), {}), **logs}
     earlier = [(entry["epoch"], entry["eval_f1"]) for entry in history[:-1] if "eval_f1" in entry]
-    return progress_line(logs.get("epoch", state.epoch), logs, earlier, state.num_train_epochs,
-                         f"{state.global_step}/{state.max_steps}")
+    epoch = logs.get("epoch", state.epoch)
+    # the epochs the run will have trained: num_train_epochs, unless --max_steps ends it within an epoch
+    # (the Trainer then counts that epoch whole: 0.5 epochs as 1)
+    epochs = round(epoch * state.max_steps / state.global_step, 2) if state.global_step and epoch else \
+        state.num_train_epochs
+    return progress_line(epoch, logs, earlier, epochs, f"{state.global_step}/{state.max_steps}")
 
 
 class EpochLines(TrainerCallback):

@@ -215,3 +215,19 @@ def test_the_loop_logs_one_short_line_per_epoch_and_no_bars(tiny_bert, sample, t
     assert not ESCAPES.search(log) and "it/s" not in log
     epochs = [line for line in log.splitlines() if re.search(r"epoch \d: loss", line)]
     assert len(epochs) == 2 and all("best F1" in line and len(line) < 200 for line in epochs)
+
+
+@pytest.mark.parametrize("epoch, step, max_steps, epochs, shown", [
+    (1.0, 120, 360, 3, "epoch 1/3 (step 120/360)"),
+    (0.5, 4, 4, 1, "epoch 0.5/0.5 (step 4/4)"),  # --max_steps 4 of 8 an epoch: the Trainer counts 1 epoch
+    (1.25, 50, 60, 2, "epoch 1.25/1.5 (step 50/60)"),
+])
+def test_the_progress_line_counts_the_epochs_the_run_will_train(epoch, step, max_steps, epochs, shown):
+    from types import SimpleNamespace
+
+    from nerkit.progress import trainer_line
+
+    state = SimpleNamespace(log_history=[], global_step=step, max_steps=max_steps, num_train_epochs=epochs,
+                            epoch=epoch)
+    line = trainer_line(state, SimpleNamespace(should_evaluate=False), {"loss": 0.5, "epoch": epoch})
+    assert line == f"{shown}: loss 0.5000"
