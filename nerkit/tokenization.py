@@ -144,14 +144,15 @@ def class_that_drops_the_space(folder):
     own pipeline and leaves out the space put before each word (`prepend_space`); else None. transformers 5
     maps some model types (Qwen2 among them) to such a class whatever tokenizer_config.json names, so only
     loading the tokenizer.json as it is (PreTrainedTokenizerFast) tokenizes as training did."""
-    from transformers import AutoTokenizer
-
     try:
         with open(os.path.join(folder, "tokenizer.json"), encoding="utf-8") as handle:
-            if not prepends_space(json.load(handle)):
-                return None
+            text = handle.read()
+        if '"Prepend"' not in text or not prepends_space(json.loads(text)):  # most have none: no parse needed
+            return None
     except (OSError, ValueError):
         return None
+    from transformers import AutoTokenizer
+
     reloaded = AutoTokenizer.from_pretrained(folder)
     if prepends_space(json.loads(reloaded.backend_tokenizer.to_str())):
         return None
