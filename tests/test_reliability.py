@@ -1,5 +1,6 @@
 """Interrupted runs resume exactly, several processes score exactly, nothing leaks, bad losses stop."""
 
+import contextlib
 import os
 import stat
 import re
@@ -372,25 +373,37 @@ def test_nan_loss_on_one_of_two_processes_stops_both(one_word_breaks, tmp_path, 
         argv += ["--do_train", "--report_to", "none", "--save_strategy", "no"]
     # two processes started as torchrun starts them, but with no launcher to stop one when the other exits:
     # each stops by itself and says so (process 1 a second later, nerkit.errors)
-    results = two_processes(command(script, *argv))
+    results = two_processes(command(script, *argv), tmp_path)
     assert all(result.returncode == 2 for result in results), results[0].stdout[-3000:]
     stops = [re.findall(r"error: The training loss became nan at optimizer step (\d+)", result.stderr)
              for result in results]
     assert stops[0] and stops[0] == stops[1], results[1].stderr[-3000:]  # both processes, the same step
 
 
-def two_processes(cmd):
+def two_processes(cmd, folder):
     """Run `cmd` as processes 0 and 1 of a group of two, with the environment torchrun gives each; their
-    CompletedProcess results, in order."""
+    CompletedProcess results, in order. Their output goes to files in `folder`: a pipe left unread while
+    the other process is waited for would fill and stop the process writing to it, and with it the group."""
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
     group = dict(ENV, WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    processes = [subprocess.Popen(cmd, cwd=ROOT, env=dict(group, RANK=str(rank), LOCAL_RANK=str(rank)),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
-    outputs = [process.communicate(timeout=600) for process in processes]
-    return [subprocess.CompletedProcess(cmd, process.returncode, out, err)
-            for process, (out, err) in zip(processes, outputs)]
+    results = []
+    with contextlib.ExitStack() as files:
+        logs = [[files.enter_context(open(folder / f"{rank}.{kind}", "w+")) for kind in ("out", "err")]
+                for rank in (0, 1)]
+        processes = [subprocess.Popen(cmd, cwd=ROOT, env=dict(group, RANK=str(rank), LOCAL_RANK=str(rank)),
+                                      stdout=logs[rank][0], stderr=logs[rank][1], text=True) for rank in (0, 1)]
+        try:
+            for process, (out, err) in zip(processes, logs):
+                process.wait(timeout=600)
+                out.seek(0), err.seek(0)
+                results.append(subprocess.CompletedProcess(cmd, process.returncode, out.read(), err.read()))
+        finally:  # one left waiting for the other would otherwise outlive the test
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+    return results
 
 
 @pytest.mark.parametrize("script", ["run_ner.py", "run_ner_no_trainer.py"])
