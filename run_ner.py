@@ -403,8 +403,8 @@ def resumable_in(output_dir, overwrite, keeps_best, given=None):
     check_not_finished(output_dir, last, keeps_best, given)
     if last is None and os.listdir(output_dir):
         over = f"; resuming {given} would write this run over what it holds" if given else ""
-        raise UserError(f"The output folder {output_dir} already exists, is not empty and holds no checkpoint to resume "
-                        f"from{over}. Choose another --output_dir, or add --overwrite_output_dir to train into it.")
+        raise UserError(f"The output folder {output_dir} already exists, is not empty and holds no checkpoint to "
+                        f"resume from{over}. Choose another --output_dir, or add --overwrite_output_dir to train into it.")
     return last
 
 
@@ -432,8 +432,8 @@ def check_not_finished(output_dir, checkpoint, keeps_best, given=None):
     model = best if keeps_best and best and complete_checkpoint(best) else last
     where = (f"The trained model is in {model}: to evaluate or predict with it, give --model_name_or_path {model} "
              "with another --output_dir and without --do_train." if model else "No checkpoint holds the trained model.")
-    raise UserError(f"The output folder {output_dir} holds a training run that ended at step {state.get('global_step')} "
-                    "but stopped before writing its final model and results (there is no train_results.json), so "
+    raise UserError(f"The output folder {output_dir} holds a training run that ended at step "
+                    f"{state.get('global_step')} but stopped before writing its final model and results (there is no train_results.json), so "
                     f"its top-level model may be missing or half-written. {where} {again}.")
 
 

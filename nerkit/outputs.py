@@ -152,11 +152,10 @@ def timing_metrics(prefix, seconds, examples, steps):
 
 def clear_earlier_run(output_dir, is_checkpoint):
     """A fresh start (--overwrite_output_dir) drops what the run that was there left to be picked up: its
-    result files and the Trainer's trainer_state.json, which would mark a new run killed midway as
-    finished, the results also leaving stale keys in
-    all_results.json, its reports and predictions, which would pass for this run's, and its checkpoint
-    folders (names for which `is_checkpoint` is true), which a resume would take for this run's and
-    checkpoint rotation would keep over this run's newer ones."""
+    result files and trainer_state.json, which would mark a new run killed midway as finished (the results
+    also leaving stale keys in all_results.json), its reports and predictions, which would pass for this
+    run's, and its checkpoint folders (names for which `is_checkpoint` is true), which a resume would take
+    for this run's and checkpoint rotation would keep over this run's newer ones."""
     if not os.path.isdir(output_dir):
         return
     removed = []

@@ -462,7 +462,8 @@ def test_training_arguments_refusals_say_what_to_do(flags, said, tiny_bert, ner_
     assert said in message and "Invalid arguments" not in message and not (tmp_path / "out").exists()
 
 
-def test_training_for_no_epoch_is_refused_in_run_ner_before_any_weights_load(tiny_bert, ner_files, tmp_path, no_weights):
+def test_training_for_no_epoch_is_refused_in_run_ner_before_any_weights_load(tiny_bert, ner_files, tmp_path,
+                                                                             no_weights):
     """Zero epochs trained no step and saved the pretrained model, its head untrained, as if trained."""
     message = refused("run_ner.py", training_argv("run_ner.py", tiny_bert, ner_files, tmp_path / "out",
                                                   "--num_train_epochs", "0"))

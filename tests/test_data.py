@@ -58,7 +58,8 @@ def test_csv_of_numpy_arrays_as_pandas_writes_them(tmp_path):
     import pandas
 
     rows = ROWS + [(["word"] * 40, ["O"] * 40)]  # long enough for numpy to break its line
-    frame = pandas.DataFrame({"tokens": [numpy.array(t) for t, _ in rows], "ner_tags": [numpy.array(g) for _, g in rows],
+    frame = pandas.DataFrame({"tokens": [numpy.array(t) for t, _ in rows],
+                              "ner_tags": [numpy.array(g) for _, g in rows],
                               "ids": [numpy.array([NAMES.index(tag) for tag in g]) for _, g in rows]})
     frame.to_csv(tmp_path / "train.csv", index=False)
     assert "['EU' 'rejects'" in (tmp_path / "train.csv").read_text()
@@ -412,8 +413,8 @@ def test_other_formats_behind_a_conll_extension_are_still_caught(tmp_path, conte
 
 def test_a_tab_separated_table_reads_as_csv(tmp_path):
     path = tmp_path / "train.tsv"
-    path.write_text('tokens\tner_tags\n["John", "Smith"]\t["B-PER", "I-PER"]\n"[\'EU\', \'rejects\']"\t"[\'B-ORG\', \'O\']"\n',
-                    encoding="utf-8")
+    path.write_text('tokens\tner_tags\n["John", "Smith"]\t["B-PER", "I-PER"]\n'
+                    '"[\'EU\', \'rejects\']"\t"[\'B-ORG\', \'O\']"\n', encoding="utf-8")
     rows = as_pairs(read(train_file=str(path), file_format="csv")[0]["train"])
     assert rows == [(["John", "Smith"], ["B-PER", "I-PER"]), (["EU", "rejects"], ["B-ORG", "O"])]
 
