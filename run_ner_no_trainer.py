@@ -217,9 +217,7 @@ def main(model_args=None, data_args=None, args=None, command=None):
     accelerator, precision = make_accelerator(args, data_args)
     setup_logging("run_ner_no_trainer", accelerator.is_local_main_process)
     logger.info("Running on %d process(es), device %s.", accelerator.num_processes, accelerator.device)
-    if not args.with_tracking and args.report_to not in ("all", "none"):  # "all" is the default, given or not
-        logger.warning("--report_to %s is read only with --with_tracking, which is not given: nothing is tracked. "
-                       "Add --with_tracking to track the run.", args.report_to)
+    warn_if_untracked(args)
     training = trains(args)
     check_hub_for_training(model_args, data_args, args.push_to_hub)
     if data_args.check_data:
@@ -294,6 +292,13 @@ def make_accelerator(args, data_args, precision=None):
     # processes and others on neither. All take one seed (prepare() reads it, so setting it here is in time).
     loader_config.data_seed = shared_seed(args.seed)
     return accelerator, precision
+
+
+def warn_if_untracked(args):
+    """Upstream's loop reads --report_to only with --with_tracking: trackers named without it track nothing."""
+    if not args.with_tracking and args.report_to not in ("all", "none"):  # "all" is the default, given or not
+        logger.warning("--report_to %s is read only with --with_tracking, which is not given: nothing is tracked. "
+                       "Add --with_tracking to track the run.", args.report_to)
 
 
 def trackers(report_to):
