@@ -102,17 +102,18 @@ def parse_options(argv):
                              "standard input")
     parser.add_argument("--output", default="-", help="JSON Lines file; '-' (default) writes standard output")
     parser.add_argument("--format", choices=["auto", "text", "jsonl", "conll", "conllu"], default="auto",
-                        help="input format; auto: .jsonl/.json files are JSON Lines, .conll/.iob/.bio CoNLL "
+                        help="input format (default: auto); auto: .jsonl/.json files are JSON Lines, .conll/.iob/.bio CoNLL "
                              "columns (the words of the first), .conllu CoNLL-U, tables and binary files "
                              "(.csv, .tsv, .parquet, .xlsx, .pdf, ...) refused, everything else text")
     parser.add_argument("--split", choices=["words", "whitespace"], default="words",
-                        help="how raw text becomes words: 'words' (letters and digits, each other character "
-                             "alone, like CoNLL tokenization) or 'whitespace'")
+                        help="how raw text becomes words: 'words' (the default: letters and digits, each other "
+                             "character alone, like CoNLL tokenization) or 'whitespace'")
     parser.add_argument("--decoding", choices=["argmax", "viterbi"], default="viterbi",
-                        help="each word's best label, or the best sequence the tagging scheme allows")
+                        help="each word's best label, or (viterbi, the default) the best sequence the tagging "
+                             "scheme allows")
     parser.add_argument("--max_length", "--max_seq_length", dest="max_length", type=int, default=None,
                         help="window length in sub-tokens (default: the model's maximum)")
-    parser.add_argument("--stride", type=int, default=64, help="overlap of windows of long documents")
+    parser.add_argument("--stride", type=int, default=64, help="overlap of windows of long documents, in sub-tokens (default: 64)")
     parser.add_argument("--batch_size", "--per_device_eval_batch_size", dest="batch_size", type=int, default=None,
                         help="windows per batch, a long document having several (default: 32 on a GPU or a CPU "
                              "in bf16, 8 on a CPU in fp32)")
