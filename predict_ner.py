@@ -79,7 +79,7 @@ def main(options):
         write_records([], options.output)
         return
     offline_unless_reachable(hub_names(options.model))
-    words, offsets = zip(*(split_words(document, options.split) for document in documents)) if documents else ((), ())
+    words, offsets = zip(*(split_words(document, options.split) for document in documents))
     tagger = Tagger(options.model, options.max_length, options.stride, options.batch_size, options.decoding,
                     int8=options.int8)
     tags, probabilities = tagger.tag(list(words))
@@ -102,8 +102,9 @@ def parse_options(argv):
                              "standard input")
     parser.add_argument("--output", default="-", help="JSON Lines file; '-' (default) writes standard output")
     parser.add_argument("--format", choices=["auto", "text", "jsonl", "conll", "conllu"], default="auto",
-                        help="input format (default: auto); auto: .jsonl/.json files are JSON Lines, .conll/.iob/.bio CoNLL "
-                             "columns (the words of the first), .conllu CoNLL-U, tables and binary files "
+                        help="input format (default: auto); auto: .jsonl/.json files are JSON Lines, "
+                             ".conll/.iob/.bio CoNLL columns (the words of the first), .conllu CoNLL-U, tables and "
+                             "binary files "
                              "(.csv, .tsv, .parquet, .xlsx, .pdf, ...) refused, everything else text")
     parser.add_argument("--split", choices=["words", "whitespace"], default="words",
                         help="how raw text becomes words: 'words' (the default: letters and digits, each other "
@@ -113,7 +114,8 @@ def parse_options(argv):
                              "scheme allows")
     parser.add_argument("--max_length", "--max_seq_length", dest="max_length", type=int, default=None,
                         help="window length in sub-tokens (default: the model's maximum)")
-    parser.add_argument("--stride", type=int, default=64, help="overlap of windows of long documents, in sub-tokens (default: 64)")
+    parser.add_argument("--stride", type=int, default=64,
+                        help="overlap of windows of long documents, in sub-tokens (default: 64)")
     parser.add_argument("--batch_size", "--per_device_eval_batch_size", dest="batch_size", type=int, default=None,
                         help="windows per batch, a long document having several (default: 32 on a GPU or a CPU "
                              "in bf16, 8 on a CPU in fp32)")

@@ -351,12 +351,17 @@ def is_checkpoint_name(name):
 def complete_checkpoint(path):
     """Whether `path` is a checkpoint the Trainer finished writing: its trainer_state.json, written last,
     is whole."""
+    return whole_trainer_state(path) is not None
+
+
+def whole_trainer_state(folder):
+    """The trainer_state.json of `folder` (a checkpoint, or an output folder whose training ended), or None
+    where it is missing or not whole."""
     try:
-        with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as handle:
-            json.load(handle)
-        return True
+        with open(os.path.join(folder, "trainer_state.json"), encoding="utf-8") as handle:
+            return json.load(handle)
     except (OSError, ValueError):
-        return False
+        return None
 
 
 def checkpoint_to_resume(training_args, data_args):
@@ -421,20 +426,19 @@ def check_not_finished(output_dir, checkpoint, keeps_best, given=None):
                         f"there); {then}. {again}, "
                         "or leave out --do_train to evaluate or predict with the trained model (--model_name_or_path "
                         f"{output_dir}).")
+    checkpoint_state = trainer_state(checkpoint) if checkpoint is not None else {}
     # the state written when training ended (before the final model), else the last checkpoint's
-    state = trainer_state(output_dir) if complete_checkpoint(output_dir) else \
-        trainer_state(checkpoint) if checkpoint is not None else {}
+    state = whole_trainer_state(output_dir) or checkpoint_state
     if not training_ended(state):
         return
     best = state.get("best_model_checkpoint")
-    last = checkpoint if checkpoint is not None and trainer_state(checkpoint).get("global_step") == \
-        state.get("global_step") else None
+    last = checkpoint if checkpoint_state.get("global_step") == state.get("global_step") else None
     model = best if keeps_best and best and complete_checkpoint(best) else last
     where = (f"The trained model is in {model}: to evaluate or predict with it, give --model_name_or_path {model} "
              "with another --output_dir and without --do_train." if model else "No checkpoint holds the trained model.")
     raise UserError(f"The output folder {output_dir} holds a training run that ended at step "
-                    f"{state.get('global_step')} but stopped before writing its final model and results (there is no train_results.json), so "
-                    f"its top-level model may be missing or half-written. {where} {again}.")
+                    f"{state.get('global_step')} but stopped before writing its final model and results (there is no "
+                    f"train_results.json), so its top-level model may be missing or half-written. {where} {again}.")
 
 
 def check_trains_on(checkpoint, training_args):

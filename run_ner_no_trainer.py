@@ -741,10 +741,11 @@ def finish(run, tokenizer, state, kept_tags, origin):
     the model), results, reports, predictions with that model, push. `origin` is (base model, command)."""
     accelerator, args = run.accelerator, run.args
     trained = trains(args)  # else (--num_train_epochs 0) the given model is scored as it is, not saved again
-    if trained and kept_epoch(state, args) != state.epoch:
-        load_saved_weights(run)
-    elif trained and not (args.load_best_model_at_end and state.best_epoch is not None):  # else saved when scored
-        save_model(run)
+    if trained:
+        if kept_epoch(state, args) != state.epoch:
+            load_saved_weights(run)
+        elif not (args.load_best_model_at_end and state.best_epoch is not None):  # else saved when it was scored
+            save_model(run)
     if accelerator.is_main_process:
         if trained:
             tokenizer.save_pretrained(args.output_dir)
@@ -755,7 +756,7 @@ def finish(run, tokenizer, state, kept_tags, origin):
             save_results(args.output_dir, "eval", eval_results)
         log_saved_model(state, args, "validation" in run.loaders)
     accelerator.wait_for_everyone()
-    report(run, state, kept_tags, origin, trained)
+    report(run, state, kept_tags, origin)
     if "test" in run.loaders:
         predict(run)
     # trackers finish, and the process group is taken down before the interpreter exits, as torch asks of
@@ -820,7 +821,7 @@ def loop_hyperparameters(args, accelerator, optimizer):
             "mixed_precision": accelerator.mixed_precision}
 
 
-def report(run, state, kept_tags, origin, trained=True):
+def report(run, state, kept_tags, origin):
     """Model card, confusion matrix (the saved model's validation labels, those of the kept epoch's
     evaluation) and learning curves; without training, the confusion matrix and error analysis only."""
     gold = run.splits["validation"].tags if "validation" in run.loaders else None
@@ -828,6 +829,7 @@ def report(run, state, kept_tags, origin, trained=True):
         kept_tags, _, _ = evaluate(run, "validation")
     if not run.accelerator.is_main_process:
         return
+    trained = trains(run.args)
     if trained:
         base_model, command = origin
         facts = CardFacts(base_model, data_sources(run.data_args), run.label_list, command,

@@ -11,7 +11,7 @@ import shlex
 import sys
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from .error_analysis import (
     CATEGORIES,
@@ -64,7 +64,6 @@ class CardFacts:
     command: str
     hyperparameters: dict = field(default_factory=dict)
     hub_dataset: tuple | None = None  # (name, config or None) of a --dataset_name from the hub
-    tokenizer_rebuilt_as: str | None = None  # nerkit.tokenization.class_that_drops_the_space; write_model_card's
 
 
 @dataclass
@@ -78,10 +77,10 @@ class CardScores:
     scheme: str | None = None
 
 
-def model_card(facts, scores=None, name="model"):
+def model_card(facts, scores=None, name="model", rebuilt_as=None):
     """README.md text: metadata (`name` is the model-index's), base model, data, labels, the exact command,
     the training hyperparameters, and with `scores` (CardScores) the scores per entity type, or per tag for
-    tags that name no entities."""
+    tags that name no entities; last how to use it (`rebuilt_as`: `pipeline_lines`)."""
     base_model, label_list = facts.base_model, facts.label_list
     evaluation = card_evaluation(scores, label_list) if scores is not None else None
     overall = overall_scores(*evaluation) if evaluation else {}
@@ -115,7 +114,7 @@ def model_card(facts, scores=None, name="model"):
     if evaluation:
         lines += scores_section(scores, label_list, *evaluation)
     lines += ["## Framework versions", "", *[f"- {name} {version}" for name, version in framework_versions()], ""]
-    lines += ["## Use", "", "```python", *pipeline_lines(facts.tokenizer_rebuilt_as), "```", "",
+    lines += ["## Use", "", "```python", *pipeline_lines(rebuilt_as), "```", "",
               "or `python predict_ner.py --model PATH_TO_THIS_FOLDER --input texts.txt`.", ""]
     return "\n".join(lines)
 
@@ -260,13 +259,13 @@ def tag_scores_section(analysis):
 def write_model_card(output_dir, facts, scores=None):
     """README.md of a trained folder, after its tokenizer is saved: how to load that tokenizer depends on it."""
     name = os.path.basename(os.path.normpath(os.path.abspath(output_dir)))  # upstream's model-index name
-    facts = replace(facts, tokenizer_rebuilt_as=class_that_drops_the_space(output_dir))
-    if facts.tokenizer_rebuilt_as:
+    rebuilt_as = class_that_drops_the_space(output_dir)
+    if rebuilt_as:
         logger.warning("AutoTokenizer loads the saved tokenizer of %s as %s, which rebuilds its pipeline without the "
                        "space put before each word in training, so words would be tokenized otherwise. This suite's "
                        "scripts put it back; elsewhere load the tokenizer with PreTrainedTokenizerFast (README.md of "
-                       "the folder shows how).", output_dir, facts.tokenizer_rebuilt_as)
-    write_atomic(os.path.join(output_dir, "README.md"), model_card(facts, scores, name))
+                       "the folder shows how).", output_dir, rebuilt_as)
+    write_atomic(os.path.join(output_dir, "README.md"), model_card(facts, scores, name, rebuilt_as))
 
 
 def pyplot():
