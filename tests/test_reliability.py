@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import random
 import stat
 import re
 import signal
@@ -382,28 +383,48 @@ def test_nan_loss_on_one_of_two_processes_stops_both(one_word_breaks, tmp_path, 
 
 def two_processes(cmd, folder):
     """Run `cmd` as processes 0 and 1 of a group of two, with the environment torchrun gives each; their
-    CompletedProcess results, in order. Their output goes to files in `folder`: a pipe left unread while
-    the other process is waited for would fill and stop the process writing to it, and with it the group."""
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    group = dict(ENV, WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    results = []
+    CompletedProcess results, in order. Fails the test with both processes' output if they have not both
+    ended within 5 minutes (a run here takes seconds)."""
+    group = dict(ENV, WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                 MASTER_PORT=str(rendezvous_port()))
+    deadline = time.time() + 300
     with contextlib.ExitStack() as files:
+        # output to files: a pipe left unread while the other process is waited for would fill and stop the
+        # process writing to it, and with it the group
         logs = [[files.enter_context(open(folder / f"{rank}.{kind}", "w+")) for kind in ("out", "err")]
                 for rank in (0, 1)]
         processes = [subprocess.Popen(cmd, cwd=ROOT, env=dict(group, RANK=str(rank), LOCAL_RANK=str(rank)),
                                       stdout=logs[rank][0], stderr=logs[rank][1], text=True) for rank in (0, 1)]
-        try:
-            for process, (out, err) in zip(processes, logs):
-                process.wait(timeout=600)
-                out.seek(0), err.seek(0)
-                results.append(subprocess.CompletedProcess(cmd, process.returncode, out.read(), err.read()))
-        finally:  # one left waiting for the other would otherwise outlive the test
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()
+        while time.time() < deadline and any(process.poll() is None for process in processes):
+            time.sleep(0.2)
+        waiting = [rank for rank, process in enumerate(processes) if process.poll() is None]
+        for rank in waiting:  # one left waiting for the other would otherwise outlive the test
+            processes[rank].kill()
+            processes[rank].wait()
+        results = []
+        for process, (out, err) in zip(processes, logs):
+            out.seek(0), err.seek(0)
+            results.append(subprocess.CompletedProcess(cmd, process.returncode, out.read(), err.read()))
+    if waiting:
+        pytest.fail(f"process(es) {waiting} still running after 5 minutes; their output:\n" + "\n".join(
+            f"--- process {rank} (exit {result.returncode}):\n{result.stderr[-4000:]}"
+            for rank, result in enumerate(results)))
     return results
+
+
+def rendezvous_port():
+    """A port no socket is bound to, below the range the kernel takes the local ports of outgoing connections
+    from (32768-60999 on Linux). Process 1 tries to connect to the port until process 0 listens on it; with a
+    port from that range, one of those tries can be given the port itself as its own end, connect to itself,
+    and leave process 1 waiting for an answer from itself for half an hour."""
+    for port in random.Random().sample(range(20000, 32000), 100):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port in 20000-31999")
 
 
 @pytest.mark.parametrize("script", ["run_ner.py", "run_ner_no_trainer.py"])
