@@ -414,17 +414,22 @@ def two_processes(cmd, folder):
 
 def rendezvous_port():
     """A port no socket is bound to, below the range the kernel takes the local ports of outgoing connections
-    from (32768-60999 on Linux). Process 1 tries to connect to the port until process 0 listens on it; with a
-    port from that range, one of those tries can be given the port itself as its own end, connect to itself,
-    and leave process 1 waiting for an answer from itself for half an hour."""
-    for port in random.Random().sample(range(20000, 32000), 100):
+    from. Process 1 tries to connect to the port until process 0 listens on it; with a port from that range,
+    one of those tries can be given the port itself as its own end (TCP's self-connect), and process 1 then
+    waits for an answer from itself for half an hour."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+            outgoing_from = int(ranges.read().split()[0])
+    except (OSError, ValueError, IndexError):  # not Linux
+        outgoing_from = 32768
+    for port in random.Random().sample(range(max(outgoing_from // 2, 1024), outgoing_from), 100):
         with socket.socket() as probe:
             try:
                 probe.bind(("", port))
             except OSError:
                 continue
         return port
-    raise RuntimeError("no free port in 20000-31999")
+    raise RuntimeError(f"no free port below {outgoing_from}")
 
 
 @pytest.mark.parametrize("script", ["run_ner.py", "run_ner_no_trainer.py"])
