@@ -33,7 +33,7 @@ from collections import Counter, namedtuple
 
 from seqeval.scheme import Entities
 
-from .metrics import strict_scheme
+from .metrics import strict_reading, strict_scheme
 from .schemes import entity_spans as lenient_spans
 
 CATEGORIES = ("correct", "wrong_type", "wrong_boundary", "wrong_boundary_and_type", "missed", "spurious")
@@ -52,10 +52,11 @@ Span = namedtuple("Span", "type start end")  # word indices, end exclusive
 def entity_spans(tag_lists, label_list, mode="default", scheme=None):
     """Entities per example exactly as seqeval reads them in `mode`: its lenient `get_entities` in the
     default mode, its scheme-checked `Entities` in strict mode (in the run's `scheme`)."""
-    seqeval_scheme = strict_scheme(label_list, mode, scheme)
-    if seqeval_scheme is not None:
+    scheme = strict_scheme(label_list, mode, scheme)
+    if scheme is not None:
+        read, seqeval_scheme = strict_reading(tag_lists, scheme)
         return [[Span(entity.tag, entity.start, entity.end) for entity in sentence]
-                for sentence in Entities(tag_lists, seqeval_scheme).entities]
+                for sentence in Entities(read, seqeval_scheme).entities]
     return [[Span(kind, start, end + 1) for kind, start, end in lenient_spans(tags)] for tags in tag_lists]
 
 

@@ -10,7 +10,7 @@ from seqeval.metrics import accuracy_score, classification_report
 from seqeval.scheme import BILOU, IOB1, IOB2, IOBES, IOE1, IOE2
 
 from .errors import UserError
-from .schemes import PREFIXES, iobes_spelling, outside_scheme, scheme_from_names
+from .schemes import PREFIXES, ioe1_as_ioe2, iobes_spelling, outside_scheme, scheme_from_names
 
 # The schemes seqeval's strict mode reads entities by; "none" (POS tags) has no entities to check.
 STRICT_SCHEMES = {"IOB1": IOB1, "IOB2": IOB2, "IOBES": IOBES, "BILOU": BILOU, "IOE1": IOE1, "IOE2": IOE2}
@@ -33,14 +33,23 @@ def check_strict_mode(label_list, scheme, source="the label names"):
 
 
 def strict_scheme(label_list, mode, scheme=None):
-    """The seqeval scheme class that `mode` "strict" checks entities against (None in the default mode):
-    the run's `scheme`, else the one the label names suggest. The scores and the error analysis both read
-    entities through it, so they agree."""
+    """The scheme that `mode` "strict" checks entities against (None in the default mode): the run's
+    `scheme`, else the one the label names suggest. The scores and the error analysis both read entities
+    through `strict_reading`, so they agree."""
     if mode != "strict":
         return None
     scheme = scheme or scheme_from_names(label_list)
     check_strict_mode(label_list, scheme)
-    return STRICT_SCHEMES[scheme]
+    return scheme
+
+
+def strict_reading(tag_lists, scheme):
+    """(tag lists, seqeval scheme class) that seqeval's strict mode reads the entities of `tag_lists` in
+    `scheme` from. IOE1 goes to seqeval as IOE2 (nerkit.schemes.ioe1_as_ioe2): its own IOE1 reader drops a
+    valid one-word entity E-X at the start of a sentence or after O."""
+    if scheme == "IOE1":
+        return [ioe1_as_ioe2(tags) for tags in tag_lists], IOE2
+    return tag_lists, STRICT_SCHEMES[scheme]
 
 
 def entity_type(label):
@@ -58,13 +67,17 @@ def entity_scores(gold, predicted, label_list, mode="default", entity_level=Fals
     run's tagging scheme (seqeval strict mode; the label names decide when it is not given); the default is
     seqeval's lenient conlleval-style matching, which reads IOB1 and IOB2 alike (and BILOU as IOBES).
     """
-    seqeval_scheme = strict_scheme(label_list, mode, scheme)
-    options = {} if seqeval_scheme is None else {"mode": "strict", "scheme": seqeval_scheme}
-    if seqeval_scheme is None:  # the lenient reader gets BILOU tags in the letters it knows (nerkit.schemes)
-        gold, predicted = [iobes_spelling(tags) for tags in gold], [iobes_spelling(tags) for tags in predicted]
+    scheme = strict_scheme(label_list, mode, scheme)
+    if scheme is None:  # the lenient reader gets BILOU tags in the letters it knows (nerkit.schemes)
+        read_gold, read_predicted = ([iobes_spelling(tags) for tags in tag_lists] for tag_lists in (gold, predicted))
+        options = {}
+    else:
+        (read_gold, seqeval_scheme), (read_predicted, _) = (strict_reading(tag_lists, scheme)
+                                                            for tag_lists in (gold, predicted))
+        options = {"mode": "strict", "scheme": seqeval_scheme}
     with warnings.catch_warnings():  # numpy warns about the macro average when there is no entity at all
         warnings.simplefilter("ignore", RuntimeWarning)
-        report = classification_report(gold, predicted, output_dict=True, zero_division=0, **options)
+        report = classification_report(read_gold, read_predicted, output_dict=True, zero_division=0, **options)
     overall = report.pop("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
     report.pop("macro avg", None)
     report.pop("weighted avg", None)

@@ -190,6 +190,26 @@ IOBES_SPELLING = {"L": "E", "U": "S"}
 warnings.filterwarnings("ignore", message=r".* seems not to be NE tag\.$", category=UserWarning)
 
 
+def ioe1_as_ioe2(tags):
+    """One IOE1 tag sequence written in IOE2, entity for entity, for seqeval's strict reader: its IOE1 rules
+    lose a one-word entity E-X that opens a sentence or follows O (no start pattern matches it). In IOE2
+    every entity ends with E-X, so I-X becomes E-X where its entity ends (the next tag is not I-X or E-X of
+    its type). An E-X that IOE1 allows (right before I-X or E-X of its type) stays; one it does not becomes
+    I-X, which IOE2 does not let an entity end with either, so strict mode still drops that entity."""
+    written = []
+    for tag, following in zip(tags, list(tags[1:]) + ["O"]):
+        prefix, kind = split_label(tag)
+        next_prefix, next_kind = split_label(following)
+        continued = next_prefix in ("I", "E") and next_kind == kind
+        if prefix == "I":
+            written.append(tag if continued else f"E-{kind}")
+        elif prefix == "E":
+            written.append(tag if continued else f"I-{kind}")
+        else:
+            written.append(tag)
+    return written
+
+
 def iobes_spelling(tags):
     """One tag sequence with L-X written E-X and U-X written S-X; every other tag as it is."""
     return [IOBES_SPELLING[tag[0]] + tag[1:] if tag[:2] in ("L-", "U-") and len(tag) > 2 else tag for tag in tags]

@@ -52,6 +52,27 @@ def test_bilou_entities_are_counted_alike_in_both_modes():
     assert [entity["text"] for entity in record["entities"]] == ["Paris", "Berlin", "New York", "Tokyo"]
 
 
+def test_strict_mode_reads_every_ioe1_entity_and_the_error_analysis_agrees():
+    """In IOE1, E-X ends a one-word entity right before another of its type. seqeval's own IOE1 reader loses
+    it at the start of a sentence or after O; the same entities in IOE2 are all read, so both spellings
+    score alike. An E-X that IOE1 does not allow (before O) still makes no entity in strict mode."""
+    from nerkit.error_analysis import entity_spans
+
+    labels = ["O", "E-LOC", "E-PER", "I-LOC", "I-PER"]
+    gold_ioe1 = [["E-PER", "I-PER", "O"], ["O", "E-LOC", "I-LOC", "I-LOC"], ["I-PER", "E-PER", "E-PER", "I-PER"]]
+    gold_ioe2 = [["E-PER", "E-PER", "O"], ["O", "E-LOC", "I-LOC", "E-LOC"], ["I-PER", "E-PER", "E-PER", "E-PER"]]
+    pred_ioe1 = [["O", "I-PER", "O"], ["O", "E-LOC", "I-LOC", "I-LOC"], ["I-PER", "E-PER", "O", "O"]]
+    pred_ioe2 = [["O", "E-PER", "O"], ["O", "E-LOC", "I-LOC", "E-LOC"], ["I-PER", "I-PER", "O", "O"]]
+    ioe1 = entity_scores(gold_ioe1, pred_ioe1, labels, mode="strict", entity_level=True, scheme="IOE1")
+    ioe2 = entity_scores(gold_ioe2, pred_ioe2, labels, mode="strict", entity_level=True, scheme="IOE2")
+    assert (ioe1["PER_number"], ioe1["LOC_number"]) == (5, 2)
+    assert ioe1["recall"] == pytest.approx(3 / 7) and ioe1["precision"] == 1.0  # the invalid I-PER E-PER O: none
+    assert {key: value for key, value in ioe1.items() if "accuracy" not in key} == \
+           {key: value for key, value in ioe2.items() if "accuracy" not in key}
+    assert entity_spans(gold_ioe1, labels, "strict", "IOE1")[0] == [("PER", 0, 1), ("PER", 1, 2)]
+    assert entity_spans(pred_ioe1, labels, "strict", "IOE1")[2] == []
+
+
 @pytest.mark.filterwarnings("ignore:.*seems not to be NE tag")
 def test_entity_type_names_the_per_type_keys_seqeval_reports():
     """--metric_for_best_model is checked against these names before training: POS tags such as DT are
