@@ -195,7 +195,7 @@ def check_content_matches(path, text, kind):
     if kind in ("conll", "conllu") and looks_like_csv(lines):
         raise UserError(f"{path}, line 1: the file looks like CSV (a header of column names, then list cells) but is "
                         "read as a CoNLL column file because of its extension. Rename it to .csv or pass --file_format "
-                        "csv (tab-separated tables are read too).")
+                        "csv (tab-separated tables are read too); if it is a CoNLL file, pass --file_format conll.")
 
 
 def looks_like_json(lines):
@@ -216,11 +216,23 @@ def looks_like_json(lines):
 
 def looks_like_csv(lines):
     """A header of two or more column names separated by commas (or by tabs: `csv_delimiter`), then a row of
-    list cells."""
+    as many cells, one of them a list of words or tags. A CoNLL file's first line can pass for such a
+    header (`John B-PER`), but its next line's bracketed tokens (`[`, `[NAME]`, a citation `[1]`) are no
+    such list."""
     if len(lines) < 2:
         return False
-    names = next(csv.reader([lines[0]], delimiter=csv_delimiter(lines[0])))
-    return len(names) > 1 and all(CSV_COLUMN_NAME.match(name.strip()) for name in names) and "[" in lines[1]
+    delimiter = csv_delimiter(lines[0])
+    names = next(csv.reader([lines[0]], delimiter=delimiter))
+    if len(names) < 2 or not all(CSV_COLUMN_NAME.match(name.strip()) for name in names):
+        return False
+    cells = next(csv.reader([lines[1]], delimiter=delimiter))
+    return len(cells) == len(names) and any(is_list_cell(cell) for cell in cells)
+
+
+def is_list_cell(cell):
+    """A CSV cell holding a list of words or tags: a string among its items, or several items."""
+    items = python_list(cell) if cell.strip().startswith("[") else None
+    return items is not None and (len(items) > 1 or any(isinstance(item, str) for item in items))
 
 
 def csv_delimiter(header):

@@ -393,6 +393,12 @@ def test_conll_tokens_that_look_like_json_or_csv_are_read_as_conll(tmp_path):
     expected = [(["[", "EU", "]"], ["O", "B-ORG", "O"]), (["{"], ["O"])]
     assert as_pairs(read(train_file=str(bracket), file_format="conll")[0]["train"]) == expected
     assert as_pairs(read(train_file=str(bracket))[0]["train"]) == expected  # by extension too
+    # a first line of two name-like cells, as a CSV header has, then bracketed tokens that are no list
+    for second in ("[", "[NAME]", "[SEP]", "[1]", "[]"):
+        after_header = tmp_path / "valid.conll"
+        after_header.write_text(f"Hi\tO\n{second}\tB-PER\n", encoding="utf-8")
+        rows = as_pairs(read(validation_file=str(after_header))[0]["validation"])
+        assert rows == [(["Hi", second], ["O", "B-PER"])]
     number = tmp_path / "test.conll"
     number.write_text("1,000\npeople\n\nWashington,\nD.C.\n", encoding="utf-8")
     assert read(test_file=str(number))[0]["test"].tokens == [["1,000", "people"], ["Washington,", "D.C."]]
@@ -403,6 +409,7 @@ def test_conll_tokens_that_look_like_json_or_csv_are_read_as_conll(tmp_path):
     ('[\n  {"tokens": ["a"], "ner_tags": ["O"]}\n]\n', "looks like JSON"),
     ('tokens,ner_tags\n"[""a""]","[""O""]"\n', "looks like CSV"),
     ('tokens\tner_tags\n["John", "Smith"]\t["B-PER", "I-PER"]\n', "looks like CSV.*tab-separated tables are read"),
+    ("id,tokens,ner_tags\n0,['John' 'Smith'],[1 2]\n", "looks like CSV.*if it is a CoNLL file, pass --file_format conll"),
 ])
 def test_other_formats_behind_a_conll_extension_are_still_caught(tmp_path, content, message):
     path = tmp_path / "train.conll"
