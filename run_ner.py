@@ -70,6 +70,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
                                check_same_training_data, in_folder, record_train_batch)
     from nerkit.schemes import model_scheme
     from nerkit.speed import (
+        Precision,
         check_bf16_runs,
         choose_packing,
         decide_precision,
@@ -543,10 +544,15 @@ def choose_precision(training_args, data_args, model, features):
     use_cpu on a CPU, where TrainingArguments accepts bf16 only with it."""
     requested = "fp16" if training_args.fp16 else "bf16" if training_args.bf16 else None
     precision = decide_precision(requested, data_args.auto_mixed_precision, training_args.use_cpu)
+    if precision.automatic and precision.mixed_precision == "bf16" and training_args.fp16_full_eval:
+        # the model cast to fp16 for evaluation would meet bf16 autocast, which the CPU's layer norm refuses
+        precision = Precision("no", "the automatic bf16 gives way to --fp16_full_eval", automatic=True)
     precision = check_bf16_runs(precision, model, longest_input(features), training_args.device.type)
     if precision.automatic and precision.mixed_precision == "bf16":
         on_cpu = training_args.use_cpu or training_args.device.type == "cpu"
         training_args = dataclasses.replace(training_args, bf16=True, use_cpu=on_cpu)
+    if training_args.fp16 and precision.mixed_precision == "no":  # fp16 on the CPU (nerkit.speed.as_run_on)
+        training_args = dataclasses.replace(training_args, fp16=False)
     forget_other_precision(training_args.mixed_precision)
     return training_args, precision
 

@@ -388,6 +388,7 @@ class Precision:
     mixed_precision: str
     reason: str
     automatic: bool  # chosen by --auto_mixed_precision, not named by the command
+    asked: str = None  # the precision the command named, where this device cannot run it (fp16 on the CPU)
 
 
 def decide_precision(requested=None, automatic=True, use_cpu=False):
@@ -395,14 +396,26 @@ def decide_precision(requested=None, automatic=True, use_cpu=False):
     precision `accelerate launch` passes in ACCELERATE_MIXED_PRECISION, then with `automatic`
     (--auto_mixed_precision) the hardware rule of `automatic_precision`; otherwise fp32."""
     if requested:
-        return Precision(requested, f"--{requested}", automatic=False)
+        return as_run_on(Precision(requested, f"--{requested}", automatic=False), run_device_type(use_cpu))
     launched = os.environ.get("ACCELERATE_MIXED_PRECISION")
     if launched:
-        return Precision(launched.lower(), "accelerate launch's configuration", automatic=False)
+        return as_run_on(Precision(launched.lower(), "accelerate launch's configuration", automatic=False),
+                         run_device_type(use_cpu))
     if not automatic:
         return Precision("no", "--no_auto_mixed_precision", automatic=False)
     mixed_precision, reason = automatic_precision(use_cpu)
     return Precision(mixed_precision, reason, automatic=True)
+
+
+def as_run_on(precision, device_type):
+    """`precision` as accelerate runs it on `device_type`: fp16 on the CPU is fp32. accelerate's fp16 autocast
+    and gradient scaler are for GPUs; on the CPU it keeps the name fp16 and computes everything in fp32, so
+    the run would say and write a precision it does not use."""
+    if precision.mixed_precision != "fp16" or device_type != "cpu":
+        return precision
+    return Precision("no", f"{precision.reason} asks for fp16, which accelerate runs on GPUs only; for mixed "
+                     "precision on a CPU ask for bf16, or name no precision and let the run choose", automatic=False,
+                     asked="fp16")
 
 
 def check_bf16_runs(precision, model, input_ids, device_type):
@@ -597,7 +610,8 @@ def log_precision(accelerator, precision, task):
     used = accelerator.mixed_precision
     name = {"no": "fp32"}.get(used, used)
     if used == precision.mixed_precision:
-        logger.info("%s in %s (%s).", task, name, precision.reason)
+        logger.log(logging.WARNING if precision.asked else logging.INFO, "%s in %s (%s).", task, name,
+                   precision.reason)
     else:
         logger.info("%s in %s (the accelerator's setting; %s gave %s).", task, name, precision.reason,
                     precision.mixed_precision)

@@ -94,12 +94,25 @@ def test_cpu_choice_comes_from_its_instruction_sets_without_timing(cpu_only, mon
 
 
 def test_what_the_command_names_wins(cpu_only, monkeypatch):
+    cpu_only(avx2=True)  # the automatic choice would be fp32
+    assert speed.decide_precision("bf16", automatic=True).mixed_precision == "bf16"
     cpu_only(amx_bf16=True)
-    assert speed.decide_precision("fp16", automatic=True).mixed_precision == "fp16"
     assert speed.decide_precision(None, automatic=False).mixed_precision == "no"
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # accelerate launch --mixed_precision no
     precision = speed.decide_precision(None, automatic=True)
     assert (precision.mixed_precision, precision.automatic) == ("no", False)
+
+
+def test_fp16_named_for_the_cpu_is_decided_as_the_fp32_it_runs_in(cpu_only, monkeypatch):
+    """accelerate runs fp16 autocast on GPUs only: on the CPU it keeps the name and computes in fp32."""
+    cpu_only(amx_bf16=True)
+    named = speed.decide_precision("fp16", automatic=True)
+    assert (named.mixed_precision, named.asked) == ("no", "fp16") and "GPUs only" in named.reason
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")  # accelerate launch --cpu --mixed_precision fp16
+    assert speed.decide_precision(None, automatic=True).mixed_precision == "no"
+    monkeypatch.setattr(speed, "accelerator_type", lambda: "cuda")
+    assert speed.decide_precision("fp16", automatic=True).mixed_precision == "fp16"
+    assert speed.decide_precision("fp16", automatic=True, use_cpu=True).mixed_precision == "no"
 
 
 def test_a_run_sent_to_the_cpu_on_a_gpu_machine_decides_for_the_cpu(cpu_only, monkeypatch):
@@ -197,6 +210,32 @@ def test_runs_in_one_process_each_get_their_precision(tiny_bert, ner_files, tmp_
             run_loop(tiny_bert, tmp_path / str(number), files)
         expected = {"bf16": ("bf16", torch.bfloat16), "fp32": ("no", torch.float32)}[forced]
         assert (observed.accelerator.mixed_precision, *observed.dtypes["training"]) == expected, number
+
+
+def test_fp16_on_the_cpu_trains_in_fp32_and_says_so(tiny_bert, ner_files, tmp_path, observe, caplog):
+    observed = observe(run_ner)
+    with caplog.at_level(logging.INFO, logger="nerkit"):
+        run(tiny_bert, tmp_path / "o", "--do_train", "--num_train_epochs", "1", "--fp16",
+            files={"train": ner_files["train"]})
+    assert observed.accelerator.mixed_precision == "no" and observed.dtypes["training"] == {torch.float32}
+    assert "Training in fp32 (--fp16 asks for fp16, which accelerate runs on GPUs only" in caplog.text
+    assert "In fp16 each row" not in caplog.text  # no rows padded for fp16 kernels that do not run
+    assert "- mixed_precision: no" in (tmp_path / "o" / "README.md").read_text()
+
+
+def test_fp16_full_eval_takes_the_place_of_the_automatic_bf16(tiny_bert, ner_files, tmp_path, monkeypatch,
+                                                              observe, caplog):
+    """--fp16_full_eval casts the model to fp16 for evaluation, which bf16 autocast cannot run on the CPU:
+    the run trains in fp32, as upstream's, and evaluates the fp16 model."""
+    monkeypatch.setenv(speed.AUTO_PRECISION_VARIABLE, "bf16")
+    observed = observe(run_ner)
+    with caplog.at_level(logging.INFO, logger="nerkit"):
+        run(tiny_bert, tmp_path / "o", "--do_train", "--do_eval", "--num_train_epochs", "1", "--fp16_full_eval",
+            files={"train": ner_files["train"], "validation": ner_files["validation"]})
+    assert observed.accelerator.mixed_precision == "no" and observed.dtypes["training"] == {torch.float32}
+    assert torch.float16 in observed.dtypes["inference"] and torch.bfloat16 not in observed.dtypes["inference"]
+    assert "Training in fp32 (the automatic bf16 gives way to --fp16_full_eval)" in caplog.text
+    assert (tmp_path / "o" / "eval_results.json").exists()
 
 
 @pytest.mark.parametrize("forced, expected", [("bf16", ("bf16", torch.bfloat16)), ("fp32", ("no", torch.float32))])
