@@ -32,7 +32,7 @@ def progress_line(epoch, logs, earlier=(), epochs=None, step=None):
     if logs.get("eval_f1") is not None:
         best_epoch, best_f1 = max([*earlier, (epoch, logs["eval_f1"])], key=lambda item: item[1])
         parts.append(f"F1 {logs['eval_f1']:.4f}, best F1 {best_f1:.4f} (epoch {round(best_epoch, 2):g})")
-    where = f"epoch {round(epoch, 2):g}" + (f"/{epochs:g}" if epochs else "") + (f" (step {step})" if step else "")
+    where = f"epoch {round(epoch, 2):g}" + (f"/{round(epochs, 2):g}" if epochs else "") + (f" (step {step})" if step else "")
     return f"{where}: {', '.join(parts)}"
 
 
@@ -61,9 +61,10 @@ def score_row(name, metrics, key, number):
     return f"{name}  {precision:9.4f}  {recall:6.4f}  {f1:6.4f}  {number:>6}".rstrip()
 
 
-def trainer_line(state, control, logs):
+def trainer_line(state, control, logs, epochs=None):
     """The short line for one of the Trainer's logs during training, or None: a training loss that an
-    evaluation follows at once is written with that evaluation, and the final summary is left out."""
+    evaluation follows at once is written with that evaluation, and the final summary is left out. `epochs`:
+    the epochs the run will have trained (`epochs_to_train`), else the Trainer's count."""
     evaluation = "eval_loss" in logs or "eval_f1" in logs
     if not evaluation and ("loss" not in logs or control.should_evaluate):
         return None
@@ -72,11 +73,26 @@ def trainer_line(state, control, logs):
         logs = {**next((e for e in history if e.get("step") == state.global_step and "loss" in e), {}), **logs}
     earlier = [(entry["epoch"], entry["eval_f1"]) for entry in history[:-1] if "eval_f1" in entry]
     epoch = logs.get("epoch", state.epoch)
-    # the epochs the run will have trained: num_train_epochs, unless --max_steps ends it within an epoch
-    # (the Trainer then counts that epoch whole: 0.5 epochs as 1)
-    epochs = round(epoch * state.max_steps / state.global_step, 2) if state.global_step and epoch else \
-        state.num_train_epochs
-    return progress_line(epoch, logs, earlier, epochs, f"{state.global_step}/{state.max_steps}")
+    return progress_line(epoch, logs, earlier, epochs or state.num_train_epochs,
+                         f"{state.global_step}/{state.max_steps}")
+
+
+def epochs_to_train(max_steps, accumulation, batches_per_epoch):
+    """The epochs a Trainer run will have trained when it stops at optimizer step `max_steps`, as the
+    Trainer counts epochs (a share of an epoch's batches): its own `num_train_epochs` counts an epoch that
+    --max_steps ends within as whole. An epoch has ceil(batches / accumulation) steps, the last of which
+    may take fewer batches. None without a length of the training data."""
+    if not batches_per_epoch:
+        return None
+    steps_per_epoch = max(-(-batches_per_epoch // accumulation), 1)
+    whole, left = divmod(max_steps, steps_per_epoch)
+    return whole + min(left * accumulation, batches_per_epoch) / batches_per_epoch
+
+
+def run_epochs(args, state, train_dataloader=None, **_):
+    """`epochs_to_train` from a callback's arguments."""
+    batches = len(train_dataloader) if hasattr(train_dataloader, "__len__") else None
+    return epochs_to_train(state.max_steps, args.gradient_accumulation_steps, batches)
 
 
 class EpochLines(TrainerCallback):
@@ -92,7 +108,9 @@ class EpochLines(TrainerCallback):
         self.training = False
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        line = trainer_line(state, control, logs) if self.training and state.is_world_process_zero else None
+        if not (self.training and state.is_world_process_zero):
+            return
+        line = trainer_line(state, control, logs, run_epochs(args, state, **kwargs))
         if line:
             logger.info(line)
 
@@ -102,7 +120,7 @@ class EpochLinesUnderBars(ProgressCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.training_bar is not None and state.is_world_process_zero:
-            line = trainer_line(state, control, logs)
+            line = trainer_line(state, control, logs, run_epochs(args, state, **kwargs))
             if line:
                 self.training_bar.write(line)
 

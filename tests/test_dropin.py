@@ -217,17 +217,23 @@ def test_the_loop_logs_one_short_line_per_epoch_and_no_bars(tiny_bert, sample, t
     assert len(epochs) == 2 and all("best F1" in line and len(line) < 200 for line in epochs)
 
 
-@pytest.mark.parametrize("epoch, step, max_steps, epochs, shown", [
-    (1.0, 120, 360, 3, "epoch 1/3 (step 120/360)"),
-    (0.5, 4, 4, 1, "epoch 0.5/0.5 (step 4/4)"),  # --max_steps 4 of 8 an epoch: the Trainer counts 1 epoch
-    (1.25, 50, 60, 2, "epoch 1.25/1.5 (step 50/60)"),
+@pytest.mark.parametrize("epoch, step, max_steps, batches, accumulation, shown", [
+    (1.0, 120, 360, 120, 1, "epoch 1/3 (step 120/360)"),
+    (0.5, 4, 4, 8, 1, "epoch 0.5/0.5 (step 4/4)"),  # --max_steps 4 of 8 an epoch: the Trainer counts 1 epoch
+    (1.25, 50, 60, 40, 1, "epoch 1.25/1.5 (step 50/60)"),
+    # 11 batches an epoch, 3 a step: 4 steps an epoch, the last of 2 batches
+    (3 / 11, 1, 8, 11, 3, "epoch 0.27/2 (step 1/8)"),
+    (1 + 3 / 11, 5, 6, 11, 3, "epoch 1.27/1.55 (step 5/6)"),
+    (1.0, 10, 20, None, 1, "epoch 1/7 (step 10/20)"),  # no length: the Trainer's own count
 ])
-def test_the_progress_line_counts_the_epochs_the_run_will_train(epoch, step, max_steps, epochs, shown):
+def test_the_progress_line_counts_the_epochs_the_run_will_train(epoch, step, max_steps, batches, accumulation,
+                                                                shown):
     from types import SimpleNamespace
 
-    from nerkit.progress import trainer_line
+    from nerkit.progress import run_epochs, trainer_line
 
-    state = SimpleNamespace(log_history=[], global_step=step, max_steps=max_steps, num_train_epochs=epochs,
-                            epoch=epoch)
-    line = trainer_line(state, SimpleNamespace(should_evaluate=False), {"loss": 0.5, "epoch": epoch})
+    state = SimpleNamespace(log_history=[], global_step=step, max_steps=max_steps, num_train_epochs=7, epoch=epoch)
+    loader = range(batches) if batches else iter(())
+    epochs = run_epochs(SimpleNamespace(gradient_accumulation_steps=accumulation), state, train_dataloader=loader)
+    line = trainer_line(state, SimpleNamespace(should_evaluate=False), {"loss": 0.5, "epoch": epoch}, epochs)
     assert line == f"{shown}: loss 0.5000"
