@@ -614,16 +614,18 @@ def end_of_epoch(run, state, train_loss):
     --load_best_model_at_end, save the model when its validation F1 is the best so far. Returns the validation
     word labels, or None without a validation split."""
     results, tags = {}, None
+    per_epoch = run_steps_per_epoch(run)
     if "validation" in run.loaders:
         started = time.time()
         tags, _, scores = evaluate(run, "validation")
         results = {f"eval_{key}": value for key, value in scores.items()}
         results.update(timing_metrics("eval", time.time() - started, len(run.splits["validation"].tokens),
                                       len(run.loaders["validation"])))
-        logger.info("%s", progress_line(state.epoch, dict(results, loss=train_loss), earlier_f1(state.history)))
+        logger.info("%s", progress_line(epochs_at(state.completed_steps, per_epoch), dict(results, loss=train_loss),
+                                        earlier_f1(state.history, per_epoch)))
     if run.args.with_tracking:
         run.accelerator.log(dict(results, train_loss=train_loss, learning_rate=run.scheduler.get_last_lr()[0],
-                                 epoch=state.epoch), step=state.completed_steps)
+                                 epoch=epochs_at(state.completed_steps, per_epoch)), step=state.completed_steps)
     state.history.append({"epoch": state.epoch, "step": state.completed_steps, "loss": train_loss, **results})
     f1 = results.get("eval_f1")
     if f1 is not None:
@@ -643,9 +645,21 @@ def kept_epoch(state, args):
     return state.epoch
 
 
-def earlier_f1(history):
-    """(epoch, F1) of the evaluations in the loop's per-epoch history, for the best so far."""
-    return [(entry["epoch"], entry["eval_f1"]) for entry in history if entry.get("eval_f1") is not None]
+def earlier_f1(history, per_epoch):
+    """(epochs trained, F1) of the evaluations in the loop's per-epoch history, for the best so far."""
+    return [(epochs_at(entry["step"], per_epoch), entry["eval_f1"]) for entry in history
+            if entry.get("eval_f1") is not None]
+
+
+def run_steps_per_epoch(run):
+    """Optimizer steps in an epoch of this run's training data (None when it trains on none)."""
+    return steps_per_epoch(len(run.loaders["train"]), run.args) if "train" in run.loaders else None
+
+
+def epochs_at(step, per_epoch):
+    """The epochs trained at optimizer step `step`, as train_results.json's `epoch` counts them: fractional
+    where --max_train_steps ends inside an epoch (1.5)."""
+    return step / per_epoch if per_epoch else 0
 
 
 def stop_early(state, data_args):
@@ -754,7 +768,7 @@ def finish(run, tokenizer, state, kept_tags, origin):
             save_results(args.output_dir, "train", train_results)
         if eval_results:
             save_results(args.output_dir, "eval", eval_results)
-        log_saved_model(state, args, "validation" in run.loaders)
+        log_saved_model(state, args, "validation" in run.loaders, run_steps_per_epoch(run))
     accelerator.wait_for_everyone()
     report(run, state, kept_tags, origin)
     if "test" in run.loaders:
@@ -770,8 +784,8 @@ def final_results(run, state):
     """(train results, eval results) with upstream's meaning: the last epoch's training loss and evaluation,
     `epoch` the epochs trained; with --load_best_model_at_end also the saved epoch's scores as best_*."""
     last = state.history[-1] if state.history else {}
-    per_epoch = steps_per_epoch(len(run.loaders["train"]), run.args) if state.completed_steps else None
-    epochs = state.completed_steps / per_epoch if per_epoch else 0.0
+    per_epoch = run_steps_per_epoch(run)
+    epochs = float(epochs_at(state.completed_steps, per_epoch))
     train_results = {}
     if state.completed_steps:
         examples = len(run.splits["train"].tokens)
@@ -785,24 +799,29 @@ def final_results(run, state):
         best = next(entry for entry in state.history if entry["epoch"] == state.best_epoch)
         eval_results.update({f"best_{key}": value for key, value in best.items()
                              if key.startswith("eval_") and not key.endswith(TIMING_KEYS)},
-                            best_epoch=best["step"] / per_epoch)  # 2.5 for an epoch --max_train_steps cut short
+                            best_epoch=epochs_at(best["step"], per_epoch))
     return train_results, eval_results
 
 
-def log_saved_model(state, args, validated):
-    """Say which epoch's model output_dir holds, and which keys describe it."""
-    kept = kept_epoch(state, args)
+def log_saved_model(state, args, validated, per_epoch):
+    """Say which epoch's model output_dir holds, and which keys describe it (epochs as `epochs_at` counts
+    them, `per_epoch` optimizer steps each)."""
     if not trains(args):
         logger.info("--num_train_epochs 0: the model given was scored as it is, and is not saved again.")
-    elif not validated:
-        logger.info("Saved the model of the last epoch, %d.", state.epoch)
+        return
+    last = f"{round(epochs_at(state.completed_steps, per_epoch), 2):g}"
+    kept = kept_epoch(state, args)
+    if not validated:
+        logger.info("Saved the model of the last epoch, %s.", last)
     elif kept == state.epoch:
         reason = "the best by validation F1 too" if args.load_best_model_at_end else "use --load_best_model_at_end " \
                  "to keep the epoch with the best validation F1 instead"
-        logger.info("Saved the model of the last epoch, %d (%s).", state.epoch, reason)
+        logger.info("Saved the model of the last epoch, %s (%s).", last, reason)
     else:
-        logger.info("Saved the model of epoch %d of %d, the best by validation F1 (%.4f): eval_* in eval_results.json "
-                    "report the last epoch, best_* the saved model.", kept, state.epoch, state.best_f1)
+        best_step = next(entry["step"] for entry in state.history if entry["epoch"] == kept)
+        logger.info("Saved the model of epoch %g of %s, the best by validation F1 (%.4f): eval_* in eval_results.json "
+                    "report the last epoch, best_* the saved model.", round(epochs_at(best_step, per_epoch), 2), last,
+                    state.best_f1)
 
 
 def loop_hyperparameters(args, accelerator, optimizer):

@@ -365,10 +365,13 @@ def test_report_to_without_with_tracking_is_told_to_track_nothing(tiny_bert, fil
 def test_the_saved_model_line_names_validation_only_where_there_is_one(caplog):
     caplog.set_level(logging.INFO)
     args = run_ner_no_trainer.LoopArguments(output_dir="out")
-    run_ner_no_trainer.log_saved_model(run_ner_no_trainer.LoopState(completed_steps=2, epoch=1), args, False)
+    run_ner_no_trainer.log_saved_model(run_ner_no_trainer.LoopState(completed_steps=2, epoch=1), args, False, 2)
     assert caplog.messages[-1] == "Saved the model of the last epoch, 1."
-    run_ner_no_trainer.log_saved_model(run_ner_no_trainer.LoopState(completed_steps=2, epoch=1), args, True)
+    run_ner_no_trainer.log_saved_model(run_ner_no_trainer.LoopState(completed_steps=2, epoch=1), args, True, 2)
     assert "--load_best_model_at_end" in caplog.messages[-1]
+    # --max_train_steps 6 of 4 steps an epoch: the second epoch is half trained
+    run_ner_no_trainer.log_saved_model(run_ner_no_trainer.LoopState(completed_steps=6, epoch=2), args, False, 4)
+    assert caplog.messages[-1] == "Saved the model of the last epoch, 1.5."
 
 
 def test_a_checkpoint_the_run_stopped_writing_is_skipped_with_a_warning(tmp_path, caplog):
