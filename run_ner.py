@@ -679,17 +679,31 @@ def publish(trainer, model_args, data_args, training_args, label_list, splits, c
 
 
 def trainer_hyperparameters(args, accelerator):
-    """The training settings a model card lists, named as upstream's card names them."""
+    """The training settings a model card lists, named as upstream's card names them; the optimizer with its
+    settings, and label smoothing and the scheduler's arguments where given, as upstream's card adds them."""
     total = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
     return {"learning_rate": args.learning_rate, "train_batch_size": args.per_device_train_batch_size,
             "eval_batch_size": args.per_device_eval_batch_size, "seed": args.seed,
             "gradient_accumulation_steps": args.gradient_accumulation_steps, "total_train_batch_size": total,
-            "optimizer": str(getattr(args.optim, "value", args.optim)),
+            "optimizer": optimizer_settings(args),
             "weight_decay": args.weight_decay, "max_grad_norm": args.max_grad_norm,
             "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+            **({"lr_scheduler_kwargs": args.lr_scheduler_kwargs} if args.lr_scheduler_kwargs else {}),
             "warmup_steps": args.warmup_steps,
+            **({"label_smoothing_factor": args.label_smoothing_factor} if args.label_smoothing_factor else {}),
             **({"training_steps": args.max_steps} if args.max_steps > 0 else {"num_epochs": args.num_train_epochs}),
             "mixed_precision": accelerator.mixed_precision}
+
+
+def optimizer_settings(args):
+    """'adamw_torch_fused with betas=(0.9,0.999) and epsilon=1e-08': the --optim name, Adam's settings for
+    an Adam variant, and --optim_args when given."""
+    name = str(getattr(args.optim, "value", args.optim))
+    settings = [f"betas=({args.adam_beta1},{args.adam_beta2})", f"epsilon={args.adam_epsilon}"] \
+        if "adam" in name.lower() else []
+    if args.optim_args:
+        settings.append(f"optim_args={args.optim_args}")
+    return f"{name} with {' and '.join(settings)}" if settings else name
 
 
 def parse_command_line(argv):

@@ -31,8 +31,10 @@ def test_model_card_and_pictures(tiny_bert, ner_files, tmp_path):
     for expected in (tiny_bert, ner_files["train"], "`B-PER`", "| PER |", "**overall**", "--num_train_epochs",
                      "## Framework versions", f"- transformers {transformers.__version__}",
                      "## Training hyperparameters", "- learning_rate: 0.005", "- train_batch_size: 8",
-                     "- num_epochs: 2.0", "- optimizer: adamw_torch_fused", "- mixed_precision: "):
+                     "- num_epochs: 2.0", "- optimizer: adamw_torch_fused with betas=(0.9,0.999) and epsilon=1e-08",
+                     "- mixed_precision: "):
         assert expected in card, expected
+    assert "label_smoothing_factor" not in card and "lr_scheduler_kwargs" not in card  # not given
     assert "base_model:" not in card  # a local folder is no hub id
     from huggingface_hub import ModelCard
 
@@ -41,6 +43,26 @@ def test_model_card_and_pictures(tiny_bert, ner_files, tmp_path):
     for picture in ("confusion_matrix.png", "learning_curves.png"):
         with open(os.path.join(output, picture), "rb") as handle:
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_card_lists_the_settings_that_changed_training(tmp_path):
+    """As upstream's card: label smoothing when on, the optimizer with its settings, the scheduler's arguments."""
+    from types import SimpleNamespace
+
+    from transformers import TrainingArguments
+
+    from run_ner import trainer_hyperparameters
+
+    args = TrainingArguments(str(tmp_path), label_smoothing_factor=0.1, optim="sgd", optim_args="momentum=0.9",
+                             lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr": 1e-6},
+                             use_cpu=True)
+    listed = trainer_hyperparameters(args, SimpleNamespace(mixed_precision="no"))
+    assert listed["label_smoothing_factor"] == 0.1 and listed["optimizer"] == "sgd with optim_args=momentum=0.9"
+    assert listed["lr_scheduler_kwargs"] == {"min_lr": 1e-6}
+    adam = trainer_hyperparameters(TrainingArguments(str(tmp_path), adam_beta2=0.98, use_cpu=True),
+                                   SimpleNamespace(mixed_precision="no"))
+    assert adam["optimizer"].endswith("with betas=(0.9,0.98) and epsilon=1e-08")
+    assert "label_smoothing_factor" not in adam and "lr_scheduler_kwargs" not in adam
 
 
 def test_the_card_names_a_hub_base_model_in_its_metadata():
