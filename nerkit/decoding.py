@@ -12,7 +12,7 @@ import logging
 
 import numpy as np
 
-from .schemes import split_label, transition_rules
+from .schemes import join_label, label_parts, transition_rules
 from .tokenization import NO_WORD
 from .viterbi import viterbi_paths
 
@@ -147,14 +147,15 @@ def join_entities(ids, found, label_list):
     (argmax decoding, or IOB1 and IO under Viterbi, whose schemes allow O there), or, where the labels have
     no O, instead of B-X, which Viterbi may choose on a tie and which would open a second entity."""
     index = {label: i for i, label in enumerate(label_list)}
+    parts = label_parts(label_list)
     positions = np.flatnonzero(found)
     for word in np.flatnonzero(~np.asarray(found, dtype=bool)):
         at = np.searchsorted(positions, word)
         if at == 0 or at == len(positions):
             continue
-        (before, kind), (after, next_kind) = (split_label(label_list[ids[positions[i]]]) for i in (at - 1, at))
-        if kind == next_kind and before in ("B", "I") and after in ("I", "E", "L") and f"I-{kind}" in index:
-            ids[word] = index[f"I-{kind}"]
+        (before, kind), (after, next_kind) = (parts[ids[positions[i]]] for i in (at - 1, at))
+        if kind == next_kind and before in ("B", "I") and after in ("I", "E", "L") and join_label("I", kind) in index:
+            ids[word] = index[join_label("I", kind)]
     return ids
 
 

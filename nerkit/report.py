@@ -27,7 +27,7 @@ from .error_analysis import (
 )
 from .metrics import entity_scores
 from .outputs import write_atomic, write_json
-from .schemes import split_label
+from .schemes import label_parts
 from .summary import labels_without_entities
 from .tokenization import class_that_drops_the_space
 
@@ -49,9 +49,11 @@ def command_line(argv=None):
     return "python " + " ".join(shlex.quote(arg) for arg in shown)
 
 
-def word_type(tag):
-    """B-PER's PER; a tag without an entity prefix (O, a POS tag such as -LRB-) as it is."""
-    return split_label(tag)[1]
+def word_types(tags):
+    """{tag: its type}: B-PER's PER; the bare B and I of spans without types (nerkit.schemes.label_parts) `_`,
+    as seqeval names that type; a tag without an entity prefix (O, a POS tag such as -LRB-) as it is."""
+    tags = sorted(tags)
+    return {tag: kind or "_" if prefix else kind for tag, (prefix, kind) in zip(tags, label_parts(tags))}
 
 
 @dataclass
@@ -282,9 +284,10 @@ def pyplot():
 
 def confusion_counts(gold, predicted):
     """{(gold type, predicted type): words} over every word, 'O' included."""
+    types = word_types({tag for tags in (*gold, *predicted) for tag in tags})
     counts = Counter()
     for gold_tags, predicted_tags in zip(gold, predicted):
-        counts.update((word_type(g), word_type(p)) for g, p in zip(gold_tags, predicted_tags))
+        counts.update((types[g], types[p]) for g, p in zip(gold_tags, predicted_tags))
     return counts
 
 

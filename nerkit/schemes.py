@@ -19,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 SCHEMES = ("IOB1", "IOB2", "IOBES", "BILOU", "IOE1", "IOE2", "none")
+BARE_PREFIXES = ("B", "I", "E", "S", "L", "U")  # tags of spans without types (label_parts)
 # The prefixes each scheme gives a meaning to; labels with other prefixes are free in it.
 PREFIXES = {"IOB1": "BI", "IOB2": "BI", "IOBES": "BIES", "BILOU": "BILU", "IOE1": "IE", "IOE2": "IE"}
 # Labels that need a label of the same type right before them: {prefix: the prefixes it may follow}.
@@ -67,6 +68,21 @@ def split_label(label):
     return None, label
 
 
+def label_parts(label_list):
+    """(prefix, type) of each label as `split_label` gives it, except where every label is O or a bare prefix
+    letter (B, I, O: spans without types, as keyphrase extraction tags them): those letters are then
+    prefixes of the one type "" (seqeval reads it as `_`). Beside other tags (a part-of-speech tag set with
+    an interjection tag I) a bare letter stays a tag of its own."""
+    labels = list(label_list)
+    untyped = any(label != "O" for label in labels) and all(label == "O" or label in BARE_PREFIXES for label in labels)
+    return [(label, "") if untyped and label != "O" else split_label(label) for label in labels]
+
+
+def join_label(prefix, kind):
+    """The label of `prefix` and type `kind`: I-PER, or I for the untyped spans of `label_parts`."""
+    return f"{prefix}-{kind}" if kind else prefix
+
+
 def transition_rules(label_list, scheme):
     """The `Rules` of `scheme` for these labels. Labels whose prefix the scheme does not use are free."""
     count = len(label_list)
@@ -74,8 +90,8 @@ def transition_rules(label_list, scheme):
     first, last = np.ones(count, dtype=bool), np.ones(count, dtype=bool)
     if scheme == "none":
         return Rules(allowed, first, last)
-    parts = [split_label(label) for label in label_list]
-    parts = [(prefix if prefix and prefix in PREFIXES[scheme] else None, kind) for prefix, kind in parts]
+    parts = [(prefix if prefix and prefix in PREFIXES[scheme] else None, kind)
+             for prefix, kind in label_parts(label_list)]
     joins, stays_open = JOINS[scheme], STAYS_OPEN.get(scheme, {})
     for j, (prefix, kind) in enumerate(parts):
         if prefix in joins:
@@ -112,10 +128,10 @@ def flatten(tag_lists, label_list):
 
 def scheme_from_tags(tag_lists, label_list):
     """The scheme the tag sequences follow; None when they hold no prefixed tag to tell by."""
-    if all(prefix is None for prefix, _ in map(split_label, label_list)):
+    prefixes = [prefix for prefix, _ in label_parts(label_list)]
+    if all(prefix is None for prefix in prefixes):
         return "none"
     ids, starts = flatten(tag_lists, label_list)
-    prefixes = [split_label(label)[0] for label in label_list]
     used = {prefixes[i] for i in np.unique(ids)} - {None}
     if not used:
         return None
@@ -134,7 +150,7 @@ def scheme_from_tags(tag_lists, label_list):
 
 def scheme_from_names(label_list):
     """The scheme the label names suggest, when there are no tags to look at (a model's labels alone)."""
-    used = {split_label(label)[0] for label in label_list} - {None}
+    used = {prefix for prefix, _ in label_parts(label_list)} - {None}
     if not used:
         return "none"
     if used <= set(PREFIXES["IOB2"]):
@@ -177,8 +193,9 @@ def model_scheme(config):
 
 def outside_scheme(label_list, scheme):
     """Labels other than O that the scheme gives no meaning to (all of them for "none")."""
-    own = PREFIXES.get(scheme, "")
-    return [label for label in label_list if label != "O" and split_label(label)[0] not in tuple(own)]
+    own = tuple(PREFIXES.get(scheme, ""))
+    return [label for label, (prefix, _) in zip(label_list, label_parts(label_list))
+            if label != "O" and prefix not in own]
 
 
 # seqeval's lenient reader (get_entities, the default metric mode) knows the prefixes B, I, E and S but not
@@ -198,13 +215,14 @@ def ioe1_as_ioe2(tags):
     I-X, which IOE2 does not let an entity end with either, so strict mode still drops that entity."""
     written = []
     for tag, following in zip(tags, list(tags[1:]) + ["O"]):
-        prefix, kind = split_label(tag)
-        next_prefix, next_kind = split_label(following)
+        # strict mode has checked the labels against IOE1: a bare I or E is an untyped span's (label_parts)
+        prefix, kind = (tag, "") if tag in ("I", "E") else split_label(tag)
+        next_prefix, next_kind = (following, "") if following in ("I", "E") else split_label(following)
         continued = next_prefix in ("I", "E") and next_kind == kind
         if prefix == "I":
-            written.append(tag if continued else f"E-{kind}")
+            written.append(tag if continued else join_label("E", kind))
         elif prefix == "E":
-            written.append(tag if continued else f"I-{kind}")
+            written.append(tag if continued else join_label("I", kind))
         else:
             written.append(tag)
     return written

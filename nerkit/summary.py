@@ -8,7 +8,8 @@ from collections import Counter
 
 import numpy as np
 
-from .schemes import RULES_IN_WORDS, broken, entity_spans, flatten, outside_scheme, split_label, transition_rules
+from .schemes import (RULES_IN_WORDS, broken, entity_spans, flatten, label_parts, outside_scheme, split_label,
+                      transition_rules)
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def tags_without_entities(split, scheme):
 def labels_without_entities(labels, scheme):
     """Whether these tags name no entities: no scheme and no entity prefixes (POS tags), which seqeval would
     still read as entities of made-up types (NNP as NP)."""
-    return scheme == "none" and not any(split_label(tag)[0] for tag in labels)
+    return scheme == "none" and not any(prefix for prefix, _ in label_parts(labels))
 
 
 def tag_counts(split):
@@ -148,7 +149,7 @@ def log_summary(splits, label_list, scheme, source):
         logger.info(describe(split, scheme))
     logger.info("Tagging scheme %s, decided from %s: Viterbi decoding predicts only the label sequences it allows "
                 "(%s).", scheme, source, RULES_IN_WORDS[scheme])
-    if scheme == "none" and any(split_label(label)[0] for label in label_list):
+    if scheme == "none" and any(prefix for prefix, _ in label_parts(label_list)):
         logger.warning("The labels have entity prefixes (B-, I-, ...), but no tagging scheme fits them (decided "
                        "from %s), so Viterbi decoding allows every sequence, as argmax does; check the data.",
                        source)

@@ -49,6 +49,9 @@ def labels_of(tag_lists, extra=()):
         ([["DT", "NN", "VB"], ["NN", "-NONE-"]], (), "none"),  # POS tags
         (IOB1_TAGS * 3 + IOB2_TAGS * 3, (), "none"),  # half IOB1, half IOB2: no scheme fits, all allowed
         ([["O", "O"]], ("B-PER", "I-PER"), None),  # no entity tag to tell by
+        ([["B", "I", "O", "B"], ["O", "B"]], (), "IOB2"),  # spans without types (keyphrases)
+        ([["B", "I", "E", "O", "S"]], (), "IOBES"),
+        ([["N", "V", "I"], ["P", "N"]], (), "none"),  # a coarse POS tag set whose interjection tag is I
     ],
 )
 def test_scheme_from_tags(tag_lists, extra, scheme):
@@ -71,6 +74,8 @@ def test_rare_breaks_are_noise_not_another_scheme():
         (["O", "B-X", "I-X", "E-X"], "IOBES"),
         (["NN", "VB"], "none"),
         (["O", "B-X", "E-X", "L-X"], "none"),
+        (["O", "B", "I"], "IOB2"),
+        (["N", "V", "I", "P"], "none"),
     ],
 )
 def test_scheme_from_names(labels, scheme):
@@ -276,3 +281,27 @@ def test_pos_tags_are_not_taken_for_entity_tags_spelled_another_way(caplog):
     caplog.set_level(logging.INFO)
     log_summary({"train": split("train", tags)}, labels_of(tags), "none", "the training tags")
     assert "look like entity tags" not in caplog.text
+
+
+def test_spans_without_types_are_entities_of_one_type_everywhere():
+    """B/I/O tags (keyphrase extraction) are what seqeval reads them as, entities of type `_`: Viterbi keeps
+    I after B or I, strict mode reads them, a word without sub-tokens inside a span stays in it, the error
+    analysis and the confusion matrix count spans, not tags."""
+    import numpy as np
+
+    from nerkit.decoding import join_entities
+    from nerkit.report import confusion_counts
+    from nerkit.schemes import transition_rules
+    from nerkit.summary import labels_without_entities
+
+    labels = ["B", "I", "O"]
+    rules = transition_rules(labels, "IOB2")
+    assert not rules.allowed[2, 1] and not rules.first[1] and rules.allowed[0, 1] and rules.allowed[1, 1]
+    gold, predicted = [["B", "I", "O", "B"]], [["B", "I", "O", "O"]]
+    strict = entity_scores(gold, predicted, labels, "strict", entity_level=True, scheme="IOB2")
+    assert (strict["__number"], strict["recall"], strict["precision"]) == (2, 0.5, 1.0)  # type _, as upstream
+    assert not labels_without_entities(labels, "IOB2")
+    assert confusion_counts(gold, predicted) == {("_", "_"): 2, ("O", "O"): 1, ("_", "O"): 1}
+    # B, a word without sub-tokens (given O), I: the word joins the span
+    joined = join_entities(np.array([0, 2, 1]), np.array([True, False, True]), labels)
+    assert joined.tolist() == [0, 1, 1]
