@@ -99,6 +99,7 @@ def test_a_folder_without_a_config_is_not_called_a_tokenizer_problem(script, con
 
 @pytest.mark.parametrize("text, words", [
     ("John's car", ["John", "'", "s", "car"]),
+    ("@jess_robbo met Jones_Drew32", ["@", "jess", "_", "robbo", "met", "Jones", "_", "Drew32"]),  # as BERT's
     ("शाहरुख़ खान", ["शाहरुख़", "खान"]),  # combining vowel signs and nukta stay in the word
     ("Zu\u0308rich", ["Zu\u0308rich"]),  # decomposed (NFD) ü
     ("می\u200cخواهم", ["می\u200cخواهم"]),  # a zero-width non-joiner inside a Persian word
