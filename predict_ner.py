@@ -175,7 +175,9 @@ def read_documents(path, kind, labels=frozenset()):
         # lone "\r" stays inside its line, unless the input has no other line end (old Mac files)
         text = unix_line_ends(text)
     if kind in ("conll", "conllu"):
-        parsed = parse_conll(name, text) if kind == "conll" else parse_conllu(name, text, format_flag="--format")
+        # no sentence (an empty file, -DOCSTART- alone): an empty output, as for text
+        parsed = parse_conll(name, text, empty_ok=True) if kind == "conll" else \
+            parse_conllu(name, text, format_flag="--format", empty_ok=True)
         return [{"tokens": record["tokens"]} for record in parsed[0]]
     lines = input_lines(text)
     if guessed and path == "-" and looks_like_json_lines(lines):  # no extension to tell

@@ -401,10 +401,10 @@ def parse_csv_records(path, text):
 LINE_SPACE = " \t\r\f\v"
 
 
-def parse_conll(path, text, text_index=0, label_index=-1):
+def parse_conll(path, text, text_index=0, label_index=-1, empty_ok=False):
     """CoNLL/IOB column files: token first and tag last (or the columns at the given indexes), columns
     separated by a tab or spaces, a blank line between sentences, -DOCSTART- lines and comment lines
-    (conll_comments) skipped."""
+    (conll_comments) skipped. A file without a sentence is refused unless `empty_ok` (text to tag)."""
     records, locations = [], []
     tokens, tags, start, width, width_line = [], [], None, None, None
     lines = [conll_line(line) for line in text.split("\n")] + [""]
@@ -433,7 +433,7 @@ def parse_conll(path, text, text_index=0, label_index=-1):
         tokens.append(cells[text_index if width > 1 else 0])
         tags.append(cells[label_index] if width > 1 else None)
         start = start or number
-    if not records:
+    if not records and not empty_ok:
         raise UserError(f"{path}: no sentences found. A CoNLL file has one token per line, the tag in the last "
                         "column, and a blank line between sentences.")
     return records, locations
@@ -512,11 +512,11 @@ def conllu_value(cells, field, path, number):
     return misc[field]
 
 
-def parse_conllu(path, text, text_field=1, label_field=3, format_flag="--file_format"):
+def parse_conllu(path, text, text_field=1, label_field=3, format_flag="--file_format", empty_ok=False):
     """CoNLL-U (Universal Dependencies): ten tab-separated columns per word, `#` comment lines, a blank line
     after each sentence. Words are FORM and tags UPOS unless other fields are given; multiword-token
     ranges (`1-2`) and empty nodes (`1.1`) are skipped, so the words are the syntactic words of the tree. A
-    file whose tags are all `_` is unlabelled."""
+    file whose tags are all `_` is unlabelled. A file without a sentence is refused unless `empty_ok`."""
     records, locations, tokens, tags, start = [], [], [], [], None
     for number, line in enumerate(text.split("\n") + [""], start=1):
         if not line.strip():
@@ -537,7 +537,7 @@ def parse_conllu(path, text, text_field=1, label_field=3, format_flag="--file_fo
         tokens.append(conllu_value(cells, text_field, path, number))
         tags.append(conllu_value(cells, label_field, path, number))
         start = start or number
-    if not records:
+    if not records and not empty_ok:
         raise UserError(f"{path}: no sentences found. A CoNLL-U file has one word per line in 10 tab-separated "
                         "columns and a blank line after each sentence.")
     if all(tag == "_" for record in records for tag in record["tags"]):

@@ -132,13 +132,16 @@ def test_an_input_without_text_writes_an_empty_output_with_a_warning_and_loads_n
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded for an empty input")
 
-    source, output = tmp_path / "empty.txt", tmp_path / "out.jsonl"
-    source.write_text("", encoding="utf-8")
     monkeypatch.setattr(predict_ner, "Tagger", refuse)
-    predict_ner.main(predict_ner.parse_options(["--model", str(tmp_path / "no-model-needed"), "--input", str(source),
-                                                "--output", str(output)]))
-    assert output.read_text(encoding="utf-8") == ""
-    assert f"{source} holds no text: nothing to tag" in caplog.text
+    # a CoNLL file without a sentence too (an empty one, or one of -DOCSTART- alone), as a batch job may get
+    for name, content in (("empty.txt", ""), ("empty.conll", ""), ("docstart.conll", "-DOCSTART- O\n\n"),
+                          ("empty.conllu", "# a comment\n")):
+        source, output = tmp_path / name, tmp_path / f"{name}.jsonl"
+        source.write_text(content, encoding="utf-8")
+        predict_ner.main(predict_ner.parse_options(["--model", str(tmp_path / "no-model-needed"), "--input",
+                                                    str(source), "--output", str(output)]))
+        assert output.read_text(encoding="utf-8") == ""
+        assert f"{source} holds no text: nothing to tag" in caplog.text
 
 
 def test_output_to_dev_stdout_reaches_a_pipe(trained_model, tmp_path):
