@@ -134,6 +134,9 @@ def check_options(options):
     if options.batch_size is not None:
         at_least("--batch_size", options.batch_size, 1)
     at_least("--stride", options.stride, 0, "sub-tokens")  # the training scripts' rule
+    if options.output == "-" and sys.stdout is None:  # started with >&-
+        raise UserError("Standard output is closed, so the entities would have nowhere to go. Give --output FILE, "
+                        "or run the command with standard output open.")
     if options.output == "-" or open_descriptor(options.output) is not None:  # /dev/stdout: written as it is open
         return
     if os.path.isdir(options.output):
@@ -448,9 +451,15 @@ def write_records(records, path):
     """JSON Lines in UTF-8, whatever the console's encoding (nerkit.outputs.json_lines)."""
     text = json_lines(records)
     if path == "-":
-        sys.stdout.flush()
-        sys.stdout.buffer.write(text.encode("utf-8"))
-        sys.stdout.buffer.flush()
+        try:
+            sys.stdout.flush()
+            sys.stdout.buffer.write(text.encode("utf-8"))
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:  # the reader has had enough (| head): not an error
+            raise
+        except OSError as error:
+            raise UserError(f"Standard output could not be written ({error.strerror or error}), so the output may "
+                            "be cut short. Give --output FILE on a disk with room.") from None
         return
     try:
         write_atomic(path, text)

@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 def interactive():
     """Whether a person watches the output live: bars and colours only then, never in a log file."""
-    return sys.stdout.isatty() and sys.stderr.isatty()
+    return all(stream is not None and stream.isatty() for stream in (sys.stdout, sys.stderr))  # None: closed
 
 
 def progress_line(epoch, logs, earlier=(), epochs=None, step=None):

@@ -153,6 +153,21 @@ def test_output_to_dev_stdout_reaches_a_pipe(trained_model, tmp_path):
     assert json.loads(result.stdout)["text"] == "Peter Blackburn reported from Brussels"
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_standard_output_that_cannot_be_written_is_one_paragraph(trained_model, tmp_path):
+    """A full disk behind standard output, or standard output closed (>&-): a message and status 2."""
+    source = tmp_path / "in.txt"
+    source.write_text("Peter Blackburn reported from Brussels\n", encoding="utf-8")
+    command = [sys.executable, os.path.join(ROOT, "predict_ner.py"), "--model", trained_model, "--input", str(source)]
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "error: Standard output could not be written (No space left on device)" in result.stderr
+    closed = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=lambda: os.close(1))
+    assert closed.returncode == 2 and "error: Standard output is closed" in closed.stderr, closed.stderr[-2000:]
+
+
 def test_entities_have_exact_character_offsets(trained_model, tmp_path):
     records = predict(trained_model, tmp_path, TEXTS, "--words")
     assert len(records) == len(TEXTS)
