@@ -61,7 +61,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         save_learning_curves,
         write_model_card,
     )
-    from nerkit.resume import (TrainBatch, TrainingData, check_checkpoint_readable, check_same_train_batch,
+    from nerkit.resume import (LOOP_STATE, TrainBatch, TrainingData, check_checkpoint_readable, check_same_train_batch,
                                check_same_training_data, in_folder, record_train_batch)
     from nerkit.schemes import model_scheme
     from nerkit.speed import (
@@ -91,7 +91,6 @@ with collection_paused():  # the libraries' objects live as long as the process 
 logger = logging.getLogger("run_ner_no_trainer")
 
 CHECKPOINT_NAME = re.compile(r"^(step|epoch)_(\d+)$")
-LOOP_STATE = "loop_state.json"  # beside accelerate's state in each checkpoint: counters and best score
 SCORED = {"train": "training", "validation": "the evaluation after every epoch"}  # splits that need tags
 TIMING_KEYS = ("_runtime", "_samples", "_samples_per_second", "_steps_per_second")  # of nerkit.outputs.timing_metrics
 

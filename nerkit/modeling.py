@@ -31,12 +31,18 @@ def check_model_folder(name, flag, config_elsewhere=False):
     comes from --config_name), and its config, weights and weight index open (nerkit.resume.unreadable: only
     headers are read). transformers would otherwise speak of a missing `model_type` key, of sentencepiece for
     a folder with no tokenizer, or of a safetensors header, without naming the file. A hub id passes."""
-    from .resume import unreadable
+    from .resume import LOOP_STATE, unreadable
 
     if not name or not os.path.isdir(os.path.expanduser(name)):
         return
     name = os.path.expanduser(name)
     files = sorted(os.listdir(name))
+    if "config.json" not in files and not config_elsewhere and LOOP_STATE in files:
+        run_folder = os.path.dirname(os.path.abspath(name))
+        raise UserError(f"{name} ({flag}) is a checkpoint of run_ner_no_trainer.py: accelerate's state of the run "
+                        "(weights, optimizer, loop_state.json), without the model's config.json or tokenizer. Give "
+                        f"the run's output folder ({run_folder}) for its final model, or pass the checkpoint to "
+                        "run_ner_no_trainer.py --resume_from_checkpoint to train on from it.")
     if "config.json" not in files and not config_elsewhere:
         holds = f"it holds {', '.join(files[:6])}{', ...' if len(files) > 6 else ''}" if files else "it is empty"
         raise UserError(f"{name} ({flag}) has no config.json, so it is not a model folder as save_pretrained writes "

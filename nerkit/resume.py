@@ -30,6 +30,7 @@ from .outputs import write_json
 logger = logging.getLogger(__name__)
 
 TRAIN_BATCH_FILE = "train_batch.json"
+LOOP_STATE = "loop_state.json"  # beside accelerate's state in each loop checkpoint: counters and best score
 
 
 @dataclasses.dataclass(frozen=True)

@@ -97,6 +97,19 @@ def test_a_folder_without_a_config_is_not_called_a_tokenizer_problem(script, con
     assert holds in result.stderr and "sentencepiece" not in result.stderr
 
 
+def test_a_loop_checkpoint_given_as_the_model_is_told_for_what_it_is(tmp_path):
+    """The loop's step_N folder holds weights but no config: the message names the run's folder to give."""
+    from nerkit.modeling import check_model_folder
+
+    checkpoint = tmp_path / "run" / "step_10"
+    checkpoint.mkdir(parents=True)
+    for name in ("loop_state.json", "model.safetensors", "optimizer.bin"):
+        (checkpoint / name).write_bytes(b"")
+    with pytest.raises(predict_ner.UserError, match="is a checkpoint of run_ner_no_trainer.py") as refusal:
+        check_model_folder(str(checkpoint), "--model")
+    assert f"Give the run's output folder ({tmp_path / 'run'})" in str(refusal.value)
+
+
 @pytest.mark.parametrize("text, words", [
     ("John's car", ["John", "'", "s", "car"]),
     ("@jess_robbo met Jones_Drew32", ["@", "jess", "_", "robbo", "met", "Jones", "_", "Drew32"]),  # as BERT's
