@@ -300,8 +300,9 @@ def json_document(line, path, number):
     if isinstance(record, dict) and isinstance(record.get("tokens"), list) and all(
             isinstance(word, str) and word for word in record["tokens"]):
         return dict(record, tokens=[characters_only(word, path, number) for word in record["tokens"]])
+    array = " (this line is a JSON array: write one object per line instead)" if isinstance(record, list) else ""
     raise UserError(f"{path}, line {number}: expected an object with a 'text' string or a 'tokens' list of "
-                    "non-empty strings.")
+                    f"non-empty strings{array}.")
 
 
 def characters_only(text, path, number):
