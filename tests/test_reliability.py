@@ -381,6 +381,22 @@ def test_nan_loss_on_one_of_two_processes_stops_both(one_word_breaks, tmp_path, 
     assert stops[0] and stops[0] == stops[1], results[1].stderr[-3000:]  # both processes, the same step
 
 
+def test_a_process_of_a_group_ends_at_once_after_its_error(tmp_path):
+    """Nothing of the interpreter's shutdown runs after the message (an exit handler that would wait here),
+    and what the process wrote before reaches its streams."""
+    script = tmp_path / "stops.py"
+    script.write_text("import atexit, time\n"
+                      "from nerkit.errors import UserError, exit_on_user_error\n"
+                      "atexit.register(time.sleep, 600)\n"
+                      "print('before', flush=False)\n"
+                      "def fails():\n"
+                      "    raise UserError('The data is wrong.')\n"
+                      "exit_on_user_error(fails)\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env=dict(ENV, PYTHONPATH=ROOT, WORLD_SIZE="2", RANK="0", PYTHONUNBUFFERED=""))
+    assert (result.returncode, result.stdout, result.stderr) == (2, "before\n", "error: The data is wrong.\n")
+
+
 def two_processes(cmd, folder):
     """Run `cmd` as processes 0 and 1 of a group of two, with the environment torchrun gives each; their
     CompletedProcess results, in order. Fails the test with both processes' output if they have not both
