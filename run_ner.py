@@ -545,7 +545,8 @@ def choose_precision(training_args, data_args, model, features):
     requested = "fp16" if training_args.fp16 else "bf16" if training_args.bf16 else None
     precision = decide_precision(requested, data_args.auto_mixed_precision, training_args.use_cpu)
     if precision.automatic and precision.mixed_precision == "bf16" and training_args.fp16_full_eval:
-        # the model cast to fp16 for evaluation would meet bf16 autocast, which the CPU's layer norm refuses
+        # the model cast to fp16 for evaluation would meet bf16 autocast, which the CPU's layer norm refuses;
+        # fp32 training is what upstream does with this flag on any device
         precision = Precision("no", "the automatic bf16 gives way to --fp16_full_eval", automatic=True)
     precision = check_bf16_runs(precision, model, longest_input(features), training_args.device.type)
     if precision.automatic and precision.mixed_precision == "bf16":

@@ -32,7 +32,8 @@ def progress_line(epoch, logs, earlier=(), epochs=None, step=None):
     if logs.get("eval_f1") is not None:
         best_epoch, best_f1 = max([*earlier, (epoch, logs["eval_f1"])], key=lambda item: item[1])
         parts.append(f"F1 {logs['eval_f1']:.4f}, best F1 {best_f1:.4f} (epoch {round(best_epoch, 2):g})")
-    where = f"epoch {round(epoch, 2):g}" + (f"/{round(epochs, 2):g}" if epochs else "") + (f" (step {step})" if step else "")
+    where = f"epoch {round(epoch, 2):g}" + (f"/{round(epochs, 2):g}" if epochs else "") + \
+        (f" (step {step})" if step else "")
     return f"{where}: {', '.join(parts)}"
 
 

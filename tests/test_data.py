@@ -409,7 +409,8 @@ def test_conll_tokens_that_look_like_json_or_csv_are_read_as_conll(tmp_path):
     ('[\n  {"tokens": ["a"], "ner_tags": ["O"]}\n]\n', "looks like JSON"),
     ('tokens,ner_tags\n"[""a""]","[""O""]"\n', "looks like CSV"),
     ('tokens\tner_tags\n["John", "Smith"]\t["B-PER", "I-PER"]\n', "looks like CSV.*tab-separated tables are read"),
-    ("id,tokens,ner_tags\n0,['John' 'Smith'],[1 2]\n", "looks like CSV.*if it is a CoNLL file, pass --file_format conll"),
+    ("id,tokens,ner_tags\n0,['John' 'Smith'],[1 2]\n",
+     "looks like CSV.*if it is a CoNLL file, pass --file_format conll"),
 ])
 def test_other_formats_behind_a_conll_extension_are_still_caught(tmp_path, content, message):
     path = tmp_path / "train.conll"
