@@ -96,13 +96,13 @@ class WordCollector:
         found = [np.zeros(count, dtype=bool) if context is None else context >= 0
                  for count, context in zip(self.words_per_example, self.context)]
         missing = sum(len(mask) - int(mask.sum()) for mask in found)
+        rules = transition_rules(label_list, scheme)
         if self.decoding == "viterbi":
-            rules = transition_rules(label_list, scheme)
             decoded = best_sequences(self.rows, found, fallback_id, len(label_list), rules)
         else:
             decoded = [best_labels(rows, mask, fallback_id or 0) for rows, mask in zip(self.rows, found)]
         if missing:  # also without O: the label that fits between B-NP and I-NP could be B-NP, a new chunk
-            decoded = [(join_entities(ids, mask, label_list), probabilities)
+            decoded = [(join_entities(ids, mask, label_list, rules), probabilities)
                        for (ids, probabilities), mask in zip(decoded, found)]
         tags = [[label_list[i] for i in ids] for ids, _ in decoded]
         return tags, [probabilities for _, probabilities in decoded], missing
@@ -141,11 +141,13 @@ def best_sequences(rows_per_example, found_per_example, fallback_id, label_count
     return decoded
 
 
-def join_entities(ids, found, label_list):
+def join_entities(ids, found, label_list, rules=None):
     """A word without sub-tokens between two words of one entity (B-X or I-X before it, I-X, E-X or L-X after
     it, in any scheme) is inside that entity: I-X instead of the fallback label, which would split it in two
     (argmax decoding, or IOB1 and IO under Viterbi, whose schemes allow O there), or, where the labels have
-    no O, instead of B-X, which Viterbi may choose on a tie and which would open a second entity."""
+    no O, instead of B-X, which Viterbi may choose on a tie and which would open a second entity. Between
+    two entities of one type whose scheme (`rules`) forbids the label it got there (IOB1's I-X O B-X, IOE1's
+    E-X O I-X), it is I-X where the scheme allows that (the end of the first, the start of the second)."""
     index = {label: i for i, label in enumerate(label_list)}
     parts = label_parts(label_list)
     positions = np.flatnonzero(found)
@@ -154,8 +156,16 @@ def join_entities(ids, found, label_list):
         if at == 0 or at == len(positions):
             continue
         (before, kind), (after, next_kind) = (parts[ids[positions[i]]] for i in (at - 1, at))
-        if kind == next_kind and before in ("B", "I") and after in ("I", "E", "L") and join_label("I", kind) in index:
-            ids[word] = index[join_label("I", kind)]
+        inside = index.get(join_label("I", kind)) if kind == next_kind else None
+        if inside is None:
+            continue
+        if before in ("B", "I") and after in ("I", "E", "L"):
+            ids[word] = inside
+        elif rules is not None and before is not None and after is not None:
+            left, right = ids[positions[at - 1]], ids[positions[at]]
+            if not (rules.allowed[left, ids[word]] and rules.allowed[ids[word], right]) and \
+                    rules.allowed[left, inside] and rules.allowed[inside, right]:
+                ids[word] = inside
     return ids
 
 

@@ -305,3 +305,19 @@ def test_spans_without_types_are_entities_of_one_type_everywhere():
     # B, a word without sub-tokens (given O), I: the word joins the span
     joined = join_entities(np.array([0, 2, 1]), np.array([True, False, True]), labels)
     assert joined.tolist() == [0, 1, 1]
+
+
+@pytest.mark.parametrize("scheme, labels, around, expected", [
+    ("IOB1", ["B-PER", "I-PER", "O"], ("I-PER", "B-PER"), "I-PER"),  # O then B-PER would open nothing
+    ("IOE1", ["E-PER", "I-PER", "O"], ("E-PER", "I-PER"), "I-PER"),  # E-PER before O would close nothing
+    ("IOB2", ["B-PER", "I-PER", "O"], ("I-PER", "B-PER"), "O"),  # allowed: left as it is
+])
+def test_a_word_without_sub_tokens_between_two_entities_keeps_the_scheme(scheme, labels, around, expected):
+    import numpy as np
+
+    from nerkit.decoding import join_entities
+    from nerkit.schemes import transition_rules
+
+    ids = np.array([labels.index(around[0]), labels.index("O"), labels.index(around[1])])
+    joined = join_entities(ids, np.array([True, False, True]), labels, transition_rules(labels, scheme))
+    assert labels[joined[1]] == expected
