@@ -181,17 +181,25 @@ def labellings(tokens, tags, forms):
     return found
 
 
-def inconsistent_annotations(splits):
+def inconsistent_annotations(splits, entities=True):
     """Surface forms of 1-4 words labelled in more than one way (another type, or not an entity) across
-    every labelled split, most frequent first: the usual sign of annotation errors."""
+    every labelled split, most frequent first: the usual sign of annotation errors. For tags that name no
+    entities (`entities` False: POS tags), single words given more than one tag, with the tags themselves;
+    seqeval would read made-up entities in them (NN as N, VBP as BP)."""
     labelled = [split for split in splits.values() if split.tags is not None]
-    forms = {form for split in labelled for tokens, tags in zip(split.tokens, split.tags)
-             for _, start, end, form in entities_of(tokens, tags) if end - start <= LONGEST_FORM}
     counts = defaultdict(Counter)
-    for split in labelled:
-        for tokens, tags in zip(split.tokens, split.tags):
-            for form, label in labellings(tokens, tags, forms):
-                counts[form][label] += 1
+    if entities:
+        forms = {form for split in labelled for tokens, tags in zip(split.tokens, split.tags)
+                 for _, start, end, form in entities_of(tokens, tags) if end - start <= LONGEST_FORM}
+        for split in labelled:
+            for tokens, tags in zip(split.tokens, split.tags):
+                for form, label in labellings(tokens, tags, forms):
+                    counts[form][label] += 1
+    else:
+        for split in labelled:
+            for tokens, tags in zip(split.tokens, split.tags):
+                for word, tag in zip(tokens, tags):
+                    counts[(word,)][tag] += 1
     mixed = [(form, labels) for form, labels in counts.items() if len(labels) > 1]
     mixed.sort(key=lambda item: (-sum(item[1].values()), " ".join(item[0])))
     return {"count": len(mixed), "forms": [  # labels as [label, count] pairs, most frequent first
@@ -248,7 +256,7 @@ def data_report(splits, lengths, plan):
         "splits": {name: split_report(split, lengths[name], plan, scheme) for name, split in splits.items()},
         "leakage": leakage(splits),
         "unseen_entity_ratio": unseen_entities(splits) if entities else {},  # none for POS tags
-        "inconsistent_annotations": inconsistent_annotations(splits),
+        "inconsistent_annotations": inconsistent_annotations(splits, entities),
         "labels_not_in_train": labels_not_in_train(splits),
         "scheme_breaks": scheme_break_report(splits),
         "label_spelling": other_spelling_warning(label_list, scheme),

@@ -204,11 +204,17 @@ def test_no_trainer_check_data_uses_its_window_flag(tiny_bert, tmp_path, no_weig
 
 
 def test_pos_tags_are_reported_as_tags_not_as_seqevals_entities():
-    rows = {"train": [("The cat sat", "DT NN VBD", [1, 1, 1]), ("A dog", "DT NN", [1, 1])],
+    rows = {"train": [("The cat sat", "DT NN VBD", [1, 1, 1]), ("A dog", "DT NN", [1, 1]),
+                      ("call home", "NN NN", [1, 1]), ("I call", "PRP VBP", [1, 1])],
             "validation": [("The dog", "DT NN", [1, 1])]}
     splits = {name: split(name, data) for name, data in rows.items()}
     report = data_report(splits, {name: [row[2] for row in data] for name, data in rows.items()}, PLAN)
-    assert report["scheme"] == "none" and report["splits"]["train"]["tags"] == {"DT": 2, "NN": 2, "VBD": 1}
+    assert report["scheme"] == "none" and report["splits"]["train"]["tags"] == {
+        "DT": 2, "NN": 4, "VBD": 1, "PRP": 1, "VBP": 1}
+    # a word given more than one tag, with the tags as they are (seqeval would read N and BP, and one entity
+    # "call home")
+    assert report["inconsistent_annotations"] == {"count": 1, "forms": [
+        {"text": "call", "occurrences": 2, "labels": [["NN", 1], ["VBP", 1]]}]}
     assert "entities" not in report["splits"]["train"] and report["unseen_entity_ratio"] == {}
     text = report_text(report)
-    assert "3 tags: DT 2, NN 2, VBD 1" in text and "unseen entities" not in text
+    assert "5 tags: NN 4, DT 2, VBD 1" in text and "unseen entities" not in text
