@@ -620,8 +620,6 @@ def end_of_epoch(run, state, train_loss):
         results = {f"eval_{key}": value for key, value in scores.items()}
         results.update(timing_metrics("eval", time.time() - started, len(run.splits["validation"].tokens),
                                       len(run.loaders["validation"])))
-        logger.info("%s", progress_line(epochs_at(state.completed_steps, per_epoch), dict(results, loss=train_loss),
-                                        earlier_f1(state.history, per_epoch)))
     if run.args.with_tracking:
         run.accelerator.log(dict(results, train_loss=train_loss, learning_rate=run.scheduler.get_last_lr()[0],
                                  epoch=epochs_at(state.completed_steps, per_epoch)), step=state.completed_steps)
@@ -634,7 +632,17 @@ def end_of_epoch(run, state, train_loss):
             state.best_f1, state.best_epoch = f1, state.epoch
             if run.args.load_best_model_at_end:
                 save_model(run)
+    if "validation" in run.loaders:  # after the best is updated: with --early_stopping_threshold it is the epoch
+        # kept, which a higher F1 short of the threshold does not replace
+        logger.info("%s", progress_line(epochs_at(state.completed_steps, per_epoch), dict(results, loss=train_loss),
+                                        best=best_so_far(state, per_epoch)))
     return tags
+
+
+def best_so_far(state, per_epoch):
+    """(epochs trained, validation F1) of the best epoch so far, as the run keeps it; None before one."""
+    step = next((entry["step"] for entry in state.history if entry["epoch"] == state.best_epoch), None)
+    return None if step is None or state.best_f1 is None else (epochs_at(step, per_epoch), state.best_f1)
 
 
 def kept_epoch(state, args):
@@ -642,12 +650,6 @@ def kept_epoch(state, args):
     if args.load_best_model_at_end and state.best_epoch is not None:
         return state.best_epoch
     return state.epoch
-
-
-def earlier_f1(history, per_epoch):
-    """(epochs trained, F1) of the evaluations in the loop's per-epoch history, for the best so far."""
-    return [(epochs_at(entry["step"], per_epoch), entry["eval_f1"]) for entry in history
-            if entry.get("eval_f1") is not None]
 
 
 def run_steps_per_epoch(run):

@@ -18,19 +18,20 @@ def interactive():
     return all(stream is not None and stream.isatty() for stream in (sys.stdout, sys.stderr))  # None: closed
 
 
-def progress_line(epoch, logs, earlier=(), epochs=None, step=None):
+def progress_line(epoch, logs, earlier=(), epochs=None, step=None, best=None):
     """'epoch 2/6 (step 40/120): loss 0.4100, validation loss 0.3800, F1 0.6100, best F1 0.6500 (epoch 1)'.
 
     `logs` may hold the training `loss`, `eval_loss` and `eval_f1`; `earlier` holds the (epoch, F1) of the
     evaluations before, so the best so far can be named (the first of equal scores, as the scripts keep
-    it); `epochs` and `step` ("40/120") are shown when given."""
+    it), unless `best` gives that (epoch, F1) itself (where a later F1 must beat it by a threshold);
+    `epochs` and `step` ("40/120") are shown when given."""
     parts = []
     if logs.get("loss") is not None:
         parts.append(f"loss {logs['loss']:.4f}")
     if logs.get("eval_loss") is not None:
         parts.append(f"validation loss {logs['eval_loss']:.4f}")
     if logs.get("eval_f1") is not None:
-        best_epoch, best_f1 = max([*earlier, (epoch, logs["eval_f1"])], key=lambda item: item[1])
+        best_epoch, best_f1 = best or max([*earlier, (epoch, logs["eval_f1"])], key=lambda item: item[1])
         parts.append(f"F1 {logs['eval_f1']:.4f}, best F1 {best_f1:.4f} (epoch {round(best_epoch, 2):g})")
     where = f"epoch {round(epoch, 2):g}" + (f"/{round(epochs, 2):g}" if epochs else "") + \
         (f" (step {step})" if step else "")

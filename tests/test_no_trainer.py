@@ -401,3 +401,18 @@ def test_best_epoch_counts_the_epochs_trained_when_an_epoch_was_cut_short():
     assert train_results["epoch"] == eval_results["epoch"] == eval_results["best_epoch"] == 2.5
     state.best_epoch = 1
     assert run_ner_no_trainer.final_results(run, state)[1]["best_epoch"] == 1.0
+
+
+def test_the_epoch_line_names_the_best_epoch_the_run_keeps():
+    """With --early_stopping_threshold 0.2 a higher F1 short of the threshold does not replace the kept
+    epoch: the line names the kept one, as the saved-model line and eval_results.json's best_* do."""
+    from nerkit.progress import progress_line
+
+    state = run_ner_no_trainer.LoopState(completed_steps=12, epoch=3, best_f1=0.0708, best_epoch=1, history=[
+        {"epoch": 1, "step": 4, "eval_f1": 0.0708}, {"epoch": 2, "step": 8, "eval_f1": 0.0671},
+        {"epoch": 3, "step": 12, "eval_f1": 0.0961}])
+    best = run_ner_no_trainer.best_so_far(state, 4)
+    assert best == (1.0, 0.0708)
+    line = progress_line(3.0, {"eval_f1": 0.0961}, best=best)
+    assert line == "epoch 3: F1 0.0961, best F1 0.0708 (epoch 1)"
+    assert run_ner_no_trainer.best_so_far(run_ner_no_trainer.LoopState(), None) is None
