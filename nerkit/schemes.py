@@ -136,15 +136,20 @@ def scheme_from_tags(tag_lists, label_list):
     if not used:
         return None
     entity_tags = np.array([prefix is not None for prefix in prefixes])[ids].sum()
-    breaks = {}
+    breaks, misfits = {}, {}
     for scheme in MOST_SPECIFIC_FIRST:
         if scheme in CLOSING and not used & CLOSING[scheme] or used & NEVER_USED.get(scheme, set()):
             continue
         breaks[scheme] = broken(ids, starts, transition_rules(label_list, scheme)).sum()
-        if breaks[scheme] <= TOLERANCE * entity_tags:
+        # tags whose prefix the scheme has no use for count against it too: else IOBES data with a few
+        # broken entities would fit IOB2, where its E-X and S-X are free labels that break nothing
+        foreign = np.array([prefix is not None and prefix not in PREFIXES[scheme] for prefix in prefixes])[ids]
+        misfits[scheme] = breaks[scheme] + foreign.sum()
+        if misfits[scheme] <= TOLERANCE * entity_tags:
             return scheme
-    # Small or noisy data: the scheme it breaks least, unless it breaks every scheme often (then none fits).
-    fewest = min(breaks, key=breaks.get)
+    # Small or noisy data: the scheme it fits best (of two alike, the one it breaks least: IOB2 for data that
+    # mixes IOB2 and IOBES), unless it breaks every scheme often (then none fits).
+    fewest = min(misfits, key=lambda scheme: (misfits[scheme], breaks[scheme]))
     return fewest if breaks[fewest] <= NOISY * entity_tags else "none"
 
 

@@ -49,6 +49,9 @@ def labels_of(tag_lists, extra=()):
         ([["DT", "NN", "VB"], ["NN", "-NONE-"]], (), "none"),  # POS tags
         (IOB1_TAGS * 3 + IOB2_TAGS * 3, (), "none"),  # half IOB1, half IOB2: no scheme fits, all allowed
         ([["O", "O"]], ("B-PER", "I-PER"), None),  # no entity tag to tell by
+        # IOBES with a few broken entities (more than 1 in 100 tags): still IOBES, not IOB2, where E-X and S-X
+        # would be free labels that break nothing
+        (IOBES_TAGS * 2 + [["B-PER", "O"], ["O", "E-PER"]], (), "IOBES"),
         ([["B", "I", "O", "B"], ["O", "B"]], (), "IOB2"),  # spans without types (keyphrases)
         ([["B", "I", "E", "O", "S"]], (), "IOBES"),
         ([["N", "V", "I"], ["P", "N"]], (), "none"),  # a coarse POS tag set whose interjection tag is I
