@@ -282,8 +282,9 @@ def split_lines(name, report):
                      f"sub-tokens (max {subtokens['max']})")
     empty = report["empty_words"]
     if empty["count"]:
-        lines.append(f"  {empty['count']:,} words the tokenizer turns into nothing (predicted O): "
-                     f"{', '.join(repr(form) for form in empty['forms'])}; first at {'; '.join(empty['first'])}")
+        lines.append(f"  {empty['count']:,} words the tokenizer turns into nothing (predicted O, inside an entity "
+                     f"its inside label): {', '.join(repr(form) for form in empty['forms'])}; first at "
+                     f"{'; '.join(empty['first'])}")
     return lines
 
 
