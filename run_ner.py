@@ -64,6 +64,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         save_confusion_matrix,
         save_error_analysis,
         save_learning_curves,
+        script_as_run,
         write_model_card,
     )
     from nerkit.resume import (TrainBatch, TrainingData, check_checkpoint_readable, check_same_train_batch,
@@ -713,7 +714,7 @@ def parse_command_line(argv):
     defaults = launcher_defaults() | ({} if interactive() else {"disable_tqdm": True})
     arguments = parse_arguments((ModelArguments, DataTrainingArguments, TrainingArguments), argv, defaults,
                                 explain=explain_training_arguments)
-    return (*arguments, command_line(["run_ner.py", *argv]))
+    return (*arguments, command_line([script_as_run("run_ner.py"), *argv]))
 
 
 def explain_training_arguments(values, error):

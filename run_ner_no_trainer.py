@@ -59,6 +59,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         save_confusion_matrix,
         save_error_analysis,
         save_learning_curves,
+        script_as_run,
         write_model_card,
     )
     from nerkit.resume import (LOOP_STATE, TrainBatch, TrainingData, check_checkpoint_readable, check_same_train_batch,
@@ -903,7 +904,7 @@ def parse_command_line(argv):
     # --max_seq_length is run_ner.py's spelling of --max_length: refused with that advice, not offered
     arguments = parse_arguments((NoTrainerModelArguments, DataTrainingArguments, LoopArguments), argv,
                                 hidden=("max_seq_length",))
-    return (*arguments, command_line(["run_ner_no_trainer.py", *argv]))
+    return (*arguments, command_line([script_as_run("run_ner_no_trainer.py"), *argv]))
 
 
 def cli(argv=None):

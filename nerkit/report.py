@@ -36,6 +36,13 @@ logger = logging.getLogger(__name__)
 SECRET_FLAGS = ("--token", "--hub_token")
 
 
+def script_as_run(name):
+    """The script `name` as the command named it (`python ../run_ner.py` keeps its folder, so the card's command
+    runs again from where it ran), or `name` where it did not run as that script (main() called elsewhere)."""
+    typed = sys.argv[0] if sys.argv else ""
+    return typed if os.path.basename(typed) == name else name
+
+
 def command_line(argv=None):
     """The command that ran, with the values of token flags replaced."""
     argv = list(sys.argv if argv is None else argv)

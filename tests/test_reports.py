@@ -15,6 +15,16 @@ def test_command_line_hides_tokens():
     assert "hf_abc" not in shown and "hf_def" not in shown and "--do_train" in shown
 
 
+def test_the_card_names_the_script_as_the_command_did(monkeypatch):
+    """`python ../run_ner.py ...` runs again from where it ran; main() called by another program names the script."""
+    from nerkit.report import script_as_run
+
+    monkeypatch.setattr("sys.argv", ["../tools/run_ner.py", "--do_train"])
+    assert script_as_run("run_ner.py") == "../tools/run_ner.py"
+    monkeypatch.setattr("sys.argv", ["/usr/bin/pytest", "-q"])
+    assert script_as_run("run_ner.py") == "run_ner.py"
+
+
 def test_confusion_counts_are_per_word_and_type():
     counts = confusion_counts([["B-PER", "I-PER", "O"]], [["B-PER", "B-LOC", "O"]])
     assert counts == {("PER", "PER"): 1, ("PER", "LOC"): 1, ("O", "O"): 1}
