@@ -8,9 +8,10 @@ entity's next word; in IOE1, I-X opens, continues and may end an entity, and E-X
 before another of the same type. "none": labels without a scheme (POS tags); every sequence is allowed.
 
 The scheme is decided by what the tag sequences do, not by which prefixes exist: the most specific scheme
-whose rules the training tags break at most rarely wins, so one stray E-X in IOB2 data does not make it
-IOBES. Labels outside the chosen scheme (that stray E-X, or an unprefixed tag such as X) stay allowed
-everywhere: no label is ever made unreachable.
+whose rules the training tags break at most rarely wins (a tag with a prefix the scheme has no use for
+counting as a break), so one stray E-X in IOB2 data does not make it IOBES, and IOBES data with a few broken
+entities is not IOB2. Labels outside the chosen scheme (that stray E-X, or an unprefixed tag such as X)
+stay allowed everywhere: no label is ever made unreachable.
 """
 
 import warnings
