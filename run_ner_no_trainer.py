@@ -642,8 +642,13 @@ def end_of_epoch(run, state, train_loss):
 
 def best_so_far(state, per_epoch):
     """(epochs trained, validation F1) of the best epoch so far, as the run keeps it; None before one."""
-    step = next((entry["step"] for entry in state.history if entry["epoch"] == state.best_epoch), None)
-    return None if step is None or state.best_f1 is None else (epochs_at(step, per_epoch), state.best_f1)
+    best = best_entry(state)
+    return None if best is None or state.best_f1 is None else (epochs_at(best["step"], per_epoch), state.best_f1)
+
+
+def best_entry(state):
+    """The history entry (epoch, step, loss, eval_*) of the best epoch so far, or None."""
+    return next((entry for entry in state.history if entry["epoch"] == state.best_epoch), None)
 
 
 def kept_epoch(state, args):
@@ -661,7 +666,7 @@ def run_steps_per_epoch(run):
 def epochs_at(step, per_epoch):
     """The epochs trained at optimizer step `step`, as train_results.json's `epoch` counts them: fractional
     where --max_train_steps ends inside an epoch (1.5)."""
-    return step / per_epoch if per_epoch else 0
+    return step / per_epoch if per_epoch else 0.0
 
 
 def stop_early(state, data_args):
@@ -787,7 +792,7 @@ def final_results(run, state):
     `epoch` the epochs trained; with --load_best_model_at_end also the saved epoch's scores as best_*."""
     last = state.history[-1] if state.history else {}
     per_epoch = run_steps_per_epoch(run)
-    epochs = float(epochs_at(state.completed_steps, per_epoch))
+    epochs = epochs_at(state.completed_steps, per_epoch)
     train_results = {}
     if state.completed_steps:
         examples = len(run.splits["train"].tokens)
@@ -798,7 +803,7 @@ def final_results(run, state):
     if eval_results:
         eval_results["epoch"] = epochs
     if run.args.load_best_model_at_end and state.best_epoch is not None:
-        best = next(entry for entry in state.history if entry["epoch"] == state.best_epoch)
+        best = best_entry(state)
         eval_results.update({f"best_{key}": value for key, value in best.items()
                              if key.startswith("eval_") and not key.endswith(TIMING_KEYS)},
                             best_epoch=epochs_at(best["step"], per_epoch))
@@ -820,10 +825,9 @@ def log_saved_model(state, args, validated, per_epoch):
                  "to keep the epoch with the best validation F1 instead"
         logger.info("Saved the model of the last epoch, %s (%s).", last, reason)
     else:
-        best_step = next(entry["step"] for entry in state.history if entry["epoch"] == kept)
+        best, _ = best_so_far(state, per_epoch)  # the kept epoch, when it is not the last
         logger.info("Saved the model of epoch %g of %s, the best by validation F1 (%.4f): eval_* in eval_results.json "
-                    "report the last epoch, best_* the saved model.", round(epochs_at(best_step, per_epoch), 2), last,
-                    state.best_f1)
+                    "report the last epoch, best_* the saved model.", round(best, 2), last, state.best_f1)
 
 
 def loop_hyperparameters(args, accelerator, optimizer):
