@@ -241,6 +241,7 @@ def main(model_args=None, data_args=None, args=None, command=None):
     train_data = TrainingData.of(splits, features)
     if resume and train_data:  # before the weights load
         check_same_training_data(resume, train_data, "--max_length")
+        check_continues(resume, planned_steps(len(features["train"]), args, accelerator.num_processes), args)
     model = load_model(model_args, config, head_reused)
     fallback = check_bf16_runs(precision, model, longest_input(features), accelerator.device.type)
     if fallback is not precision:  # the model fails in the automatic bf16: an Accelerator in fp32 instead
@@ -516,6 +517,13 @@ def training_length(batches_per_epoch, args):
     return max_steps, math.ceil(max_steps / per_epoch)
 
 
+def planned_steps(train_examples, args, num_processes):
+    """The run's optimizer steps, known before the model and the dataloaders exist: accelerate deals each
+    epoch's batches out to the processes evenly (the last round padded), as the prepared loader will."""
+    batches = math.ceil(math.ceil(train_examples / args.per_device_train_batch_size) / num_processes)
+    return training_length(batches, args)[0]
+
+
 def make_scheduler(optimizer, args, max_steps, num_processes):
     # The prepared scheduler advances once per process at every optimizer step, so both lengths are given
     # in those units: the schedule then fits any number of processes and accumulation steps.
@@ -724,17 +732,32 @@ def save_checkpoint(run, name, state, started):
     accelerator.wait_for_everyone()
 
 
-def restore(run, path, max_steps):
-    """Load a checkpoint; returns (LoopState, batches of the current epoch already trained on). One that
-    completed this run's `max_steps` would train nothing: refused."""
-    with open(os.path.join(path, LOOP_STATE), encoding="utf-8") as handle:
-        saved = json.load(handle)
-    state = LoopState(**{key: value for key, value in saved.items() if key in LoopState.__dataclass_fields__})
-    if max_steps and state.completed_steps >= max_steps and not ended_unfinished_run(path, run.args.output_dir):
+def check_continues(path, max_steps, args):
+    """What refuses a checkpoint before the weights load: one that completed this run's `max_steps` would
+    train nothing and report the old model as trained (unless it ends a run in output_dir killed before
+    writing its model and results), and with --load_best_model_at_end the best epoch's model lies in the
+    output folder of the checkpoint's own run."""
+    state, output_dir = saved_loop_state(path), args.output_dir
+    if state.completed_steps >= max_steps and not ended_unfinished_run(path, output_dir):
         raise UserError(f"--resume_from_checkpoint: {path} has completed {state.completed_steps} optimizer steps, and "
                         f"this run has {max_steps}, so resuming it would train nothing. To train on, raise "
                         "--num_train_epochs (or --max_train_steps); to evaluate or predict with the trained model, "
                         "give its output folder as --model_name_or_path with --num_train_epochs 0.")
+    if args.load_best_model_at_end and state.best_epoch is not None and \
+            not os.path.isfile(os.path.join(output_dir, "config.json")):
+        raise UserError(f"--load_best_model_at_end: the model of the best epoch so far was saved in the output folder "
+                        f"of the run that wrote {path}, not in {output_dir}. Resume into that folder.")
+
+
+def saved_loop_state(path):
+    with open(os.path.join(path, LOOP_STATE), encoding="utf-8") as handle:
+        saved = json.load(handle)
+    return LoopState(**{key: value for key, value in saved.items() if key in LoopState.__dataclass_fields__})
+
+
+def restore(run, path, max_steps):
+    """Load a checkpoint; returns (LoopState, batches of the current epoch already trained on)."""
+    state = saved_loop_state(path)
     model = run.accelerator.unwrap_model(run.model)
     check_checkpoint_weights(path, model, model.config.name_or_path)
     if max_steps and state.completed_steps >= max_steps:
@@ -743,10 +766,6 @@ def restore(run, path, max_steps):
     else:
         logger.info("Resuming from %s", path)
     run.accelerator.load_state(path)
-    if run.args.load_best_model_at_end and state.best_epoch is not None and \
-            not os.path.isfile(os.path.join(run.args.output_dir, "config.json")):
-        raise UserError(f"--load_best_model_at_end: the model of the best epoch so far was saved in the output folder "
-                        f"of the run that wrote {path}, not in {run.args.output_dir}. Resume into that folder.")
     done_in_epoch = state.completed_steps - state.epoch * steps_per_epoch(len(run.loaders["train"]), run.args)
     return state, max(done_in_epoch, 0) * run.args.gradient_accumulation_steps
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -117,7 +118,8 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tiny_bert, files, tmp_path)
 
 @pytest.mark.parametrize("flags, last", [(["--num_train_epochs", "3", "--checkpointing_steps", "5"], "step_15"),
                                          (["--max_train_steps", "7", "--checkpointing_steps", "7"], "step_7")])
-def test_a_run_killed_after_its_last_checkpoint_is_finished_by_resuming(tiny_bert, files, tmp_path, flags, last):
+def test_a_run_killed_after_its_last_checkpoint_is_finished_by_resuming(tiny_bert, files, tmp_path, flags, last,
+                                                                        monkeypatch):
     # killed while writing its final model: the last checkpoint completed every step (at an epoch's end, or
     # mid-epoch with --max_train_steps), and resuming it only ends the epoch, scores, saves: no extra step
     whole = run_loop(tiny_bert, tmp_path / "whole", *flags, files=files)
@@ -132,9 +134,30 @@ def test_a_run_killed_after_its_last_checkpoint_is_finished_by_resuming(tiny_ber
                               if "runtime" not in key and "per_second" not in key}, rel=1e-5)
     assert predictions(killed) == predictions(whole)
     assert same_weights(weights(killed), weights(whole))
-    # its results written, the run is finished: resuming it again is refused
+    # its results written, the run is finished: resuming it again is refused, before the weights load
+    monkeypatch.setattr(run_ner_no_trainer, "load_model", refuse_to_load)
     with pytest.raises(UserError, match="would train nothing"):
         run_loop(tiny_bert, killed, *flags, "--resume_from_checkpoint", "latest", files=files)
+
+
+def refuse_to_load(*args, **kwargs):
+    raise AssertionError("the model was loaded")
+
+
+@pytest.mark.parametrize("examples, batch_size, processes", [(100, 8, 1), (100, 8, 2), (96, 8, 2), (97, 8, 3),
+                                                             (5, 16, 2), (1, 1, 4)])
+def test_the_steps_known_before_the_model_loads_are_the_prepared_loaders(examples, batch_size, processes):
+    # accelerate shards each epoch's batches over the processes, the last ones padded to even batches
+    from accelerate.data_loader import BatchSamplerShard
+    from torch.utils.data import BatchSampler, SequentialSampler
+
+    batches = BatchSampler(SequentialSampler(range(examples)), batch_size, drop_last=False)
+    shards = {len(BatchSamplerShard(batches, processes, index)) for index in range(processes)}
+    args = SimpleNamespace(per_device_train_batch_size=batch_size, gradient_accumulation_steps=3,
+                           num_train_epochs=2, max_train_steps=None)
+    assert run_ner_no_trainer.planned_steps(examples, args, processes) == \
+        run_ner_no_trainer.training_length(shards.pop(), args)[0]
+    assert not shards
 
 
 def test_resuming_a_checkpoint_of_another_model_is_refused(tiny_bert, tiny_roberta, files, tmp_path):
@@ -302,7 +325,7 @@ def test_load_best_model_at_end_keeps_and_names_the_best_epoch(tiny_bert, files,
     assert predictions(output) == predictions(again)
 
 
-def test_resumed_run_stops_and_counts_time_like_an_uninterrupted_one(tiny_bert, files, tmp_path):
+def test_resumed_run_stops_and_counts_time_like_an_uninterrupted_one(tiny_bert, files, tmp_path, monkeypatch):
     common = ["--num_train_epochs", "5", "--checkpointing_steps", "epoch", "--load_best_model_at_end",
               "--early_stopping_patience", "2", *NO_LATER_IMPROVEMENT]
     data = {"train": files["train"], "validation": files["validation"]}
@@ -310,6 +333,10 @@ def test_resumed_run_stops_and_counts_time_like_an_uninterrupted_one(tiny_bert, 
     assert read_json(whole / "train_results.json")["epoch"] == 3.0  # the first epoch, then 2 without improvement
     resumed = tmp_path / "resumed"
     shutil.copytree(whole / "epoch_1", resumed / "epoch_1")
+    with monkeypatch.context() as patched:  # without the best epoch's model beside it: refused before loading
+        patched.setattr(run_ner_no_trainer, "load_model", refuse_to_load)
+        with pytest.raises(UserError, match="the model of the best epoch so far was saved in the output folder of"):
+            run_loop(tiny_bert, resumed, *common, "--resume_from_checkpoint", "latest", files=data)
     for name in ("config.json", "model.safetensors"):  # the best (first) epoch's model, saved when it was scored
         shutil.copy(whole / name, resumed)
     state = read_json(resumed / "epoch_1" / "loop_state.json")  # after 2 epochs, one without improvement
@@ -390,8 +417,6 @@ def test_a_checkpoint_the_run_stopped_writing_is_skipped_with_a_warning(tmp_path
 def test_best_epoch_counts_the_epochs_trained_when_an_epoch_was_cut_short():
     """--max_train_steps 50 with 20 steps an epoch: the third epoch ends after half its steps, at 2.5
     epochs, which is what `epoch` and `best_epoch` say when that evaluation is the best."""
-    from types import SimpleNamespace
-
     history = [{"epoch": k, "step": step, "loss": 1.0 / k, "eval_f1": f1}
                for k, step, f1 in ((1, 20, 0.5), (2, 40, 0.6), (3, 50, 0.7))]
     state = run_ner_no_trainer.LoopState(completed_steps=50, epoch=3, best_f1=0.7, best_epoch=3, history=history)
