@@ -48,7 +48,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.modeling import check_checkpoint_weights, load_model, needs_unused_parameter_search
     from nerkit.outputs import (check_model_survives_clearing, clear_earlier_run, save_results, timing_metrics,
                                 write_json, write_predictions)
-    from nerkit.progress import interactive, progress_line
+    from nerkit.progress import Best, interactive, progress_line
     from nerkit.projections import choose_fused_projections
     from nerkit.report import (
         CardFacts,
@@ -649,9 +649,9 @@ def end_of_epoch(run, state, train_loss):
 
 
 def best_so_far(state, per_epoch):
-    """(epochs trained, validation F1) of the best epoch so far, as the run keeps it; None before one."""
+    """The Best (epochs trained, validation F1) epoch so far, as the run keeps it; None before one."""
     best = best_entry(state)
-    return None if best is None or state.best_f1 is None else (epochs_at(best["step"], per_epoch), state.best_f1)
+    return None if best is None or state.best_f1 is None else Best(epochs_at(best["step"], per_epoch), state.best_f1)
 
 
 def best_entry(state):

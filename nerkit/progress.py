@@ -1,12 +1,13 @@
 """What a person reads while a run goes: one short line per epoch (loss, validation loss, F1, the best F1
 so far), the scores per entity type once at the end, and progress bars only on a terminal.
 
-    line = progress_line(2, {"loss": 0.41, "eval_loss": 0.38, "eval_f1": 0.61}, earlier=[(1, 0.52)], epochs=6)
+    line = progress_line(2, {"loss": 0.41, "eval_loss": 0.38, "eval_f1": 0.61}, epochs=6, best=Best(1, 0.65))
     text = score_table(metrics, "eval")
 """
 
 import logging
 import sys
+from typing import NamedTuple
 
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
@@ -18,24 +19,47 @@ def interactive():
     return all(stream is not None and stream.isatty() for stream in (sys.stdout, sys.stderr))  # None: closed
 
 
-def progress_line(epoch, logs, earlier=(), epochs=None, step=None, best=None):
+class Best(NamedTuple):
+    """The evaluation a run keeps so far: when (epochs trained), its score, and the score's name."""
+
+    epoch: float
+    value: float
+    name: str = "F1"
+
+
+def progress_line(epoch, logs, epochs=None, step=None, best=None):
     """'epoch 2/6 (step 40/120): loss 0.4100, validation loss 0.3800, F1 0.6100, best F1 0.6500 (epoch 1)'.
 
-    `logs` may hold the training `loss`, `eval_loss` and `eval_f1`; `earlier` holds the (epoch, F1) of the
-    evaluations before, so the best so far can be named (the first of equal scores, as the scripts keep
-    it), unless `best` gives that (epoch, F1) itself (where a later F1 must beat it by a threshold);
-    `epochs` and `step` ("40/120") are shown when given."""
+    `logs` may hold the training `loss`, `eval_loss` and `eval_f1`; `best` (a Best) is the evaluation the
+    run keeps so far, named with an evaluation's F1; `epochs` and `step` ("40/120") are shown when given."""
     parts = []
     if logs.get("loss") is not None:
         parts.append(f"loss {logs['loss']:.4f}")
     if logs.get("eval_loss") is not None:
         parts.append(f"validation loss {logs['eval_loss']:.4f}")
     if logs.get("eval_f1") is not None:
-        best_epoch, best_f1 = best or max([*earlier, (epoch, logs["eval_f1"])], key=lambda item: item[1])
-        parts.append(f"F1 {logs['eval_f1']:.4f}, best F1 {best_f1:.4f} (epoch {round(best_epoch, 2):g})")
+        parts.append(f"F1 {logs['eval_f1']:.4f}" + (
+            f", best {best.name} {best.value:.4f} (epoch {round(best.epoch, 2):g})" if best else ""))
     where = f"epoch {round(epoch, 2):g}" + (f"/{round(epochs, 2):g}" if epochs else "") + \
         (f" (step {step})" if step else "")
     return f"{where}: {', '.join(parts)}"
+
+
+def best_evaluation(evaluations, metric=None, greater=True):
+    """The Best of the evaluations (the Trainer's log entries) as the Trainer weighs them: by
+    --metric_for_best_model in its direction, the first of equal scores, among the evaluations made while
+    training (not --eval_on_start's, at step 0, which it never keeps); by F1 where no metric is named. None
+    before one."""
+    name = metric.removeprefix("eval_") if metric else "f1"
+    key, greater = f"eval_{name}", greater if metric else True
+    scored = [entry for entry in evaluations if entry.get(key) is not None and entry.get("step", 1) > 0]
+    if not scored:
+        return None
+    best = scored[0]
+    for entry in scored[1:]:
+        if (entry[key] > best[key]) if greater else (entry[key] < best[key]):
+            best = entry
+    return Best(best["epoch"], best[key], {"f1": "F1", "loss": "validation loss"}.get(name, f"validation {name}"))
 
 
 def score_table(metrics, prefix):
@@ -63,7 +87,7 @@ def score_row(name, metrics, key, number):
     return f"{name}  {precision:9.4f}  {recall:6.4f}  {f1:6.4f}  {number:>6}".rstrip()
 
 
-def trainer_line(state, control, logs, epochs=None):
+def trainer_line(args, state, control, logs, epochs=None):
     """The short line for one of the Trainer's logs during training, or None: a training loss that an
     evaluation follows at once is written with that evaluation, and the final summary is left out. `epochs`:
     the epochs the run will have trained (`epochs_to_train`), else the Trainer's count."""
@@ -73,10 +97,11 @@ def trainer_line(state, control, logs, epochs=None):
     history = state.log_history
     if evaluation:  # the training loss logged at the same step, if any
         logs = {**next((e for e in history if e.get("step") == state.global_step and "loss" in e), {}), **logs}
-    earlier = [(entry["epoch"], entry["eval_f1"]) for entry in history[:-1] if "eval_f1" in entry]
     epoch = logs.get("epoch", state.epoch)
-    return progress_line(epoch, logs, earlier, epochs or state.num_train_epochs,
-                         f"{state.global_step}/{state.max_steps}")
+    # the last entry of the history is this log's (with its step)
+    best = best_evaluation(history, args.metric_for_best_model, args.greater_is_better) if evaluation else None
+    return progress_line(epoch, logs, epochs or state.num_train_epochs, f"{state.global_step}/{state.max_steps}",
+                         best)
 
 
 def epochs_to_train(max_steps, accumulation, batches_per_epoch):
@@ -112,7 +137,7 @@ class EpochLines(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not (self.training and state.is_world_process_zero):
             return
-        line = trainer_line(state, control, logs, run_epochs(args, state, **kwargs))
+        line = trainer_line(args, state, control, logs, run_epochs(args, state, **kwargs))
         if line:
             logger.info(line)
 
@@ -122,7 +147,7 @@ class EpochLinesUnderBars(ProgressCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.training_bar is not None and state.is_world_process_zero:
-            line = trainer_line(state, control, logs, run_epochs(args, state, **kwargs))
+            line = trainer_line(args, state, control, logs, run_epochs(args, state, **kwargs))
             if line:
                 self.training_bar.write(line)
 

@@ -235,5 +235,37 @@ def test_the_progress_line_counts_the_epochs_the_run_will_train(epoch, step, max
     state = SimpleNamespace(log_history=[], global_step=step, max_steps=max_steps, num_train_epochs=7, epoch=epoch)
     loader = range(batches) if batches else iter(())
     epochs = run_epochs(SimpleNamespace(gradient_accumulation_steps=accumulation), state, train_dataloader=loader)
-    line = trainer_line(state, SimpleNamespace(should_evaluate=False), {"loss": 0.5, "epoch": epoch}, epochs)
+    line = trainer_line(SimpleNamespace(metric_for_best_model=None), state, SimpleNamespace(should_evaluate=False),
+                        {"loss": 0.5, "epoch": epoch}, epochs)
     assert line == f"{shown}: loss 0.5000"
+
+
+@pytest.mark.parametrize("metric", [None, "f1", "eval_f1", "loss", "precision"])
+def test_the_progress_line_names_the_evaluation_the_trainer_keeps(metric, tmp_path):
+    """The Trainer weighs the evaluations made while training by --metric_for_best_model (not
+    --eval_on_start's): the line's "best" is the one its own bookkeeping picks."""
+    from types import SimpleNamespace
+
+    from transformers import Trainer, TrainerState, TrainingArguments
+
+    from nerkit.progress import trainer_line
+
+    args = TrainingArguments(str(tmp_path), metric_for_best_model=metric, eval_strategy="epoch",
+                             save_strategy="epoch", load_best_model_at_end=metric is not None, report_to="none")
+    scores = [(0.9, 0.20, 0.1), (0.5, 0.40, 0.6), (0.4, 0.45, 0.5), (0.45, 0.45, 0.7), (0.6, 0.35, 0.7)]
+    trainer = SimpleNamespace(args=args, state=TrainerState())  # what Trainer._determine_best_metric reads
+    history, lines, kept = [], [], []
+    for step, (loss, f1, precision) in enumerate(scores):  # step 0: --eval_on_start's evaluation
+        logs = {"eval_loss": loss, "eval_f1": f1, "eval_precision": precision, "epoch": float(step)}
+        history.append({**logs, "step": step})
+        state = SimpleNamespace(log_history=history, global_step=step, max_steps=4, num_train_epochs=4, epoch=step)
+        lines.append(trainer_line(args, state, SimpleNamespace(should_evaluate=False), logs))
+        if step and Trainer._determine_best_metric(trainer, logs, None):
+            kept.append(step)
+    assert "best" not in lines[0]  # nothing the Trainer keeps yet
+    if metric is None:  # nothing kept: the best F1 while training
+        assert lines[-1].endswith("F1 0.3500, best F1 0.4500 (epoch 2)") and not kept
+    else:
+        name, value = {"loss": ("validation loss", 0.4), "precision": ("validation precision", 0.7)}.get(
+            metric, ("F1", 0.45))
+        assert lines[-1].endswith(f"best {name} {value:.4f} (epoch {kept[-1]})")

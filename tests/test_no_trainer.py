@@ -437,7 +437,7 @@ def test_the_epoch_line_names_the_best_epoch_the_run_keeps():
         {"epoch": 1, "step": 4, "eval_f1": 0.0708}, {"epoch": 2, "step": 8, "eval_f1": 0.0671},
         {"epoch": 3, "step": 12, "eval_f1": 0.0961}])
     best = run_ner_no_trainer.best_so_far(state, 4)
-    assert best == (1.0, 0.0708)
+    assert best == (1.0, 0.0708, "F1")
     line = progress_line(3.0, {"eval_f1": 0.0961}, best=best)
     assert line == "epoch 3: F1 0.0961, best F1 0.0708 (epoch 1)"
     assert run_ner_no_trainer.best_so_far(run_ner_no_trainer.LoopState(), None) is None
