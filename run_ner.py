@@ -44,17 +44,14 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.clipping import clip_in_step
     from nerkit.datacheck import check_data
     from nerkit.decoding import WordDecoder, reduce_logits
-    from nerkit.dropout import choose_dropout_masks
     from nerkit.embedding_rows import fold_rows, flops_per_input_token, record_rows, train_used_rows, why_whole_table
     from nerkit.errors import UserError, exit_on_user_error
     from nerkit.hub import check_hub_for_training
     from nerkit.labels import check_checkpoint_labels, outside_label
     from nerkit.metrics import EntityScorer, entity_type
     from nerkit.modeling import check_checkpoint_model, declare_mean_loss, load_model, needs_unused_parameter_search
-    from nerkit.outputs import (check_model_survives_clearing, clear_earlier_run, save_results, timing_metrics,
-                                write_predictions)
+    from nerkit.outputs import check_model_survives_clearing, clear_earlier_run, prediction_metrics, save_results
     from nerkit.progress import interactive, score_table, use_short_lines
-    from nerkit.projections import choose_fused_projections
     from nerkit.report import (
         CardFacts,
         CardScores,
@@ -64,6 +61,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         save_confusion_matrix,
         save_error_analysis,
         save_learning_curves,
+        save_test_predictions,
         script_as_run,
         write_model_card,
     )
@@ -73,12 +71,13 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.speed import (
         Precision,
         check_bf16_runs,
-        choose_packing,
+        choose_training_speedups,
         decide_precision,
         forget_other_precision,
         log_precision,
         longest_input,
         one_cast_per_weight,
+        pad_multiple,
         prepare_device,
     )
     from nerkit.tokenization import DECODER_COLUMNS
@@ -235,19 +234,15 @@ def run(model_args, data_args, training_args, command):
     model = load_model(model_args, config, head_reused, training_args.do_train)
 
     training_args, precision = choose_precision(training_args, data_args, model, features)
-    packer = choose_packing(model, tokenizer, features.get("train") if training_args.do_train else None,
-                            data_args.packing, data_args.pad_to_max_length, training_args.device,
-                            "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else None)
+    # torch.compile fuses on its own, and the group's checks of which tensor it was given would recompile
+    packer = choose_training_speedups(model, tokenizer, features.get("train") if training_args.do_train else None,
+                                      data_args, training_args.device, training_args.mixed_precision,
+                                      fuse=not training_args.torch_compile)
     if training_args.do_train and data_args.train_used_embedding_rows:
         choose_embedding_rows(model, tokenizer.pad_token_id, features["train"], training_args, checkpoint)
     if training_args.do_train or training_args.world_size > 1:
         # else the Trainer scales the loss by accumulation steps and processes, the evaluation loss too
         declare_mean_loss(model)
-    if training_args.do_train:
-        choose_dropout_masks(model, data_args.fast_dropout_masks, training_args.device.type)
-        # torch.compile fuses on its own, and the group's checks of which tensor it was given would recompile
-        choose_fused_projections(model, data_args.fused_projections and not training_args.torch_compile,
-                                 training_args.device.type, precision.mixed_precision)
     if training_args.do_train:
         training_args = choose_ddp_unused_parameters(model, training_args)
     trainer = build_trainer(model, tokenizer, training_args, data_args, splits, features, label_list, settings,
@@ -555,6 +550,10 @@ def choose_precision(training_args, data_args, model, features):
         training_args = dataclasses.replace(training_args, bf16=True, use_cpu=on_cpu)
     if training_args.fp16 and precision.mixed_precision == "no":  # fp16 on the CPU (nerkit.speed.as_run_on)
         training_args = dataclasses.replace(training_args, fp16=False)
+    if training_args.mixed_precision == "fp16" and precision.mixed_precision == "no":
+        # accelerate launch's fp16 on the CPU: TrainingArguments took it from the environment, and the Trainer
+        # builds its Accelerator from this attribute
+        training_args.mixed_precision = "no"
     forget_other_precision(training_args.mixed_precision)
     return training_args, precision
 
@@ -576,12 +575,11 @@ def build_trainer(model, tokenizer, training_args, data_args, splits, features, 
         decoder = WordDecoder(features["validation"], [len(words) for words in split.tokens], data_args.decoding)
         scorer = EntityScorer(decoder, split, label_list, outside_label(label_list), data_args.metric_mode,
                               data_args.return_entity_level_metrics, model_scheme(model.config))
-    mixed = training_args.fp16 or training_args.bf16
     collator = DataCollatorForTokenClassification(
         tokenizer,
         padding="max_length" if data_args.pad_to_max_length else True,
         max_length=settings.max_length if data_args.pad_to_max_length else None,
-        pad_to_multiple_of=8 if mixed and not data_args.pad_to_max_length else None,
+        pad_to_multiple_of=None if data_args.pad_to_max_length else pad_multiple(training_args.mixed_precision),
     )
     # Evaluation streams: each batch is decoded into words as it comes, so no predictions of the whole set
     # are held (EntityScorer takes batches and gives the scores on the last). With several processes the
@@ -649,17 +647,11 @@ def predict(trainer, split, features, label_list, data_args, output_dir):
     batches = (trainer.prediction_step(model, inputs, prediction_loss_only=False)[:2] for inputs in loader)
     tags, probabilities, scores = decode_and_score(batches, trainer.accelerator, split, features, label_list,
                                                    data_args, model_scheme(model.config))
-    metrics = {f"predict_{key}": value for key, value in scores.items()}
-    metrics.update(timing_metrics("predict", time.time() - started, len(split.tokens), len(loader)))
+    metrics = prediction_metrics(scores, time.time() - started, len(split.tokens), len(loader))
     trainer.log_metrics("predict", metrics)
-    if "f1" in scores:  # a labelled test split
-        logger.info("Test scores:\n%s", score_table(metrics, "predict"))
     if trainer.is_world_process_zero():
-        save_results(output_dir, "predict", metrics)
-        write_predictions(output_dir, split, tags, probabilities)
-        if split.tags is not None:
-            save_error_analysis(output_dir, split, tags, label_list, data_args.metric_mode,
-                                model_scheme(model.config))
+        save_test_predictions(output_dir, split, tags, probabilities, metrics, label_list, data_args.metric_mode,
+                              model_scheme(model.config))
 
 
 def publish(trainer, model_args, data_args, training_args, label_list, splits, command):

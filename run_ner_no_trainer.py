@@ -41,15 +41,13 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.clipping import clip_gradients
     from nerkit.datacheck import check_data
     from nerkit.decoding import forward_batches
-    from nerkit.dropout import choose_dropout_masks
     from nerkit.embedding_rows import fold_rows, flops_per_input_token, record_rows, train_used_rows, why_whole_table
     from nerkit.errors import UserError, exit_on_user_error
     from nerkit.hub import check_hub_for_training
     from nerkit.modeling import check_checkpoint_weights, load_model, needs_unused_parameter_search
-    from nerkit.outputs import (check_model_survives_clearing, clear_earlier_run, save_results, timing_metrics,
-                                write_json, write_predictions)
+    from nerkit.outputs import (check_model_survives_clearing, clear_earlier_run, prediction_metrics, save_results,
+                                timing_metrics, write_json)
     from nerkit.progress import Best, interactive, progress_line
-    from nerkit.projections import choose_fused_projections
     from nerkit.report import (
         CardFacts,
         CardScores,
@@ -59,6 +57,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         save_confusion_matrix,
         save_error_analysis,
         save_learning_curves,
+        save_test_predictions,
         script_as_run,
         write_model_card,
     )
@@ -68,12 +67,13 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.speed import (
         check_bf16_runs,
         check_cpu_processes_beside_gpus,
-        choose_packing,
+        choose_training_speedups,
         decide_precision,
         fresh_accelerator,
         fused_adamw,
         log_precision,
         longest_input,
+        pad_multiple,
         prepare_device,
         run_device_type,
     )
@@ -242,21 +242,17 @@ def main(model_args=None, data_args=None, args=None, command=None):
     if resume and train_data:  # before the weights load
         check_same_training_data(resume, train_data, "--max_length")
         check_continues(resume, planned_steps(len(features["train"]), args, accelerator.num_processes), args)
-    model = load_model(model_args, config, head_reused)
+    model = load_model(model_args, config, head_reused, training)
     fallback = check_bf16_runs(precision, model, longest_input(features), accelerator.device.type)
     if fallback is not precision:  # the model fails in the automatic bf16: an Accelerator in fp32 instead
         accelerator, precision = make_accelerator(args, data_args, fallback)
     log_precision(accelerator, precision, "Training" if training else "Inference")
 
-    packer = choose_packing(model, tokenizer, features.get("train"), data_args.packing, data_args.pad_to_max_length,
-                            accelerator.device, {"bf16": "bf16", "fp16": "fp16"}.get(accelerator.mixed_precision))
-    if training and data_args.train_used_embedding_rows:
-        choose_embedding_rows(model, tokenizer.pad_token_id, features["train"], args, accelerator, resume)
+    packer = choose_training_speedups(model, tokenizer, features["train"] if training else None, data_args,
+                                      accelerator.device, accelerator.mixed_precision)
     if training:
-        choose_dropout_masks(model, data_args.fast_dropout_masks, accelerator.device.type)
-        choose_fused_projections(model, data_args.fused_projections, accelerator.device.type,
-                                 accelerator.mixed_precision)
-    if training:
+        if data_args.train_used_embedding_rows:
+            choose_embedding_rows(model, tokenizer.pad_token_id, features["train"], args, accelerator, resume)
         choose_ddp_unused_parameters(accelerator, model)
     loaders = make_dataloaders(features, tokenizer, settings, data_args, args, accelerator, packer)
     optimizer = make_optimizer(model, args, accelerator.device.type, training)
@@ -465,7 +461,7 @@ def choose_ddp_unused_parameters(accelerator, model):
 
 def make_dataloaders(features, tokenizer, settings, data_args, args, accelerator, packer):
     padding = {"padding": "max_length", "max_length": settings.max_length} if data_args.pad_to_max_length else {
-        "pad_to_multiple_of": {"fp8": 16, "fp16": 8, "bf16": 8}.get(accelerator.mixed_precision)}
+        "pad_to_multiple_of": pad_multiple(accelerator.mixed_precision)}
     collator = DataCollatorForTokenClassification(tokenizer, **padding)
     loaders = {}
     for name, split_features in features.items():
@@ -894,13 +890,9 @@ def predict(run):
     split, loader = run.splits["test"], run.loaders["test"]
     tags, probabilities, scores = evaluate(run, "test")
     if run.accelerator.is_main_process:
-        metrics = {f"predict_{key}": value for key, value in scores.items()}
-        metrics.update(timing_metrics("predict", time.time() - started, len(split.tokens), len(loader)))
-        save_results(run.args.output_dir, "predict", metrics)
-        write_predictions(run.args.output_dir, split, tags, probabilities)
-        if split.tags is not None:
-            save_error_analysis(run.args.output_dir, split, tags, run.label_list, run.data_args.metric_mode,
-                                run.scheme)
+        save_test_predictions(run.args.output_dir, split, tags, probabilities,
+                              prediction_metrics(scores, time.time() - started, len(split.tokens), len(loader)),
+                              run.label_list, run.data_args.metric_mode, run.scheme)
 
 
 def push(args):

@@ -125,7 +125,7 @@ def log_loading(name, loading, training=True):
     if new and training:
         logger.info("New weights, initialised at random and trained here: %s.", listed(new))
     elif new:
-        logger.warning("New weights, initialised at random and not trained (no --do_train): %s. The scores are "
+        logger.warning("New weights, initialised at random and not trained by this run: %s. The scores are "
                        "those of an untrained head.", listed(new))
     if loading["unexpected_keys"]:
         logger.info("Weights of %s that the token classifier does not use: %s.", name,

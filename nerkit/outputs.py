@@ -141,6 +141,12 @@ def save_results(output_dir, name, metrics):
     write_json(merged_path, merged)
 
 
+def prediction_metrics(scores, seconds, examples, steps):
+    """predict_results.json's keys: the test split's scores (none for an unlabelled one) and timing."""
+    return {f"predict_{key}": value for key, value in scores.items()} | timing_metrics("predict", seconds, examples,
+                                                                                         steps)
+
+
 def timing_metrics(prefix, seconds, examples, steps):
     """The run-time keys the Trainer reports ({prefix}_runtime, _samples, _samples_per_second,
     _steps_per_second), so both scripts write the same result keys."""

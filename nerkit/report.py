@@ -26,7 +26,8 @@ from .error_analysis import (
     tag_summary_lines,
 )
 from .metrics import entity_scores
-from .outputs import write_atomic, write_json
+from .outputs import save_results, write_atomic, write_json, write_predictions
+from .progress import score_table
 from .schemes import label_parts
 from .summary import labels_without_entities
 from .tokenization import class_that_drops_the_space
@@ -319,6 +320,18 @@ def save_confusion_matrix(output_dir, gold, predicted):
     axes.set_ylabel("gold type")
     axes.set_title("Words by entity type (row-normalised colour)")
     return _save(figure, plt, os.path.join(output_dir, "confusion_matrix.png"))
+
+
+def save_test_predictions(output_dir, split, tags, probabilities, metrics, label_list, metric_mode, scheme=None):
+    """What predicting the test split leaves, the same in both scripts: for a labelled split its scores as a
+    table in the log; predict_results.json (`metrics`, merged into all_results.json); predictions.txt and
+    predictions.jsonl; for a labelled split its error analysis."""
+    if "predict_f1" in metrics:
+        logger.info("Test scores:\n%s", score_table(metrics, "predict"))
+    save_results(output_dir, "predict", metrics)
+    write_predictions(output_dir, split, tags, probabilities)
+    if split.tags is not None:
+        save_error_analysis(output_dir, split, tags, label_list, metric_mode, scheme)
 
 
 def save_error_analysis(output_dir, split, predicted, label_list, metric_mode, scheme=None):

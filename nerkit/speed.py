@@ -186,6 +186,37 @@ def _reproduces(model, collator, samples, reference, tolerance):
     return True
 
 
+def choose_training_speedups(model, tokenizer, train_features, data_args, device, mixed_precision, fuse=True):
+    """The choices for training speed both scripts make once the model has loaded and the precision the
+    accelerator will use (`mixed_precision`, as accelerate names it) is known: padding-free batches (returns
+    the packing collator, or None for padded batches), cheaper dropout masks and fused attention
+    projections (nerkit.dropout, nerkit.projections), each one that gives the same training. Without
+    `train_features` (no training) nothing is chosen. `fuse`: whether fusing is left to us (torch.compile
+    fuses by itself)."""
+    from .dropout import choose_dropout_masks
+    from .projections import choose_fused_projections
+
+    if train_features is None:
+        return None
+    packer = choose_packing(model, tokenizer, train_features, data_args.packing, data_args.pad_to_max_length, device,
+                            half_precision(mixed_precision))
+    device_type = torch.device(device).type
+    choose_dropout_masks(model, data_args.fast_dropout_masks, device_type)
+    choose_fused_projections(model, data_args.fused_projections and fuse, device_type, mixed_precision)
+    return packer
+
+
+def half_precision(mixed_precision):
+    """"bf16" or "fp16" where accelerate's `mixed_precision` computes in that half type, else None."""
+    return mixed_precision if mixed_precision in ("bf16", "fp16") else None
+
+
+def pad_multiple(mixed_precision):
+    """What padded batches' length is rounded up to: a multiple that half-precision kernels (tensor cores)
+    run fastest on, none in fp32."""
+    return {"fp8": 16, "fp16": 8, "bf16": 8}.get(mixed_precision)
+
+
 def choose_packing(model, tokenizer, train_features, enabled, pad_to_max_length, device="cpu", precision=None):
     """The packing collator for training, or None (with the reason logged). On CUDA with flash-attention 2
     and half precision, examples are laid end to end in one row and its variable-length kernel keeps them

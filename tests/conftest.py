@@ -63,3 +63,20 @@ def ner_files(tmp_path_factory):
         "test": write_jsonl(folder / "test.json", examples(5, offset=2), labelled=False),
         "labelled_test": write_jsonl(folder / "labelled_test.json", examples(5, offset=2)),
     }
+
+
+def lean_towards(model, label, by=20.0):
+    """Make `model`'s classifier favour `label` at every sub-token: with an inside label that argmax would
+    put after O and at sentence starts, which a decoding that follows the scheme must not."""
+    import torch
+
+    lean = torch.zeros(model.config.num_labels)
+    lean[model.config.label2id[label]] = by
+    model.classifier.register_forward_hook(lambda module, inputs, output: output + lean.to(output.dtype))
+    return model
+
+
+def invalid_inside_tags(line):
+    """Positions of IOB2 inside tags that follow neither a B- nor an I- of their type."""
+    return [i for i, tag in enumerate(line)
+            if tag.startswith("I-") and (i == 0 or line[i - 1][2:] != tag[2:] or line[i - 1][0] not in "BI")]

@@ -441,3 +441,14 @@ def test_the_epoch_line_names_the_best_epoch_the_run_keeps():
     line = progress_line(3.0, {"eval_f1": 0.0961}, best=best)
     assert line == "epoch 3: F1 0.0961, best F1 0.0708 (epoch 1)"
     assert run_ner_no_trainer.best_so_far(run_ner_no_trainer.LoopState(), None) is None
+
+
+def test_an_evaluation_only_run_says_its_new_head_is_untrained_and_chooses_nothing_for_training(tiny_bert, files,
+                                                                                                tmp_path, caplog):
+    # --num_train_epochs 0 with a training file given: the data is read, but nothing trains
+    with caplog.at_level(logging.INFO):
+        run_loop(tiny_bert, tmp_path, "--num_train_epochs", "0", files=files)
+    assert "New weights, initialised at random and not trained by this run: classifier.bias" in caplog.text
+    assert "trained here" not in caplog.text
+    assert not [line for line in caplog.messages if line.startswith("Training ")]
+    assert "Test scores:\n" in caplog.text  # the labelled test split's table, as run_ner.py logs it

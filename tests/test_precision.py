@@ -23,7 +23,7 @@ class Observed:
     """What a run really did: its accelerator and the dtype of a linear layer's outputs in each mode."""
 
     def __init__(self):
-        self.accelerator = None
+        self.accelerator = self.trainer = None
         self.dtypes = {"training": set(), "inference": set()}
 
     def watch(self, model):
@@ -42,7 +42,7 @@ def observe(monkeypatch):
         if module is run_ner:
             def build_trainer(*args, **kwargs):
                 trainer = original_build(*args, **kwargs)
-                observed.accelerator = trainer.accelerator
+                observed.accelerator, observed.trainer = trainer.accelerator, trainer
                 return trainer
             original_build = module.build_trainer
             monkeypatch.setattr(module, "build_trainer", build_trainer)
@@ -189,6 +189,21 @@ def test_trainer_really_trains_in_the_automatic_bf16(tiny_bert, ner_files, tmp_p
     assert "Training in bf16" in caplog.text
 
 
+def test_trainer_pads_for_the_bf16_accelerate_launch_names(tiny_bert, ner_files, tmp_path, monkeypatch, observe,
+                                                            caplog):
+    """accelerate launch's precision reaches TrainingArguments through the environment, not --bf16: the
+    padding-free rows and the padded batches are cut for the bf16 kernels all the same."""
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    observed = observe(run_ner)
+    with caplog.at_level(logging.INFO, logger="nerkit"):
+        run(tiny_bert, tmp_path / "o", "--do_train", "--num_train_epochs", "1", files={"train": ner_files["train"]})
+    assert observed.accelerator.mixed_precision == "bf16" and observed.dtypes["training"] == {torch.bfloat16}
+    assert "In bf16 each row ends at a multiple of 32 sub-tokens" in caplog.text
+    assert observed.trainer.train_collator.row_multiple == 32
+    batch = observed.trainer.data_collator([{"input_ids": [1, 2, 3], "labels": [0, 0, 0]}])  # evaluation's batches
+    assert batch["input_ids"].shape == (1, 8)
+
+
 def test_accelerate_loop_really_trains_in_the_automatic_bf16(tiny_bert, ner_files, tmp_path, monkeypatch, observe):
     monkeypatch.setenv(speed.AUTO_PRECISION_VARIABLE, "bf16")
     observed = observe(run_ner_no_trainer)
@@ -212,13 +227,19 @@ def test_runs_in_one_process_each_get_their_precision(tiny_bert, ner_files, tmp_
         assert (observed.accelerator.mixed_precision, *observed.dtypes["training"]) == expected, number
 
 
-def test_fp16_on_the_cpu_trains_in_fp32_and_says_so(tiny_bert, ner_files, tmp_path, observe, caplog):
+@pytest.mark.parametrize("named", ["--fp16", "accelerate launch --cpu --mixed_precision fp16"])
+def test_fp16_on_the_cpu_trains_in_fp32_and_says_so(tiny_bert, ner_files, tmp_path, observe, caplog, monkeypatch,
+                                                    named):
     observed = observe(run_ner)
+    flags = ["--fp16"] if named == "--fp16" else []
+    if not flags:  # what accelerate launch passes; TrainingArguments reads it when it is created
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
     with caplog.at_level(logging.INFO, logger="nerkit"):
-        run(tiny_bert, tmp_path / "o", "--do_train", "--num_train_epochs", "1", "--fp16",
+        run(tiny_bert, tmp_path / "o", "--do_train", "--num_train_epochs", "1", *flags,
             files={"train": ner_files["train"]})
     assert observed.accelerator.mixed_precision == "no" and observed.dtypes["training"] == {torch.float32}
-    assert "Training in fp32 (--fp16 asks for fp16, which accelerate runs on GPUs only" in caplog.text
+    reason = "--fp16" if flags else "accelerate launch's configuration"
+    assert f"Training in fp32 ({reason} asks for fp16, which accelerate runs on GPUs only" in caplog.text
     assert "In fp16 each row" not in caplog.text  # no rows padded for fp16 kernels that do not run
     assert "- mixed_precision: no" in (tmp_path / "o" / "README.md").read_text()
 

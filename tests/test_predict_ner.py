@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import predict_ner
-from conftest import ROOT, SENTENCES, examples, write_jsonl
+from conftest import ROOT, SENTENCES, examples, invalid_inside_tags, lean_towards, write_jsonl
 from nerkit import speed
 from test_run_ner import run
 
@@ -268,14 +268,30 @@ def test_agrees_with_the_pipeline_where_the_pipeline_is_right(trained_model, tmp
     assert compared >= 3
 
 
-def test_standard_input_and_viterbi(trained_model):
+def test_standard_input(trained_model):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "predict_ner.py"), "--model", trained_model,
-                             "--decoding", "viterbi", "--words"], input=TEXTS[3] + "\n", capture_output=True,
-                            text=True, cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+                             "--words"], input=TEXTS[3] + "\n", capture_output=True, text=True, cwd=ROOT,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads(result.stdout)
-    labels = record["labels"]
-    assert all(not tag.startswith("I-") or labels[i - 1][2:] == tag[2:] and i > 0 for i, tag in enumerate(labels))
+    assert len(record["words"]) == len(record["labels"]) == len(TEXTS[3].split())
+
+
+@pytest.mark.parametrize("decoding", ["viterbi", "argmax"])
+def test_viterbi_gives_valid_sequences_where_argmax_does_not(trained_model, tmp_path, monkeypatch, decoding):
+    # every sub-token leans to I-PER: argmax puts it at text starts and after O, which IOB2 forbids
+    original = predict_ner.load_pretrained
+
+    def leaning(auto_class, name, **kwargs):
+        loaded = original(auto_class, name, **kwargs)
+        return (lean_towards(loaded[0], "I-PER"), loaded[1]) if isinstance(loaded, tuple) else loaded
+    monkeypatch.setattr(predict_ner, "load_pretrained", leaning)
+    records = predict(trained_model, tmp_path, TEXTS, "--decoding", decoding, "--words")
+    invalid = [invalid_inside_tags(record["labels"]) for record in records]
+    if decoding == "viterbi":
+        assert not any(invalid) and all("I-PER" in record["labels"] for record in records)
+    else:
+        assert all(invalid)
 
 
 @pytest.mark.parametrize("content, message", [(None, "does not exist"), (b'{"txt": 1}\n', "'text' string"),

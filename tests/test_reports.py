@@ -6,6 +6,8 @@ import os
 import pytest
 import transformers
 
+import run_ner
+from conftest import invalid_inside_tags, lean_towards
 from nerkit.report import command_line, confusion_counts
 from test_run_ner import predictions, run
 
@@ -118,13 +120,25 @@ def test_the_card_gives_hub_data_scores_as_upstream_s_model_index():
     assert [(result.metric_type, result.metric_value) for result in data.eval_results] == [("accuracy", 0.6667)]
 
 
-def test_viterbi_decoding_in_training_gives_valid_sequences(tiny_bert, ner_files, tmp_path):
-    output = run(tiny_bert, tmp_path, "--do_train", "--do_predict", "--num_train_epochs", "1", "--decoding",
-                 "viterbi", files={"train": ner_files["train"], "test": ner_files["test"]})
-    for line in predictions(output):
-        for i, tag in enumerate(line):
-            if tag.startswith("I-"):
-                assert i > 0 and line[i - 1][2:] == tag[2:] and line[i - 1][0] in "BI", line
+@pytest.fixture(scope="module")
+def trained_once(tiny_bert, ner_files, tmp_path_factory):
+    return run(tiny_bert, tmp_path_factory.mktemp("trained"), "--do_train", "--num_train_epochs", "1",
+               files={"train": ner_files["train"]})
+
+
+@pytest.mark.parametrize("decoding", ["viterbi", "argmax"])
+def test_viterbi_decoding_gives_valid_sequences_where_argmax_does_not(trained_once, ner_files, tmp_path,
+                                                                      monkeypatch, decoding):
+    # every sub-token leans to I-PER: argmax puts it at sentence starts and after O, which IOB2 forbids
+    original = run_ner.load_model
+    monkeypatch.setattr(run_ner, "load_model", lambda *args: lean_towards(original(*args), "I-PER"))
+    lines = predictions(run(str(trained_once), tmp_path, "--do_predict", "--decoding", decoding,
+                            files={"test": ner_files["test"]}))
+    invalid = [invalid_inside_tags(line) for line in lines]
+    if decoding == "viterbi":
+        assert not any(invalid) and all("I-PER" in line for line in lines if len(line) > 1)
+    else:
+        assert all(invalid)
 
 
 def test_characters_missing_from_the_font_are_one_log_line_not_warnings(tmp_path, caplog):
