@@ -102,7 +102,8 @@ class DataTrainingArguments:
                           "column's index, in a CoNLL-U file a field (upos, xpos, ...), an index or a MISC key."},
     )
     overwrite_cache: bool = field(
-        default=False, metadata={"help": "Overwrite the cached training and evaluation sets"}
+        default=False, metadata={"help": "Accepted for upstream's command lines; it changes nothing here, since the "
+                                         "tokenized sets are never cached (each run tokenizes its data afresh)."}
     )
     preprocessing_num_workers: int | None = field(
         default=None,

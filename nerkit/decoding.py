@@ -213,7 +213,9 @@ class WordDecoder:
         self.cursor = self.batches = 0
 
     def add_batch(self, predictions):
-        """`predictions`: an array or tensor [features, positions, 2], or a list of such batches."""
+        """`predictions`: as `reduce_logits` gives them, an array or tensor [features, positions, 2] (label id,
+        probability) or with Viterbi [features, positions, labels] (log-probabilities), or a list of such
+        batches."""
         if isinstance(predictions, (list, tuple)):
             for batch in predictions:
                 self.add_batch(batch)

@@ -37,7 +37,6 @@ from .metrics import strict_reading, strict_scheme
 from .schemes import entity_spans as lenient_spans
 
 CATEGORIES = ("correct", "wrong_type", "wrong_boundary", "wrong_boundary_and_type", "missed", "spurious")
-GOLD_CATEGORIES = CATEGORIES[:5]  # each gold entity is in one of these
 PREDICTED_CATEGORIES = CATEGORIES[:4] + ("spurious",)  # each predicted entity is in one of these
 TITLES = {"correct": "correct", "wrong_type": "wrong type", "wrong_boundary": "wrong boundary",
           "wrong_boundary_and_type": "wrong boundary and type", "missed": "missed", "spurious": "spurious"}

@@ -101,8 +101,9 @@ def entity_scores(gold, predicted, label_list, mode="default", entity_level=Fals
 class EntityScorer:
     """`compute_metrics` for the Trainer: decodes words from reduced predictions and scores them.
 
-    Works with whole arrays (the default) and with `--batch_eval_metrics` (one batch per call, the result on
-    the last); either way only word-level tags are kept, never logits.
+    Works with `batch_eval_metrics` (one batch per call, the result on the last: what run_ner.py turns on
+    in one process) and with whole arrays (the gathered predictions of several processes); either way only
+    word-level tags are kept, never logits.
     """
 
     def __init__(self, decoder, split, label_list, fallback_label, mode, entity_level, scheme):

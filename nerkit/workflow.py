@@ -4,8 +4,8 @@
     tokenizer, config, label_list, head_reused = load_tokenizer_and_labels(model_args, data_args, splits, declared,
                                                                            training)
     settings = encoding_settings(tokenizer, config, label_list, data_args, max_length)  # before any weights
-    model = load_model(model_args, config, head_reused)
     features = encode_splits(splits, tokenizer, config, settings, data_args, main_process_first)
+    model = load_model(model_args, config, head_reused, training)  # nerkit.modeling, once the data is known good
     tags, probabilities, metrics = decode_and_score(batches, accelerator, split, features, label_list, data_args,
                                                     scheme)
 """

@@ -673,3 +673,15 @@ def test_a_tokenizer_problem_names_only_flags_predict_ner_has(tiny_bert, tmp_pat
     with pytest.raises(predict_ner.UserError, match="holds no tokenizer" if not slow else "not a fast") as error:
         predict_ner.Tagger(str(folder), None, 64, 8, "viterbi")
     assert "--model" in str(error.value) and "--tokenizer_name" not in str(error.value), str(error.value)
+
+
+def test_help_shows_every_option_and_the_readme_names_each():
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "predict_ner.py"), "--help"], capture_output=True,
+                            text=True, cwd=ROOT)
+    assert result.returncode == 0 and result.stdout.startswith("usage: predict_ner.py")
+    flags = re.findall(r"^  (--\w+)", result.stdout, flags=re.MULTILINE)
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        readme = handle.read()
+    section = readme[readme.index("## Tagging raw text: predict_ner.py"):]
+    section = section[:section.index("\n## ", 1)]
+    assert len(flags) > 8 and [flag for flag in flags if f"`{flag}" not in section] == []
