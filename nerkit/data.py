@@ -969,7 +969,7 @@ def check_words(words, column, where, line_per_word=False):
             codes = " ".join(f"U+{ord(character):04X}" for character in word)
             raise UserError(f"{place}: word {position} in '{column}' is only whitespace ({codes}); every word needs "
                             "a visible character. Remove it or replace it with a placeholder.")
-        half = next((character for character in word if "\ud800" <= character <= "\udfff"), None)
+        half = half_character(word)
         if half is not None:
             raise UserError(f"{place}: word {position} in '{column}' holds {half!r}, half of a character (an "
                             "unpaired surrogate escape in JSON) that no UTF-8 text can hold. Write the whole "
@@ -1014,7 +1014,18 @@ def label_name(tag, names, place):
 def check_tag(tag, place):
     """A tag is one word: predictions.txt writes a line's labels separated by single spaces, so a tag with
     whitespace in it would read as two labels, an empty one as none, and 'B-PER ' would also be a label of
-    its own beside 'B-PER' (nerkit.labels.one_word). The message says which."""
+    its own beside 'B-PER' (nerkit.labels.one_word), as would 'B-PER' with an invisible character (a
+    zero-width space, a left-to-right mark that right-to-left annotation tools leave). The message says which."""
+    half = half_character(tag)
+    if half is not None:
+        raise UserError(f"{place}: the tag {tag!r} holds {half!r}, half of a character (an unpaired surrogate "
+                        "escape in JSON) that no UTF-8 text can hold. Write the whole character, or its pair of "
+                        "escapes.")
+    hidden = invisible_characters(tag)
+    if hidden:
+        raise UserError(f"{place}: the tag {tag!r} holds {hidden}, which no one sees but which would make it a "
+                        f"label of its own beside {visible_part(tag)!r}. Remove it (a search for that code point in "
+                        "the file finds every one).")
     if one_word(tag):
         return
     if not tag.strip() or len(tag.split()) > 1:
@@ -1022,6 +1033,29 @@ def check_tag(tag, place):
                         "(in a CoNLL file, separate its columns all by tabs or all by spaces).")
     raise UserError(f"{place}: the tag {tag!r} has whitespace around it, so it would be a label of its own "
                     f"beside {tag.strip()!r}. Remove the whitespace around it.")
+
+
+def half_character(text):
+    """The first half of a surrogate pair standing alone in `text` (JSON's unpaired escape, or a byte of a
+    command line that is not UTF-8), which no UTF-8 file can hold; None without one."""
+    return next((character for character in text if "\ud800" <= character <= "\udfff"), None)
+
+
+def invisible_characters(text):
+    """The characters of `text` that print as nothing (format and control characters: zero-width spaces,
+    direction marks, a byte-order mark), named by code point ('U+200B (zero width space)'); '' for none."""
+    import unicodedata
+
+    found = dict.fromkeys(character for character in text
+                          if unicodedata.category(character) in ("Cf", "Cc") and not character.isspace())
+    return ", ".join(f"U+{ord(character):04X} ({unicodedata.name(character, 'control character').lower()})"
+                     for character in found)
+
+
+def visible_part(text):
+    import unicodedata
+
+    return "".join(character for character in text if unicodedata.category(character) not in ("Cf", "Cc"))
 
 
 def label_file_names(path, text):
@@ -1056,4 +1090,12 @@ def read_label_names(value):
                             "name is the label of the id at its position. Remove the extra comma, or name that id.")
     if len(set(names)) != len(names):
         raise UserError(f"--label_list lists a name twice: {names}.")
+    for position, name in enumerate(names, 1):
+        if half_character(name) is not None:
+            raise UserError(f"--label_list: name {position}, {name!r}, holds a byte that is not UTF-8 text. Write "
+                            "the label names in UTF-8.")
+        if invisible_characters(name):
+            raise UserError(f"--label_list: name {position}, {name!r}, holds {invisible_characters(name)}, which "
+                            f"no one sees but which would make it a label of its own beside {visible_part(name)!r}. "
+                            "Remove it.")
     return names

@@ -538,6 +538,33 @@ def test_a_tag_with_spaces_around_it_is_refused(tmp_path, name, content, options
     assert f"{path}, {place}:" in str(error.value)
 
 
+@pytest.mark.parametrize("name, content, place, said", [
+    ("train.conll", "John\tB-PER\u200b\nSmith\tI-PER\n", "line 1", "U+200B (zero width space)"),
+    ("train.json", '{"tokens": ["Dan"], "ner_tags": ["B-PER\\u200e"]}\n', "line 1, word 0",
+     "U+200E (left-to-right mark)"),
+    ("train.json", '{"tokens": ["Dan", "Ng"], "ner_tags": ["B-PER", "\\ud83d"]}\n', "line 1, word 1",
+     "half of a character"),
+])
+def test_a_tag_with_an_invisible_character_is_refused(tmp_path, name, content, place, said):
+    """A direction mark or zero-width space after B-PER made a label of its own that every report printed
+    as B-PER; half a surrogate pair failed with a traceback when the first checkpoint was written."""
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(UserError, match="the tag") as error:
+        read(train_file=str(path))
+    assert f"{path}, {place}:" in str(error.value) and said in str(error.value)
+
+
+@pytest.mark.parametrize("given, said", [("O,B-PER\u200e", "U+200E (left-to-right mark)"),
+                                         ("O,B-P\udcffER", "a byte that is not UTF-8")])
+def test_a_label_list_name_with_an_invisible_character_is_refused(given, said):
+    from nerkit.data import read_label_names
+
+    with pytest.raises(UserError, match="--label_list: name 2") as error:
+        read_label_names(given)
+    assert said in str(error.value)
+
+
 def test_a_dataset_name_that_is_a_file_points_to_the_file_flags(tmp_path):
     path = write_jsonl(tmp_path / "good.json", ROWS)
     with pytest.raises(UserError, match="takes a dataset name or a folder") as error:
