@@ -399,6 +399,7 @@ def parse_csv_records(path, text):
 # other character, a no-break or ideographic space included, which is then checked as every word is (a word
 # of whitespace alone is refused with its line) instead of reading as a sentence break or a column break.
 LINE_SPACE = " \t\r\f\v"
+BYTE_ORDER_MARK = "\ufeff"
 
 
 def parse_conll(path, text, text_index=0, label_index=-1, empty_ok=False):
@@ -440,12 +441,15 @@ def parse_conll(path, text, text_index=0, label_index=-1, empty_ok=False):
 
 
 def conll_line(line):
-    # a tab before the first cell is an empty word, not padding: only spaces pad a line's start
-    return line.rstrip(LINE_SPACE).lstrip(" ")
+    # a tab before the first cell is an empty word, not padding: only spaces pad a line's start. A byte-order
+    # mark may open any line, not only the file's first: files joined with `cat` each keep their own.
+    return line.removeprefix(BYTE_ORDER_MARK).rstrip(LINE_SPACE).lstrip(" ")
 
 
 def conll_cells(line):
-    return line.split("\t") if "\t" in line else [cell for cell in line.split(" ") if cell]
+    # spaces beside a tab pad the columns (an export that aligns them), as the README's "a tab or spaces" reads
+    return [cell.strip(" ") for cell in line.split("\t")] if "\t" in line else [cell for cell in line.split(" ")
+                                                                               if cell]
 
 
 def conll_comments(rows, label_index):
@@ -519,6 +523,7 @@ def parse_conllu(path, text, text_field=1, label_field=3, format_flag="--file_fo
     file whose tags are all `_` is unlabelled. A file without a sentence is refused unless `empty_ok`."""
     records, locations, tokens, tags, start = [], [], [], [], None
     for number, line in enumerate(text.split("\n") + [""], start=1):
+        line = line.removeprefix(BYTE_ORDER_MARK)  # files joined with `cat` each keep their own
         if not line.strip():
             if tokens:
                 records.append({"tokens": tokens, "tags": tags})

@@ -527,7 +527,6 @@ def test_digits_that_are_the_tag_names_themselves_are_listed_with_the_label_list
 @pytest.mark.parametrize("name, content, options, place", [
     ("train.json", '{"tokens": ["John", "Smith"], "ner_tags": ["B-PER ", "I-PER"]}\n', {}, "line 1, word 0"),
     ("train.csv", 'tokens,ner_tags\n"[""John"", ""Smith""]","[""B-PER"", "" I-PER""]"\n', {}, "line 2, word 1"),
-    ("train.conll", "John\tNNP \tB-PER\n", {"label_column_name": "1"}, "line 1"),
 ])
 def test_a_tag_with_spaces_around_it_is_refused(tmp_path, name, content, options, place):
     """'B-PER ' would be a label of its own beside 'B-PER', and split in two in predictions.txt."""
@@ -563,6 +562,25 @@ def test_a_label_list_name_with_an_invisible_character_is_refused(given, said):
     with pytest.raises(UserError, match="--label_list: name 2") as error:
         read_label_names(given)
     assert said in str(error.value)
+
+
+def test_files_joined_with_their_byte_order_marks_read_as_the_files_do(tmp_path):
+    """`cat a.conll b.conll` keeps b's byte-order mark at a line's start: -DOCSTART- and '#' comments after
+    it are still what they are, not a sentence or a token line."""
+    one = "\ufeff-DOCSTART-\tO\n\nJohn\tB-PER\nSmith\tI-PER\n\n"
+    (tmp_path / "a.conll").write_text(one + one, encoding="utf-8")
+    (tmp_path / "a.conllu").write_text(("\ufeff# sent_id = 1\n1\tJohn\tJohn\tPROPN\t_\t_\t0\troot\t_\t_\n\n") * 2,
+                                       encoding="utf-8")
+    for name in ("a.conll", "a.conllu"):
+        split = read(train_file=str(tmp_path / name))[0]["train"]
+        assert split.tokens == [["John", "Smith"]] * 2 if name == "a.conll" else [["John"]] * 2, name
+
+
+def test_spaces_beside_a_tab_pad_the_columns(tmp_path):
+    """'John \tB-PER' kept 'John ' as the word: no leakage found against 'John', entities read 'Smith  lives '."""
+    path = tmp_path / "train.conll"
+    path.write_text("John \tB-PER\nSmith\t I-PER\nlives  \tO\n", encoding="utf-8")
+    assert as_pairs(read(train_file=str(path))[0]["train"]) == [(["John", "Smith", "lives"], ["B-PER", "I-PER", "O"])]
 
 
 def test_a_dataset_name_that_is_a_file_points_to_the_file_flags(tmp_path):
