@@ -38,12 +38,14 @@ with collection_paused():  # what the imports make lives as long as the process 
 logger = logging.getLogger("predict_ner")
 
 # A word is a run of letters, digits and the marks and joiners that belong to them (Hindi शाहरुख़, decomposed
-# Zürich, Persian می‌خواهم, a soft hyphen), or a CJK ideograph alone (as BERT's tokenizer splits them; a line
-# of Japanese would otherwise be one word), or one other visible character or emoji sequence (a flag, a
-# skin tone, a ZWJ family): "John's" -> John ' s, and "@jess_robbo" -> @ jess _ robbo, as BERT's tokenizer
-# splits punctuation (regex's \w would keep the underscore inside). Invisible format and control characters
-# (a zero-width space, a BOM) separate words as spaces do.
-WORD = regex.compile(r"\p{Han}|(?:(?!\p{Han})[\p{L}\p{N}\p{M}\u200c\u200d\u00ad])+|(?![\s\p{Cf}\p{Cc}])\X")
+# Zürich, Persian می‌خواهم, a soft hyphen, a word joiner, Mongolian's vowel separator), or a CJK ideograph
+# alone with its marks and variation selector (as BERT's tokenizer splits them; a line of Japanese would
+# otherwise be one word), or one other visible character or emoji sequence (a flag, a skin tone, a ZWJ
+# family): "John's" -> John ' s, and "@jess_robbo" -> @ jess _ robbo, as BERT's tokenizer splits punctuation
+# (regex's \w would keep the underscore inside). Other invisible format and control characters (a zero-width
+# space, a BOM) separate words as spaces do.
+WORD = regex.compile(r"\p{Han}\p{M}*|(?:(?!\p{Han})[\p{L}\p{N}\p{M}\u200c\u200d\u00ad\u2060\u180e])+"
+                     r"|(?![\s\p{Cf}\p{Cc}])\X")
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".conll": "conll", ".iob": "conll", ".bio": "conll",
            ".conllu": "conllu", ".txt": "text"}  # --format auto, by extension; anything else is text
 # ... except files that are plainly not text: read as lines, they would be tagged as prose (a CSV's header

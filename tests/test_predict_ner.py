@@ -123,6 +123,9 @@ def test_a_loop_checkpoint_given_as_the_model_is_told_for_what_it_is(tmp_path):
     ("東京都に住む", ["東", "京", "都", "に", "住", "む"]),  # ideographs alone, as BERT's tokenizer splits them
     ("🇺🇸 👍🏽 👨\u200d👩\u200d👧", ["🇺🇸", "👍🏽", "👨\u200d👩\u200d👧"]),  # emoji sequences whole
     ("a\u200bb\ufeffc", ["a", "b", "c"]),  # invisible format characters separate words
+    # an ideograph keeps its variation selector (Japanese names) and combining marks
+    ("渡邉\U000E0101さん 葛\U000E0100城 東\u0301", ["渡", "邉\U000E0101", "さん", "葛\U000E0100", "城", "東\u0301"]),
+    ("ᠬᠠ\u180eᠠ foo\u2060bar", ["ᠬᠠ\u180eᠠ", "foo\u2060bar"]),  # Mongolian vowel separator, word joiner
 ])
 def test_words_of_every_script_stay_whole(text, words):
     found, offsets = predict_ner.split_words({"text": text}, "words")
