@@ -294,22 +294,25 @@ def json_document(line, path, number):
     except json.JSONDecodeError as error:
         raise UserError(f"{path}, line {number}: not valid JSON ({error.msg}). The input is read as JSON Lines: one "
                         "object per line, such as {\"text\": \"...\"}, not one JSON array.") from None
-    # the record's other fields (an id) are kept, to be written back beside the entities
+    # the record's other fields (an id) are kept, to be written back beside the entities: all of it must be
+    # text UTF-8 can hold
+    characters_only(json.dumps(record, ensure_ascii=False), path, number)
     if isinstance(record, dict) and isinstance(record.get("text"), str):
-        return dict(record, text=characters_only(record["text"], path, number))
+        return record
     # a word of whitespace alone (spaCy's token for a run of spaces) is kept and tagged, as a CoNLL word of a
     # no-break space is (without a sub-token, as WordPiece leaves it, it gets O: nerkit.decoding)
     if isinstance(record, dict) and isinstance(record.get("tokens"), list) and all(
             isinstance(word, str) and word for word in record["tokens"]):
-        return dict(record, tokens=[characters_only(word, path, number) for word in record["tokens"]])
+        return record
     array = " (this line is a JSON array: write one object per line instead)" if isinstance(record, list) else ""
     raise UserError(f"{path}, line {number}: expected an object with a 'text' string or a 'tokens' list of "
                     f"non-empty strings{array}.")
 
 
 def characters_only(text, path, number):
-    """`text` from a JSON string, which may hold an escape such as \\ud800 that is half of a character (an
-    unpaired surrogate): no UTF-8 text can hold it, and the tokenizer would fail on it after the model loaded."""
+    """`text` from a JSON line, which may hold an escape such as \\ud800 that is half of a character (an
+    unpaired surrogate): no UTF-8 text can hold it, and the tokenizer (or the output, for another field) would
+    fail on it after the model loaded."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:

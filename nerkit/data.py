@@ -161,6 +161,10 @@ def read_file(path, forced_format="auto", columns=None):
     if not os.path.isfile(path):
         raise UserError(f"The data file {path} does not exist. Check the path given to --train_file, "
                         "--validation_file or --test_file.")
+    if half_character(path) is not None:  # a byte the file system holds that UTF-8 cannot (os.fsdecode)
+        raise UserError(f"The data file name {os.fsencode(path)!r} is not UTF-8, and the results, reports and model "
+                        "card name their data files in UTF-8. Rename the file, or give a link to it with a UTF-8 "
+                        "name.")
     kind = file_format_of(path, forced_format)
     if kind == "parquet":
         return read_parquet(path)

@@ -583,6 +583,17 @@ def test_spaces_beside_a_tab_pad_the_columns(tmp_path):
     assert as_pairs(read(train_file=str(path))[0]["train"]) == [(["John", "Smith", "lives"], ["B-PER", "I-PER", "O"])]
 
 
+def test_a_data_file_name_that_is_not_utf8_is_refused_before_anything_is_written(tmp_path):
+    """Its name reached the results and reports, whose UTF-8 cannot hold it: a traceback after training."""
+    import os
+
+    path = os.path.join(os.fsencode(tmp_path), b"caf\xe9.conll")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("John\tB-PER\n")
+    with pytest.raises(UserError, match="The data file name b'caf.xe9.conll' is not UTF-8"):
+        read(train_file=os.fsdecode(path))
+
+
 def test_a_dataset_name_that_is_a_file_points_to_the_file_flags(tmp_path):
     path = write_jsonl(tmp_path / "good.json", ROWS)
     with pytest.raises(UserError, match="takes a dataset name or a folder") as error:

@@ -51,6 +51,9 @@ def test_input_and_output_problems_found_late_are_one_paragraph(trained_model, t
     bad.write_text('{"text": "lone \\ud800 x"}\n', encoding="utf-8")
     with pytest.raises(predict_ner.UserError, match="line 1: the JSON string holds '.ud800', half of a character"):
         predict_ner.read_documents(str(bad), "auto")
+    bad.write_text('{"text": "John lives"}\n{"id": "\\ud83d", "text": "John lives"}\n', encoding="utf-8")
+    with pytest.raises(predict_ner.UserError, match="line 2: the JSON string holds '.ud83d', half of a character"):
+        predict_ner.read_documents(str(bad), "auto")  # another field: written back, it would fail at the end
     array = tmp_path / "array.json"
     array.write_text('[{"text": "John lives in Paris"}]\n', encoding="utf-8")
     with pytest.raises(predict_ner.UserError, match="line 1: .* \\(this line is a JSON array: write one object per"):
