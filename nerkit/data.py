@@ -971,16 +971,17 @@ def check_words(words, column, where, line_per_word=False):
         raise UserError(f"{where}: the example has no words in '{column}'. Remove empty examples.")
     for position, word in enumerate(words):
         place = word_place(where, position, True) if line_per_word else where  # the message names the word
+        word_is = "the word" if line_per_word else f"word {position} in '{column}'"  # a CoNLL line has one
         if not isinstance(word, str) or not word:
-            raise UserError(f"{place}: word {position} in '{column}' is {word!r}; every word must be a non-empty "
+            raise UserError(f"{place}: {word_is} is {word!r}; every word must be a non-empty "
                             "string. Remove it or replace it with a placeholder.")
         if not word.strip():
             codes = " ".join(f"U+{ord(character):04X}" for character in word)
-            raise UserError(f"{place}: word {position} in '{column}' is only whitespace ({codes}); every word needs "
+            raise UserError(f"{place}: {word_is} is only whitespace ({codes}); every word needs "
                             "a visible character. Remove it or replace it with a placeholder.")
         half = half_character(word)
         if half is not None:
-            raise UserError(f"{place}: word {position} in '{column}' holds {half!r}, half of a character (an "
+            raise UserError(f"{place}: {word_is} holds {half!r}, half of a character (an "
                             "unpaired surrogate escape in JSON) that no UTF-8 text can hold. Write the whole "
                             "character, or its pair of escapes.")
 

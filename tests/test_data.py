@@ -330,10 +330,10 @@ def test_only_ascii_whitespace_separates_conll_columns_and_sentences(tmp_path):
     path.write_text("New\u00a0York B-LOC\nis O\n", encoding="utf-8")  # a no-break space inside a word
     assert as_pairs(read(train_file=str(path))[0]["train"]) == [(["New\u00a0York", "is"], ["B-LOC", "O"])]
     path.write_text("EU\n\u3000\nrejects\n", encoding="utf-8")  # a word of an ideographic space: not a break
-    with pytest.raises(UserError, match=r"line 2: word 1 in 'tokens' is only whitespace \(U\+3000\)"):
+    with pytest.raises(UserError, match=r"line 2: the word is only whitespace \(U\+3000\)"):
         read(test_file=str(path))
     path.write_text("EU\tB-ORG\n\nA\tO\n\u00a0\tO\n", encoding="utf-8")  # not "1 column(s) where line 1 has 2"
-    with pytest.raises(UserError, match=r"line 4: word 1 in 'tokens' is only whitespace \(U\+00A0\)"):
+    with pytest.raises(UserError, match=r"line 4: the word is only whitespace \(U\+00A0\)"):
         read(train_file=str(path))
 
 
