@@ -22,7 +22,7 @@ from .labels import (check_model_labels, choose_label_list, data_label_list, ins
                      outside_label)
 from .metrics import check_strict_mode, entity_scores
 from .modeling import check_model_folder, check_unnamed_head, load_config, set_labels
-from .schemes import decide_scheme, saved_scheme
+from .schemes import decide_scheme, saved_scheme, split_label
 from .summary import log_summary
 from .tokenization import EncodingSettings, encode_split, load_fast_tokenizer, window_length
 
@@ -118,7 +118,27 @@ def missing_tags_message(split, flag, data_args):
     column = data_args.label_column_name or f"{data_args.task_name or 'ner'}_tags"
     return (f"{split.source}: the {split.name} data has words but no tags, and {flag} needs tags to {use}. "
             f"Tags are read from the column '{column}' (else the second column; in a CoNLL file the last column "
-            "of two or more): add them, name their column with --label_column_name, or give a labelled file.")
+            "of two or more): add them, name their column with --label_column_name, or give a labelled file."
+            f"{odd_separator_hint(split.tokens)}")
+
+
+def odd_separator_hint(tokens):
+    """Where most words of a one-column file hold one space character that is not ASCII (a no-break or an
+    ideographic space) before something shaped like a tag, the file most likely separates its columns with
+    it: the hint that says so, else ''."""
+    words = [word for sentence in tokens for word in sentence]
+    found = {}
+    for word in words:
+        odd = [character for character in word if character.isspace() and character not in " \t"]
+        if len(odd) == 1:
+            tag = word.rsplit(odd[0], 1)[1]
+            if tag == "O" or split_label(tag)[0] is not None:
+                found[odd[0]] = found.get(odd[0], 0) + 1
+    character, count = max(found.items(), key=lambda item: item[1], default=(None, 0))
+    if count * 2 <= len(words):
+        return ""
+    return (f" Its words end in what look like tags after U+{ord(character):04X} ({count} of {len(words)} words), "
+            "a space that separates no columns: only tabs and ASCII spaces do. Replace it with a tab.")
 
 
 def load_tokenizer_and_labels(model_args, data_args, splits, declared, training):

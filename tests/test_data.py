@@ -337,6 +337,19 @@ def test_only_ascii_whitespace_separates_conll_columns_and_sentences(tmp_path):
         read(train_file=str(path))
 
 
+def test_a_file_separated_by_no_break_spaces_is_told_why_it_has_no_tags(tmp_path):
+    from nerkit.workflow import missing_tags_message
+
+    path = tmp_path / "train.conll"
+    path.write_text("John\u00a0B-PER\nSmith\u00a0I-PER\n\nlives\u00a0O\n", encoding="utf-8")
+    split = read(test_file=str(path))[0]["test"]
+    message = missing_tags_message(split, "--do_train", DataTrainingArguments())
+    assert "what look like tags after U+00A0 (3 of 3 words)" in message and "Replace it with a tab" in message
+    path.write_text("New\u00a0York\nis\n", encoding="utf-8")  # a no-break space inside a word says nothing
+    assert "U+00A0" not in missing_tags_message(read(test_file=str(path))[0]["test"], "--do_train",
+                                                DataTrainingArguments())
+
+
 def test_half_a_character_in_a_word_is_refused_with_its_place_before_any_weights_load(tmp_path):
     path = tmp_path / "train.json"
     path.write_text('{"tokens": ["EU"], "ner_tags": ["B-ORG"]}\n'
