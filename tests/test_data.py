@@ -343,11 +343,11 @@ def test_a_file_separated_by_no_break_spaces_is_told_why_it_has_no_tags(tmp_path
     path = tmp_path / "train.conll"
     path.write_text("John\u00a0B-PER\nSmith\u00a0I-PER\n\nlives\u00a0O\n", encoding="utf-8")
     split = read(test_file=str(path))[0]["test"]
-    message = missing_tags_message(split, "--do_train", DataTrainingArguments())
+    flags = DataTrainingArguments(test_file=str(path))
+    message = missing_tags_message(split, "--do_train", flags)
     assert "what look like tags after U+00A0 (3 of 3 words)" in message and "Replace it with a tab" in message
     path.write_text("New\u00a0York\nis\n", encoding="utf-8")  # a no-break space inside a word says nothing
-    assert "U+00A0" not in missing_tags_message(read(test_file=str(path))[0]["test"], "--do_train",
-                                                DataTrainingArguments())
+    assert "U+00A0" not in missing_tags_message(read(test_file=str(path))[0]["test"], "--do_train", flags)
 
 
 def test_half_a_character_in_a_word_is_refused_with_its_place_before_any_weights_load(tmp_path):
