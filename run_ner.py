@@ -46,7 +46,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.decoding import WordDecoder, reduce_logits
     from nerkit.embedding_rows import fold_rows, flops_per_input_token, record_rows, train_used_rows, why_whole_table
     from nerkit.errors import UserError, exit_on_user_error
-    from nerkit.hub import check_hub_for_training
+    from nerkit.hub import PushTarget, check_hub_for_training, push_failure
     from nerkit.labels import check_checkpoint_labels, outside_label
     from nerkit.metrics import EntityScorer, entity_type
     from nerkit.modeling import check_checkpoint_model, declare_mean_loss, load_model, needs_unused_parameter_search
@@ -206,7 +206,7 @@ def run(model_args, data_args, training_args, command):
     setup_logging("run_ner", training_args.should_log, trainer_log_levels(training_args))
     logger.info("Running on %d process(es), device %s.", training_args.world_size, training_args.device)
     check_arguments(model_args, data_args, training_args)
-    check_hub_for_training(model_args, data_args, training_args.push_to_hub)
+    check_hub_for_training(model_args, data_args, PushTarget.of(training_args))
     if data_args.check_data:
         check_data(model_args, data_args, training_args.output_dir, data_args.max_seq_length, "--max_seq_length",
                    training_args.should_save)
@@ -612,7 +612,9 @@ def train(trainer, checkpoint, num_examples):
     # after the Trainer has removed the last checkpoint (--save_total_limit 1 keeps the best one alone)
     trainer.save_state()
     fold_rows(trainer.model)
-    trainer.save_model()  # the tokenizer and the config with the real label names come along
+    # the tokenizer and the config with the real label names come along; not pushed yet (the Trainer's own
+    # call would): --push_to_hub uploads once, at the end, with the model card (publish)
+    trainer.save_model(_internal_call=True)
     metrics = dict(result.metrics, train_samples=num_examples)
     trainer.log_metrics("train", metrics)
     if trainer.is_world_process_zero():
@@ -669,7 +671,10 @@ def publish(trainer, model_args, data_args, training_args, label_list, splits, c
     if training_args.push_to_hub:
         # On every process: push_to_hub saves the model first, which under FSDP or ZeRO-3 gathers the
         # parameters from all of them; the Trainer uploads from process zero alone.
-        trainer.push_to_hub(commit_message="End of training")
+        try:
+            trainer.push_to_hub(commit_message="End of training")
+        except (OSError, ValueError) as error:  # the hub's HTTP errors, a connection lost since the start
+            raise push_failure(error, PushTarget.of(training_args), training_args.output_dir) from None
 
 
 def trainer_hyperparameters(args, accelerator):

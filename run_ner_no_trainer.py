@@ -43,7 +43,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
     from nerkit.decoding import forward_batches
     from nerkit.embedding_rows import fold_rows, flops_per_input_token, record_rows, train_used_rows, why_whole_table
     from nerkit.errors import UserError, exit_on_user_error
-    from nerkit.hub import check_hub_for_training
+    from nerkit.hub import PushTarget, check_hub_for_training, push_failure
     from nerkit.modeling import check_checkpoint_weights, load_model, needs_unused_parameter_search
     from nerkit.outputs import (check_model_survives_clearing, clear_earlier_run, prediction_metrics, save_results,
                                 timing_metrics, write_json)
@@ -219,7 +219,7 @@ def main(model_args=None, data_args=None, args=None, command=None):
     logger.info("Running on %d process(es), device %s.", accelerator.num_processes, accelerator.device)
     warn_if_untracked(args)
     training = trains(args)
-    check_hub_for_training(model_args, data_args, args.push_to_hub)
+    check_hub_for_training(model_args, data_args, PushTarget.of(args))
     if data_args.check_data:
         check_data(model_args, data_args, args.output_dir, args.max_length, "--max_length", accelerator.is_main_process)
         return
@@ -896,13 +896,18 @@ def predict(run):
 
 
 def push(args):
+    """Upload the output folder (not its checkpoints) to the repository prepared before training
+    (nerkit.hub.prepare_push)."""
     from huggingface_hub import HfApi
 
-    api = HfApi(token=args.hub_token)
-    repo_id = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
-    repo_id = api.create_repo(repo_id, exist_ok=True).repo_id
-    api.upload_folder(folder_path=args.output_dir, repo_id=repo_id, commit_message="End of training",
-                      ignore_patterns=["step_*", "epoch_*"])
+    target = PushTarget.of(args)
+    api = HfApi(token=target.token)
+    try:
+        repo_id = api.create_repo(target.repo_id, exist_ok=True).repo_id
+        api.upload_folder(folder_path=args.output_dir, repo_id=repo_id, commit_message="End of training",
+                          ignore_patterns=["step_*", "epoch_*"])
+    except (OSError, ValueError) as error:  # the hub's HTTP errors, a connection lost since the start
+        raise push_failure(error, target, args.output_dir) from None
 
 
 PRECISION_FLAGS = ("--fp16", "--bf16", "--mixed_precision")  # the Trainer's and AutoTrain's, not the loop's

@@ -9,6 +9,7 @@ or not tells the same thing at once; when it goes unanswered the run goes on as 
 
 import logging
 import os
+from dataclasses import dataclass
 
 from .errors import UserError
 
@@ -31,13 +32,14 @@ def hub_names(*names):
     return list(dict.fromkeys(found))
 
 
-def offline_unless_reachable(names, pushes=False):
-    """Ask the hub once whether it answers, when `names` (see `hub_names`) or `pushes` (--push_to_hub) need it.
+def offline_unless_reachable(names, push=None):
+    """Ask the hub once whether it answers, when `names` (see `hub_names`) or `push` (a PushTarget) need it.
     When it does not, a push is a `UserError`, before any weights load, instead of a failure after training;
     otherwise huggingface_hub, transformers and datasets go offline for this process, so that the names are
-    read from the local cache only, and the log says so."""
+    read from the local cache only, and the log says so. When it answers, a push is prepared (`prepare_push`)."""
     from huggingface_hub import constants
 
+    pushes = push is not None
     if not names and not pushes:
         return
     if constants.is_offline_mode():
@@ -45,6 +47,8 @@ def offline_unless_reachable(names, pushes=False):
     else:
         failure = unanswered(constants.ENDPOINT, constants.HF_HUB_ETAG_TIMEOUT)
         if failure is None:
+            if pushes:
+                prepare_push(push)
             return
         why = f"{constants.ENDPOINT} does not answer ({failure})"
         if not pushes:
@@ -81,9 +85,58 @@ def go_offline():
     datasets.config.HF_HUB_OFFLINE = True
 
 
-def check_hub_for_training(model_args, data_args, push_to_hub):
+@dataclass(frozen=True)
+class PushTarget:
+    """Where --push_to_hub sends the output folder: the repository (--hub_model_id, else the folder's name,
+    as upstream names it), the token (--hub_token, else the one logged in) and whether a new one is private."""
+
+    repo_id: str
+    token: str | None = None
+    private: bool | None = None
+
+    @classmethod
+    def of(cls, args):
+        """From the Trainer's or the loop's arguments, or None without --push_to_hub."""
+        if not args.push_to_hub:
+            return None
+        return cls(args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)), args.hub_token,
+                   getattr(args, "hub_private_repo", None))
+
+
+def check_hub_for_training(model_args, data_args, push=None):
     """`offline_unless_reachable` for run_ner.py and run_ner_no_trainer.py: the names they would look up on
-    the hub, and --push_to_hub unless the run only checks its data (--check_data pushes nothing)."""
+    the hub, and the PushTarget of --push_to_hub unless the run only checks its data (--check_data pushes
+    nothing)."""
     names = hub_names(model_args.model_name_or_path, model_args.config_name, model_args.tokenizer_name,
                       data_args.dataset_name)
-    offline_unless_reachable(names, pushes=push_to_hub and not data_args.check_data)
+    offline_unless_reachable(names, push=None if data_args.check_data else push)
+
+
+def prepare_push(push):
+    """Before any weights load, what upstream's loop does first: the token is one the hub takes and the
+    repository exists (created if not, as the Trainer creates it), so that a missing login or a repository
+    the token may not write to stops the run now, not after training."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+
+    api = HfApi(token=push.token)
+    try:
+        api.whoami()
+        api.create_repo(push.repo_id, private=push.private, exist_ok=True)
+    except LocalTokenNotFoundError:
+        raise UserError("--push_to_hub needs a Hugging Face token, and none is given or stored: log in with `hf auth "
+                        "login` (or set HF_TOKEN), or give --hub_token.") from None
+    except HfHubHTTPError as error:
+        said = str(error).splitlines()[0]
+        raise UserError(f"--push_to_hub: the Hugging Face Hub refuses to let this token write to {push.repo_id} "
+                        f"({said}). Log in with a token that has write access (`hf auth login --force`, or "
+                        "--hub_token), name a repository you own with --hub_model_id, or train without "
+                        "--push_to_hub and upload the output folder later (`hf upload <repo id> <output_dir>`).") \
+            from None
+
+
+def push_failure(error, push, output_dir):
+    """The UserError for a push that fails after training: the model is saved, and can be uploaded later."""
+    said = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return UserError(f"--push_to_hub: uploading {output_dir} to {push.repo_id} failed ({said}). Everything is saved "
+                     f"in {output_dir}; upload it later with `hf upload {push.repo_id} {output_dir}`.")

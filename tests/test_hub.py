@@ -107,6 +107,92 @@ def test_a_push_is_refused_before_anything_loads(script, tiny_bert, tmp_path):
     assert not output_dir.exists()
 
 
+@contextlib.contextmanager
+def hub_answering(whoami, creates, uploads=500):
+    """A local hub that answers: `whoami` is the status of /api/whoami-v2 (200 with a user, or 401 as for a
+    missing or bad token), `creates` that of creating a repository, `uploads` that of every other POST."""
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def answer(self, status, body):
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if status >= 400:
+                self.send_header("X-Error-Message", "Invalid credentials in Authorization header")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        def do_HEAD(self):
+            self.answer(200, {})
+
+        def do_GET(self):
+            if self.path.startswith("/api/whoami"):
+                self.answer(whoami, {"name": "someone", "type": "user"} if whoami == 200 else {"error": "no"})
+            else:
+                self.answer(404, {"error": "not found"})
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status = creates if self.path.startswith("/api/repos/create") else uploads
+            url = f"http://127.0.0.1:{self.server.server_address[1]}/{REPO}"
+            self.answer(status, {"url": url, "name": REPO} if status == 200 else {"error": "no"})
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("script", ["run_ner.py", "run_ner_no_trainer.py"])
+@pytest.mark.parametrize("whoami, creates, said", [
+    (401, 401, "refuses to let this token write to nerkit-tests/tiny-tagger (Invalid user token"),
+    (200, 403, "refuses to let this token write to nerkit-tests/tiny-tagger"),
+])
+def test_a_push_the_hub_refuses_is_refused_before_anything_loads(script, whoami, creates, said, tiny_bert, tmp_path):
+    """The hub answers but will not take the push (no login, a bad token, another's organisation): the
+    Trainer failed with a traceback when it was built, and the loop after training."""
+    train = write_jsonl(tmp_path / "train.json", examples(8))
+    output_dir = tmp_path / "out"
+    flags = ["--do_train"] if script == "run_ner.py" else []
+    with hub_answering(whoami, creates) as endpoint:
+        env = unreachable_hub(tmp_path / "cache") | {"HF_ENDPOINT": endpoint, "HF_TOKEN": "hf_not_a_token"}
+        result = subprocess.run([sys.executable, os.path.join(ROOT, script), "--model_name_or_path", tiny_bert,
+                                 "--train_file", train, "--output_dir", str(output_dir), "--push_to_hub",
+                                 "--hub_model_id", REPO, *flags], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert said in result.stderr and "Traceback" not in result.stderr
+    assert not output_dir.exists()
+
+
+@pytest.mark.parametrize("script", ["run_ner.py", "run_ner_no_trainer.py"])
+def test_a_push_that_fails_after_training_says_where_the_model_is(script, tiny_bert, tmp_path, monkeypatch):
+    import run_ner
+    import run_ner_no_trainer
+    from nerkit.errors import UserError
+    from nerkit import hub
+
+    monkeypatch.setattr(hub, "offline_unless_reachable", lambda names, push=None: None)  # the start went well
+    train = write_jsonl(tmp_path / "train.json", examples(8))
+    module = run_ner if script == "run_ner.py" else run_ner_no_trainer
+    monkeypatch.setattr(module, "check_hub_for_training", lambda *args: None)
+    argv = ["--model_name_or_path", tiny_bert, "--train_file", train, "--output_dir", str(tmp_path / "out"),
+            "--push_to_hub", "--hub_model_id", REPO, "--num_train_epochs", "1"]
+    with hub_answering(200, 200, uploads=500) as endpoint:  # the repository exists; every upload fails
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", endpoint)
+        monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+        with pytest.raises(UserError, match=f"--push_to_hub: uploading {tmp_path / 'out'} to {REPO} failed") as error:
+            module.cli(argv + (["--do_train"] if script == "run_ner.py" else []))
+    assert f"upload it later with `hf upload {REPO} {tmp_path / 'out'}`" in str(error.value)
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
 def test_a_library_warning_is_printed_once():
     code = ("from nerkit.workflow import setup_logging\n"
             "import datasets, huggingface_hub\n"
