@@ -28,7 +28,7 @@ with collection_paused():  # what the imports make lives as long as the process 
     from nerkit.arguments import BriefErrors, at_least, file_in_the_way, unwritable_folder
     from nerkit.data import Split, decode_utf8, parse_conll, parse_conllu, unix_line_ends
     from nerkit.errors import UserError, exit_on_user_error
-    from nerkit.hub import hub_names, offline_unless_reachable
+    from nerkit.hub import hub_names, offline_unless_reachable, remote_code_refusal
     from nerkit.labels import model_label_list, outside_label, saved_id2label
     from nerkit.outputs import json_lines, open_descriptor, write_atomic
     from nerkit.schemes import entity_spans, split_label
@@ -84,7 +84,7 @@ def main(options):
     offline_unless_reachable(hub_names(options.model))
     words, offsets = zip(*(split_words(document, options.split) for document in documents))
     tagger = Tagger(options.model, options.max_length, options.stride, options.batch_size, options.decoding,
-                    int8=options.int8)
+                    int8=options.int8, trust_remote_code=options.trust_remote_code)
     tags, probabilities = tagger.tag(list(words))
     records = [document_record(document, doc_words, doc_offsets, doc_tags, doc_probabilities, options.words)
                for document, doc_words, doc_offsets, doc_tags, doc_probabilities
@@ -123,6 +123,9 @@ def parse_options(argv):
                         help="windows per batch, a long document having several (default: 32 on a GPU or a CPU "
                              "in bf16, 8 on a CPU in fp32)")
     parser.add_argument("--words", action="store_true", help="also write words, labels and probabilities")
+    parser.add_argument("--trust_remote_code", action="store_true",
+                        help="run the model code that comes with the model (a folder trained with "
+                             "--trust_remote_code): off by default, as in the training scripts")
     parser.add_argument("--int8", action="store_true",
                         help="CPU only: run the model's linear layers in int8 (dynamic quantization), faster on "
                              "most CPUs; a few words may get other labels than in fp32")
@@ -339,8 +342,10 @@ def split_words(document, how):
 class Tagger:
     """A model ready to tag lists of words: windows, batches sorted by length, word decoding."""
 
-    def __init__(self, model_name, max_length, stride, batch_size, decoding, int8=False):
-        """`batch_size`: windows per batch, or None for the device's default (nerkit.speed.inference_batch_size)."""
+    def __init__(self, model_name, max_length, stride, batch_size, decoding, int8=False, trust_remote_code=False):
+        """`batch_size`: windows per batch, or None for the device's default (nerkit.speed.inference_batch_size);
+        `trust_remote_code`: whether code that comes with the model may run (never asked on the terminal, whose
+        standard input and output may be the documents and the entities)."""
         from transformers import AutoConfig, AutoModelForTokenClassification
 
         from nerkit.modeling import check_model_folder
@@ -352,13 +357,14 @@ class Tagger:
         if int8:
             check_int8_possible()
         check_model_folder(model_name, "--model")
-        self.tokenizer = load_fast_tokenizer(model_name, {}, "--model")
-        config = load_pretrained(AutoConfig, model_name)
+        code = {"trust_remote_code": trust_remote_code}
+        self.tokenizer = load_fast_tokenizer(model_name, code, "--model")
+        config = load_pretrained(AutoConfig, model_name, **code)
         check_trained_head(config, model_name)
         # the window is checked before any weights load
         self.settings = EncodingSettings(window_length(self.tokenizer, config, max_length, "--max_length"), stride)
         model, loading = load_pretrained(AutoModelForTokenClassification, model_name, config=config,
-                                         output_loading_info=True)
+                                         output_loading_info=True, **code)
         if loading["missing_keys"]:
             # a base or masked-LM checkpoint that check_trained_head could not tell from its config: its token
             # classifier would be random, its labels LABEL_0, ...
@@ -433,7 +439,8 @@ def load_pretrained(auto_class, name, **kwargs):
         with without_load_report():  # a table in terminal colours; the Tagger says what matters plainly
             return auto_class.from_pretrained(name, **kwargs)
     except broken_weights() as error:
-        raise UserError(f"Could not load a token-classification model from '{name}': {error}") from None
+        raise remote_code_refusal(name, error) or UserError(
+            f"Could not load a token-classification model from '{name}': {error}") from None
 
 
 def document_record(document, words, offsets, tags, probabilities, with_words):

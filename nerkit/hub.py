@@ -32,6 +32,15 @@ def hub_names(*names):
     return list(dict.fromkeys(found))
 
 
+def remote_code_refusal(name, error):
+    """The UserError for a model that comes with its own code (config.json's auto_map), which transformers
+    refused to run because the command did not allow it; None for any other loading error."""
+    if "trust_remote_code" not in str(error):
+        return None
+    return UserError(f"'{name}' comes with its own model code (its config.json names it in auto_map), which runs "
+                     "only when the command allows it: add --trust_remote_code if you trust that code.")
+
+
 def offline_unless_reachable(names, push=None):
     """Ask the hub once whether it answers, when `names` (see `hub_names`) or `push` (a PushTarget) need it.
     When it does not, a push is a `UserError`, before any weights load, instead of a failure after training;

@@ -5,6 +5,7 @@ import logging
 import os
 
 from .errors import UserError
+from .hub import remote_code_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +23,9 @@ def load_config(model_args, task_name):
     try:
         return AutoConfig.from_pretrained(name, finetuning_task=task_name, **model_args.hub_kwargs())
     except (OSError, ValueError) as error:
-        raise UserError(f"Could not load a model configuration from '{name}': {error}. Check "
-                        "--model_name_or_path or --config_name; when offline, give a local folder.") from None
+        raise remote_code_refusal(name, error) or UserError(
+            f"Could not load a model configuration from '{name}': {str(error).rstrip('.')}. Check "
+            "--model_name_or_path or --config_name; when offline, give a local folder.") from None
 
 
 def check_model_folder(name, flag, config_elsewhere=False):
@@ -95,7 +97,8 @@ def load_model(model_args, config, head_reused, training=True):
                         f"labels than the data ({config.num_labels}). Add --ignore_mismatched_sizes to train a "
                         "new head for the data's labels.") from None
     except broken_weights() as error:
-        raise UserError(f"Could not load the model '{model_args.model_name_or_path}': {error}") from None
+        raise remote_code_refusal(model_args.model_name_or_path, error) or UserError(
+            f"Could not load the model '{model_args.model_name_or_path}': {error}") from None
     log_loading(model_args.model_name_or_path, loading, training)
     if not head_reused and model_args.ignore_mismatched_sizes:
         reset_head(model)

@@ -25,6 +25,7 @@ from .error_analysis import (
     tag_card_section,
     tag_summary_lines,
 )
+from .labels import saved_config
 from .metrics import entity_scores
 from .outputs import save_results, write_atomic, write_json, write_predictions
 from .progress import score_table
@@ -87,10 +88,20 @@ class CardScores:
     scheme: str | None = None
 
 
-def model_card(facts, scores=None, name="model", rebuilt_as=None):
+@dataclass(frozen=True)
+class Loading:
+    """How the saved folder loads elsewhere: the tokenizer class AutoTokenizer would rebuild without the
+    space training put before each word (nerkit.tokenization), if any, and whether the model comes with code
+    of its own (config.json's auto_map), which loads only when allowed."""
+
+    rebuilt_as: str | None = None
+    remote_code: bool = False
+
+
+def model_card(facts, scores=None, name="model", loading=Loading()):
     """README.md text: metadata (`name` is the model-index's), base model, data, labels, the exact command,
     the training hyperparameters, and with `scores` (CardScores) the scores per entity type, or per tag for
-    tags that name no entities; last how to use it (`rebuilt_as`: `pipeline_lines`)."""
+    tags that name no entities; last how to use it (`loading`: `pipeline_lines`)."""
     base_model, label_list = facts.base_model, facts.label_list
     evaluation = card_evaluation(scores, label_list) if scores is not None else None
     overall = overall_scores(*evaluation) if evaluation else {}
@@ -124,23 +135,28 @@ def model_card(facts, scores=None, name="model", rebuilt_as=None):
     if evaluation:
         lines += scores_section(scores, label_list, *evaluation)
     lines += ["## Framework versions", "", *[f"- {name} {version}" for name, version in framework_versions()], ""]
-    lines += ["## Use", "", "```python", *pipeline_lines(rebuilt_as), "```", "",
-              "or `python predict_ner.py --model PATH_TO_THIS_FOLDER --input texts.txt`.", ""]
+    trust = " --trust_remote_code" if loading.remote_code else ""
+    lines += ["## Use", "", "```python", *pipeline_lines(loading), "```", "",
+              f"or `python predict_ner.py --model PATH_TO_THIS_FOLDER{trust} --input texts.txt`.", ""]
     return "\n".join(lines)
 
 
-def pipeline_lines(rebuilt_as):
-    """Python that tags text with the saved folder; with the tokenizer loaded as saved where AutoTokenizer would
-    rebuild it as `rebuilt_as`, without the space training put before each word (nerkit.tokenization)."""
-    if rebuilt_as is None:
+def pipeline_lines(loading):
+    """Python that tags text with the saved folder (a Loading): with the tokenizer loaded as saved where
+    AutoTokenizer would rebuild it without the space training put before each word, and allowing the
+    model's own code where it has some."""
+    trust = ", trust_remote_code=True" if loading.remote_code else ""
+    if loading.rebuilt_as is None:
         return ["from transformers import pipeline",
-                'tagger = pipeline("token-classification", model="PATH_TO_THIS_FOLDER", aggregation_strategy="first")']
+                f'tagger = pipeline("token-classification", model="PATH_TO_THIS_FOLDER", aggregation_strategy="first"'
+                f'{trust})']
     return ["from transformers import PreTrainedTokenizerFast, pipeline",
-            f"# not AutoTokenizer: it would rebuild the tokenizer as {rebuilt_as}, without the space put before each",
+            f"# not AutoTokenizer: it would rebuild the tokenizer as {loading.rebuilt_as}, without the space put "
+            "before each",
             "# word in training",
             'tokenizer = PreTrainedTokenizerFast.from_pretrained("PATH_TO_THIS_FOLDER")',
             'tagger = pipeline("token-classification", model="PATH_TO_THIS_FOLDER", tokenizer=tokenizer,',
-            '                  aggregation_strategy="first")']
+            f'                  aggregation_strategy="first"{trust})']
 
 
 def card_metadata(facts, overall, name):
@@ -275,7 +291,9 @@ def write_model_card(output_dir, facts, scores=None):
                        "space put before each word in training, so words would be tokenized otherwise. This suite's "
                        "scripts put it back; elsewhere load the tokenizer with PreTrainedTokenizerFast (README.md of "
                        "the folder shows how).", output_dir, rebuilt_as)
-    write_atomic(os.path.join(output_dir, "README.md"), model_card(facts, scores, name, rebuilt_as))
+    remote_code = "auto_map" in (saved_config(output_dir) or {})
+    card = model_card(facts, scores, name, Loading(rebuilt_as, remote_code))
+    write_atomic(os.path.join(output_dir, "README.md"), card)
 
 
 def pyplot():

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 
 from .errors import UserError
-from .hub import LOCAL_SPELLINGS, exists_locally
+from .hub import LOCAL_SPELLINGS, exists_locally, remote_code_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,9 @@ def load_fast_tokenizer(name_or_path, hub_kwargs, flags="--model_name_or_path or
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **hub_kwargs)
     except (OSError, ValueError) as error:
+        refusal = remote_code_refusal(name_or_path, error)
+        if refusal:
+            raise refusal from None
         nowhere = "" if local else " No local folder of that name exists either."
         revision = hub_kwargs.get("revision") or "main"
         at = "" if revision == "main" else f" at revision '{revision}' (--model_revision)"

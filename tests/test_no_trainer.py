@@ -325,6 +325,26 @@ def test_load_best_model_at_end_keeps_and_names_the_best_epoch(tiny_bert, files,
     assert predictions(output) == predictions(again)
 
 
+def test_a_model_with_its_own_code_is_used_only_when_allowed_and_its_card_says_so(tiny_bert, files, tmp_path):
+    import predict_ner
+
+    model = custom_code_model(tiny_bert, tmp_path / "custom")
+    allow = "add --trust_remote_code if you trust that code"
+    with pytest.raises(UserError, match=f"'{model}' comes with its own model code .*: {allow}"):
+        run_loop(model, tmp_path / "refused", "--num_train_epochs", "1", files=files)
+    output = run_loop(model, tmp_path / "o", "--num_train_epochs", "1", "--trust_remote_code", files=files)
+    card = (output / "README.md").read_text()
+    assert 'aggregation_strategy="first", trust_remote_code=True)' in card
+    assert "predict_ner.py --model PATH_TO_THIS_FOLDER --trust_remote_code --input texts.txt" in card
+    text = tmp_path / "texts.txt"
+    text.write_text("John Smith lives in Paris\n", encoding="utf-8")
+    tag = ["--model", str(output), "--input", str(text), "--output", str(tmp_path / "out.jsonl"), "--words"]
+    with pytest.raises(UserError, match=allow):
+        predict_ner.main(predict_ner.parse_options(tag))
+    predict_ner.main(predict_ner.parse_options(tag + ["--trust_remote_code"]))
+    assert len(json.loads((tmp_path / "out.jsonl").read_text())["labels"]) == 5
+
+
 def test_resumed_run_stops_and_counts_time_like_an_uninterrupted_one(tiny_bert, files, tmp_path, monkeypatch):
     common = ["--num_train_epochs", "5", "--checkpointing_steps", "epoch", "--load_best_model_at_end",
               "--early_stopping_patience", "2", *NO_LATER_IMPROVEMENT]
