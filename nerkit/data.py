@@ -582,6 +582,11 @@ def read_dataset(name, config_name, cache_dir, token, wanted, columns=None):
         if empty:  # datasets (5.2) fails to load a saved split of no rows, with an IndexError
             raise UserError(f"--dataset_name {name}: the saved split(s) {', '.join(empty)} have no examples. Save "
                             "the dataset again without them, or with examples in them.") from None
+        download = hub_cache_download(name, cache_dir) if isinstance(error, ConnectionError) else None
+        if download:  # offline, datasets reads only its own prepared cache, not the hub's download of the files
+            logger.info("The dataset %s is not in datasets' cache, but its files are in the hub cache (a download "
+                        "such as `hf download --repo-type dataset`): reading %s.", name, download)
+            return read_dataset(download, config_name, cache_dir, token, wanted, columns)
         raise UserError(dataset_failure(name, config_name, error)) from None
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
@@ -683,6 +688,21 @@ def check_dataset_name(name, path):
         raise UserError(f"--dataset_name {name}: the folder {name} does not exist. Check the path (a name starting "
                         f"with {spellings} is a local folder, never looked up on the hub); data files go to "
                         f"{DATA_FILE_FLAGS}.")
+
+
+def hub_cache_download(name, cache_dir):
+    """The folder of dataset repository `name`'s newest download in the hub cache (or under --cache_dir),
+    without asking the hub; None where there is none."""
+    from huggingface_hub import snapshot_download
+
+    if os.path.exists(os.path.expanduser(name)):
+        return None
+    for cache in dict.fromkeys([None, cache_dir]):
+        try:
+            return snapshot_download(name, repo_type="dataset", local_files_only=True, cache_dir=cache)
+        except Exception:  # noqa: BLE001 -- not downloaded there (or not a repository name at all)
+            continue
+    return None
 
 
 def dataset_failure(name, config_name, error):

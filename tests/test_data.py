@@ -608,6 +608,27 @@ def test_a_data_file_name_that_is_not_utf8_is_refused_before_anything_is_written
     assert f"The data file name {path!r} is not UTF-8" in str(error.value)
 
 
+def test_a_dataset_downloaded_only_into_the_hub_cache_is_read_offline(tmp_path, monkeypatch):
+    """`hf download --repo-type dataset` leaves the files in the hub cache, which datasets does not read
+    offline: it said the dataset was not in the local cache."""
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / "datasets--nerkit-tests--downloaded"
+    snapshot = repo / "snapshots" / ("9" * 40) / "data"
+    snapshot.mkdir(parents=True)
+    names = ["O", "B-PER", "I-PER"]
+    features = Features({"tokens": List(Value("string")), "ner_tags": List(ClassLabel(names=names))})
+    Dataset.from_dict({"tokens": [["John", "Smith"]], "ner_tags": [[1, 2]]}, features=features).to_parquet(
+        str(snapshot / "train-00000-of-00001.parquet"))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("9" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    splits, declared = read(dataset_name="nerkit-tests/downloaded")
+    assert as_pairs(splits["train"]) == [(["John", "Smith"], ["B-PER", "I-PER"])] and declared == names
+    with pytest.raises(UserError, match="it could only come from the local cache, where it was not found"):
+        read(dataset_name="nerkit-tests/not-downloaded")
+
+
 def test_a_dataset_name_that_is_a_file_points_to_the_file_flags(tmp_path):
     path = write_jsonl(tmp_path / "good.json", ROWS)
     with pytest.raises(UserError, match="takes a dataset name or a folder") as error:
