@@ -28,7 +28,7 @@ with collection_paused():  # what the imports make lives as long as the process 
     from nerkit.arguments import BriefErrors, at_least, file_in_the_way, unwritable_folder
     from nerkit.data import Split, decode_utf8, parse_conll, parse_conllu, unix_line_ends
     from nerkit.errors import UserError, exit_on_user_error
-    from nerkit.hub import hub_names, offline_unless_reachable, remote_code_refusal
+    from nerkit.hub import hub_names, offline_note, offline_unless_reachable, remote_code_refusal
     from nerkit.labels import model_label_list, outside_label, saved_id2label
     from nerkit.outputs import json_lines, open_descriptor, write_atomic
     from nerkit.schemes import entity_spans, split_label
@@ -440,7 +440,8 @@ def load_pretrained(auto_class, name, **kwargs):
             return auto_class.from_pretrained(name, **kwargs)
     except broken_weights() as error:
         raise remote_code_refusal(name, error) or UserError(
-            f"Could not load a token-classification model from '{name}': {error}") from None
+            f"Could not load a token-classification model from '{name}': {str(error).rstrip('.')}."
+            f"{offline_note(name)}") from None
 
 
 def document_record(document, words, offsets, tags, probabilities, with_words):

@@ -41,6 +41,17 @@ def remote_code_refusal(name, error):
                      "only when the command allows it: add --trust_remote_code if you trust that code.")
 
 
+def offline_note(name):
+    """What to add to a model's loading failure offline, for a hub id: that only the local cache was read,
+    and holds too little of it (a download of its tokenizer and config alone, say); '' otherwise."""
+    from huggingface_hub import constants
+
+    if not hub_names(name) or not constants.is_offline_mode():
+        return ""
+    return (f" Offline, '{name}' can only come from the local cache, and what it holds of it is not enough: download "
+            f"the model once with a network (`hf download {name}`), or give a local folder.")
+
+
 def offline_unless_reachable(names, push=None):
     """Ask the hub once whether it answers, when `names` (see `hub_names`) or `push` (a PushTarget) need it.
     When it does not, a push is a `UserError`, before any weights load, instead of a failure after training;

@@ -5,7 +5,7 @@ import logging
 import os
 
 from .errors import UserError
-from .hub import remote_code_refusal
+from .hub import offline_note, remote_code_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +97,9 @@ def load_model(model_args, config, head_reused, training=True):
                         f"labels than the data ({config.num_labels}). Add --ignore_mismatched_sizes to train a "
                         "new head for the data's labels.") from None
     except broken_weights() as error:
-        raise remote_code_refusal(model_args.model_name_or_path, error) or UserError(
-            f"Could not load the model '{model_args.model_name_or_path}': {error}") from None
+        name = model_args.model_name_or_path
+        raise remote_code_refusal(name, error) or UserError(
+            f"Could not load the model '{name}': {str(error).rstrip('.')}.{offline_note(name)}") from None
     log_loading(model_args.model_name_or_path, loading, training)
     if not head_reused and model_args.ignore_mismatched_sizes:
         reset_head(model)

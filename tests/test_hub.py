@@ -193,6 +193,24 @@ def test_a_push_that_fails_after_training_says_where_the_model_is(script, tiny_b
     assert (tmp_path / "out" / "model.safetensors").is_file()
 
 
+def test_a_cached_model_without_weights_is_named_as_cached_in_part(cached_tagger, tmp_path):
+    """A download of the tokenizer and config alone: transformers says the repository has no weights file,
+    which offline says nothing of the repository itself."""
+    import shutil
+
+    partial = tmp_path / "cache"
+    shutil.copytree(cached_tagger, partial)
+    (partial / f"models--{REPO.replace('/', '--')}" / "snapshots" / REVISION / "model.safetensors").unlink()
+    train = write_jsonl(tmp_path / "train.json", examples(8))
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "run_ner.py"), "--model_name_or_path", REPO,
+                             "--train_file", train, "--output_dir", str(tmp_path / "out"), "--do_train",
+                             "--ignore_mismatched_sizes"], capture_output=True, text=True, cwd=ROOT,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(partial)))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"Offline, '{REPO}' can only come from the local cache, and what it holds of it is not enough" \
+        in result.stderr and f"`hf download {REPO}`" in result.stderr
+
+
 def test_a_library_warning_is_printed_once():
     code = ("from nerkit.workflow import setup_logging\n"
             "import datasets, huggingface_hub\n"
