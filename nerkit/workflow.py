@@ -100,6 +100,11 @@ def read_data(data_args, model_args, needed, scored=None, only_needed=False):
     wanted = tuple(needed) if only_needed else ("train", "validation", "test")
     splits, declared = load_splits(data_args, model_args.cache_dir, model_args.token, wanted)
     for name, flag in needed.items():
+        if name not in splits and data_args.dataset_name:  # and a file cannot join a dataset's splits
+            drop = f"Drop {flag.split(' (')[0]}, or give" if flag.startswith("--") else "Give"
+            raise UserError(f"{flag} needs a {name} split, and the dataset {data_args.dataset_name} has none. {drop} "
+                            "every split as files (--train_file, --validation_file, --test_file) instead of "
+                            "--dataset_name, the missing one included.")
         if name not in splits:
             raise UserError(f"{flag} needs a {name} split: give {SPLIT_FILES[name]}, or a dataset with a "
                             f"'{name}' split.")

@@ -179,6 +179,21 @@ def test_classlabel_names_that_differ_between_splits_are_merged(tmp_path):
     assert data_label_list(splits, declared) == NAMES + ["B-DATE"]  # it stopped here, asking for --label_list
 
 
+def test_a_split_the_dataset_lacks_is_not_asked_of_a_file(tmp_path):
+    """--dataset_name with --validation_file is refused: the advice must not be to add that file."""
+    from types import SimpleNamespace
+
+    from nerkit.workflow import read_data
+
+    DatasetDict({"train": classlabel_dataset()}).save_to_disk(str(tmp_path / "saved"))
+    flags = DataTrainingArguments(dataset_name=str(tmp_path / "saved"))
+    model = SimpleNamespace(cache_dir=None, token=None)
+    with pytest.raises(UserError, match="--do_eval needs a validation split, and the dataset .* has none. Drop "
+                                        "--do_eval, or give every split as files") as error:
+        read_data(flags, model, {"validation": "--do_eval"}, only_needed=True)
+    assert "--validation_file, --test_file) instead of --dataset_name" in str(error.value)
+
+
 def test_a_label_list_that_contradicts_the_datasets_classlabel_is_refused(tmp_path):
     DatasetDict({"train": labelled_dataset(NAMES)}).save_to_disk(str(tmp_path / "saved"))
     with pytest.raises(UserError, match="--label_list names O, B-PER, .* ClassLabel tags named O, B-PER, I-PER"):
