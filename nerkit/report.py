@@ -164,8 +164,9 @@ def card_metadata(facts, overall, name):
     dataset, and a model-index whose result (task, dataset, validation scores) is given only with a hub
     dataset, as upstream gives it (the hub requires a dataset id). `overall` are the validation scores
     (`overall_scores`)."""
+    names_entities = any(prefix for prefix, _ in label_parts(facts.label_list))  # not POS tags or chunks alone
     metadata = {"library_name": "transformers", "pipeline_tag": "token-classification",
-                "tags": ["token-classification", "ner"]}
+                "tags": ["token-classification"] + (["ner"] if names_entities else [])}
     if is_hub_id(facts.base_model):
         metadata["base_model"] = facts.base_model
     if facts.hub_dataset:

@@ -108,7 +108,7 @@ def test_the_card_gives_hub_data_scores_as_upstream_s_model_index():
                       ("conll2003", "conll2003"))
     scores = CardScores([["B-PER", "I-PER", "O", "B-LOC"]], [["B-PER", "I-PER", "O", "O"]])
     data = ModelCard(model_card(facts, scores, "bert-conll")).data
-    assert data.model_name == "bert-conll" and data.datasets == ["conll2003"]
+    assert data.model_name == "bert-conll" and data.datasets == ["conll2003"] and "ner" in data.tags
     found = {result.metric_type: result.metric_value for result in data.eval_results}
     assert found == {"precision": 1.0, "recall": 0.5, "f1": 0.6667, "accuracy": 0.75}
     for result in data.eval_results:
@@ -118,6 +118,7 @@ def test_the_card_gives_hub_data_scores_as_upstream_s_model_index():
     pos = CardScores([["NN", "VB", "DT"]], [["NN", "NN", "DT"]], scheme="none")
     data = ModelCard(model_card(CardFacts("bert-base-cased", {}, ["DT", "NN", "VB"], "", {}, ("pos", None)), pos)).data
     assert [(result.metric_type, result.metric_value) for result in data.eval_results] == [("accuracy", 0.6667)]
+    assert data.tags == ["token-classification"]  # POS tags name no entities: not tagged "ner"
 
 
 @pytest.fixture(scope="module")
