@@ -120,7 +120,7 @@ def model_card(facts, scores=None, name="model", loading=Loading()):
         "",
         f"## Labels ({len(label_list)})",
         "",
-        ", ".join(f"`{label}`" for label in label_list),
+        ", ".join(code_span(label) for label in label_list),
         "",
         "## Command",
         "",
@@ -139,6 +139,16 @@ def model_card(facts, scores=None, name="model", loading=Loading()):
     lines += ["## Use", "", "```python", *pipeline_lines(loading), "```", "",
               f"or `python predict_ner.py --model PATH_TO_THIS_FOLDER{trust} --input texts.txt`.", ""]
     return "\n".join(lines)
+
+
+def code_span(text):
+    """`text` as Markdown code, which may hold backticks itself (the POS tags `` and ''): fenced by a longer run
+    of them, with spaces inside where it starts or ends with one."""
+    import re
+
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def pipeline_lines(loading):

@@ -121,6 +121,17 @@ def test_the_card_gives_hub_data_scores_as_upstream_s_model_index():
     assert data.tags == ["token-classification"]  # POS tags name no entities: not tagged "ner"
 
 
+def test_labels_with_backticks_are_whole_code_spans_in_the_card():
+    markdown_it = pytest.importorskip("markdown_it")  # comes with huggingface_hub (typer, rich)
+
+    from nerkit.report import CardFacts, model_card
+
+    card = model_card(CardFacts("bert-base-cased", {}, ["``", "''", "NN"], "", {}, None))
+    labels = card.split("## Labels (3)\n\n")[1].split("\n")[0]
+    rendered = markdown_it.MarkdownIt().renderInline(labels)
+    assert rendered == "<code>``</code>, <code>''</code>, <code>NN</code>", rendered
+
+
 @pytest.fixture(scope="module")
 def trained_once(tiny_bert, ner_files, tmp_path_factory):
     return run(tiny_bert, tmp_path_factory.mktemp("trained"), "--do_train", "--num_train_epochs", "1",
