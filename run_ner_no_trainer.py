@@ -840,9 +840,9 @@ def log_saved_model(state, args, validated, per_epoch):
                  "to keep the epoch with the best validation F1 instead"
         logger.info("Saved the model of the last epoch, %s (%s).", last, reason)
     else:
-        best, _ = best_so_far(state, per_epoch)  # the kept epoch, when it is not the last
+        best = best_so_far(state, per_epoch)  # the kept epoch, when it is not the last
         logger.info("Saved the model of epoch %g of %s, the best by validation F1 (%.4f): eval_* in eval_results.json "
-                    "report the last epoch, best_* the saved model.", round(best, 2), last, state.best_f1)
+                    "report the last epoch, best_* the saved model.", round(best.epoch, 2), last, best.value)
 
 
 def loop_hyperparameters(args, accelerator, optimizer):
