@@ -30,7 +30,7 @@ with collection_paused():  # what the imports make lives as long as the process 
     from nerkit.errors import UserError, exit_on_user_error
     from nerkit.hub import hub_names, offline_note, offline_unless_reachable, remote_code_refusal
     from nerkit.labels import model_label_list, outside_label, saved_id2label
-    from nerkit.outputs import json_lines, open_descriptor, write_atomic
+    from nerkit.outputs import json_lines, open_descriptor, write_atomic, write_to_descriptor
     from nerkit.schemes import entity_spans, split_label
     from nerkit.tokenization import (DECODER_COLUMNS, EncodingSettings, encode_split, load_fast_tokenizer,
                                      window_length)
@@ -466,9 +466,14 @@ def write_records(records, path):
     text = json_lines(records)
     if path == "-":
         try:
-            sys.stdout.flush()
-            sys.stdout.buffer.write(text.encode("utf-8"))
-            sys.stdout.buffer.flush()
+            descriptor = sys.stdout.fileno()
+        except (AttributeError, ValueError):  # io.UnsupportedOperation too: a stream in memory (captured)
+            descriptor = None
+        try:
+            if descriptor is None:
+                sys.stdout.write(text)
+            else:  # every byte or an error: a buffered write on a disk that fills part way returns short, silently
+                write_to_descriptor(descriptor, text)
         except BrokenPipeError:  # the reader has had enough (| head): not an error
             raise
         except OSError as error:

@@ -189,6 +189,15 @@ def test_standard_output_that_cannot_be_written_is_one_paragraph(trained_model, 
     closed = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             preexec_fn=lambda: os.close(1))
     assert closed.returncode == 2 and "error: Standard output is closed" in closed.stderr, closed.stderr[-2000:]
+    # a disk that fills part way through: the write takes part of the output, and the rest fails
+    import resource
+
+    source.write_text("Peter Blackburn reported from Brussels\n" * 200, encoding="utf-8")
+    with open(tmp_path / "out.jsonl", "w") as cut:
+        limited = subprocess.run(command, stdout=cut, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                 preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)))
+    assert limited.returncode == 2 and "error: Standard output could not be written (File too large)" in \
+        limited.stderr, limited.stderr[-2000:]
 
 
 def test_entities_have_exact_character_offsets(trained_model, tmp_path):
