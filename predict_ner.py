@@ -22,7 +22,10 @@ import sys
 
 import regex
 
-from nerkit.startup import collection_paused, end_of_script
+from nerkit.startup import collection_paused, end_of_script, quiet_interrupt_while_importing
+
+if __name__ == "__main__":
+    quiet_interrupt_while_importing()
 
 with collection_paused():  # what the imports make lives as long as the process (nerkit/startup.py)
     from nerkit.arguments import BriefErrors, at_least, file_in_the_way, unwritable_folder

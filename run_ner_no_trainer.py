@@ -22,7 +22,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from nerkit.startup import collection_paused, end_of_script
+from nerkit.startup import collection_paused, end_of_script, quiet_interrupt_while_importing
+
+if __name__ == "__main__":
+    quiet_interrupt_while_importing()
 
 with collection_paused():  # the libraries' objects live as long as the process (nerkit/startup.py)
     import torch

@@ -21,28 +21,60 @@ RESULT_FILES = tuple(f"{name}_results.json" for name in ("train", "eval", "predi
 # The reports and predictions a run writes beside its results (nerkit.report, write_predictions): left from an
 # earlier run, they would pass for this run's where this one writes none (no --do_predict, no matplotlib).
 REPORT_FILES = ("predictions.txt", "predictions.jsonl", "errors_*.json", "errors*.png", "confusion_matrix.png",
-                "learning_curves.png")
+                "learning_curves.png", ".tmp-*")  # the last: writes a killed process left unfinished
 
 
 def write_atomic(path, text):
-    """Write `text` to `path` whole or not at all, with the mode open() would give it: the existing file's,
-    else 0666 less the umask. A link is written through to its target (replacing it would leave the target
-    as it was); what is not a regular file (a pipe, /dev/null) is written to directly, as nothing can be
-    put in its place; and a descriptor this process has open (/dev/stdout, /dev/fd/N, /proc/self/fd/N) is
-    written to as it is open, so `>> log` appends (opened again by name it would be emptied, and renamed
-    over, replaced)."""
+    """Write `text` to `path` whole or not at all (see `write_together`)."""
+    write_together({path: text})
+
+
+def write_together(files):
+    """Write each {path: text} whole or not at all, and all of them or none: each is written to a temporary
+    file beside its path first, and they replace their paths only once every one is written, so files that
+    belong together (predictions.txt and predictions.jsonl) never come from two runs. A file gets the mode
+    open() would give it: the existing file's, else 0666 less the umask. A link is written through to its
+    target (replacing it would leave the target as it was); what is not a regular file (a pipe, /dev/null)
+    is written to directly, as nothing can be put in its place; and a descriptor this process has open
+    (/dev/stdout, /dev/fd/N, /proc/self/fd/N) is written to as it is open, so `>> log` appends (opened again
+    by name it would be emptied, and renamed over, replaced)."""
+    staged = []
+    try:
+        for path, text in files.items():
+            temporary = staged_copy(path, text)
+            if temporary:
+                staged.append(temporary)
+        for temporary, path in staged:
+            os.replace(temporary, path)
+    except BaseException:
+        for temporary, _ in staged:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+        raise
+
+
+TEMPORARY_PREFIX = ".tmp-"  # what a write in progress is called beside its file (a killed process leaves it)
+
+
+def temporary_beside(path):
+    """A new name beside `path` for what will replace it."""
+    return os.path.join(os.path.dirname(path), f"{TEMPORARY_PREFIX}{uuid.uuid4().hex[:12]}-{os.path.basename(path)}")
+
+
+def staged_copy(path, text):
+    """(temporary file holding `text`, the real path it is to replace); None where `text` was written to
+    `path` directly (a descriptor, a pipe). A failure removes the temporary file."""
     descriptor = open_descriptor(path)
     if descriptor is not None:
         write_to_descriptor(descriptor, text)
-        return
+        return None
     path = os.path.realpath(path)
     if os.path.exists(path) and not os.path.isfile(path):
         with open(path, "w", encoding="utf-8") as stream:
             stream.write(text)
-        return
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, f".tmp-{uuid.uuid4().hex[:12]}-{os.path.basename(path)}")
+        return None
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = temporary_beside(path)
     # Not tempfile.mkstemp: its files are 0600 whatever the umask. O_EXCL never takes over an existing file.
     handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
@@ -50,11 +82,11 @@ def write_atomic(path, text):
             if os.path.isfile(path):
                 os.chmod(temporary, stat.S_IMODE(os.stat(path).st_mode))
             stream.write(text)
-        os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+    return temporary, path
 
 
 def open_descriptor(path):
@@ -86,7 +118,11 @@ def write_to_descriptor(descriptor, text):
 
 
 def write_json(path, value):
-    write_atomic(path, json.dumps(value, indent=4, sort_keys=True, ensure_ascii=False) + "\n")
+    write_atomic(path, json_text(value))
+
+
+def json_text(value):
+    return json.dumps(value, indent=4, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def predictions_text(tags_per_example):
@@ -123,22 +159,29 @@ def json_lines(records):
 
 
 def write_predictions(output_dir, split, tags, probabilities):
-    """predictions.txt and predictions.jsonl for a predicted split."""
-    write_atomic(os.path.join(output_dir, "predictions.txt"), predictions_text(tags))
-    write_atomic(os.path.join(output_dir, "predictions.jsonl"),
-                 predictions_jsonl(split.tokens, tags, probabilities, split.tags))
+    """predictions.txt and predictions.jsonl for a predicted split, both or neither."""
+    write_together(prediction_files(output_dir, split, tags, probabilities))
+
+
+def prediction_files(output_dir, split, tags, probabilities):
+    return {os.path.join(output_dir, "predictions.txt"): predictions_text(tags),
+            os.path.join(output_dir, "predictions.jsonl"): predictions_jsonl(split.tokens, tags, probabilities,
+                                                                             split.tags)}
 
 
 def save_results(output_dir, name, metrics):
-    """{name}_results.json, merged into all_results.json (what `Trainer.save_metrics` writes)."""
-    write_json(os.path.join(output_dir, f"{name}_results.json"), metrics)
+    """{name}_results.json, merged into all_results.json (what `Trainer.save_metrics` writes), both or neither."""
+    write_together(result_files(output_dir, name, metrics))
+
+
+def result_files(output_dir, name, metrics):
     merged_path = os.path.join(output_dir, "all_results.json")
     merged = {}
     if os.path.isfile(merged_path):
         with open(merged_path, encoding="utf-8") as handle:
             merged = json.load(handle)
     merged.update(metrics)
-    write_json(merged_path, merged)
+    return {os.path.join(output_dir, f"{name}_results.json"): json_text(metrics), merged_path: json_text(merged)}
 
 
 def prediction_metrics(scores, seconds, examples, steps):

@@ -27,7 +27,7 @@ from .error_analysis import (
 )
 from .labels import saved_config
 from .metrics import entity_scores
-from .outputs import save_results, write_atomic, write_json, write_predictions
+from .outputs import prediction_files, result_files, temporary_beside, write_atomic, write_json, write_together
 from .progress import score_table
 from .schemes import label_parts
 from .summary import labels_without_entities
@@ -357,8 +357,9 @@ def save_test_predictions(output_dir, split, tags, probabilities, metrics, label
     predictions.jsonl; for a labelled split its error analysis."""
     if "predict_f1" in metrics:
         logger.info("Test scores:\n%s", score_table(metrics, "predict"))
-    save_results(output_dir, "predict", metrics)
-    write_predictions(output_dir, split, tags, probabilities)
+    # the predictions and their results are one run's, or the earlier run's, never a mix
+    write_together(prediction_files(output_dir, split, tags, probabilities) | result_files(output_dir, "predict",
+                                                                                            metrics))
     if split.tags is not None:
         save_error_analysis(output_dir, split, tags, label_list, metric_mode, scheme)
 
@@ -462,13 +463,17 @@ def save_learning_curves(output_dir, history):
 def _save(figure, plt, path):
     """Write the figure whole or not at all. matplotlib's warnings (a label's characters missing from its
     font, a layout too tight for a long label) become one line of the log instead of raw warnings."""
-    temporary = path + ".tmp.png"
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        figure.tight_layout()
-        figure.savefig(temporary, dpi=110)
-    plt.close(figure)
-    os.replace(temporary, path)
+    temporary = temporary_beside(path)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            figure.tight_layout()
+            figure.savefig(temporary, dpi=110, format="png")
+        os.replace(temporary, path)
+    finally:
+        plt.close(figure)
+        if os.path.exists(temporary):
+            os.remove(temporary)
     missing = sorted({int(match.group(1)) for warning in caught
                       for match in [MISSING_GLYPH.search(str(warning.message))] if match})
     if missing:

@@ -29,6 +29,24 @@ def collection_paused():
             gc.enable()
 
 
+def quiet_interrupt_while_importing():
+    """Ctrl-C in a script's first seconds, while its libraries import (before `exit_on_user_error` is in
+    place), ends it with 'Interrupted.' and status 130, as later, not with a traceback through the imports."""
+    import os
+    import sys
+
+    default = sys.excepthook
+
+    def hook(kind, value, traceback):
+        if issubclass(kind, KeyboardInterrupt):
+            sys.stderr.write("Interrupted.\n")
+            sys.stderr.flush()
+            os._exit(130)
+        default(kind, value, traceback)
+
+    sys.excepthook = hook
+
+
 def end_of_script():
     """What a script does last, after its work or its error message: leave torch.distributed's process group,
     then skip the interpreter's last garbage collections."""

@@ -261,6 +261,96 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
     assert target.read_text() == "old\n" and os.listdir(tmp_path) == ["predictions.txt"]
 
 
+def in_a_process(code, tmp_path, **kwargs):
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=ROOT), **kwargs)
+
+
+KILLED_WHILE_WRITING = """
+import os, signal
+from nerkit import outputs
+from nerkit.errors import exit_on_user_error
+
+real = outputs.staged_copy
+
+def staged(path, text):  # {signal} once the first file is written, while the second is
+    if path.endswith("b.txt"):
+        os.kill(os.getpid(), signal.{signal})
+    return real(path, text)
+
+outputs.staged_copy = staged
+exit_on_user_error(outputs.write_together, {{"a.txt": "new", "b.txt": "new"}})
+"""
+
+
+@pytest.mark.parametrize("signal_name, status, said", [("SIGINT", 130, "Interrupted."), ("SIGTERM", 143, "Terminated.")])
+def test_files_written_together_are_all_or_none_when_the_process_is_stopped(tmp_path, signal_name, status, said):
+    """predictions.txt and predictions.jsonl of two runs side by side; SIGTERM (kill, timeout) left the
+    temporary files of what was being written."""
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text("old")
+    result = in_a_process(KILLED_WHILE_WRITING.format(signal=signal_name), tmp_path)
+    assert (result.returncode, result.stderr) == (status, f"{said}\n")
+    assert sorted(os.listdir(tmp_path)) == ["a.txt", "b.txt"]
+    assert (tmp_path / "a.txt").read_text() == (tmp_path / "b.txt").read_text() == "old"
+
+
+def test_a_full_disk_is_one_paragraph_and_leaves_nothing_half_written(tmp_path):
+    import resource
+
+    (tmp_path / "big.txt").write_text("old")
+    code = ("from nerkit import outputs\nfrom nerkit.errors import exit_on_user_error\n"
+            "exit_on_user_error(outputs.write_atomic, 'big.txt', 'x' * 100000)")
+    result = in_a_process(code, tmp_path, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE,
+                                                                                 (4096, 4096)))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("error: A file could not be written, as the disk is full or a limit on file "
+                                    "size or quota is reached ([Errno 27] File too large)")
+    assert os.listdir(tmp_path) == ["big.txt"] and (tmp_path / "big.txt").read_text() == "old"
+
+
+def test_what_a_full_disk_says_through_the_libraries_is_known():
+    from safetensors import SafetensorError
+
+    from nerkit.errors import no_room
+
+    assert no_room(SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "
+                                   "\"No space left on device\" })"))
+    assert no_room(RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0: "
+                                "PytorchStreamWriter failed writing file data/0: file write failed"))
+    try:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError as error:
+            raise RuntimeError("saving failed") from error
+    except RuntimeError as wrapped:
+        assert no_room(wrapped)
+    assert not no_room(OSError(2, "No such file or directory")) and not no_room(ValueError("bad"))
+
+
+def test_ctrl_c_while_the_libraries_import_is_one_line():
+    code = "from nerkit.startup import quiet_interrupt_while_importing\nquiet_interrupt_while_importing()\n" \
+           "raise KeyboardInterrupt"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert (result.returncode, result.stderr) == (130, "Interrupted.\n")
+
+
+def test_a_picture_that_fails_to_save_leaves_no_file(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from nerkit.report import save_confusion_matrix
+
+    def failing_savefig(self, path, **kwargs):
+        with open(path, "wb") as half:
+            half.write(b"\x89PNG half")
+        raise OSError(27, "File too large")
+
+    monkeypatch.setattr(Figure, "savefig", failing_savefig)
+    with pytest.raises(OSError):
+        save_confusion_matrix(str(tmp_path), [["B-PER", "O"]], [["B-PER", "O"]])
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_link_is_written_through_and_a_pipe_written_to(tmp_path):
     target, link = tmp_path / "target.jsonl", tmp_path / "link.jsonl"
     target.write_text("old\n")
