@@ -43,23 +43,30 @@ def cached_tagger(tmp_path_factory):
     return cache
 
 
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
 @contextlib.contextmanager
-def endpoint_answering(status):
-    """A local endpoint whose every HEAD gets `status`."""
-    class Answer(http.server.BaseHTTPRequestHandler):
-        def do_HEAD(self):
-            self.send_response(status)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+def serving(handler):
+    """The address of a local HTTP server answering with `handler` (a QuietHandler), for the time inside."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
+
+
+def endpoint_answering(status):
+    """A local endpoint whose every HEAD gets `status`."""
+    class Answer(QuietHandler):
+        def do_HEAD(self):
+            self.send_response(status)
+            self.end_headers()
+
+    return serving(Answer)
 
 
 def test_a_client_error_is_an_answer_and_silence_or_a_server_error_is_not(monkeypatch):
@@ -107,11 +114,10 @@ def test_a_push_is_refused_before_anything_loads(script, tiny_bert, tmp_path):
     assert not output_dir.exists()
 
 
-@contextlib.contextmanager
 def hub_answering(whoami, creates, uploads=500):
     """A local hub that answers: `whoami` is the status of /api/whoami-v2 (200 with a user, or 401 as for a
     missing or bad token), `creates` that of creating a repository, `uploads` that of every other POST."""
-    class Hub(http.server.BaseHTTPRequestHandler):
+    class Hub(QuietHandler):
         def answer(self, status, body):
             data = json.dumps(body).encode()
             self.send_response(status)
@@ -138,15 +144,7 @@ def hub_answering(whoami, creates, uploads=500):
             url = f"http://127.0.0.1:{self.server.server_address[1]}/{REPO}"
             self.answer(status, {"url": url, "name": REPO} if status == 200 else {"error": "no"})
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
+    return serving(Hub)
 
 
 @pytest.mark.parametrize("script", ["run_ner.py", "run_ner_no_trainer.py"])
