@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import tokenize
+import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -451,9 +452,9 @@ def conll_line(line):
 
 
 def conll_cells(line):
-    # spaces beside a tab pad the columns (an export that aligns them), as the README's "a tab or spaces" reads
-    return [cell.strip(" ") for cell in line.split("\t")] if "\t" in line else [cell for cell in line.split(" ")
-                                                                               if cell]
+    if "\t" in line:  # spaces beside a tab pad the columns (an export that aligns them), as the README reads
+        return [cell.strip(" ") for cell in line.split("\t")]
+    return [cell for cell in line.split(" ") if cell]
 
 
 def conll_comments(rows, label_index):
@@ -1074,8 +1075,6 @@ def half_character(text):
 def invisible_characters(text):
     """The characters of `text` that print as nothing (format and control characters: zero-width spaces,
     direction marks, a byte-order mark), named by code point ('U+200B (zero width space)'); '' for none."""
-    import unicodedata
-
     found = dict.fromkeys(character for character in text
                           if unicodedata.category(character) in ("Cf", "Cc") and not character.isspace())
     return ", ".join(f"U+{ord(character):04X} ({unicodedata.name(character, 'control character').lower()})"
@@ -1083,8 +1082,7 @@ def invisible_characters(text):
 
 
 def visible_part(text):
-    import unicodedata
-
+    """`text` without what `invisible_characters` names."""
     return "".join(character for character in text if unicodedata.category(character) not in ("Cf", "Cc"))
 
 
@@ -1124,8 +1122,8 @@ def read_label_names(value):
         if half_character(name) is not None:
             raise UserError(f"--label_list: name {position}, {name!r}, holds a byte that is not UTF-8 text. Write "
                             "the label names in UTF-8.")
-        if invisible_characters(name):
-            raise UserError(f"--label_list: name {position}, {name!r}, holds {invisible_characters(name)}, which "
-                            f"no one sees but which would make it a label of its own beside {visible_part(name)!r}. "
-                            "Remove it.")
+        hidden = invisible_characters(name)
+        if hidden:
+            raise UserError(f"--label_list: name {position}, {name!r}, holds {hidden}, which no one sees but which "
+                            f"would make it a label of its own beside {visible_part(name)!r}. Remove it.")
     return names
