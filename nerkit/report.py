@@ -144,8 +144,6 @@ def model_card(facts, scores=None, name="model", loading=Loading()):
 def code_span(text):
     """`text` as Markdown code, which may hold backticks itself (the POS tags `` and ''): fenced by a longer run
     of them, with spaces inside where it starts or ends with one."""
-    import re
-
     fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{pad}{text}{pad}{fence}"
