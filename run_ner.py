@@ -19,7 +19,8 @@ import sys
 import time
 from functools import partial
 
-from nerkit.startup import collection_paused, end_of_script, quiet_interrupt_while_importing
+from nerkit.startup import (collection_paused, end_of_group_run, end_of_script, keep_until_exit,
+                            quiet_interrupt_while_importing)
 
 if __name__ == "__main__":
     quiet_interrupt_while_importing()
@@ -258,6 +259,7 @@ def run(model_args, data_args, training_args, command):
     if training_args.do_predict:
         predict(trainer, splits["test"], features["test"], label_list, data_args, training_args.output_dir)
     publish(trainer, model_args, data_args, training_args, label_list, splits, command or command_line())
+    keep_until_exit(trainer)
 
 
 def check_arguments(model_args, data_args, training_args):
@@ -750,3 +752,4 @@ if __name__ == "__main__":
         exit_on_user_error(cli)
     finally:  # also after an error message: each process leaves its group
         end_of_script()
+    end_of_group_run()  # reached after a run that succeeded

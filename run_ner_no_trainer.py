@@ -22,7 +22,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from nerkit.startup import collection_paused, end_of_script, quiet_interrupt_while_importing
+from nerkit.startup import (collection_paused, end_of_group_run, end_of_script, keep_until_exit,
+                            quiet_interrupt_while_importing)
 
 if __name__ == "__main__":
     quiet_interrupt_while_importing()
@@ -272,6 +273,7 @@ def main(model_args=None, data_args=None, args=None, command=None):
     fold_rows(accelerator.unwrap_model(run.model))
     base_model = model_args.model_name_or_path or f"a new {model_args.model_type} (trained from scratch)"
     finish(run, tokenizer, state, kept_tags, (base_model, command or command_line()))
+    keep_until_exit(run)
 
 
 def make_accelerator(args, data_args, precision=None):
@@ -944,3 +946,4 @@ if __name__ == "__main__":
         exit_on_user_error(cli)
     finally:  # also after an error message: each process leaves its group
         end_of_script()
+    end_of_group_run()  # reached after a run that succeeded

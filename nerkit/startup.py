@@ -54,6 +54,34 @@ def end_of_script():
     skip_collection_at_exit()
 
 
+# What a process of a group holds until it ends (keep_until_exit)
+KEPT_UNTIL_EXIT = []
+
+
+def keep_until_exit(*objects):
+    """In a process of a group (WORLD_SIZE > 1): hold `objects` (the run: its DDP model) until the process
+    ends through `end_of_group_run`, never freed. Freeing DDP's reducer joins gloo's worker thread while the
+    interpreter holds the GIL, and the worker may be waiting for the GIL to free the tensors of a finished
+    all-gather: a deadlock, after all the work was done and written (2 runs in 25 of the Accelerate loop on 2
+    CPU processes under torchrun, seen in both threads' native stacks). A process on its own frees them."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        KEPT_UNTIL_EXIT.extend(objects)
+
+
+def end_of_group_run():
+    """After a run that succeeded, in a process of a group: end now, status 0, logs and streams flushed,
+    without the interpreter's shutdown, which would free what `keep_until_exit` holds (nerkit.errors
+    leaves a group the same way after an error)."""
+    import os
+
+    from .errors import leave_group_at_once
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        leave_group_at_once(0)
+
+
 def leave_process_group():
     """Destroy torch.distributed's default process group, if one was set up. Left to the interpreter's
     shutdown, a gloo group sometimes ends a process that has done all its work with "terminate called without

@@ -487,6 +487,29 @@ def test_a_process_of_a_group_ends_at_once_after_its_error(tmp_path):
     assert (result.returncode, result.stdout, result.stderr) == (2, "before\n", "error: The data is wrong.\n")
 
 
+def test_a_process_of_a_group_ends_at_once_after_its_run_without_freeing_it(tmp_path):
+    """The run's objects are never freed in a process of a group: freeing DDP's reducer could deadlock with
+    gloo's worker thread (an object here whose freeing would wait), after all the work was done. A process
+    on its own frees them as ever."""
+    script = tmp_path / "ends.py"
+    script.write_text("import time\n"
+                      "from nerkit.startup import end_of_group_run, keep_until_exit\n"
+                      "class Reducer:\n"
+                      "    def __del__(self):\n"
+                      "        print('freed', flush=True)\n"
+                      "        time.sleep(600 if KEEP else 0)\n"
+                      "def main():\n"
+                      "    keep_until_exit(Reducer())\n"
+                      "import os; KEEP = os.environ['WORLD_SIZE'] == '2'\n"
+                      "main()\n"
+                      "print('done', flush=False)\n"
+                      "end_of_group_run()\n", encoding="utf-8")
+    for size, printed in (("2", "done\n"), ("1", "freed\ndone\n")):
+        result = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                                env=dict(ENV, PYTHONPATH=ROOT, WORLD_SIZE=size, RANK="0", PYTHONUNBUFFERED=""))
+        assert (result.returncode, result.stdout) == (0, printed), result.stderr[-2000:]
+
+
 def two_processes(cmd, folder):
     """Run `cmd` as processes 0 and 1 of a group of two, with the environment torchrun gives each; their
     CompletedProcess results, in order. Fails the test with both processes' output if they have not both
