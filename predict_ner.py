@@ -139,6 +139,11 @@ def parse_options(argv):
 
 def check_options(options):
     """Values refused before the model loads: otherwise they fail after it, or once every document is tagged."""
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if processes > 1:  # each process would tag every document and write it: every line once a process
+        raise UserError(f"predict_ner.py tags in one process, and this launch started {processes} (WORLD_SIZE). Run "
+                        "it with python (on a machine with several GPUs, CUDA_VISIBLE_DEVICES=0 python "
+                        "predict_ner.py ...), not under torchrun or accelerate launch with several processes.")
     if options.batch_size is not None:
         at_least("--batch_size", options.batch_size, 1)
     at_least("--stride", options.stride, 0, "sub-tokens")  # the training scripts' rule

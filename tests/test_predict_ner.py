@@ -700,3 +700,11 @@ def test_help_shows_every_option_and_the_readme_names_each():
     section = readme[readme.index("## Tagging raw text: predict_ner.py"):]
     section = section[:section.index("\n## ", 1)]
     assert len(flags) > 8 and [flag for flag in flags if f"`{flag}" not in section] == []
+
+
+def test_several_processes_are_refused_before_the_model_loads(trained_model, tmp_path, monkeypatch):
+    """Under torchrun each process tagged every document and wrote it: each output line came twice."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(predict_ner, "load_fast_tokenizer", lambda *args: pytest.fail("loaded before refusing"))
+    with pytest.raises(predict_ner.UserError, match="predict_ner.py tags in one process, and this launch started 2"):
+        predict(trained_model, tmp_path, TEXTS)
