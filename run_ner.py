@@ -62,6 +62,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         command_line,
         data_sources,
         hub_dataset,
+        launch_settings,
         save_confusion_matrix,
         save_error_analysis,
         save_learning_curves,
@@ -696,7 +697,8 @@ def trainer_hyperparameters(args, accelerator):
             "warmup_steps": args.warmup_steps,
             **({"label_smoothing_factor": args.label_smoothing_factor} if args.label_smoothing_factor else {}),
             **({"training_steps": args.max_steps} if args.max_steps > 0 else {"num_epochs": args.num_train_epochs}),
-            "mixed_precision": accelerator.mixed_precision}
+            "mixed_precision": accelerator.mixed_precision,
+            **launch_settings(args.world_size, accelerator.distributed_type, args.per_device_eval_batch_size)}
 
 
 def optimizer_settings(args):

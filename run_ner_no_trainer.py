@@ -58,6 +58,7 @@ with collection_paused():  # the libraries' objects live as long as the process 
         command_line,
         data_sources,
         hub_dataset,
+        launch_settings,
         save_confusion_matrix,
         save_error_analysis,
         save_learning_curves,
@@ -863,7 +864,8 @@ def loop_hyperparameters(args, accelerator, optimizer):
             "warmup_steps": args.num_warmup_steps,
             **({"training_steps": args.max_train_steps} if args.max_train_steps else
                {"num_epochs": args.num_train_epochs}),
-            "mixed_precision": accelerator.mixed_precision}
+            "mixed_precision": accelerator.mixed_precision,
+            **launch_settings(accelerator.num_processes, accelerator.distributed_type, args.per_device_eval_batch_size)}
 
 
 def report(run, state, kept_tags, origin):

@@ -129,6 +129,11 @@ def model_card(facts, scores=None, name="model", loading=Loading()):
         "```",
         "",
     ]
+    processes = (facts.hyperparameters or {}).get("num_devices")
+    if processes:
+        lines += [f"Trained as {processes} processes ({facts.hyperparameters['distributed_type']}): launch the command "
+                  f"with as many, `torchrun --nproc_per_node {processes}` (or `accelerate launch --num_processes "
+                  f"{processes}`) in place of `python`, for the same training.", ""]
     if facts.hyperparameters:
         lines += ["## Training hyperparameters", "",
                   *[f"- {name}: {value}" for name, value in facts.hyperparameters.items() if value is not None], ""]
@@ -165,6 +170,17 @@ def pipeline_lines(loading):
             'tokenizer = PreTrainedTokenizerFast.from_pretrained("PATH_TO_THIS_FOLDER")',
             'tagger = pipeline("token-classification", model="PATH_TO_THIS_FOLDER", tokenizer=tokenizer,',
             f'                  aggregation_strategy="first"{trust})']
+
+
+def launch_settings(num_processes, distributed_type, eval_batch_size):
+    """What upstream's card adds to the hyperparameters for a run of several processes: how they were
+    distributed, how many, and the evaluation batch over all of them; nothing for one process.
+    `distributed_type` is accelerate's (MULTI_GPU, MULTI_CPU, ...)."""
+    if num_processes <= 1:
+        return {}
+    kind = str(getattr(distributed_type, "value", distributed_type))
+    return {"distributed_type": {"MULTI_GPU": "multi-GPU", "MULTI_CPU": "multi-CPU"}.get(kind, kind),
+            "num_devices": num_processes, "total_eval_batch_size": eval_batch_size * num_processes}
 
 
 def card_metadata(facts, overall, name):

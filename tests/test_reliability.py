@@ -153,6 +153,10 @@ def test_accelerate_launch_multi_gpu_runs_two_processes_on_cpu(tiny_bert, data, 
     # the README's command for several processes without GPUs, besides torchrun
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     assert "Running on 2 process(es)" in train_one_epoch(script, tiny_bert, data, tmp_path, launcher)
+    # the card says how the run was launched, with upstream's keys for several processes
+    card = (tmp_path / "README.md").read_text()
+    assert "- distributed_type: multi-CPU\n- num_devices: 2\n- total_eval_batch_size: 16" in card
+    assert "Trained as 2 processes (multi-CPU): launch the command with as many, `torchrun --nproc_per_node 2`" in card
 
 
 @pytest.mark.parametrize("script", ["run_ner.py", "run_ner_no_trainer.py"])
