@@ -6,6 +6,7 @@ import os
 import re
 import sys
 import time
+import traceback
 
 OTHER_PROCESS_DELAY = 1  # second; torchrun looks at its processes every 0.1 s
 
@@ -32,13 +33,17 @@ def exit_on_user_error(function, *args, **kwargs):
     except UserError as error:
         say_and_exit(str(error), 2)
     except KeyboardInterrupt:  # Ctrl-C: what was being written is kept whole or not at all (write_atomic)
-        sys.stderr.write("Interrupted.\n")
-        sys.exit(130)
+        if int(os.environ.get("RANK", "0")) == 0:  # Ctrl-C reaches every process of a launch: said once
+            sys.stderr.write("Interrupted.\n")
+        end_process(130)
     except Terminated:
         sys.stderr.write("Terminated.\n")
         sys.exit(143)
     except Exception as error:
         if not no_room(error):
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the traceback, then no shutdown (leave_group_at_once)
+                traceback.print_exc()
+                leave_group_at_once(1)
             raise
         said = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         say_and_exit(f"A file could not be written, as the disk is full or a limit on file size or quota is reached "
@@ -54,6 +59,11 @@ def say_and_exit(message, status):
         time.sleep(OTHER_PROCESS_DELAY)
     # one write, so that the messages of several processes stopping together do not run into each other
     sys.stderr.write(f"error: {one_paragraph(message)}\n")
+    end_process(status)
+
+
+def end_process(status):
+    """Exit with `status`: at once in a process of a group (leave_group_at_once), else as usual."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         leave_group_at_once(status)
     sys.exit(status)
@@ -106,7 +116,8 @@ def leave_group_at_once(status):
     the interpreter's shutdown or torch.distributed's teardown: all that is left to say has been said, and
     the launcher needs only the status. A regular exit there has hung: a process of a two-process run that
     had printed its error did not end for five minutes (twice in the test suite, once in CI; never in some
-    70 runs of the same command in a row)."""
+    70 runs of the same command in a row), and after Ctrl-C one waited for the launcher's SIGKILL (4 runs in
+    10): freeing DDP's reducer in the shutdown deadlocks with gloo's worker thread (nerkit.startup)."""
     import logging
 
     logging.shutdown()

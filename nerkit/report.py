@@ -132,8 +132,9 @@ def model_card(facts, scores=None, name="model", loading=Loading()):
     processes = (facts.hyperparameters or {}).get("num_devices")
     if processes:
         lines += [f"Trained as {processes} processes ({facts.hyperparameters['distributed_type']}): launch the command "
-                  f"with as many, `torchrun --nproc_per_node {processes}` (or `accelerate launch --num_processes "
-                  f"{processes}`) in place of `python`, for the same training.", ""]
+                  f"with as many, `torchrun --nproc_per_node {processes}` (or `accelerate launch --multi_gpu "
+                  f"--num_processes {processes}`, which on CPUs needs --multi_gpu) in place of `python`, for the same "
+                  "training.", ""]
     if facts.hyperparameters:
         lines += ["## Training hyperparameters", "",
                   *[f"- {name}: {value}" for name, value in facts.hyperparameters.items() if value is not None], ""]

@@ -156,7 +156,8 @@ def test_accelerate_launch_multi_gpu_runs_two_processes_on_cpu(tiny_bert, data, 
     # the card says how the run was launched, with upstream's keys for several processes
     card = (tmp_path / "README.md").read_text()
     assert "- distributed_type: multi-CPU\n- num_devices: 2\n- total_eval_batch_size: 16" in card
-    assert "Trained as 2 processes (multi-CPU): launch the command with as many, `torchrun --nproc_per_node 2`" in card
+    assert "Trained as 2 processes (multi-CPU): launch the command with as many, `torchrun --nproc_per_node 2` (or " \
+        "`accelerate launch --multi_gpu --num_processes 2`, which on CPUs needs --multi_gpu)" in card
 
 
 @pytest.mark.parametrize("script", ["run_ner.py", "run_ner_no_trainer.py"])
@@ -489,6 +490,26 @@ def test_a_process_of_a_group_ends_at_once_after_its_error(tmp_path):
     result = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=60,
                             env=dict(ENV, PYTHONPATH=ROOT, WORLD_SIZE="2", RANK="0", PYTHONUNBUFFERED=""))
     assert (result.returncode, result.stdout, result.stderr) == (2, "before\n", "error: The data is wrong.\n")
+
+
+@pytest.mark.parametrize("raised, rank, status, said", [
+    ("KeyboardInterrupt()", "0", 130, "Interrupted.\n"),
+    ("KeyboardInterrupt()", "1", 130, ""),  # Ctrl-C reaches every process: said once, by process 0
+    ("RuntimeError('a bug')", "1", 1, "RuntimeError: a bug\n"),  # the traceback, then no shutdown either
+])
+def test_a_process_of_a_group_ends_at_once_after_ctrl_c_or_a_bug(tmp_path, raised, rank, status, said):
+    """The interpreter's shutdown after Ctrl-C froze a process of a group until the launcher's SIGKILL, 30 s
+    later (freeing DDP's reducer: an exit handler here that would wait)."""
+    script = tmp_path / "stops.py"
+    script.write_text("import atexit, time\n"
+                      "from nerkit.errors import exit_on_user_error\n"
+                      "atexit.register(time.sleep, 600)\n"
+                      "def fails():\n"
+                      f"    raise {raised}\n"
+                      "exit_on_user_error(fails)\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env=dict(ENV, PYTHONPATH=ROOT, WORLD_SIZE="2", RANK=rank))
+    assert result.returncode == status and result.stderr.endswith(said), result.stderr[-2000:]
 
 
 def test_a_process_of_a_group_ends_at_once_after_its_run_without_freeing_it(tmp_path):
