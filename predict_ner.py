@@ -482,8 +482,9 @@ def write_records(records, path):
                 sys.stdout.write(text)
             else:  # every byte or an error: a buffered write on a disk that fills part way returns short, silently
                 write_to_descriptor(descriptor, text)
-        except BrokenPipeError:  # the reader has had enough (| head): not an error
-            raise
+        except BrokenPipeError:  # the reader has had enough (| head): not an error, and nothing more goes there
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return
         except OSError as error:
             raise UserError(f"Standard output could not be written ({error.strerror or error}), so the output may "
                             "be cut short. Give --output FILE on a disk with room.") from None

@@ -73,7 +73,7 @@ def end_process(status):
 # zip writer in words.
 NO_ROOM_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 NO_ROOM_TEXTS = ("No space left on device", "File too large", "Disk quota exceeded", "os error 28", "os error 27",
-                 "os error 122", "file write failed")
+                 "os error 122", "file write failed", "PytorchStreamWriter", "iostream error")
 
 
 def no_room(error):
@@ -96,15 +96,16 @@ def terminated_as_interrupted():
     import signal
     import threading
 
+    previous = signal.getsignal(signal.SIGTERM)
     if threading.current_thread() is not threading.main_thread() or int(os.environ.get("WORLD_SIZE", "1")) > 1 \
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            or previous not in (signal.SIG_DFL, raise_terminated):  # raise_terminated: set while importing
         yield
         return
     signal.signal(signal.SIGTERM, raise_terminated)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def raise_terminated(signum, frame):

@@ -140,6 +140,7 @@ def prepare_push(push):
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
     api = HfApi(token=push.token)
+    later = "or train without --push_to_hub and upload the output folder later (`hf upload <repo id> <output_dir>`)"
     try:
         api.whoami()
         api.create_repo(push.repo_id, private=push.private, exist_ok=True)
@@ -147,12 +148,20 @@ def prepare_push(push):
         raise UserError("--push_to_hub needs a Hugging Face token, and none is given or stored: log in with `hf auth "
                         "login` (or set HF_TOKEN), or give --hub_token.") from None
     except HfHubHTTPError as error:
-        said = str(error).splitlines()[0]
-        raise UserError(f"--push_to_hub: the Hugging Face Hub refuses to let this token write to {push.repo_id} "
-                        f"({said}). Log in with a token that has write access (`hf auth login --force`, or "
-                        "--hub_token), name a repository you own with --hub_model_id, or train without "
-                        "--push_to_hub and upload the output folder later (`hf upload <repo id> <output_dir>`).") \
-            from None
+        status = getattr(error.response, "status_code", None)
+        if status == 401:
+            raise UserError("--push_to_hub: the Hugging Face Hub does not accept the token (--hub_token, else HF_TOKEN "
+                            "or the one logged in): HTTP 401. Log in again (`hf auth login --force`), give another "
+                            f"--hub_token, {later}.") from None
+        if status in (403, 404):
+            raise UserError(f"--push_to_hub: the Hugging Face Hub does not let this token write to {push.repo_id} "
+                            f"(HTTP {status}). Use a token with write access there, name a repository you own with "
+                            f"--hub_model_id, {later}.") from None
+        raise UserError(f"--push_to_hub: the Hugging Face Hub failed to answer ({str(error).splitlines()[0]}). Try "
+                        f"again later, {later}.") from None
+    except Exception as error:  # noqa: BLE001 -- the HTTP client's connection and timeout errors
+        raise UserError(f"--push_to_hub needs the Hugging Face Hub, which stopped answering ({type(error).__name__}: "
+                        f"{error}). Try again later, {later}.") from None
 
 
 def push_failure(error, push, output_dir):

@@ -30,18 +30,25 @@ def collection_paused():
 
 
 def quiet_interrupt_while_importing():
-    """Ctrl-C in a script's first seconds, while its libraries import (before `exit_on_user_error` is in
-    place), ends it with 'Interrupted.' and status 130, as later, not with a traceback through the imports."""
+    """Ctrl-C (or SIGTERM, in a process on its own) in a script's first seconds, while its libraries import
+    (before `exit_on_user_error` is in place), ends it with 'Interrupted.' and status 130 ('Terminated.',
+    143), as later, not with a traceback through the imports or in silence."""
     import os
+    import signal
     import sys
 
+    from .errors import Terminated, raise_terminated
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, raise_terminated)
     default = sys.excepthook
 
     def hook(kind, value, traceback):
-        if issubclass(kind, KeyboardInterrupt):
-            sys.stderr.write("Interrupted.\n")
-            sys.stderr.flush()
-            os._exit(130)
+        for stopped, said, status in ((KeyboardInterrupt, "Interrupted.", 130), (Terminated, "Terminated.", 143)):
+            if issubclass(kind, stopped):
+                sys.stderr.write(f"{said}\n")
+                sys.stderr.flush()
+                os._exit(status)
         default(kind, value, traceback)
 
     sys.excepthook = hook

@@ -149,8 +149,9 @@ def hub_answering(whoami, creates, uploads=500):
 
 @pytest.mark.parametrize("script", ["run_ner.py", "run_ner_no_trainer.py"])
 @pytest.mark.parametrize("whoami, creates, said", [
-    (401, 401, "refuses to let this token write to nerkit-tests/tiny-tagger (Invalid user token"),
-    (200, 403, "refuses to let this token write to nerkit-tests/tiny-tagger"),
+    (401, 401, "does not accept the token (--hub_token, else HF_TOKEN or the one logged in): HTTP 401"),
+    (200, 403, "does not let this token write to nerkit-tests/tiny-tagger (HTTP 403)"),
+    (500, 200, "the Hugging Face Hub failed to answer"),
 ])
 def test_a_push_the_hub_refuses_is_refused_before_anything_loads(script, whoami, creates, said, tiny_bert, tmp_path):
     """The hub answers but will not take the push (no login, a bad token, another's organisation): the

@@ -708,3 +708,16 @@ def test_several_processes_are_refused_before_the_model_loads(trained_model, tmp
     monkeypatch.setattr(predict_ner, "load_fast_tokenizer", lambda *args: pytest.fail("loaded before refusing"))
     with pytest.raises(predict_ner.UserError, match="predict_ner.py tags in one process, and this launch started 2"):
         predict(trained_model, tmp_path, TEXTS)
+
+
+def test_a_reader_that_stops_early_ends_the_output_quietly(trained_model, tmp_path):
+    """`| head -1`: the rest of the output has nowhere to go, which is no error (a traceback since the output
+    is written to the last byte)."""
+    source = tmp_path / "in.txt"
+    source.write_text("Peter Blackburn reported from Brussels\n" * 3000, encoding="utf-8")
+    command = f"{sys.executable} predict_ner.py --model {trained_model} --input {source} | head -1; " \
+              "echo status ${PIPESTATUS[0]} >&2"
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=ROOT,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.stdout.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.rstrip().endswith("status 0")
