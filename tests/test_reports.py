@@ -68,11 +68,11 @@ def test_the_card_lists_the_settings_that_changed_training(tmp_path):
     args = TrainingArguments(str(tmp_path), label_smoothing_factor=0.1, optim="sgd", optim_args="momentum=0.9",
                              lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr": 1e-6},
                              use_cpu=True)
-    listed = trainer_hyperparameters(args, SimpleNamespace(mixed_precision="no"))
+    listed = trainer_hyperparameters(args, SimpleNamespace(mixed_precision="no", distributed_type="NO"))
     assert listed["label_smoothing_factor"] == 0.1 and listed["optimizer"] == "sgd with optim_args=momentum=0.9"
     assert listed["lr_scheduler_kwargs"] == {"min_lr": 1e-6}
     adam = trainer_hyperparameters(TrainingArguments(str(tmp_path), adam_beta2=0.98, use_cpu=True),
-                                   SimpleNamespace(mixed_precision="no"))
+                                   SimpleNamespace(mixed_precision="no", distributed_type="NO"))
     assert adam["optimizer"].endswith("with betas=(0.9,0.98) and epsilon=1e-08")
     assert "label_smoothing_factor" not in adam and "lr_scheduler_kwargs" not in adam
 
