@@ -306,8 +306,9 @@ def json_document(line, path, number):
         raise UserError(f"{path}, line {number}: not valid JSON ({error.msg}). The input is read as JSON Lines: one "
                         "object per line, such as {\"text\": \"...\"}, not one JSON array.") from None
     # the record's other fields (an id) are kept, to be written back beside the entities: all of it must be
-    # text UTF-8 can hold
-    characters_only(json.dumps(record, ensure_ascii=False), path, number)
+    # text UTF-8 can hold, which only a \u escape can break
+    if "\\u" in line:
+        characters_only(json.dumps(record, ensure_ascii=False), path, number)
     if isinstance(record, dict) and isinstance(record.get("text"), str):
         return record
     # a word of whitespace alone (spaCy's token for a run of spaces) is kept and tagged, as a CoNLL word of a

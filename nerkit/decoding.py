@@ -8,6 +8,7 @@ from predictions.txt. With Viterbi decoding the batches keep every label's log-p
 only per batch (see nerkit.viterbi).
 """
 
+import functools
 import logging
 
 import numpy as np
@@ -141,6 +142,12 @@ def best_sequences(rows_per_example, found_per_example, fallback_id, label_count
     return decoded
 
 
+@functools.lru_cache(maxsize=8)
+def label_lookup(labels):
+    """({label: id}, (prefix, type) of each label) for a tuple of labels: built once, not per example."""
+    return {label: i for i, label in enumerate(labels)}, label_parts(labels)
+
+
 def join_entities(ids, found, label_list, rules=None):
     """A word without sub-tokens between two words of one entity (B-X or I-X before it, I-X, E-X or L-X after
     it, in any scheme) is inside that entity: I-X instead of the fallback label, which would split it in two
@@ -148,8 +155,7 @@ def join_entities(ids, found, label_list, rules=None):
     no O, instead of B-X, which Viterbi may choose on a tie and which would open a second entity. Between
     two entities of one type whose scheme (`rules`) forbids the label it got there (IOB1's I-X O B-X, IOE1's
     E-X O I-X), it is I-X where the scheme allows that (the end of the first, the start of the second)."""
-    index = {label: i for i, label in enumerate(label_list)}
-    parts = label_parts(label_list)
+    index, parts = label_lookup(tuple(label_list))
     positions = np.flatnonzero(found)
     for word in np.flatnonzero(~np.asarray(found, dtype=bool)):
         at = np.searchsorted(positions, word)
